@@ -1,0 +1,89 @@
+"""Typed errors raised by the library; only `cli.py` turns them into messages and exit codes."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Location:
+    """Where a bad value sits: a file, a 1-based line and column, and a dotted path inside the suite."""
+
+    file: str | None = None
+    line: int | None = None
+    column: int | None = None
+    path: str | None = None
+
+    def __str__(self) -> str:
+        where = self.file or "<suite>"
+        if self.line is not None:
+            where += f":{self.line}"
+            if self.column is not None:
+                where += f":{self.column}"
+        if self.path:
+            where += f" at {self.path}"
+        return where
+
+
+def did_you_mean(value: str, choices: Iterable[str]) -> str | None:
+    """The closest known name to `value`, or None when nothing is close."""
+    matches = difflib.get_close_matches(str(value), list(choices), n=1, cutoff=0.6)
+    return matches[0] if matches else None
+
+
+@dataclass
+class LossbenchError(Exception):
+    """Base of every error lossbench reports to a user (exit code 2)."""
+
+    message: str
+    location: Location | None = None
+    value: object = None
+    allowed: list[str] | None = None
+    suggestion: str | None = None
+    details: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        super().__init__(self.message)
+
+    def __str__(self) -> str:
+        return self.render()
+
+    def render(self) -> str:
+        head = f"{self.location}: {self.message}" if self.location else self.message
+        lines = [head]
+        if self.allowed:
+            shown = ", ".join(self.allowed[:40]) + (", …" if len(self.allowed) > 40 else "")
+            lines.append(f"  allowed: {shown}")
+        if self.suggestion:
+            lines.append(f"  did you mean '{self.suggestion}'?")
+        lines.extend(f"  {d}" for d in self.details)
+        return "\n".join(lines)
+
+
+class ConfigError(LossbenchError):
+    """The suite file is missing, unreadable or invalid."""
+
+
+class UnknownComponentError(ConfigError):
+    """A loss, regularizer, augmentation, model, dataset, optimizer or schedule name is not registered."""
+
+
+class DataError(LossbenchError):
+    """A dataset cannot be found, read or decoded."""
+
+
+class ResultsLockedError(LossbenchError):
+    """Another lossbench process holds the results directory."""
+
+
+class SuiteErrors(ConfigError):
+    """Several configuration errors found in one pass over the suite."""
+
+    def __init__(self, errors: list[ConfigError]):
+        self.errors = errors
+        super().__init__(message=f"{len(errors)} error(s) in the suite")
+
+    def render(self) -> str:
+        return "\n".join(e.render() for e in self.errors)

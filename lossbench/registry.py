@@ -1,0 +1,230 @@
+"""One generic registry for every kind of component a suite can name.
+
+A component is a class registered under a snake_case name with a decorator. Its constructor's keyword
+parameters (with annotations and defaults) are the parameters a suite may set; its docstring's first line is
+the one-line doc `lossbench list` prints. A suite may also name a custom class as `package.module:Attr`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar, get_type_hints
+
+from pydantic import TypeAdapter, ValidationError
+
+from lossbench.errors import ConfigError, UnknownComponentError, did_you_mean
+
+T = TypeVar("T")
+
+_EMPTY = inspect.Parameter.empty
+
+
+@dataclass(frozen=True)
+class ParamInfo:
+    """One constructor parameter of a component."""
+
+    name: str
+    annotation: str
+    default: Any
+    required: bool
+
+
+@dataclass(frozen=True)
+class ComponentInfo:
+    """What `lossbench list` shows of a component."""
+
+    kind: str
+    name: str
+    doc: str
+    params: tuple[ParamInfo, ...]
+
+
+def _type_name(annotation: Any) -> str:
+    if annotation is _EMPTY:
+        return "any"
+    if isinstance(annotation, type):
+        return annotation.__name__
+    return str(annotation).replace("typing.", "")
+
+
+def _first_doc_line(obj: object) -> str:
+    doc = inspect.getdoc(obj) or ""
+    return doc.strip().splitlines()[0] if doc.strip() else ""
+
+
+class Registry(Generic[T]):
+    """Named components of one kind (losses, models, ...), with did-you-mean on unknown names."""
+
+    def __init__(self, kind: str, singular: str):
+        self.kind = kind
+        self.singular = singular
+        self._entries: dict[str, type[T]] = {}
+
+    def register(self, name: str) -> Callable[[type[T]], type[T]]:
+        """Class decorator: `@LOSSES.register("focal")`."""
+
+        def decorator(cls: type[T]) -> type[T]:
+            if name in self._entries and self._entries[name] is not cls:
+                raise ValueError(f"{self.singular} {name!r} is registered twice")
+            self._entries[name] = cls
+            cls.registry_name = name  # type: ignore[attr-defined]
+            return cls
+
+        return decorator
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._entries or _is_import_path(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self._entries))
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def get(self, name: str) -> type[T]:
+        """The class registered under `name`, or the class a `package.module:Attr` path names."""
+        if name in self._entries:
+            return self._entries[name]
+        if _is_import_path(name):
+            return _import_component(name, self.singular)
+        raise UnknownComponentError(
+            message=f"unknown {self.singular} '{name}'",
+            value=name,
+            allowed=self.names(),
+            suggestion=did_you_mean(name, self._entries),
+        )
+
+    def params(self, name: str) -> tuple[ParamInfo, ...]:
+        return component_params(self.get(name))
+
+    def resolve_params(self, name: str, params: dict[str, Any]) -> dict[str, Any]:
+        """Validate `params` against the constructor of `name` and fill in every default.
+
+        Types are checked and coerced with pydantic (so `1` becomes `1.0` for a float parameter); the returned
+        dict holds every parameter, which is what cell ids hash, so `focal` and `focal(gamma=2.0)` are one cell.
+        """
+        cls = self.get(name)
+        infos = {p.name: p for p in component_params(cls)}
+        unknown = [k for k in params if k not in infos]
+        if unknown:
+            key = unknown[0]
+            raise ConfigError(
+                message=f"{self.singular} '{name}' has no parameter '{key}'",
+                value=key,
+                allowed=sorted(infos),
+                suggestion=did_you_mean(key, infos),
+            )
+        hints = _hints(cls)
+        resolved: dict[str, Any] = {}
+        for pname, info in infos.items():
+            if pname in params:
+                value = params[pname]
+                hint = hints.get(pname)
+                if hint is not None:
+                    try:
+                        value = TypeAdapter(hint).validate_python(value, strict=False)
+                    except ValidationError as exc:
+                        msg = exc.errors()[0]["msg"]
+                        raise ConfigError(
+                            message=f"{self.singular} '{name}': parameter '{pname}' = {params[pname]!r}: {msg}",
+                            value=params[pname],
+                        ) from None
+                resolved[pname] = _plain(value)
+            elif info.required:
+                raise ConfigError(
+                    message=f"{self.singular} '{name}' needs parameter '{pname}' ({info.annotation})",
+                    value=None,
+                )
+            else:
+                resolved[pname] = _plain(info.default)
+        return resolved
+
+    def build(self, name: str, params: dict[str, Any], **runtime: Any) -> T:
+        """Instantiate `name` with validated `params`; `runtime` carries arguments a suite cannot set.
+
+        A ValueError or TypeError from the constructor (a range check, say) becomes a ConfigError.
+        """
+        cls = self.get(name)
+        resolved = self.resolve_params(name, params)
+        try:
+            return cls(**resolved, **runtime)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(message=f"{self.singular} '{name}': {exc}", value=params) from exc
+
+    def check(self, name: str, params: dict[str, Any]) -> dict[str, Any]:
+        """Resolve parameters and, where the class allows it, construct once to run its range checks."""
+        resolved = self.resolve_params(name, params)
+        cls = self.get(name)
+        if getattr(cls, "constructible_without_runtime", True):
+            try:
+                cls(**resolved)
+            except (ValueError, TypeError) as exc:
+                raise ConfigError(message=f"{self.singular} '{name}': {exc}", value=params) from exc
+        return resolved
+
+    def describe(self) -> list[ComponentInfo]:
+        return [
+            ComponentInfo(self.kind, n, _first_doc_line(self._entries[n]), component_params(self._entries[n]))
+            for n in self.names()
+        ]
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    try:
+        return get_type_hints(cls.__init__)
+    except Exception:  # annotations that cannot be evaluated are simply not type-checked
+        return {}
+
+
+def _plain(value: Any) -> Any:
+    """Tuples become lists so that resolved parameters round-trip through JSON and YAML unchanged."""
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def component_params(cls: type) -> tuple[ParamInfo, ...]:
+    """The suite-settable parameters of a component class: keyword parameters of its constructor.
+
+    Parameters listed in the class attribute `runtime_params` are supplied by the engine, not the suite.
+    """
+    runtime = set(getattr(cls, "runtime_params", ()))
+    hints = _hints(cls)
+    out = []
+    for p in inspect.signature(cls.__init__).parameters.values():
+        if p.name == "self" or p.name in runtime or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        ann = hints.get(p.name, p.annotation)
+        out.append(ParamInfo(p.name, _type_name(ann), None if p.default is _EMPTY else p.default, p.default is _EMPTY))
+    return tuple(out)
+
+
+def _is_import_path(name: str) -> bool:
+    return ":" in name and all(part for part in name.split(":", 1))
+
+
+def _import_component(path: str, singular: str) -> type:
+    module_name, attr = path.split(":", 1)
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:
+        raise UnknownComponentError(
+            message=f"cannot import module '{module_name}' for custom {singular} '{path}': {exc}", value=path
+        ) from None
+    try:
+        obj = getattr(module, attr)
+    except AttributeError:
+        public = [n for n in dir(module) if not n.startswith("_")]
+        raise UnknownComponentError(
+            message=f"module '{module_name}' has no attribute '{attr}' (custom {singular})",
+            value=path,
+            suggestion=did_you_mean(attr, public),
+        ) from None
+    if not inspect.isclass(obj):
+        raise UnknownComponentError(message=f"custom {singular} '{path}' is not a class", value=path)
+    return obj
