@@ -1,0 +1,217 @@
+"""The `lossbench` command: run, validate, list. A thin shell over the library; the only place that prints
+errors and chooses exit codes (0 ok, 1 a cell failed, 2 bad input, 130 interrupted)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from lossbench.errors import ConfigError, LossbenchError, did_you_mean
+
+app = typer.Typer(
+    name="lossbench",
+    help="Which loss, regularizer and augmentation should I use? Train a YAML grid of them and compare.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+KINDS = ["losses", "regularizers", "augmentations", "models", "datasets", "optimizers", "schedules"]
+
+
+def _registries() -> dict[str, Any]:
+    from lossbench.augment import AUGMENTATIONS
+    from lossbench.data import DATASETS
+    from lossbench.losses import LOSSES
+    from lossbench.models import MODELS
+    from lossbench.optim import OPTIMIZERS, SCHEDULES
+    from lossbench.regularizers import REGULARIZERS
+
+    return {
+        "losses": LOSSES, "regularizers": REGULARIZERS, "augmentations": AUGMENTATIONS, "models": MODELS,
+        "datasets": DATASETS, "optimizers": OPTIMIZERS, "schedules": SCHEDULES,
+    }
+
+
+def _fail(exc: LossbenchError, debug: bool) -> None:
+    if debug:
+        raise exc
+    err_console.print(f"[bold red]error:[/] {exc.render()}", markup=True, highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def _parse_seeds(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        seeds = [int(s) for s in text.replace(" ", "").split(",") if s != ""]
+    except ValueError:
+        raise ConfigError(message=f"--seeds takes comma-separated integers such as 0,1,2; got {text!r}") from None
+    if not seeds:
+        raise ConfigError(message="--seeds is empty; give at least one integer")
+    return seeds
+
+
+def _fmt(value: Any, spec: str = ".4f") -> str:
+    return "—" if value is None else format(value, spec)
+
+
+def _cells_table(records: list[dict[str, Any]], title: str) -> Table:
+    table = Table(title=title, show_lines=False)
+    for col, justify in [("cell", "left"), ("seed", "right"), ("status", "left"), ("test acc", "right"),
+                         ("top-5", "right"), ("NLL", "right"), ("ECE", "right"), ("gap", "right"),
+                         ("train s", "right"), ("img/s", "right")]:
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    style = {"done": "green", "diverged": "yellow", "failed": "red"}
+    for r in sorted(records, key=lambda r: -((r.get("metrics") or {}).get("test_acc") or -1)):
+        m, t = r.get("metrics") or {}, r.get("timing") or {}
+        table.add_row(
+            r["label"], str(r["seed"]), f"[{style.get(r['status'], 'white')}]{r['status']}[/]",
+            _fmt(m.get("test_acc")), _fmt(m.get("test_top5")), _fmt(m.get("test_nll")), _fmt(m.get("ece")),
+            _fmt(m.get("gap"), "+.4f"), _fmt(t.get("train_time_s"), ".1f"), _fmt(t.get("img_per_s"), ",.0f"),
+        )
+    return table
+
+
+@app.command()
+def run(
+    suite: Path = typer.Argument(..., help="The suite YAML file."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Results directory (default: results/<suite name>)."),
+    data_root: Optional[str] = typer.Option(None, "--data-root", help="Local copy of the dataset: torchvision files, an image-folder directory, or a .tar.gz/.zip archive with train/ and test/."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda | mps (overrides train.device)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Override train.epochs."),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="Override the seeds, e.g. 0,1,2."),
+    force: bool = typer.Option(False, "--force", help="Rerun every cell, even those with results."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Decoded-dataset cache (default ~/.cache/lossbench)."),
+    plain: bool = typer.Option(False, "--plain", help="Plain progress lines even on a terminal."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+) -> None:
+    """Train every cell of SUITE that has no result yet, and write results/<suite>/."""
+    from lossbench import runner
+    from lossbench.config import load_suite
+    from lossbench.progress import PlainDisplay, RichDisplay
+
+    try:
+        loaded = load_suite(suite, epochs=epochs, seeds=_parse_seeds(seeds), device=device, data_root=data_root)
+        out_dir = out or Path("results") / loaded.name
+        run_plan = runner.plan(loaded, out_dir, force=force, cache_dir=cache_dir or runner.DEFAULT_CACHE)
+    except LossbenchError as exc:
+        _fail(exc, debug)
+        return
+    interactive = console.is_terminal and not plain
+    console.print(
+        f"[bold]{loaded.name}[/]: {len(run_plan.cells)} cell(s) · {loaded.dataset.name} · {loaded.model.name} · "
+        f"{loaded.train.epochs} epoch(s) · device {run_plan.job.engine.options().device} → {out_dir}",
+        highlight=False,
+    )
+    display = RichDisplay(console) if interactive else PlainDisplay()
+    try:
+        summary = runner.run(run_plan, display=display)
+    except LossbenchError as exc:
+        _fail(exc, debug)
+        return
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted:[/] finished cells are saved; run the same command again to resume")
+        raise typer.Exit(130) from None
+    console.print(_cells_table(summary.records, f"{loaded.name} — {len(summary.records)} cell(s)"))
+    console.print(
+        f"ran {summary.ran}, skipped {summary.skipped}, diverged {summary.diverged}, failed {summary.failed} · "
+        f"results: {out_dir / 'results.csv'}",
+        highlight=False,
+    )
+    if summary.failed:
+        err_console.print(f"[red]{summary.failed} cell(s) failed[/]: tracebacks are in their files under {out_dir / 'cells'}")
+        raise typer.Exit(1)
+
+
+@app.command()
+def validate(
+    suite: Path = typer.Argument(..., help="The suite YAML file."),
+    data_root: Optional[str] = typer.Option(None, "--data-root", help="As for run."),
+    as_json: bool = typer.Option(False, "--json", help="Print the cells as JSON."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+) -> None:
+    """Check SUITE without training: print the number of cells and the grid, or every error (exit 2)."""
+    from lossbench.config import load_suite
+    from lossbench.runner import DEFAULT_CACHE, plan
+
+    try:
+        loaded = load_suite(suite, data_root=data_root)
+        run_plan = plan(loaded, Path("results") / loaded.name, cache_dir=DEFAULT_CACHE)
+    except LossbenchError as exc:
+        _fail(exc, debug)
+        return
+    cells = run_plan.cells
+    if as_json:
+        print(json.dumps([{"id": c.id, "label": c.label, "seed": c.seed, **c.axes} for c in cells], indent=1))
+        return
+    grid = loaded.grid
+    axes = {
+        "loss": [c.label() for c in {c.loss.label(): c.loss for c in cells}.values()],
+        "regularizer": sorted({c.axes["regularizer"] for c in cells}, key=[c.axes["regularizer"] for c in cells].index),
+        "augmentation": sorted({c.axes["augmentation"] for c in cells}, key=[c.axes["augmentation"] for c in cells].index),
+        "optimizer": sorted({c.axes["optimizer"] for c in cells}, key=[c.axes["optimizer"] for c in cells].index),
+        "seed": [str(s) for s in loaded.seeds],
+    }
+    table = Table(title=f"{loaded.name}: {len(cells)} cell(s)")
+    table.add_column("axis")
+    table.add_column("levels", justify="right")
+    table.add_column("values")
+    for axis, values in axes.items():
+        if axis == "optimizer" and grid.optimizer is None:
+            axis = "optimizer (fixed)"
+        table.add_row(axis, str(len(values)), ", ".join(values))
+    console.print(table)
+    console.print(f"[green]valid[/]: {len(cells)} cell(s) on {loaded.dataset.name} with {loaded.model.name}, "
+                  f"{loaded.train.epochs} epoch(s) each", highlight=False)
+
+
+@app.command("list")
+def list_components(
+    kind: Optional[str] = typer.Argument(None, help="losses | regularizers | augmentations | models | datasets | optimizers | schedules"),
+    as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
+) -> None:
+    """List registered components with their parameters, defaults and one-line docs."""
+    registries = _registries()
+    if kind is not None and kind not in registries:
+        singular = {k[:-1]: k for k in registries}
+        kind = singular.get(kind, kind)
+    if kind is not None and kind not in registries:
+        _fail(ConfigError(message=f"unknown kind '{kind}'", value=kind, allowed=KINDS,
+                          suggestion=did_you_mean(kind, KINDS)), debug=False)
+    kinds = [kind] if kind else KINDS
+    if as_json:
+        print(json.dumps({k: [{"name": c.name, "doc": c.doc, "params": [
+            {"name": p.name, "type": p.annotation, "default": p.default, "required": p.required} for p in c.params
+        ]} for c in registries[k].describe()] for k in kinds}, indent=1, default=str))
+        return
+    for k in kinds:
+        table = Table(title=k, title_justify="left", show_header=True, expand=False)
+        table.add_column("name", style="bold cyan", no_wrap=True)
+        table.add_column("parameters (defaults)")
+        table.add_column("description")
+        for c in registries[k].describe():
+            params = ", ".join(f"{p.name}: {p.annotation}" + ("" if p.required else f" = {p.default!r}")
+                               for p in c.params)
+            table.add_row(c.name, params or "—", c.doc)
+        console.print(table)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except LossbenchError as exc:  # raised with --debug: show the traceback, keep the exit code
+        raise SystemExit(2) from exc
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""Suite → cells: the product of the grid axes and the seeds, each cell with a label and a stable id.
+
+A cell's id is a short hash of its fully resolved configuration: every component with every parameter
+(defaults filled in), the model, the training recipe, the seed and the dataset identity. Writing a default
+explicitly does not change an id; changing any value that affects training does. The device does not enter the
+id (where a cell ran is recorded in its result, not part of what it is).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from lossbench.config import ComponentSpec, Suite
+from lossbench.registry import Registry
+
+ID_LENGTH = 12
+
+
+@dataclass(frozen=True)
+class ResolvedComponent:
+    """A component with every parameter resolved, and the parameters the suite wrote (for the label)."""
+
+    name: str
+    params: dict[str, Any]
+    given: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def plain(self) -> dict[str, Any]:
+        return {"name": self.name, "params": self.params}
+
+    def label(self) -> str:
+        if not self.given:
+            return self.name
+        inner = ", ".join(f"{k}={_fmt(v)}" for k, v in self.given.items())
+        return f"{self.name}({inner})"
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        text = f"{value:g}"
+        return text.replace("e-0", "e-").replace("e+0", "e+")
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_fmt(v) for v in value) + "]"
+    return str(value)
+
+
+def _stack_label(stack: tuple[ResolvedComponent, ...]) -> str:
+    return "+".join(c.label() for c in stack)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One training run: a point of the grid with one seed."""
+
+    id: str
+    seed: int
+    loss: ResolvedComponent
+    regularizer: tuple[ResolvedComponent, ...]
+    augmentation: tuple[ResolvedComponent, ...]
+    optimizer: ResolvedComponent
+    config: dict[str, Any]
+    has_optimizer_axis: bool = False
+
+    @property
+    def label(self) -> str:
+        """Readable name of the grid point (the same for every seed), e.g. `focal(gamma=2) | l2 | hflip+crop`."""
+        parts = [self.loss.label(), _stack_label(self.regularizer), _stack_label(self.augmentation)]
+        if self.has_optimizer_axis:
+            parts.append(self.optimizer.label())
+        return " | ".join(parts)
+
+    @property
+    def axes(self) -> dict[str, str]:
+        """The value of each grid axis as a short string (the columns of results.csv)."""
+        return {
+            "loss": self.loss.label(),
+            "regularizer": _stack_label(self.regularizer),
+            "augmentation": _stack_label(self.augmentation),
+            "optimizer": self.optimizer.label(),
+        }
+
+
+def resolve(registry: Registry[Any], spec: ComponentSpec) -> ResolvedComponent:
+    return ResolvedComponent(spec.name, registry.resolve_params(spec.name, spec.params), dict(spec.params))
+
+
+def cell_id(config: dict[str, Any]) -> str:
+    """Short hash of a resolved cell configuration; stable under key order."""
+    text = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:ID_LENGTH]
+
+
+def expand(suite: Suite, dataset_identity: str) -> list[Cell]:
+    """Every cell of the suite, in grid order (loss slowest, seed fastest)."""
+    from lossbench.augment import AUGMENTATIONS
+    from lossbench.losses import LOSSES
+    from lossbench.models import MODELS
+    from lossbench.optim import OPTIMIZERS, SCHEDULES
+    from lossbench.regularizers import REGULARIZERS
+
+    model = ResolvedComponent(suite.model.name, MODELS.resolve_params(suite.model.name, suite.model.params))
+    schedule = resolve(SCHEDULES, suite.train.schedule)
+    optimizers = suite.grid.optimizer or [suite.train.optimizer]
+    shared = {
+        "dataset": {"identity": dataset_identity, "name": suite.dataset.name},
+        "model": model.plain(),
+        "train": {
+            "epochs": suite.train.epochs,
+            "batch_size": suite.train.batch_size,
+            "schedule": schedule.plain(),
+            "precision": suite.train.precision,
+        },
+    }
+    cells = []
+    for loss_spec, reg_stack, aug_stack, opt_spec in itertools.product(
+        suite.grid.loss, suite.grid.regularizer, suite.grid.augmentation, optimizers
+    ):
+        loss = resolve(LOSSES, loss_spec)
+        regs = tuple(resolve(REGULARIZERS, s) for s in reg_stack)
+        augs = tuple(resolve(AUGMENTATIONS, s) for s in aug_stack)
+        opt = resolve(OPTIMIZERS, opt_spec)
+        for seed in suite.seeds:
+            config = {
+                **shared,
+                "loss": loss.plain(),
+                "regularizer": [r.plain() for r in regs],
+                "augmentation": [a.plain() for a in augs],
+                "optimizer": opt.plain(),
+                "seed": seed,
+            }
+            cells.append(Cell(cell_id(config), seed, loss, regs, augs, opt, config, suite.grid.optimizer is not None))
+    return cells

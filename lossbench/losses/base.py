@@ -1,0 +1,60 @@
+"""The base class every loss derives from: shape checks and the hard/soft target split live here."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Head = Literal["logits", "embedding"]
+
+
+class Loss(nn.Module):
+    """A training loss: `loss(outputs, targets) -> scalar tensor`.
+
+    `outputs` is [B, C] logits (head "logits") or [B, D] embeddings (head "embedding"). `targets` is either
+    hard labels, int64 [B], or a soft label distribution, float [B, C] whose rows sum to one (mixup, cutmix).
+    Subclasses write only the math: `soft()` for probability targets and, where a faster or more exact form
+    exists, `hard()` for labels (by default a label becomes its one-hot row).
+
+    Class attributes a subclass may set:
+      head: which final layer the engine builds and how it predicts (argmax of logits, or k-NN on embeddings).
+      soft_targets: False when the loss is defined on labels only; validation then rejects augmentations that
+        mix labels (mixup, cutmix) for this loss before anything trains.
+      probabilistic: False when softmax(outputs) is not what the loss trains to be a probability (square loss
+        on raw outputs, hinge, exponential); NLL and ECE are still reported on softmax(outputs) and the result
+        file notes it.
+    """
+
+    head: ClassVar[Head] = "logits"
+    soft_targets: ClassVar[bool] = True
+    probabilistic: ClassVar[bool] = True
+
+    def output_dim(self, num_classes: int) -> int:
+        """Width of the model's final layer for this loss: C for logits, the embedding size otherwise."""
+        return num_classes
+
+    def forward(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if outputs.ndim != 2:
+            raise ValueError(f"{type(self).__name__}: outputs must be [batch, features], got {tuple(outputs.shape)}")
+        if targets.shape[0] != outputs.shape[0]:
+            raise ValueError(
+                f"{type(self).__name__}: {outputs.shape[0]} outputs but {targets.shape[0]} targets"
+            )
+        if targets.is_floating_point():
+            if not self.soft_targets:
+                raise ValueError(f"{type(self).__name__} takes hard labels only, got soft targets")
+            if self.head == "logits" and targets.shape != outputs.shape:
+                raise ValueError(f"soft targets {tuple(targets.shape)} do not match outputs {tuple(outputs.shape)}")
+            return self.soft(outputs.float(), targets.float())
+        if targets.ndim != 1:
+            raise ValueError(f"hard targets must be [batch] class indices, got {tuple(targets.shape)}")
+        return self.hard(outputs.float(), targets)
+
+    def hard(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.soft(outputs, F.one_hot(labels, outputs.shape[1]).to(outputs.dtype))
+
+    def soft(self, outputs: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError

@@ -1,0 +1,137 @@
+"""What a run shows while it trains: a rich display on a terminal, plain lines otherwise."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any, Protocol, TextIO
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from lossbench.grid import Cell
+
+
+class RunDisplay(Protocol):
+    """Receives the events of a run; the runner calls it, it never calls back."""
+
+    def start(self, total: int, skipped: int) -> None: ...
+    def cell_start(self, cell: Cell) -> None: ...
+    def cell_event(self, cell: Cell, event: str, info: dict[str, Any]) -> None: ...
+    def cell_end(self, cell: Cell, record: dict[str, Any]) -> None: ...
+    def finish(self) -> None: ...
+
+
+def _cell_name(cell: Cell) -> str:
+    return f"{cell.label} · seed {cell.seed}"
+
+
+class RichDisplay:
+    """A grid bar with ETA and one epoch bar per running cell, with the last epoch's loss and accuracy."""
+
+    def __init__(self, console: Console):
+        self.console = console
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(bar_width=28),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[stats]}"),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            console=console,
+            refresh_per_second=8,
+        )
+        self.grid: TaskID | None = None
+        self.cells: dict[str, TaskID] = {}
+        self.steps: dict[str, int] = {}
+
+    def start(self, total: int, skipped: int) -> None:
+        if skipped:
+            self.console.print(f"[dim]{skipped} cell(s) already have results and are skipped (--force reruns them)[/]")
+        self.progress.start()
+        self.grid = self.progress.add_task("[bold]grid[/]", total=total, stats="")
+
+    def cell_start(self, cell: Cell) -> None:
+        self.cells[cell.id] = self.progress.add_task(f"  {_cell_name(cell)}", total=None, stats="")
+
+    def cell_event(self, cell: Cell, event: str, info: dict[str, Any]) -> None:
+        task = self.cells.get(cell.id)
+        if task is None:
+            return
+        if event == "cell_start":
+            self.steps[cell.id] = info["steps_per_epoch"]
+            self.progress.update(task, total=info["epochs"], completed=0)
+        elif event == "step":
+            per_epoch = self.steps.get(cell.id, 1)
+            self.progress.update(task, completed=info["epoch"] - 1 + info["step"] / per_epoch)
+        elif event == "epoch":
+            stats = f"loss {info['train_loss']:.3f}"
+            if info.get("test_acc") is not None:
+                stats += f"  acc {info['train_acc']:.3f}  test {info['test_acc']:.3f}"
+            self.progress.update(task, completed=info["epoch"], stats=stats)
+
+    def cell_end(self, cell: Cell, record: dict[str, Any]) -> None:
+        task = self.cells.pop(cell.id, None)
+        if task is not None:
+            self.progress.remove_task(task)
+        status = record["status"]
+        acc = (record.get("metrics") or {}).get("test_acc")
+        mark = {"done": "[green]✓[/]", "diverged": "[yellow]diverged[/]", "failed": "[red]failed[/]"}[status]
+        detail = f"test acc {acc:.4f}" if acc is not None else (record.get("error") or "")
+        secs = (record.get("timing") or {}).get("train_time_s")
+        timing = f" [dim]{secs:.1f} s[/]" if secs else ""
+        self.progress.console.print(f"{mark} {_cell_name(cell)}  {detail}{timing}")
+        if self.grid is not None:
+            self.progress.advance(self.grid)
+
+    def finish(self) -> None:
+        self.progress.stop()
+
+
+class PlainDisplay:
+    """One line per epoch and per finished cell, for logs and pipes."""
+
+    def __init__(self, stream: TextIO | None = None):
+        self.stream = stream or sys.stdout
+        self.total = 0
+        self.finished = 0
+        self.t0 = time.perf_counter()
+
+    def _print(self, text: str) -> None:
+        print(text, file=self.stream, flush=True)
+
+    def start(self, total: int, skipped: int) -> None:
+        self.total = total
+        self._print(f"{total} cell(s) to run, {skipped} already done")
+
+    def cell_start(self, cell: Cell) -> None:
+        self._print(f"[{self.finished + 1}/{self.total}] {_cell_name(cell)}  ({cell.id})")
+
+    def cell_event(self, cell: Cell, event: str, info: dict[str, Any]) -> None:
+        if event == "epoch":
+            line = f"    epoch {info['epoch']}: train loss {info['train_loss']:.4f}"
+            if info.get("test_acc") is not None:
+                line += f"  train acc {info['train_acc']:.4f}  test acc {info['test_acc']:.4f}  ({info['epoch_s']:.1f} s)"
+            self._print(line)
+
+    def cell_end(self, cell: Cell, record: dict[str, Any]) -> None:
+        self.finished += 1
+        acc = (record.get("metrics") or {}).get("test_acc")
+        detail = f"test acc {acc:.4f}" if acc is not None else (record.get("error") or "")
+        elapsed = time.perf_counter() - self.t0
+        eta = elapsed / self.finished * (self.total - self.finished)
+        self._print(f"    {record['status']}: {detail}  [grid {self.finished}/{self.total}, eta {eta:.0f} s]")
+
+    def finish(self) -> None:
+        return None
+
+
+class SilentDisplay:
+    """Shows nothing (library use and tests)."""
+
+    def start(self, total: int, skipped: int) -> None: ...
+    def cell_start(self, cell: Cell) -> None: ...
+    def cell_event(self, cell: Cell, event: str, info: dict[str, Any]) -> None: ...
+    def cell_end(self, cell: Cell, record: dict[str, Any]) -> None: ...
+    def finish(self) -> None: ...

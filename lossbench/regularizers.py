@@ -1,0 +1,125 @@
+"""Regularizers: penalties added to the loss, changes to the model, and steps after each update.
+
+A regularizer can do any of three things, each a method the engine calls:
+  penalty(model)          a scalar added to the training loss (L1, L2);
+  dropout()               dropout the model builder inserts (p before the classifier, p after conv blocks);
+  after_step(model, lr)   an in-place change after each optimizer step (weight decay, max-norm).
+A list of regularizers in one grid entry composes them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from lossbench.registry import Registry
+
+
+@dataclass(frozen=True)
+class DropoutPlan:
+    """Dropout probabilities the model builder inserts: before the classifier and after each conv block."""
+
+    classifier: float = 0.0
+    conv: float = 0.0
+
+
+def penalized_parameters(model: nn.Module, include_bias: bool) -> Iterator[nn.Parameter]:
+    """Weights a norm penalty applies to: matrices and kernels; biases and norm-layer scales only on request."""
+    for p in model.parameters():
+        if p.requires_grad and (include_bias or p.ndim > 1):
+            yield p
+
+
+class Regularizer:
+    """Base class; the defaults do nothing."""
+
+    def penalty(self, model: nn.Module) -> torch.Tensor | None:
+        return None
+
+    def dropout(self) -> DropoutPlan | None:
+        return None
+
+    def after_step(self, model: nn.Module, lr: float) -> None:
+        return None
+
+
+REGULARIZERS: Registry[Regularizer] = Registry("regularizers", "regularizer")
+
+
+def _check_strength(name: str, value: float) -> None:
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+
+
+@REGULARIZERS.register("none")
+class NoRegularizer(Regularizer):
+    """No regularization."""
+
+
+@REGULARIZERS.register("l2")
+class L2Penalty(Regularizer):
+    """λ·Σw² added to the loss (weights only unless include_bias)."""
+
+    def __init__(self, weight: float = 1e-4, include_bias: bool = False):
+        _check_strength("weight", weight)
+        self.weight = weight
+        self.include_bias = include_bias
+
+    def penalty(self, model: nn.Module) -> torch.Tensor:
+        return self.weight * sum(p.pow(2).sum() for p in penalized_parameters(model, self.include_bias))
+
+
+@REGULARIZERS.register("l1")
+class L1Penalty(Regularizer):
+    """λ·Σ|w| added to the loss (weights only unless include_bias)."""
+
+    def __init__(self, weight: float = 1e-5, include_bias: bool = False):
+        _check_strength("weight", weight)
+        self.weight = weight
+        self.include_bias = include_bias
+
+    def penalty(self, model: nn.Module) -> torch.Tensor:
+        return self.weight * sum(p.abs().sum() for p in penalized_parameters(model, self.include_bias))
+
+
+@REGULARIZERS.register("dropout")
+class Dropout(Regularizer):
+    """Dropout with probability p before the classifier, after each conv block, or both."""
+
+    def __init__(self, p: float = 0.5, where: str = "classifier"):
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"p must be in [0, 1), got {p}")
+        if where not in ("classifier", "conv", "both"):
+            raise ValueError(f"where must be one of classifier, conv, both; got {where!r}")
+        self.p = p
+        self.where = where
+
+    def dropout(self) -> DropoutPlan:
+        return DropoutPlan(
+            classifier=self.p if self.where in ("classifier", "both") else 0.0,
+            conv=self.p if self.where in ("conv", "both") else 0.0,
+        )
+
+
+class RegularizerSet:
+    """The regularizers of one cell, applied together."""
+
+    def __init__(self, regularizers: Sequence[Regularizer]):
+        self.items = [r for r in regularizers if not isinstance(r, NoRegularizer)]
+
+    def penalty(self, model: nn.Module) -> torch.Tensor | None:
+        terms = [t for t in (r.penalty(model) for r in self.items) if t is not None]
+        return sum(terms[1:], terms[0]) if terms else None
+
+    def dropout(self) -> DropoutPlan:
+        plans = [p for p in (r.dropout() for r in self.items) if p is not None]
+        return DropoutPlan(
+            classifier=max((p.classifier for p in plans), default=0.0), conv=max((p.conv for p in plans), default=0.0)
+        )
+
+    def after_step(self, model: nn.Module, lr: float) -> None:
+        for r in self.items:
+            r.after_step(model, lr)

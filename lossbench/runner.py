@@ -1,0 +1,268 @@
+"""Which cells still need running, where, and how: turns a validated suite into result files.
+
+`plan()` expands the grid and finds the cells without a final result; an executor trains them and hands each
+record back as it finishes; the runner writes it at once (so a killed run loses only the cells in flight) and
+rebuilds results.csv. Executors are interchangeable: `LocalExecutor` trains one cell after another in this
+process; others run several at once. All of them call `execute_cell`, the same pure function.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lossbench import __version__
+from lossbench.config import Suite, suite_to_yaml
+from lossbench.data import ImageData, dataset_identity, load_dataset
+from lossbench.engine import EngineOptions, train_cell, resolve_device, resolve_precision
+from lossbench.errors import ConfigError, Location
+from lossbench.grid import Cell, expand
+from lossbench.progress import RunDisplay, SilentDisplay
+from lossbench.store import FINAL_STATUSES, ResultsStore
+
+RESULT_SCHEMA = 1
+DEFAULT_CACHE = Path(os.environ.get("LOSSBENCH_CACHE", Path.home() / ".cache" / "lossbench"))
+
+
+@dataclass(frozen=True)
+class DataRequest:
+    """Everything needed to load the suite's dataset in any process (picklable)."""
+
+    name: str
+    root: str | None
+    download: bool
+    train_subset: int | float | None
+    test_subset: int | float | None
+    val_fraction: float
+    image_size: int | None
+    cache_dir: str
+
+    @classmethod
+    def from_suite(cls, suite: Suite, cache_dir: Path) -> DataRequest:
+        d = suite.dataset
+        return cls(d.name, d.root, d.download, d.train_subset, d.test_subset, d.val_fraction, d.image_size,
+                   str(cache_dir))
+
+    def load(self) -> ImageData:
+        return load_dataset(
+            self.name, self.root, cache_dir=Path(self.cache_dir), download=self.download,
+            train_subset=self.train_subset, test_subset=self.test_subset, val_fraction=self.val_fraction,
+            image_size=self.image_size,
+        )
+
+    def identity(self) -> str:
+        """The dataset identity that enters cell ids, including every option that changes the tensors."""
+        base = dataset_identity(self.name, self.root)
+        options = [f"{k}={v}" for k, v in (("train", self.train_subset), ("test", self.test_subset),
+                                           ("val", self.val_fraction or None), ("size", self.image_size)) if v]
+        return "|".join([base, *options])
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """The suite's training recipe as the engine needs it, with the device still as requested (picklable)."""
+
+    device: str
+    precision: str
+    epochs: int
+    batch_size: int
+    eval_batch_size: int
+
+    @classmethod
+    def from_suite(cls, suite: Suite) -> EngineSettings:
+        t = suite.train
+        return cls(t.device, t.precision, t.epochs, t.batch_size, t.eval_batch_size)
+
+    def options(self) -> EngineOptions:
+        device = resolve_device(self.device)
+        return EngineOptions(
+            device=device,
+            precision=resolve_precision(self.precision, device),
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            eval_batch_size=self.eval_batch_size,
+            channels_last=device.type == "cuda",
+        )
+
+
+@dataclass(frozen=True)
+class Job:
+    """What every executor needs to train any cell of one suite."""
+
+    suite_name: str
+    data: DataRequest
+    engine: EngineSettings
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    """Versions and hardware, recorded in every result file."""
+    import torchvision
+
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = platform.processor() or platform.machine()
+    return {
+        "lossbench": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "device": device.type,
+        "device_name": name,
+        "threads": torch.get_num_threads(),
+        "hostname": socket.gethostname(),
+        "platform": platform.platform(),
+        "git_commit": project_commit(),
+    }
+
+
+def project_commit() -> str | None:
+    """The git commit of the lossbench checkout in use, when it runs from one."""
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def execute_cell(
+    cell: Cell, job: Job, data: ImageData, options: EngineOptions,
+    progress: Callable[[str, dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Train one cell on data already on `options.device`; returns its complete result record."""
+    started = _now()
+    result = train_cell(cell, data, options, progress)
+    return {
+        "schema": RESULT_SCHEMA,
+        "id": cell.id,
+        "label": cell.label,
+        "suite": job.suite_name,
+        "seed": cell.seed,
+        "axes": cell.axes,
+        "config": cell.config,
+        "status": result.status,
+        "diverged_epoch": result.diverged_epoch,
+        "error": result.error,
+        "traceback": result.traceback,
+        "notes": result.notes,
+        "metrics": result.metrics,
+        "history": [h for h in result.to_dict()["history"]],
+        "timing": result.timing,
+        "precision": options.precision,
+        "env": environment(options.device),
+        "started_at": started,
+        "finished_at": _now(),
+    }
+
+
+OnEvent = Callable[[Cell, str, dict[str, Any]], None]
+OnResult = Callable[[Cell, dict[str, Any]], None]
+
+
+class LocalExecutor:
+    """Trains the cells one after another in this process, on the dataset loaded once."""
+
+    def __init__(self, data: ImageData | None = None):
+        self._data = data
+
+    def run(self, cells: list[Cell], job: Job, on_start: Callable[[Cell], None], on_event: OnEvent,
+            on_result: OnResult) -> None:
+        options = job.engine.options()
+        data = (self._data or job.data.load()).to(options.device)
+        for cell in cells:
+            on_start(cell)
+            record = execute_cell(cell, job, data, options, lambda ev, info, c=cell: on_event(c, ev, info))
+            on_result(cell, record)
+
+
+@dataclass
+class RunPlan:
+    """The cells of a suite and which of them still need to run."""
+
+    suite: Suite
+    job: Job
+    cells: list[Cell]
+    pending: list[Cell]
+    store: ResultsStore
+
+    @property
+    def skipped(self) -> int:
+        return len(self.cells) - len(self.pending)
+
+
+@dataclass
+class RunSummary:
+    """What a run did: the records of every cell of the suite (including those skipped), and counts."""
+
+    records: list[dict[str, Any]] = field(default_factory=list)
+    ran: int = 0
+    skipped: int = 0
+    failed: int = 0
+    diverged: int = 0
+
+
+def plan(suite: Suite, out_dir: Path, *, force: bool = False, cache_dir: Path = DEFAULT_CACHE) -> RunPlan:
+    """Check the device and dataset, expand the grid and find the pending cells. Writes nothing."""
+    try:
+        resolve_device(suite.train.device)
+        resolve_precision(suite.train.precision, resolve_device(suite.train.device))
+    except ValueError as exc:
+        raise ConfigError(message=str(exc), location=Location(path="train.device")) from None
+    job = Job(suite.name, DataRequest.from_suite(suite, cache_dir), EngineSettings.from_suite(suite))
+    cells = expand(suite, job.data.identity())
+    store = ResultsStore(out_dir)
+    finished = set() if force else {c.id for c in cells if _is_final(store, c.id)}
+    return RunPlan(suite, job, cells, [c for c in cells if c.id not in finished], store)
+
+
+def _is_final(store: ResultsStore, cell_id: str) -> bool:
+    record = store.read_cell(cell_id)
+    return record is not None and record.get("status") in FINAL_STATUSES
+
+
+def run(run_plan: RunPlan, *, executor: Any = None, display: RunDisplay | None = None) -> RunSummary:
+    """Train the pending cells of a plan, writing each result as it arrives. Holds the directory's lock."""
+    display = display or SilentDisplay()
+    store = run_plan.store
+    executor = executor or LocalExecutor()
+    summary = RunSummary(skipped=run_plan.skipped)
+    with store:
+        store.write_suite(suite_to_yaml(run_plan.suite))
+        display.start(len(run_plan.pending), run_plan.skipped)
+
+        def on_result(cell: Cell, record: dict[str, Any]) -> None:
+            store.write_cell(record)
+            store.rebuild_csv()
+            summary.ran += 1
+            summary.failed += record["status"] == "failed"
+            summary.diverged += record["status"] == "diverged"
+            display.cell_end(cell, record)
+
+        try:
+            if run_plan.pending:
+                executor.run(run_plan.pending, run_plan.job, display.cell_start, display.cell_event, on_result)
+        finally:
+            display.finish()
+            store.rebuild_csv()
+    summary.records = [r for r in (store.read_cell(c.id) for c in run_plan.cells) if r is not None]
+    return summary
+
+
+def python_m() -> list[str]:
+    """The command that runs this lossbench in a child process."""
+    return [sys.executable, "-m", "lossbench"]
