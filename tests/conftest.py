@@ -1,0 +1,71 @@
+"""Shared fixtures: small real data (scikit-learn's 8×8 digits) and suite files written to a temp dir."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+# Tests are small; one thread per process keeps them fast and deterministic on a loaded 2-core machine.
+torch.set_num_threads(1)
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="session")
+def digits(cache_dir: Path):
+    from lossbench.data import load_dataset
+
+    return load_dataset("digits", None, cache_dir=cache_dir)
+
+
+TINY_SUITE = """\
+name: tiny
+dataset:
+  name: digits
+  train_subset: 400
+model:
+  name: small_cnn
+train:
+  epochs: 2
+  batch_size: 64
+  optimizer: {name: sgd, lr: 0.05, momentum: 0.9}
+  device: cpu
+seeds: [0]
+grid:
+  loss: [cross_entropy, mse]
+  regularizer: [none]
+  augmentation: [none, crop]
+"""
+
+
+@pytest.fixture
+def write_suite(tmp_path: Path) -> Callable[..., Path]:
+    """Write a suite file (default: the tiny 2×1×2 digits suite) and return its path."""
+
+    def write(text: str = TINY_SUITE, name: str = "suite.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(textwrap.dedent(text), encoding="utf-8")
+        return path
+
+    return write
+
+
+@pytest.fixture
+def cli_env(cache_dir: Path) -> dict[str, str]:
+    """Environment for running the real CLI in a subprocess."""
+    env = dict(os.environ)
+    env["LOSSBENCH_CACHE"] = str(cache_dir)
+    env["OMP_NUM_THREADS"] = "1"
+    env["PYTHONUNBUFFERED"] = "1"
+    env["COLUMNS"] = "200"
+    return env

@@ -1,0 +1,80 @@
+"""Metrics against independent computations: NumPy loops, torch built-ins and scikit-learn."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import confusion_matrix as sk_confusion
+
+from lossbench.metrics import (
+    confusion_matrix,
+    expected_calibration_error,
+    nll,
+    per_class_accuracy,
+    reliability_bins,
+    topk_correct,
+)
+
+
+def ece_reference(probs: np.ndarray, labels: np.ndarray, bins: int) -> float:
+    conf = probs.max(1)
+    correct = probs.argmax(1) == labels
+    total = 0.0
+    edges = np.linspace(0, 1, bins + 1)
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        inside = (conf > lo) & (conf <= hi)
+        if inside.any():
+            total += inside.mean() * abs(correct[inside].mean() - conf[inside].mean())
+    return total
+
+
+def test_ece_matches_a_loop_over_bins() -> None:
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(500, 7, generator=g) * 3
+    labels = torch.randint(0, 7, (500,), generator=g)
+    probs = logits.softmax(1).double()
+    ours = expected_calibration_error(probs, labels, bins=15).item()
+    assert abs(ours - ece_reference(probs.numpy(), labels.numpy(), 15)) < 1e-12
+
+
+def test_ece_by_hand() -> None:
+    # Two samples: confidence 0.9 correct (bin 14), 0.6 wrong (bin 9): ECE = ½·|1−0.9| + ½·|0−0.6| = 0.35.
+    probs = torch.tensor([[0.9, 0.1], [0.4, 0.6]], dtype=torch.float64)
+    labels = torch.tensor([0, 0])
+    assert abs(expected_calibration_error(probs, labels, bins=15).item() - 0.35) < 1e-12
+    bins = reliability_bins(probs, labels, bins=15)
+    assert bins["count"][13] == 1 and bins["count"][8] == 1 and sum(bins["count"]) == 2
+
+
+def test_perfectly_calibrated_confident_predictions_have_zero_ece() -> None:
+    probs = F.one_hot(torch.tensor([0, 1, 2]), 3).double()
+    assert expected_calibration_error(probs, torch.tensor([0, 1, 2])).item() == 0.0
+
+
+def test_topk_against_manual_ranking() -> None:
+    scores = torch.tensor([[0.1, 0.5, 0.4], [0.7, 0.2, 0.1], [0.2, 0.3, 0.5]])
+    labels = torch.tensor([2, 2, 2])
+    assert topk_correct(scores, labels, 1).item() == 1
+    assert topk_correct(scores, labels, 2).item() == 2
+    assert topk_correct(scores, labels, 5).item() == 3  # k capped at 3 classes
+
+
+def test_nll_equals_cross_entropy() -> None:
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(64, 10, generator=g)
+    labels = torch.randint(0, 10, (64,), generator=g)
+    assert torch.allclose(nll(logits.log_softmax(1), labels), F.cross_entropy(logits, labels))
+
+
+def test_confusion_and_per_class_against_sklearn() -> None:
+    g = torch.Generator().manual_seed(2)
+    labels = torch.randint(0, 4, (200,), generator=g)
+    predicted = torch.where(torch.rand(200, generator=g) < 0.6, labels, torch.randint(0, 4, (200,), generator=g))
+    ours = confusion_matrix(predicted, labels, 5).numpy()
+    ref = sk_confusion(labels.numpy(), predicted.numpy(), labels=range(5))
+    assert (ours == ref).all()
+    acc = per_class_accuracy(torch.from_numpy(ours))
+    for c in range(4):
+        assert abs(acc[c].item() - (predicted[labels == c] == c).double().mean().item()) < 1e-12
+    assert torch.isnan(acc[4])  # class 4 has no test samples

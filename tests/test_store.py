@@ -1,0 +1,96 @@
+"""The results directory: atomic writes, the lock, results.csv rebuilt from the cell files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lossbench.errors import ResultsLockedError
+from lossbench.store import CSV_COLUMNS, ResultsStore, atomic_write_text
+
+
+def record(cell_id: str, status: str = "done", acc: float | None = 0.5, seed: int = 0) -> dict:
+    return {
+        "id": cell_id, "label": f"cell {cell_id}", "seed": seed, "status": status,
+        "axes": {"loss": "cross_entropy", "regularizer": "none", "augmentation": "none", "optimizer": "sgd"},
+        "config": {"train": {"epochs": 3}},
+        "metrics": {} if acc is None else {"test_acc": acc, "test_nll": 1.0, "ece": 0.1, "train_acc": 0.9, "gap": 0.4},
+        "timing": {"train_time_s": 2.0, "img_per_s": 100.0, "epochs_run": 3, "peak_mem_mb": 10.0},
+        "history": [{"epoch": 3, "val_acc": None}], "env": {"device": "cpu"},
+        "error": None if status == "done" else "ValueError: boom\nmore", "diverged_epoch": None,
+    }
+
+
+def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "a.json"
+    atomic_write_text(path, "old")
+
+    def broken_replace(src: str, dst: str) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(OSError):
+        atomic_write_text(path, "new")
+    assert path.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]  # no temp file left behind
+
+
+def test_write_and_read_cells_and_csv(tmp_path: Path) -> None:
+    store = ResultsStore(tmp_path / "r")
+    store.write_cell(record("b", acc=0.7, seed=1))
+    store.write_cell(record("a", acc=0.6))
+    store.write_cell(record("c", status="failed", acc=None))
+    assert store.read_cell("a")["metrics"]["test_acc"] == 0.6
+    assert store.finished_ids() == {"a", "b"}
+    with open(store.rebuild_csv()) as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == CSV_COLUMNS
+    assert [r["id"] for r in rows] == ["a", "b", "c"]
+    assert rows[2]["status"] == "failed" and rows[2]["test_acc"] == "" and rows[2]["error"] == "ValueError: boom"
+
+
+def test_unreadable_cell_file_is_not_trusted(tmp_path: Path) -> None:
+    store = ResultsStore(tmp_path)
+    store.write_cell(record("a"))
+    store.cell_path("b").write_text('{"id": "b", "status": "do')  # a torn file from some other tool
+    assert store.read_cell("b") is None
+    assert store.finished_ids() == {"a"}
+
+
+def test_lock_excludes_a_second_run(tmp_path: Path) -> None:
+    with ResultsStore(tmp_path):
+        with pytest.raises(ResultsLockedError) as info:
+            ResultsStore(tmp_path).acquire_lock()
+        assert "in use by lossbench pid" in info.value.render()
+    with ResultsStore(tmp_path):  # released on exit
+        pass
+
+
+def test_lock_is_freed_when_its_process_dies(tmp_path: Path) -> None:
+    code = f"from lossbench.store import ResultsStore; ResultsStore({str(tmp_path)!r}).acquire_lock(); import os; os._exit(0)"
+    subprocess.run([sys.executable, "-c", code], check=True)
+    with ResultsStore(tmp_path):
+        pass
+
+
+def test_cell_json_round_trips(tmp_path: Path) -> None:
+    store = ResultsStore(tmp_path)
+    rec = record("x")
+    store.write_cell(rec)
+    assert json.loads(store.cell_path("x").read_text()) == rec
+
+
+def test_stale_temp_files_are_removed_by_the_next_lock_holder(tmp_path: Path) -> None:
+    store = ResultsStore(tmp_path)
+    store.write_cell(record("a"))
+    stale = store.cells_dir / ".b.json.abc123.tmp"
+    stale.write_text('{"id": "b"')  # what a writer killed mid-write leaves
+    with store:
+        assert not stale.exists()
+    assert store.finished_ids() == {"a"}
