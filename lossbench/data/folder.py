@@ -1,0 +1,337 @@
+"""Image-folder datasets: `train/<class>/*` and `test/<class>/*` in a directory or an archive, decoded with Pillow.
+
+The two split folders may sit at the top or under one top-level folder (`cifar10/train/airplane/0001.jpg`), as
+archives usually wrap their content. `describe_folder` is cheap enough for every `lossbench validate`: it hashes
+an archive and reads member names only until both split folders have shown up (an archive's own sha256 names
+it, so the rest of the listing is not needed). `read_folder` reads the source once, front to back, and decodes
+on a thread pool while it reads (Pillow releases the GIL while it decodes); the full layout checks (class
+folders, unknown test classes) run on that same pass.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tarfile
+import warnings
+import zipfile
+from collections import Counter
+from collections.abc import Generator, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from lossbench.data.fingerprint import file_digest, memoized_by_stat
+from lossbench.errors import DataError
+
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".zip")
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
+SPLITS = ("train", "test")
+# Pillow modes that hold one gray channel; every other mode is converted to RGB.
+_GRAY_MODES = frozenset({"1", "L", "LA"})
+_EXPECTED = "expected train/<class>/<image> and test/<class>/<image>, optionally under one top-level folder"
+
+
+def is_archive(path: Path) -> bool:
+    """Whether `path` names an archive format an image folder may come in."""
+    return path.name.lower().endswith(ARCHIVE_SUFFIXES)
+
+
+class ImageEntry(NamedTuple):
+    """One image file of a folder dataset: split, class folder, path inside the root, size in bytes."""
+
+    split: str
+    label: str
+    member: str
+    size: int
+
+
+@dataclass(frozen=True)
+class FolderTree:
+    """The full listing of an image-folder dataset: its classes (sorted) and image files (sorted)."""
+
+    path: Path
+    prefix: str
+    classes: tuple[str, ...]
+    images: tuple[ImageEntry, ...]
+
+
+def describe_folder(path: Path) -> str:
+    """`folder:<name>:<12 hex>` for the image folder at `path`, after checking it has train/ and test/ folders.
+
+    The hex digits are the sha256 of an archive file, or of a directory's image paths and sizes; neither depends
+    on where the data lives, so a copy elsewhere has the same identity.
+    """
+    _check_root(path)
+    name = os.path.basename(os.path.abspath(path))  # also for roots written as '.' or 'data/'
+    if path.is_dir():
+        digest = hashlib.sha256()
+        for entry in _build_tree(path, _list_directory(path)).images:
+            digest.update(f"{entry.member}\t{entry.size}\n".encode())
+        return f"folder:{name}:{digest.hexdigest()[:12]}"
+
+    def check_layout() -> str:
+        names = _archive_names(path)
+        try:
+            return _find_prefix(path, names, stop_early=True)
+        finally:
+            names.close()
+
+    memoized_by_stat(path, "layout", check_layout)
+    return f"folder:{name}:{file_digest(path)[:12]}"
+
+
+def read_folder(
+    path: Path, image_size: int | None = None
+) -> tuple[tuple[str, ...], dict[str, tuple[torch.Tensor, torch.Tensor]]]:
+    """Class names and, per split, (images [N,C,H,W] uint8, labels [N] int64) of the image folder at `path`.
+
+    Images are RGB unless every one is grayscale (then C = 1). `image_size` resizes every image to a square of
+    that many pixels; without it, images of different sizes are resized to the most common size, with a warning.
+    """
+    _check_root(path)
+    target = (image_size, image_size) if image_size else None
+    listing: dict[str, int] = {}  # a tar may hold a name twice; the later member wins, as on extraction
+    futures: dict[str, Future[tuple[np.ndarray, bool]]] = {}
+    pool = ThreadPoolExecutor(max_workers=_worker_count())
+    try:
+        for name, size, data in _read_files(path):
+            listing[name] = size
+            if data is not None:
+                futures[name] = pool.submit(_decode_image, data, target, f"{path}:{name}")
+        tree = _build_tree(path, list(listing.items()))
+        # Only the images of the tree are awaited, so a broken file outside it is never an error.
+        decoded = [futures[entry.member].result() for entry in tree.images]
+    finally:
+        # On an error (or Ctrl-C) the queued decodes are dropped instead of run to the end.
+        pool.shutdown(wait=True, cancel_futures=True)
+    arrays = [a for a, _ in decoded]
+    gray = all(g for _, g in decoded)
+
+    sizes = Counter(a.shape[:2] for a in arrays)
+    if len(sizes) > 1:
+        (height, width), count = sizes.most_common(1)[0]
+        warnings.warn(
+            f"images in {path} have {len(sizes)} different sizes; resizing {len(arrays) - count} of "
+            f"{len(arrays)} to the most common size {height}x{width} (set image_size to choose another)",
+            stacklevel=2,
+        )
+        arrays = [a if a.shape[:2] == (height, width) else _resize(a, (width, height)) for a in arrays]
+    if gray:
+        arrays = [a[:, :, None] for a in arrays]
+    else:
+        arrays = [np.repeat(a[:, :, None], 3, axis=2) if a.ndim == 2 else a for a in arrays]
+
+    label_of = {name: i for i, name in enumerate(tree.classes)}
+    splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    for split in SPLITS:
+        picked = [i for i, e in enumerate(tree.images) if e.split == split]
+        x = torch.from_numpy(np.stack([arrays[i] for i in picked])).permute(0, 3, 1, 2).contiguous()
+        y = torch.tensor([label_of[tree.images[i].label] for i in picked], dtype=torch.int64)
+        splits[split] = (x, y)
+    return tree.classes, splits
+
+
+def _check_root(path: Path) -> None:
+    if not path.exists():
+        raise DataError(f"dataset root {path} does not exist", details=[_EXPECTED])
+    if path.is_file() and not is_archive(path):
+        raise DataError(
+            f"dataset root {path} is a file but not an archive",
+            details=[f"expected a directory or one of {', '.join(ARCHIVE_SUFFIXES)}; {_EXPECTED}"],
+        )
+
+
+def _build_tree(path: Path, files: list[tuple[str, int]]) -> FolderTree:
+    """Check the layout of a full listing and pick out its images."""
+    prefix = _find_prefix(path, (name for name, _ in files))
+    images: list[ImageEntry] = []
+    for name, size in files:
+        if not name.startswith(prefix):
+            continue
+        parts = name[len(prefix):].split("/")
+        if len(parts) < 2 or parts[0] not in SPLITS or not _is_image(name):
+            continue
+        if len(parts) == 2:
+            raise DataError(
+                f"{path}: image {name} sits directly in {prefix}{parts[0]}/; images must be in class folders",
+                details=[_EXPECTED],
+            )
+        images.append(ImageEntry(parts[0], parts[1], name, size))
+    images.sort(key=lambda e: (SPLITS.index(e.split), e.label, e.member))
+    classes = tuple(sorted({e.label for e in images if e.split == "train"}))
+    if not classes:
+        raise DataError(
+            f"{path}: no images under {prefix}train/",
+            details=[_EXPECTED, f"image extensions: {', '.join(sorted(IMAGE_SUFFIXES))}"],
+        )
+    unknown = sorted({e.label for e in images if e.split == "test"} - set(classes))
+    if unknown:
+        raise DataError(
+            f"{path}: {prefix}test/ has class folders that {prefix}train/ lacks: {', '.join(unknown)}",
+            allowed=list(classes),
+        )
+    if not any(e.split == "test" for e in images):
+        raise DataError(f"{path}: no images under {prefix}test/", details=[_EXPECTED])
+    return FolderTree(path=path, prefix=prefix, classes=classes, images=tuple(images))
+
+
+def _is_image(name: str) -> bool:
+    """An image file that is not hidden and not inside a hidden folder (macOS leaves `._x.jpg` files around)."""
+    return os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES and "/." not in "/" + name
+
+
+def _find_prefix(path: Path, names: Iterable[str], stop_early: bool = False) -> str:
+    """'' when train/ and test/ are at the top, 'name/' when they sit under one top-level folder.
+
+    With `stop_early`, the first complete layout met decides, so a caller that only needs to know the layout
+    is valid can stop reading a long archive listing early.
+    """
+    at_top: set[str] = set()
+    nested: dict[str, set[str]] = {}
+    top_entries: set[str] = set()
+    both = set(SPLITS)
+    for name in names:
+        parts = name.split("/")
+        top_entries.add(parts[0] + "/" if len(parts) > 1 else parts[0])
+        if len(parts) >= 2 and parts[0] in both:
+            at_top.add(parts[0])
+            if stop_early and at_top == both:
+                return ""
+        if len(parts) >= 3 and parts[1] in both and not parts[0].startswith(".") and parts[0] != "__MACOSX":
+            found = nested.setdefault(parts[0], set())
+            found.add(parts[1])
+            if stop_early and found == both:
+                return parts[0] + "/"
+    if at_top == both:
+        return ""
+    candidates = sorted(top for top, splits in nested.items() if splits == both)
+    if len(candidates) == 1:
+        return candidates[0] + "/"
+    kind = "archive" if path.is_file() else "directory"
+    if candidates:
+        raise DataError(
+            f"{kind} {path} has train/ and test/ folders under several top-level folders: "
+            f"{', '.join(c + '/' for c in candidates)}; point the root at one of them",
+        )
+    shown = sorted(top_entries)
+    found_text = ", ".join(shown[:12]) + (f", … ({len(shown)} entries)" if len(shown) > 12 else "")
+    raise DataError(
+        f"{kind} {path} has no train/ and test/ folders; found: {found_text or 'nothing'}", details=[_EXPECTED]
+    )
+
+
+def _list_directory(path: Path) -> list[tuple[str, int]]:
+    """(posix path relative to `path`, size in bytes) of every regular file in the split folders, sorted.
+
+    The split folders are found from the top two levels first, so a root pointed at a big unrelated directory
+    fails fast instead of walking all of it.
+    """
+    prefix = _find_prefix(path, _shallow_names(path))
+    files = []
+    for split in SPLITS:
+        for dirpath, dirnames, filenames in os.walk(path / prefix / split, followlinks=True):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            rel = Path(dirpath).relative_to(path).as_posix()
+            for name in sorted(filenames):
+                full = os.path.join(dirpath, name)
+                if os.path.isfile(full):
+                    files.append((f"{rel}/{name}", os.path.getsize(full)))
+    return files
+
+
+def _shallow_names(path: Path) -> Iterator[str]:
+    """Names of the top two levels of a directory, folders ending in '/', in the form `_find_prefix` reads."""
+    try:
+        for entry in sorted(os.scandir(path), key=lambda e: e.name):
+            if not entry.is_dir():
+                yield entry.name
+                continue
+            children = sorted(os.scandir(entry.path), key=lambda e: e.name)
+            if not children:
+                yield f"{entry.name}/"
+            for child in children:
+                yield f"{entry.name}/{child.name}" + ("/" if child.is_dir() else "")
+    except OSError as exc:
+        raise DataError(f"cannot list directory {path}: {exc}") from None
+
+
+def _clean(member: str) -> str:
+    """Archive member names as plain relative posix paths (tar members often start with './')."""
+    name = member.replace("\\", "/").lstrip("/")
+    while name.startswith("./"):
+        name = name[2:]
+    return name
+
+
+def _archive_names(path: Path) -> Generator[str, None, None]:
+    """Names of the regular files in an archive, read lazily (a tar is listed as it is decompressed)."""
+    try:
+        if path.name.lower().endswith(".zip"):
+            with zipfile.ZipFile(path) as zf:
+                yield from (_clean(i.filename) for i in zf.infolist() if not i.is_dir())
+            return
+        with tarfile.open(path, "r:*") as tf:
+            yield from (_clean(m.name) for m in tf if m.isfile())
+    except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise DataError(f"cannot read archive {path}: {exc}") from None
+
+
+def _read_files(path: Path) -> Iterator[tuple[str, int, bytes | None]]:
+    """(name, size, bytes) of every regular file, in storage order; bytes only for files that may be images."""
+
+    def wanted(name: str) -> bool:
+        return _is_image(name) and bool(set(name.split("/")[:2]) & set(SPLITS))
+
+    try:
+        if path.is_dir():
+            for name, size in _list_directory(path):
+                yield name, size, (path / name).read_bytes() if wanted(name) else None
+        elif path.name.lower().endswith(".zip"):
+            with zipfile.ZipFile(path) as zf:
+                for info in zf.infolist():
+                    if not info.is_dir():
+                        name = _clean(info.filename)
+                        yield name, info.file_size, zf.read(info) if wanted(name) else None
+        else:
+            # Stream mode reads a compressed tar front to back once instead of seeking per member.
+            with tarfile.open(path, "r|*") as tf:
+                for member in tf:
+                    if member.isfile():
+                        name = _clean(member.name)
+                        handle = tf.extractfile(member) if wanted(name) else None
+                        yield name, member.size, handle.read() if handle is not None else None
+    except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise DataError(f"cannot read {path}: {exc}") from None
+
+
+def _decode_image(data: bytes, target: tuple[int, int] | None, where: str) -> tuple[np.ndarray, bool]:
+    """An image as [H,W] (gray) or [H,W,3] (RGB) uint8, resized to `target` (width, height) when given."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            gray = image.mode in _GRAY_MODES
+            converted = image.convert("L" if gray else "RGB")
+        if target is not None and converted.size != target:
+            converted = converted.resize(target, Image.BILINEAR)
+        return np.asarray(converted), gray
+    except Exception as exc:  # Pillow raises many types for bad files; each is a user-facing data problem
+        raise DataError(f"cannot decode image {where}: {exc}") from None
+
+
+def _resize(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """`array` ([H,W] or [H,W,3] uint8) resized to `size` = (width, height) with Pillow's antialiased bilinear."""
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(array).resize(size, Image.BILINEAR))
+
+
+def _worker_count() -> int:
+    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(8, available))

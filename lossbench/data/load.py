@@ -1,0 +1,234 @@
+"""The two entry points: `dataset_identity` (cheap, for cell ids) and `load_dataset` (tensors for the engine).
+
+Loading is: decode the source once into the tensor cache (or read the cache), then take the requested subsets
+and validation hold-out with the split seed, resize if asked, and measure the per-channel mean and std on what
+remains of the training split.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from lossbench.data.base import ImageData
+from lossbench.data.cache import cache_path, load_cached, store_cached
+from lossbench.data.sources import DATASETS, DatasetSource
+from lossbench.data.splits import check_subset, stratified_holdout, stratified_sample, subset_count
+from lossbench.errors import DataError, UnknownComponentError
+from lossbench.registry import component_params
+
+# Independent random streams per selection, so changing the test subset never changes the training images.
+_TRAIN_STREAM, _TEST_STREAM, _VAL_STREAM = 1, 2, 3
+# Images resized per chunk, to bound the float32 working memory (1024 x 3 x 224 x 224 x 4 B ≈ 0.6 GB at most).
+_RESIZE_CHUNK = 1024
+
+
+@dataclass(frozen=True)
+class _Options:
+    """The options of `load_dataset` that change the tensors, validated."""
+
+    train_subset: int | float | None
+    test_subset: int | float | None
+    val_fraction: float
+    image_size: int | None
+    split_seed: int
+
+    def __post_init__(self) -> None:
+        for what, spec in (("train_subset", self.train_subset), ("test_subset", self.test_subset)):
+            if spec is not None:
+                check_subset(spec, what)
+        if isinstance(self.val_fraction, bool) or not isinstance(self.val_fraction, (int, float)) or not (
+            0.0 <= self.val_fraction < 1.0
+        ):
+            raise DataError(f"val_fraction = {self.val_fraction!r}: must be a fraction in [0, 1)")
+        if self.image_size is not None and (
+            isinstance(self.image_size, bool) or not isinstance(self.image_size, int) or self.image_size < 1
+        ):
+            raise DataError(f"image_size = {self.image_size!r}: must be a positive number of pixels")
+        if isinstance(self.split_seed, bool) or not isinstance(self.split_seed, int):
+            raise DataError(f"split_seed = {self.split_seed!r}: must be an int")
+
+    def suffix(self) -> str:
+        """`|train=…|test=…|val=…|size=…` for each option in effect (and the split seed when it matters)."""
+        parts = []
+        if self.train_subset is not None:
+            parts.append(f"train={self.train_subset}")
+        if self.test_subset is not None:
+            parts.append(f"test={self.test_subset}")
+        if self.val_fraction:
+            parts.append(f"val={self.val_fraction}")
+        if self.image_size is not None:
+            parts.append(f"size={self.image_size}")
+        selects = self.train_subset is not None or self.test_subset is not None or self.val_fraction > 0
+        if self.split_seed != 0 and selects:
+            parts.append(f"split_seed={self.split_seed}")
+        return "".join(f"|{p}" for p in parts)
+
+
+def dataset_identity(
+    name: str,
+    root: str | os.PathLike[str] | None,
+    *,
+    train_subset: int | float | None = None,
+    test_subset: int | float | None = None,
+    val_fraction: float = 0.0,
+    image_size: int | None = None,
+    split_seed: int = 0,
+) -> str:
+    """A string naming the data, cheap to compute (nothing is decoded), e.g. `cifar10:torchvision`.
+
+    With the defaults it names the source only: `digits:sklearn`, `cifar10:folder:cifar10-jpeg.tar.gz:5a46c22328c1`
+    (12 hex of the archive's sha256; for a directory, of its image paths and sizes). Given the options of
+    `load_dataset`, it returns exactly the identity that `load_dataset` will give the data, e.g.
+    `cifar10:torchvision|train=5000|val=0.1`. Raises DataError when `root` is unusable or an option is out of range,
+    UnknownComponentError when `name` is not a dataset.
+    """
+    options = _Options(train_subset, test_subset, val_fraction, image_size, split_seed)
+    source = _source(name, image_size)
+    return f"{name}:{source.describe(_root_path(root))}{options.suffix()}"
+
+
+def load_dataset(
+    name: str,
+    root: str | os.PathLike[str] | None,
+    *,
+    cache_dir: Path,
+    download: bool = True,
+    train_subset: int | float | None = None,
+    test_subset: int | float | None = None,
+    val_fraction: float = 0.0,
+    image_size: int | None = None,
+    split_seed: int = 0,
+) -> ImageData:
+    """The dataset `name` (from `root`, or its default source when None) as CPU tensors ready for the engine.
+
+    The source is decoded once into `cache_dir` and read back from there afterwards. Then, with `split_seed`:
+    `train_subset` / `test_subset` keep a class-stratified subset (an int is a number of images, a float in
+    (0, 1] a fraction); `val_fraction` in [0, 1) holds out a stratified part of the training split as
+    `val_x`/`val_y`; `image_size` resizes every image to a square of that many pixels. `mean`/`std` are per
+    channel in [0, 1] units on the final training split. `identity` is `dataset_identity` with the same options.
+    """
+    options = _Options(train_subset, test_subset, val_fraction, image_size, split_seed)
+    source = _source(name, image_size)
+    root_path = _root_path(root)
+    source_identity = f"{name}:{source.describe(root_path)}"
+    key = source_identity + source.decode_options()
+    path = cache_path(Path(cache_dir), name, key)
+
+    data = load_cached(path, key)
+    if data is None:
+        decoded = source.decode(root_path, download=download, download_dir=Path(cache_dir) / "torchvision")
+        data = replace(
+            decoded,
+            name=name,
+            identity=source_identity,
+            train_x=decoded.train_x.contiguous(),
+            test_x=decoded.test_x.contiguous(),
+        )
+        _check_decoded(data)
+        store_cached(path, key, data)
+    return _prepare(replace(data, name=name, identity=source_identity + options.suffix()), options)
+
+
+def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and (population) std of uint8 images [N,C,H,W], in [0, 1] pixel units.
+
+    Counted with a 256-bin histogram per channel, which is exact in float64 and needs no float copy of the
+    images. A constant channel gets std 1.0, so normalizing by it does not divide by zero.
+    """
+    values = torch.arange(256, dtype=torch.float64) / 255
+    means, stds = [], []
+    for c in range(images.shape[1]):
+        counts = torch.bincount(images[:, c].reshape(-1), minlength=256).to(torch.float64)
+        mean = float((counts * values).sum() / counts.sum())
+        std = float(((counts * (values - mean) ** 2).sum() / counts.sum()).sqrt())
+        means.append(mean)
+        stds.append(std if std > 0 else 1.0)
+    return tuple(means), tuple(stds)
+
+
+def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 images [N,C,H,W] resized to [N,C,size,size] (antialiased bilinear, rounded back to uint8)."""
+    if images.shape[-2:] == (size, size):
+        return images
+    chunks = []
+    for start in range(0, len(images), _RESIZE_CHUNK):
+        chunk = images[start:start + _RESIZE_CHUNK].to(torch.float32)
+        out = F.interpolate(chunk, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        chunks.append(out.round_().clamp_(0, 255).to(torch.uint8))
+    if not chunks:
+        return images.new_empty((0, images.shape[1], size, size))
+    return torch.cat(chunks).contiguous()
+
+
+def _prepare(data: ImageData, options: _Options) -> ImageData:
+    """Subsets, validation hold-out, resize and channel statistics, in that order."""
+    train_x, train_y, test_x, test_y = data.train_x, data.train_y, data.test_x, data.test_y
+    seed = options.split_seed
+    if options.train_subset is not None:
+        count = subset_count(options.train_subset, len(train_y), "train_subset")
+        keep = stratified_sample(train_y, count, seed=seed, stream=_TRAIN_STREAM)
+        train_x, train_y = train_x[keep], train_y[keep]
+    if options.test_subset is not None:
+        count = subset_count(options.test_subset, len(test_y), "test_subset")
+        keep = stratified_sample(test_y, count, seed=seed, stream=_TEST_STREAM)
+        test_x, test_y = test_x[keep], test_y[keep]
+    val_x = val_y = None
+    if options.val_fraction > 0:
+        count = max(1, int(options.val_fraction * len(train_y) + 0.5))
+        if count >= len(train_y):
+            raise DataError(
+                f"val_fraction = {options.val_fraction} of {len(train_y)} training images leaves none to train on"
+            )
+        keep, held = stratified_holdout(train_y, count, seed=seed, stream=_VAL_STREAM)
+        val_x, val_y = train_x[held], train_y[held]
+        train_x, train_y = train_x[keep], train_y[keep]
+    if options.image_size is not None:
+        train_x = resize_images(train_x, options.image_size)
+        test_x = resize_images(test_x, options.image_size)
+        val_x = None if val_x is None else resize_images(val_x, options.image_size)
+    mean, std = channel_stats(train_x)
+    return replace(
+        data, train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y, val_x=val_x, val_y=val_y,
+        mean=mean, std=std,
+    )
+
+
+def _source(name: str, image_size: int | None) -> DatasetSource:
+    """An instance of the source registered as `name`; a source with an `image_size` parameter decodes to it."""
+    cls = DATASETS.get(name)
+    if not issubclass(cls, DatasetSource):
+        raise UnknownComponentError(
+            message=f"custom dataset '{name}' must subclass lossbench.data.sources.DatasetSource", value=name
+        )
+    try:
+        if any(p.name == "image_size" for p in component_params(cls)):
+            return cls(image_size=image_size)  # type: ignore[call-arg]
+        return cls()
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"dataset '{name}': {exc}") from None
+
+
+def _root_path(root: str | os.PathLike[str] | None) -> Path | None:
+    return None if root is None else Path(root).expanduser()
+
+
+def _check_decoded(data: ImageData) -> None:
+    """Guard the contract for every source, custom ones included, before anything is cached."""
+    for split, x, y in (("train", data.train_x, data.train_y), ("test", data.test_x, data.test_y)):
+        if x.dtype != torch.uint8 or x.ndim != 4 or y.dtype != torch.int64 or y.ndim != 1 or len(x) != len(y):
+            raise DataError(
+                f"dataset '{data.name}' decoded its {split} split as {x.dtype} {tuple(x.shape)} images and "
+                f"{y.dtype} {tuple(y.shape)} labels; expected [N,C,H,W] uint8 and [N] int64"
+            )
+        if len(y) and (int(y.min()) < 0 or int(y.max()) >= len(data.classes)):
+            raise DataError(f"dataset '{data.name}': {split} labels fall outside 0..{len(data.classes) - 1}")
+    if data.train_x.shape[1:] != data.test_x.shape[1:]:
+        raise DataError(
+            f"dataset '{data.name}': train images are {tuple(data.train_x.shape[1:])} but test images are "
+            f"{tuple(data.test_x.shape[1:])}"
+        )
