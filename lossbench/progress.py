@@ -22,6 +22,16 @@ class RunDisplay(Protocol):
     def finish(self) -> None: ...
 
 
+def _epoch_stats(info: dict[str, Any]) -> str:
+    """`train loss 0.412  train acc 0.871  test acc 0.853`, leaving out what the epoch did not measure
+    (embedding losses have no train accuracy; a diverged epoch has no test accuracy)."""
+    parts = [f"train loss {info['train_loss']:.4f}"]
+    for key, name in (("train_acc", "train acc"), ("test_acc", "test acc")):
+        if info.get(key) is not None:
+            parts.append(f"{name} {info[key]:.4f}")
+    return "  ".join(parts)
+
+
 def _cell_name(cell: Cell) -> str:
     return f"{cell.label} · seed {cell.seed}"
 
@@ -66,10 +76,7 @@ class RichDisplay:
             per_epoch = self.steps.get(cell.id, 1)
             self.progress.update(task, completed=info["epoch"] - 1 + info["step"] / per_epoch)
         elif event == "epoch":
-            stats = f"loss {info['train_loss']:.3f}"
-            if info.get("test_acc") is not None:
-                stats += f"  acc {info['train_acc']:.3f}  test {info['test_acc']:.3f}"
-            self.progress.update(task, completed=info["epoch"], stats=stats)
+            self.progress.update(task, completed=info["epoch"], stats=_epoch_stats(info))
 
     def cell_end(self, cell: Cell, record: dict[str, Any]) -> None:
         task = self.cells.pop(cell.id, None)
@@ -110,9 +117,9 @@ class PlainDisplay:
 
     def cell_event(self, cell: Cell, event: str, info: dict[str, Any]) -> None:
         if event == "epoch":
-            line = f"    epoch {info['epoch']}: train loss {info['train_loss']:.4f}"
-            if info.get("test_acc") is not None:
-                line += f"  train acc {info['train_acc']:.4f}  test acc {info['test_acc']:.4f}  ({info['epoch_s']:.1f} s)"
+            line = f"    epoch {info['epoch']}: {_epoch_stats(info)}"
+            if info.get("epoch_s") is not None:
+                line += f"  ({info['epoch_s']:.1f} s)"
             self._print(line)
 
     def cell_end(self, cell: Cell, record: dict[str, Any]) -> None:
