@@ -79,6 +79,15 @@ class DatasetConfig(_Strict):
     test_subset: Subset | None = None
     val_fraction: float = Field(0.0, ge=0.0, lt=1.0)
     image_size: Annotated[int, Field(gt=0)] | None = None
+    # Scenarios every cell's training split gets (parameters of the `imbalance` / `label_noise` scenarios, e.g.
+    # {rate: 0.2}); the grid axis `scenario` varies them instead. The test split is never changed.
+    imbalance: dict[str, Any] | None = None
+    label_noise: dict[str, Any] | None = None
+
+    def scenarios(self) -> list[ComponentSpec]:
+        """The dataset-level scenarios as components, selections before relabelling."""
+        return [ComponentSpec(name=name, params=params) for name, params in
+                (("imbalance", self.imbalance), ("label_noise", self.label_noise)) if params is not None]
 
 
 class ModelConfig(BaseModel):
@@ -111,6 +120,7 @@ class GridConfig(_Strict):
     regularizer: list[Stack] = Field(default_factory=lambda: [[ComponentSpec(name="none")]], min_length=1)
     augmentation: list[Stack] = Field(default_factory=lambda: [[ComponentSpec(name="none")]], min_length=1)
     optimizer: list[Component] | None = Field(None, min_length=1)
+    scenario: list[Stack] | None = Field(None, min_length=1)
 
 
 class Suite(_Strict):
@@ -285,6 +295,7 @@ def check_components(source: SuiteSource, suite: Suite) -> list[ConfigError]:
     """Every name registered, every parameter valid, every combination trainable."""
     from lossbench.augment import AUGMENTATIONS
     from lossbench.data import DATASETS
+    from lossbench.data.scenarios import SCENARIOS
     from lossbench.losses import LOSSES
     from lossbench.models import MODELS
     from lossbench.optim import OPTIMIZERS, SCHEDULES
@@ -312,6 +323,12 @@ def check_components(source: SuiteSource, suite: Suite) -> list[ConfigError]:
                              else ["grid", "augmentation", i], errors)
     for i, spec in enumerate(suite.grid.optimizer or []):
         _check_component(source, OPTIMIZERS, spec, ["grid", "optimizer", i], errors)
+    for spec in suite.dataset.scenarios():
+        _check_component(source, SCENARIOS, spec, ["dataset", spec.name], errors)
+    for i, stack in enumerate(suite.grid.scenario or []):
+        for j, spec in enumerate(stack):
+            _check_component(source, SCENARIOS, spec, ["grid", "scenario", i, j] if len(stack) > 1
+                             else ["grid", "scenario", i], errors)
     if not errors:
         errors.extend(_check_combinations(source, suite))
     return errors
@@ -405,6 +422,8 @@ def suite_to_plain(suite: Suite) -> dict[str, Any]:
     }
     if suite.grid.optimizer:
         grid["optimizer"] = [spec_to_plain(s) for s in suite.grid.optimizer]
+    if suite.grid.scenario:
+        grid["scenario"] = [stack(s) for s in suite.grid.scenario]
     train = suite.train.model_dump()
     train["optimizer"] = spec_to_plain(suite.train.optimizer)
     train["schedule"] = spec_to_plain(suite.train.schedule)
