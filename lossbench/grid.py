@@ -63,6 +63,9 @@ class Cell:
     optimizer: ResolvedComponent
     config: dict[str, Any]
     has_optimizer_axis: bool = False
+    #: Data scenarios of this cell (dataset-level ones first), in the order they apply; () for the clean data.
+    scenario: tuple[ResolvedComponent, ...] = ()
+    has_scenario_axis: bool = False
 
     @property
     def label(self) -> str:
@@ -70,7 +73,14 @@ class Cell:
         parts = [self.loss.label(), _stack_label(self.regularizer), _stack_label(self.augmentation)]
         if self.has_optimizer_axis:
             parts.append(self.optimizer.label())
+        if self.has_scenario_axis:
+            parts.append(self.scenario_label)
         return " | ".join(parts)
+
+    @property
+    def scenario_label(self) -> str:
+        """The cell's data scenarios, e.g. `label_noise(rate=0.2)`; `none` for the clean training split."""
+        return _stack_label(self.scenario) if self.scenario else "none"
 
     @property
     def axes(self) -> dict[str, str]:
@@ -80,6 +90,7 @@ class Cell:
             "regularizer": _stack_label(self.regularizer),
             "augmentation": _stack_label(self.augmentation),
             "optimizer": self.optimizer.label(),
+            "scenario": self.scenario_label,
         }
 
 
@@ -96,6 +107,7 @@ def cell_id(config: dict[str, Any]) -> str:
 def expand(suite: Suite, dataset_identity: str) -> list[Cell]:
     """Every cell of the suite, in grid order (loss slowest, seed fastest)."""
     from lossbench.augment import AUGMENTATIONS
+    from lossbench.data.scenarios import SCENARIOS
     from lossbench.losses import LOSSES
     from lossbench.models import MODELS
     from lossbench.optim import OPTIMIZERS, SCHEDULES
@@ -114,14 +126,16 @@ def expand(suite: Suite, dataset_identity: str) -> list[Cell]:
             "precision": suite.train.precision,
         },
     }
+    scenario_stacks = suite.grid.scenario or [[ComponentSpec(name="none")]]
     cells = []
-    for loss_spec, reg_stack, aug_stack, opt_spec in itertools.product(
-        suite.grid.loss, suite.grid.regularizer, suite.grid.augmentation, optimizers
+    for loss_spec, reg_stack, aug_stack, opt_spec, scenario_stack in itertools.product(
+        suite.grid.loss, suite.grid.regularizer, suite.grid.augmentation, optimizers, scenario_stacks
     ):
         loss = resolve(LOSSES, loss_spec)
         regs = tuple(resolve(REGULARIZERS, s) for s in reg_stack)
         augs = tuple(resolve(AUGMENTATIONS, s) for s in aug_stack)
         opt = resolve(OPTIMIZERS, opt_spec)
+        scenario = _scenario_stack(SCENARIOS, [*suite.dataset.scenarios(), *scenario_stack])
         for seed in suite.seeds:
             config = {
                 **shared,
@@ -131,5 +145,15 @@ def expand(suite: Suite, dataset_identity: str) -> list[Cell]:
                 "optimizer": opt.plain(),
                 "seed": seed,
             }
-            cells.append(Cell(cell_id(config), seed, loss, regs, augs, opt, config, suite.grid.optimizer is not None))
+            if scenario:
+                # Only a cell with a scenario gets the key, so the ids of clean cells never change.
+                config["scenario"] = [s.plain() for s in scenario]
+            cells.append(Cell(cell_id(config), seed, loss, regs, augs, opt, config, suite.grid.optimizer is not None,
+                              scenario, suite.grid.scenario is not None))
     return cells
+
+
+def _scenario_stack(registry: Registry[Any], specs: list[ComponentSpec]) -> tuple[ResolvedComponent, ...]:
+    """Resolved scenarios in the order they apply: `none` dropped, selections before relabelling (stable)."""
+    resolved = [resolve(registry, s) for s in specs if s.name != "none"]
+    return tuple(sorted(resolved, key=lambda c: getattr(registry.get(c.name), "stage", 0)))
