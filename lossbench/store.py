@@ -23,8 +23,8 @@ from lossbench.errors import ResultsLockedError
 
 #: results.csv columns, in order. Metrics of failed or diverged cells are empty.
 CSV_COLUMNS = [
-    "id", "label", "loss", "regularizer", "augmentation", "optimizer", "seed", "status",
-    "test_acc", "test_top5", "test_loss", "test_nll", "ece", "train_acc", "gap", "val_acc",
+    "id", "label", "loss", "regularizer", "augmentation", "optimizer", "scenario", "seed", "status",
+    "test_acc", "test_top5", "test_loss", "test_nll", "ece", "train_acc", "gap", "val_acc", "noise_rate",
     "epochs", "epochs_run", "train_time_s", "img_per_s", "peak_mem_mb", "device", "diverged_epoch", "error",
 ]
 FINAL_STATUSES = ("done", "diverged")
@@ -153,6 +153,9 @@ def csv_row(record: dict[str, Any]) -> dict[str, Any]:
     }
     for axis in ("loss", "regularizer", "augmentation", "optimizer"):
         row[axis] = axes.get(axis)
+    # Results written before the scenario axis existed trained on the clean data.
+    row["scenario"] = axes.get("scenario", "none")
+    row["noise_rate"] = (metrics.get("scenario") or {}).get("noise_rate")
     for key in ("test_acc", "test_top5", "test_loss", "test_nll", "ece", "train_acc", "gap"):
         row[key] = metrics.get(key)
     for key in ("train_time_s", "img_per_s", "peak_mem_mb"):
