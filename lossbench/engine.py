@@ -23,6 +23,7 @@ from torch import nn
 
 from lossbench.augment import AUGMENTATIONS, AugmentationPipeline
 from lossbench.data.base import ImageData
+from lossbench.data.scenarios import SCENARIOS, ScenarioSet
 from lossbench.grid import Cell
 from lossbench.losses import LOSSES, Loss
 from lossbench.metrics import (
@@ -66,6 +67,8 @@ class EpochRecord:
     lr: float
     epoch_s: float
     penalty: float | None = None
+    #: The penalty's share of the training objective, penalty / (train_loss + penalty); None without a penalty.
+    penalty_share: float | None = None
     val_acc: float | None = None
     val_loss: float | None = None
 
@@ -238,6 +241,9 @@ def train_cell(
 
 def _train(cell: Cell, data: ImageData, options: EngineOptions, progress: ProgressFn) -> CellResult:
     device = options.device
+    # The cell's data scenario (label noise, imbalance, subset) replaces the training split, drawn from the seed;
+    # the test and validation splits stay as they are.
+    data, scenario = ScenarioSet([SCENARIOS.build(s.name, s.params) for s in cell.scenario]).apply(data, cell.seed)
     n = int(data.train_x.shape[0])
     steps_per_epoch = math.ceil(n / options.batch_size)
     parts = build_parts(cell, data, options, steps_per_epoch)
@@ -254,6 +260,12 @@ def _train(cell: Cell, data: ImageData, options: EngineOptions, progress: Progre
         torch.cuda.reset_peak_memory_stats(device)
 
     result = CellResult(status="done")
+    if scenario is not None:
+        result.notes.extend(scenario.pop("notes"))
+        if scenario["noisy_labels"]:
+            result.notes.append("training labels are noisy: train_acc and train_loss are measured against the noisy "
+                                "training labels; every test metric uses the clean test labels")
+        result.metrics["scenario"] = scenario
     if not loss_fn.probabilistic:
         result.notes.append(
             f"loss '{cell.loss.name}' does not train softmax(outputs) as probabilities; test NLL and ECE are "
@@ -318,6 +330,8 @@ def _train(cell: Cell, data: ImageData, options: EngineOptions, progress: Progre
             epoch_s=time.perf_counter() - t0,
             penalty=(penalty_sum / n).item() if has_penalty else None,
         )
+        if record.penalty is not None and train_loss + record.penalty > 0:
+            record.penalty_share = record.penalty / (train_loss + record.penalty)
         if data.val_x is not None and data.val_x.shape[0] > 0:
             val_out = class_scores(model, loss_fn, data.val_x, norm, options)
             val_loss, val_top1, _ = _split_metrics(val_out, data.val_y, loss_fn, options.eval_batch_size)
@@ -334,7 +348,7 @@ def _train(cell: Cell, data: ImageData, options: EngineOptions, progress: Progre
     }
     if result.status == "done":
         t_eval = time.perf_counter()
-        result.metrics = final_metrics(model, loss_fn, data, norm, options)
+        result.metrics.update(final_metrics(model, loss_fn, data, norm, options))
         result.timing["eval_time_s"] = time.perf_counter() - t_eval
     return result
 
