@@ -4,7 +4,11 @@ A regularizer can do any of three things, each a method the engine calls:
   penalty(model)          a scalar added to the training loss (L1, L2);
   dropout()               dropout the model builder inserts (p before the classifier, p after conv blocks);
   after_step(model, lr)   an in-place change after each optimizer step (weight decay, max-norm).
-A list of regularizers in one grid entry composes them.
+A list of regularizers in one grid entry composes them: penalties add, dropout takes the largest p per place,
+after-step changes run in the order written.
+
+Penalties are in nats per sample, like the loss they are added to; `lr` is the learning rate of the step just
+taken (after the schedule). after_step works with foreach tensor ops and never reads a value back to the host.
 """
 
 from __future__ import annotations
@@ -83,6 +87,61 @@ class L1Penalty(Regularizer):
 
     def penalty(self, model: nn.Module) -> torch.Tensor:
         return self.weight * sum(p.abs().sum() for p in penalized_parameters(model, self.include_bias))
+
+
+@REGULARIZERS.register("elastic")
+class ElasticNet(Regularizer):
+    """Elastic net: l1·Σ|w| + l2·Σw² added to the loss (weights only unless include_bias)."""
+
+    def __init__(self, l1: float = 1e-5, l2: float = 1e-4, include_bias: bool = False):
+        _check_strength("l1", l1)
+        _check_strength("l2", l2)
+        self.l1, self.l2 = l1, l2
+        self.include_bias = include_bias
+
+    def penalty(self, model: nn.Module) -> torch.Tensor:
+        params = list(penalized_parameters(model, self.include_bias))
+        return self.l1 * sum(p.abs().sum() for p in params) + self.l2 * sum(p.pow(2).sum() for p in params)
+
+
+@REGULARIZERS.register("weight_decay")
+class WeightDecay(Regularizer):
+    """Decoupled weight decay: w ← w·(1 − lr·λ) after each step (weights only unless include_bias).
+
+    This is the decay of AdamW and SGDW (Loshchilov & Hutter), for any optimizer: it shrinks the weights
+    directly instead of adding λ·w to the gradient, so adaptive optimizers do not rescale it. With plain SGD
+    (no momentum) it matches an L2 penalty of λ/2·Σw² to first order in lr.
+    """
+
+    def __init__(self, weight: float = 5e-4, include_bias: bool = False):
+        _check_strength("weight", weight)
+        self.weight = weight
+        self.include_bias = include_bias
+
+    def after_step(self, model: nn.Module, lr: float) -> None:
+        if self.weight == 0:
+            return
+        with torch.no_grad():
+            torch._foreach_mul_(list(penalized_parameters(model, self.include_bias)), 1.0 - lr * self.weight)
+
+
+@REGULARIZERS.register("max_norm")
+class MaxNorm(Regularizer):
+    """Max-norm constraint: after each step, rescale each unit's incoming weight vector to an L2 norm of at most c.
+
+    A unit is an output row of a linear layer or an output channel of a convolution (Srebro & Shraibman; used
+    with dropout by Srivastava et al.). Biases are not constrained.
+    """
+
+    def __init__(self, c: float = 3.0):
+        if not c > 0:
+            raise ValueError(f"c must be > 0, got {c}")
+        self.c = c
+
+    def after_step(self, model: nn.Module, lr: float) -> None:
+        with torch.no_grad():
+            for p in penalized_parameters(model, include_bias=False):
+                p.renorm_(2, 0, self.c)
 
 
 @REGULARIZERS.register("dropout")
