@@ -343,18 +343,18 @@ class GaussianNoise(Augmentation):
     def apply(self, x: torch.Tensor, y: torch.Tensor, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.sigma == 0:
             return x, y
-        b = x.shape[0]
+        b, pixels = x.shape[0], x[0].numel()
         k1 = params[:, 0].long().view(b, 1)
         k2 = params[:, 1].long().view(b, 1)
-        pixel = torch.arange(x[0].numel(), device=x.device, dtype=torch.int64).view(1, -1)
-        h1 = _hash32((pixel + k1 * 0x1000193) & _U32)
-        h1 = _hash32(h1 ^ k2)
+        # One pair of uniforms per pair of pixels: Box–Muller gives two independent normals (cos and sin).
+        pair = torch.arange((pixels + 1) // 2, device=x.device, dtype=torch.int64).view(1, -1)
+        h1 = _hash32(_hash32((pair + k1 * 0x1000193) & _U32) ^ k2)
         h2 = _hash32(h1 ^ 0x5BD1E995)
         # 24-bit uniforms in (0, 1): exact in float32, and never 0 (log) or 1.
-        u1 = ((h1 >> 8).float() + 0.5) * (1.0 / 2**24)
-        u2 = ((h2 >> 8).float() + 0.5) * (1.0 / 2**24)
-        z = torch.sqrt(-2.0 * torch.log(u1)) * torch.cos((2.0 * math.pi) * u2)
-        return (x + self.sigma * z.view_as(x)).clamp_(0.0, 1.0), y
+        radius = torch.sqrt(-2.0 * torch.log(((h1 >> 8).float() + 0.5) * (1.0 / 2**24)))
+        angle = ((h2 >> 8).float() + 0.5) * (2.0 * math.pi / 2**24)
+        z = torch.cat([radius * torch.cos(angle), radius * torch.sin(angle)], dim=1)[:, :pixels]
+        return (x + self.sigma * z.reshape(x.shape)).clamp_(0.0, 1.0), y
 
 
 # ---------------------------------------------------------------------------------------------------------------
