@@ -213,7 +213,7 @@ class Step(ScheduleFactory):
 class MultiStep(ScheduleFactory):
     """lr·gamma^k after the k-th epoch in `milestones` (counted from the start of training); torch MultiStepLR."""
 
-    def __init__(self, milestones: list[float] = [30.0, 60.0, 80.0], gamma: float = 0.1,  # noqa: B006 (never mutated)
+    def __init__(self, milestones: tuple[float, ...] = (30.0, 60.0, 80.0), gamma: float = 0.1,
                  warmup_epochs: float = 0.0, warmup_from: float = 0.01):
         super().__init__(warmup_epochs, warmup_from)
         if not milestones or any(not m > 0 for m in milestones):
