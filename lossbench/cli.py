@@ -24,12 +24,13 @@ app = typer.Typer(
 console = Console()
 err_console = Console(stderr=True)
 
-KINDS = ["losses", "regularizers", "augmentations", "models", "datasets", "optimizers", "schedules"]
+KINDS = ["losses", "regularizers", "augmentations", "models", "datasets", "optimizers", "schedules", "scenarios"]
 
 
 def _registries() -> dict[str, Any]:
     from lossbench.augment import AUGMENTATIONS
     from lossbench.data import DATASETS
+    from lossbench.data.scenarios import SCENARIOS
     from lossbench.losses import LOSSES
     from lossbench.models import MODELS
     from lossbench.optim import OPTIMIZERS, SCHEDULES
@@ -37,7 +38,7 @@ def _registries() -> dict[str, Any]:
 
     return {
         "losses": LOSSES, "regularizers": REGULARIZERS, "augmentations": AUGMENTATIONS, "models": MODELS,
-        "datasets": DATASETS, "optimizers": OPTIMIZERS, "schedules": SCHEDULES,
+        "datasets": DATASETS, "optimizers": OPTIMIZERS, "schedules": SCHEDULES, "scenarios": SCENARIOS,
     }
 
 
@@ -154,20 +155,16 @@ def validate(
         print(json.dumps([{"id": c.id, "label": c.label, "seed": c.seed, **c.axes} for c in cells], indent=1))
         return
     grid = loaded.grid
-    axes = {
-        "loss": [c.label() for c in {c.loss.label(): c.loss for c in cells}.values()],
-        "regularizer": sorted({c.axes["regularizer"] for c in cells}, key=[c.axes["regularizer"] for c in cells].index),
-        "augmentation": sorted({c.axes["augmentation"] for c in cells}, key=[c.axes["augmentation"] for c in cells].index),
-        "optimizer": sorted({c.axes["optimizer"] for c in cells}, key=[c.axes["optimizer"] for c in cells].index),
-        "seed": [str(s) for s in loaded.seeds],
-    }
+    # The distinct levels of each axis, in grid order.
+    axes = {axis: list(dict.fromkeys(c.axes[axis] for c in cells)) for axis in cells[0].axes}
+    axes["seed"] = [str(s) for s in loaded.seeds]
     table = Table(title=f"{loaded.name}: {len(cells)} cell(s)")
     table.add_column("axis")
     table.add_column("levels", justify="right")
     table.add_column("values")
     for axis, values in axes.items():
-        if axis == "optimizer" and grid.optimizer is None:
-            axis = "optimizer (fixed)"
+        if (axis == "optimizer" and grid.optimizer is None) or (axis == "scenario" and len(values) == 1):
+            axis = f"{axis} (fixed)"
         table.add_row(axis, str(len(values)), ", ".join(values))
     console.print(table)
     console.print(f"[green]valid[/]: {len(cells)} cell(s) on {loaded.dataset.name} with {loaded.model.name}, "
@@ -176,7 +173,7 @@ def validate(
 
 @app.command("list")
 def list_components(
-    kind: Optional[str] = typer.Argument(None, help="losses | regularizers | augmentations | models | datasets | optimizers | schedules"),
+    kind: Optional[str] = typer.Argument(None, help="losses | regularizers | augmentations | models | datasets | optimizers | schedules | scenarios"),
     as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
 ) -> None:
     """List registered components with their parameters, defaults and one-line docs."""
