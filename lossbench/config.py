@@ -235,10 +235,17 @@ def _model_at(path: Sequence[Any]) -> type[BaseModel] | None:
     return model
 
 
+_TYPE_TAGS = {"int", "float", "str", "bool", "list", "dict", "none"}
+
+
+def _is_type_tag(part: Any) -> bool:
+    # pydantic puts union members and validators into locations: 'int', 'constrained-float', 'function-before[..]'.
+    text = str(part)
+    return not isinstance(part, int) and ("[" in text or text in _TYPE_TAGS or text.startswith("constrained-"))
+
+
 def _clean_loc(loc: Sequence[Any]) -> list[Any]:
-    # pydantic inserts union-member and validator names ('int', 'function-before[...]') into locations.
-    return [p for p in loc if isinstance(p, int) or ("[" not in str(p) and str(p) not in {"int", "float", "str",
-                                                                                            "bool", "list", "dict"})]
+    return [p for p in loc if not _is_type_tag(p)]
 
 
 def _structural_errors(source: SuiteSource, exc: ValidationError) -> list[ConfigError]:
@@ -266,8 +273,9 @@ def _structural_errors(source: SuiteSource, exc: ValidationError) -> list[Config
             message = f"missing required key '{loc[-1]}'"
         else:
             message = f"{err['msg']} (got {value!r})" if "input" in err and not isinstance(value, dict) else err["msg"]
-        key = (_dotted(loc), message)
-        if key in seen:  # a union reports the same problem once per member type
+        # A union reports one error per member type; the user needs the first one for that place.
+        key = (_dotted(loc), "" if any(_is_type_tag(p) for p in err["loc"]) else message)
+        if key in seen:
             continue
         seen.add(key)
         errors.append(ConfigError(message=message, location=source.locate(loc), value=value, allowed=allowed,
@@ -307,6 +315,14 @@ def check_components(source: SuiteSource, suite: Suite) -> list[ConfigError]:
     except LossbenchError as exc:
         exc.location = source.locate(["dataset", "name"])
         errors.append(exc)  # type: ignore[arg-type]
+    if suite.dataset.root is not None and not Path(suite.dataset.root).exists():
+        errors.append(ConfigError(
+            message=f"dataset root {suite.dataset.root} does not exist",
+            location=source.locate(["dataset", "root"]),
+            value=suite.dataset.root,
+            details=["point --data-root / dataset.root at a local copy (torchvision's files, or a folder or "
+                     ".tar.gz/.zip archive with train/ and test/), or leave it unset to download into the cache"],
+        ))
     _check_component(source, MODELS, ComponentSpec(name=suite.model.name, params=suite.model.params), ["model"],
                      errors, build=False)
     _check_component(source, OPTIMIZERS, suite.train.optimizer, ["train", "optimizer"], errors)

@@ -40,8 +40,11 @@ class ResolvedComponent:
 
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
-        text = f"{value:g}"
-        return text.replace("e-0", "e-").replace("e+0", "e+")
+        plain = f"{value:g}"
+        mantissa, _, exponent = f"{value:e}".partition("e")
+        sci = f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+        # The shorter of 0.0001 and 1e-4, but only where it is exact.
+        return sci if len(sci) < len(plain) and float(sci) == value else plain.replace("e-0", "e-").replace("e+0", "e+")
     if isinstance(value, (list, tuple)):
         return "[" + ",".join(_fmt(v) for v in value) + "]"
     return str(value)

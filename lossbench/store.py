@@ -74,6 +74,9 @@ class ResultsStore:
         f.write(f"lossbench pid {os.getpid()}\n")
         f.flush()
         self._lock_file = f
+        # Holding the lock, any temp file left here belongs to a writer that died mid-write: remove it.
+        for stale in [*self.root.glob(".*.tmp"), *self.cells_dir.glob(".*.tmp")]:
+            stale.unlink(missing_ok=True)
 
     def release_lock(self) -> None:
         if self._lock_file is not None:
