@@ -13,7 +13,6 @@ import os
 import platform
 import socket
 import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,10 +61,10 @@ class DataRequest:
 
     def identity(self) -> str:
         """The dataset identity that enters cell ids, including every option that changes the tensors."""
-        base = dataset_identity(self.name, self.root)
-        options = [f"{k}={v}" for k, v in (("train", self.train_subset), ("test", self.test_subset),
-                                           ("val", self.val_fraction or None), ("size", self.image_size)) if v]
-        return "|".join([base, *options])
+        return dataset_identity(
+            self.name, self.root, train_subset=self.train_subset, test_subset=self.test_subset,
+            val_fraction=self.val_fraction, image_size=self.image_size,
+        )
 
 
 @dataclass(frozen=True)
@@ -108,10 +107,7 @@ def environment(device: torch.device) -> dict[str, Any]:
     """Versions and hardware, recorded in every result file."""
     import torchvision
 
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-    else:
-        name = platform.processor() or platform.machine()
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     return {
         "lossbench": __version__,
         "python": platform.python_version(),
@@ -124,6 +120,17 @@ def environment(device: torch.device) -> dict[str, Any]:
         "platform": platform.platform(),
         "git_commit": project_commit(),
     }
+
+
+def cpu_name() -> str:
+    """The processor's model name where the OS tells it (Linux /proc/cpuinfo), else the architecture."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def project_commit() -> str | None:
@@ -262,7 +269,3 @@ def run(run_plan: RunPlan, *, executor: Any = None, display: RunDisplay | None =
     summary.records = [r for r in (store.read_cell(c.id) for c in run_plan.cells) if r is not None]
     return summary
 
-
-def python_m() -> list[str]:
-    """The command that runs this lossbench in a child process."""
-    return [sys.executable, "-m", "lossbench"]
