@@ -1,0 +1,92 @@
+"""`lossbench report`: turn results directories into a report people can trust. Reads only files.
+
+    from lossbench.report import write_report
+    write_report([Path("results/smoke")])                 # results/smoke/report.md, summary.csv, plots/*.png
+
+Formats: `md` (report.md with its plots and summary.csv), `csv` (summary.csv), `latex` (leaderboard.tex),
+`json` (report.json). Where they go: `out` as a directory, or as a file whose suffix matches the format; by
+default the one results directory given (several directories need an explicit `out`).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from lossbench.report.aggregate import DEFAULT_BASELINE, SourceAnalysis, analyse
+from lossbench.report.results import ReportError, Results, load_results
+from lossbench.store import atomic_write_text
+
+__all__ = [
+    "DEFAULT_BASELINE", "FORMATS", "ReportError", "Results", "SourceAnalysis", "analyse", "load_results",
+    "write_report",
+]
+
+#: Format → (default file name, accepted suffixes of an --out file).
+FORMATS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "md": ("report.md", (".md", ".markdown")),
+    "csv": ("summary.csv", (".csv",)),
+    "latex": ("leaderboard.tex", (".tex",)),
+    "json": ("report.json", (".json",)),
+}
+
+
+def _destination(dirs: list[Path], out: Path | None, fmt: str) -> Path:
+    default_name, suffixes = FORMATS[fmt]
+    if out is None:
+        if len(dirs) != 1:
+            raise ReportError(message=f"{len(dirs)} results directories merge into one report: say where it goes "
+                                      "with --out DIR")
+        return Path(dirs[0]) / default_name
+    out = Path(out)
+    if out.suffix.lower() in suffixes:
+        return out
+    known = {s for _, (_, sfx) in FORMATS.items() for s in sfx}
+    if out.suffix.lower() in known:
+        raise ReportError(message=f"--out {out} names a {out.suffix} file, but the format is {fmt}",
+                          details=[f"use --format matching the file, or a directory, or a file ending in "
+                                   f"{' or '.join(suffixes)}"])
+    return out / default_name
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "source"
+
+
+def write_report(dirs: list[Path], out: Path | None = None, *, baseline: str | None = None,
+                 metric: str = "test_acc", fmt: str = "md", plots: bool = True) -> list[Path]:
+    """Read the results directories and write the report in `fmt`; return the files written, main file first.
+
+    Raises ReportError for a missing or empty directory, an unknown metric or baseline, or a bad destination.
+    """
+    from lossbench.report import formats, markdown
+
+    if fmt not in FORMATS:
+        raise ReportError(message=f"unknown report format '{fmt}'", value=fmt, allowed=list(FORMATS))
+    dirs = [Path(d) for d in dirs]
+    results = load_results(dirs)
+    analyses = analyse(results, metric, baseline)
+    target = _destination(dirs, out, fmt)
+    out_dir = target.parent
+    written = [target]
+    if fmt == "csv":
+        atomic_write_text(target, formats.summary_csv(analyses))
+    elif fmt == "json":
+        atomic_write_text(target, formats.report_json(analyses, results))
+    elif fmt == "latex":
+        atomic_write_text(target, formats.leaderboard_latex(analyses))
+    else:
+        figures = {}
+        if plots:
+            from lossbench.report.plots import make_plots
+
+            multi = len(analyses) > 1
+            for a in analyses:
+                subdir = f"plots/{_slug(a.source.name)}" if multi else "plots"
+                figures[a.source.name] = make_plots(a, results.records, out_dir, subdir)
+        atomic_write_text(target, markdown.render(analyses, results, figures, out_dir))
+        summary = out_dir / FORMATS["csv"][0]
+        atomic_write_text(summary, formats.summary_csv(analyses))
+        written.append(summary)
+        written += [out_dir / p.path for plist in figures.values() for p in plist]
+    return written

@@ -1,0 +1,272 @@
+"""From per-seed rows to what a reader compares: per-cell summaries, the ranking, pivot tables, paired
+comparisons with a baseline cell and main effects of each grid axis. One `SourceAnalysis` per source.
+
+Every statistic is computed over seeds of `done` cells only (diverged and failed seeds have no metrics); how many
+seeds each number rests on is kept next to it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from lossbench.errors import did_you_mean
+from lossbench.report.measures import Measure, measure
+from lossbench.report.results import ReportError, Results, Source
+from lossbench.report.stats import PairedTest, holm, paired_t, t_interval, verdict
+
+#: The default baseline: plain cross-entropy, no regularizer, no augmentation (label `cross_entropy | none | none`).
+DEFAULT_BASELINE = {"loss": "cross_entropy", "regularizer": "none", "augmentation": "none"}
+#: The axis every pivot table puts in its rows.
+ROW_AXIS = "loss"
+
+
+@dataclass
+class Comparison:
+    """One cell against its baseline, paired on seed; `p_holm` is adjusted over the source's comparisons."""
+
+    label: str
+    baseline: str
+    test: PairedTest
+    p_holm: float | None
+    verdict: str
+
+
+@dataclass
+class Effect:
+    """Main effect of one level of an axis: the mean of its cells' means (averaging over the other axes), `delta`
+    = that mean − the reference level's, and `diff`, the paired test of the two levels over the seeds on which
+    every cell involved is done (None for the reference level itself)."""
+
+    axis: str
+    level: str
+    cells: int
+    mean: float
+    reference: str
+    delta: float
+    diff: PairedTest | None
+
+
+@dataclass
+class Pivot:
+    """Mean of the metric over the cells at each (row level, column level), averaged over the remaining axes."""
+
+    rows: str
+    columns: str
+    table: pd.DataFrame
+
+
+@dataclass
+class SourceAnalysis:
+    """Everything the report says about one source."""
+
+    source: Source
+    metric: Measure
+    #: One row per grid point (label), ranked: rank (NaN when no seed is done), label, axes, n_seeds, n_done,
+    #: n_diverged, n_failed, seeds, and <metric>_mean/_std/_ci_low/_ci_high for every metric.
+    summary: pd.DataFrame
+    #: The per-seed rows of diverged and failed seeds.
+    unranked: pd.DataFrame
+    #: The source's per-seed rows (all statuses).
+    rows: pd.DataFrame
+    axes: list[str]
+    levels: dict[str, list[str]]
+    baseline: str | None
+    baseline_note: str | None
+    comparisons: list[Comparison] = field(default_factory=list)
+    pivots: list[Pivot] = field(default_factory=list)
+    effects: dict[str, list[Effect]] = field(default_factory=dict)
+
+    @property
+    def max_seeds(self) -> int:
+        """The most done seeds any cell has (1 means no interval anywhere)."""
+        return int(self.summary["n_done"].max()) if len(self.summary) else 0
+
+    def ranked(self) -> pd.DataFrame:
+        return self.summary[self.summary["rank"].notna()]
+
+
+def normalize_label(label: str) -> str:
+    """A label with its ' | ' separators normalized, so `cross_entropy|none|none` names the same cell."""
+    return " | ".join(part.strip() for part in label.split("|"))
+
+
+def analyse(results: Results, metric: str = "test_acc", baseline: str | None = None) -> list[SourceAnalysis]:
+    """Analyse every source of `results` on `metric` against `baseline` (a cell label; default: the
+    cross_entropy | none | none cell of each combination of the other axes, else the best cell)."""
+    if metric not in results.metrics and not (results.frame["status"] == "done").any():
+        # No cell finished (every one diverged or failed): still report them, with nothing to rank.
+        results.frame[metric] = np.nan
+        results.metrics.append(metric)
+    if metric not in results.metrics:
+        raise ReportError(message=f"no cell has the metric '{metric}'", value=metric, allowed=results.metrics,
+                          suggestion=did_you_mean(metric, results.metrics))
+    if baseline is not None:
+        wanted = normalize_label(baseline)
+        labels = list(dict.fromkeys(results.frame["label"]))
+        if wanted not in {normalize_label(x) for x in labels}:
+            raise ReportError(message=f"no cell is labelled '{baseline}'", value=baseline, allowed=labels,
+                              suggestion=did_you_mean(wanted, labels))
+    return [_analyse_source(results, src, measure(metric), baseline) for src in results.sources]
+
+
+def _levels(rows: pd.DataFrame, axes: list[str]) -> dict[str, list[str]]:
+    ordered = rows.sort_values("order")
+    return {a: list(dict.fromkeys(ordered[a])) for a in axes}
+
+
+def summarize(rows: pd.DataFrame, axes: list[str], metrics: list[str], metric: Measure) -> pd.DataFrame:
+    """One row per label: seed counts and mean, std and t interval of every metric over the done seeds, ranked by
+    `metric` (best first; cells with no done seed last, unranked)."""
+    out = []
+    for label, group in rows.sort_values("order").groupby("label", sort=False):
+        done = group[group["status"] == "done"]
+        row: dict[str, object] = {"label": label, **{a: group[a].iloc[0] for a in axes}}
+        row.update(n_seeds=len(group), n_done=len(done), n_diverged=int((group["status"] == "diverged").sum()),
+                   n_failed=int((group["status"] == "failed").sum()),
+                   seeds=",".join(str(s) for s in sorted(group["seed"])), first=int(group["order"].min()))
+        for m in metrics:
+            values = done[m].dropna().to_numpy(dtype=float)
+            iv = t_interval(values)
+            row.update({f"{m}_mean": iv.mean, f"{m}_std": iv.std, f"{m}_ci_low": iv.low, f"{m}_ci_high": iv.high,
+                        f"{m}_n": iv.n})
+        out.append(row)
+    table = pd.DataFrame(out)
+    key = table[f"{metric.name}_mean"]
+    ascending = metric.higher_is_better is False
+    table = table.assign(_key=key).sort_values(["_key", "first"], ascending=[ascending, True], na_position="last")
+    table = table.drop(columns=["_key", "first"]).reset_index(drop=True)
+    rankable = table[f"{metric.name}_mean"].notna()
+    table.insert(0, "rank", np.where(rankable, np.cumsum(rankable), np.nan))
+    return table
+
+
+def _choose_baselines(summary: pd.DataFrame, axes: list[str],
+                      requested: str | None) -> tuple[dict[str, str], str | None, str | None]:
+    """Map each label to the label of its baseline; also return the baseline to show and a note for the reader."""
+    ranked = summary[summary["rank"].notna()]
+    labels = list(summary["label"])
+    if requested is not None:
+        match = [x for x in labels if normalize_label(x) == normalize_label(requested)]
+        if not match:
+            return {}, None, f"the baseline '{requested}' is not in this source; no comparison"
+        return {x: match[0] for x in labels}, match[0], None
+    is_default = np.ones(len(summary), dtype=bool)
+    for axis, level in DEFAULT_BASELINE.items():
+        if axis in summary:
+            is_default &= (summary[axis] == level).to_numpy()
+    defaults = summary[is_default]
+    if len(defaults) == 0:
+        if len(ranked) == 0:
+            return {}, None, "no cell has a result; no comparison"
+        best = ranked.iloc[0]["label"]
+        return ({x: best for x in labels}, best,
+                f"the grid has no `{' | '.join(DEFAULT_BASELINE.values())}` cell, so every cell is compared with "
+                f"the best one, `{best}` (choose another with --baseline LABEL)")
+    others = [a for a in axes if a not in DEFAULT_BASELINE]
+    # Several default cells differ on the other axes (say the optimizer): each cell meets the one sharing them.
+    by_context = {tuple(r[a] for a in others): r["label"] for _, r in defaults.iterrows()}
+    mapping = {}
+    for _, r in summary.iterrows():
+        base = by_context.get(tuple(r[a] for a in others))
+        if base is not None:
+            mapping[r["label"]] = base
+    shown = defaults.iloc[0]["label"] if len(defaults) == 1 else None
+    note = None if len(defaults) == 1 else (
+        f"each cell is compared with the `{' | '.join(DEFAULT_BASELINE.values())}` cell of the same "
+        + ", ".join(others))
+    return mapping, shown, note
+
+
+def compare(rows: pd.DataFrame, mapping: dict[str, str], metric: Measure, order: list[str]) -> list[Comparison]:
+    """Paired t-test of each cell against its baseline over the seeds both have done; Holm over the family."""
+    done = rows[rows["status"] == "done"].dropna(subset=[metric.name])
+    by_label = {label: g.set_index("seed")[metric.name] for label, g in done.groupby("label")}
+    empty = pd.Series(dtype=float)
+    tests = []
+    for label in order:
+        base = mapping.get(label)
+        if base is None or base == label:
+            continue
+        a, b = by_label.get(label, empty), by_label.get(base, empty)
+        seeds = sorted(set(a.index) & set(b.index))
+        tests.append((label, base, paired_t(a.loc[seeds].to_numpy(), b.loc[seeds].to_numpy())))
+    adjusted = holm([t.p for _, _, t in tests])
+    higher = metric.higher_is_better is not False
+    return [Comparison(label, base, t, p, verdict(t, p, higher)) for (label, base, t), p in zip(tests, adjusted)]
+
+
+def pivots(summary: pd.DataFrame, levels: dict[str, list[str]], metric: Measure) -> list[Pivot]:
+    """Loss × each other axis with at least two levels: mean of the cell means at each pair of levels."""
+    if ROW_AXIS not in levels:
+        return []
+    col = f"{metric.name}_mean"
+    out = []
+    for axis, axis_levels in levels.items():
+        if axis == ROW_AXIS or len(axis_levels) < 2:
+            continue
+        table = summary.pivot_table(index=ROW_AXIS, columns=axis, values=col, aggfunc="mean", dropna=False)
+        table = table.reindex(index=levels[ROW_AXIS], columns=axis_levels)
+        out.append(Pivot(ROW_AXIS, axis, table))
+    return out
+
+
+def main_effects(rows: pd.DataFrame, summary: pd.DataFrame, levels: dict[str, list[str]], metric: Measure,
+                 reference: dict[str, str]) -> dict[str, list[Effect]]:
+    """For each axis with at least two levels, each level's mean over its cells (each cell weighted equally,
+    whatever the other axes) and its difference from the reference level, paired over seeds."""
+    col = f"{metric.name}_mean"
+    done = rows[rows["status"] == "done"].dropna(subset=[metric.name])
+    per_seed = done.pivot_table(index="label", columns="seed", values=metric.name, aggfunc="mean")
+    effects: dict[str, list[Effect]] = {}
+    for axis, axis_levels in levels.items():
+        if len(axis_levels) < 2:
+            continue
+        ref = reference.get(axis, axis_levels[0])
+        ref = ref if ref in axis_levels else axis_levels[0]
+        cells = {lv: list(summary.loc[summary[axis] == lv, "label"]) for lv in axis_levels}
+        means = {lv: summary.loc[summary[axis] == lv, col].dropna() for lv in axis_levels}
+        level_mean = {lv: float(v.mean()) if v.size else math.nan for lv, v in means.items()}
+        effects[axis] = [
+            Effect(axis, lv, int(means[lv].size), level_mean[lv], ref, level_mean[lv] - level_mean[ref],
+                   None if lv == ref else _paired_marginal(per_seed, cells[lv], cells[ref]))
+            for lv in axis_levels
+        ]
+    return effects
+
+
+def _paired_marginal(per_seed: pd.DataFrame, level_cells: list[str], ref_cells: list[str]) -> PairedTest:
+    """Per seed, the mean over a level's cells minus the mean over the reference level's cells; only seeds on
+    which every one of those cells is done enter, so each seed averages over the same grid points."""
+    wanted = level_cells + ref_cells
+    missing = [c for c in wanted if c not in per_seed.index]
+    if missing:
+        return PairedTest(0, math.nan, None, None, None, None,
+                          f"{len(missing)} cell(s) of these levels have no finished seed")
+    block = per_seed.loc[wanted].dropna(axis=1)
+    a = block.loc[level_cells].mean(axis=0).to_numpy()
+    b = block.loc[ref_cells].mean(axis=0).to_numpy()
+    return paired_t(a, b)
+
+
+def _analyse_source(results: Results, source: Source, metric: Measure, baseline: str | None) -> SourceAnalysis:
+    rows = results.frame[results.frame["source"] == source.name]
+    axes = list(results.axes)
+    levels = _levels(rows, axes)
+    summary = summarize(rows, axes, results.metrics, metric)
+    mapping, shown, note = _choose_baselines(summary, axes, baseline)
+    comparisons = compare(rows, mapping, metric, list(summary["label"]))
+    # Main effects are read against the baseline's level of each axis (the first level where it has none).
+    reference = dict(DEFAULT_BASELINE)
+    if shown is not None:
+        base_row = summary[summary["label"] == shown].iloc[0]
+        reference = {a: str(base_row[a]) for a in axes}
+    unranked = rows[rows["status"] != "done"].sort_values(["order"])
+    return SourceAnalysis(
+        source=source, metric=metric, summary=summary, unranked=unranked, rows=rows, axes=axes, levels=levels,
+        baseline=shown, baseline_note=note, comparisons=comparisons, pivots=pivots(summary, levels, metric),
+        effects=main_effects(rows, summary, levels, metric, reference),
+    )

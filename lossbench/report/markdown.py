@@ -1,0 +1,338 @@
+"""report.md: header, leaderboard, pivot tables, paired comparisons with the baseline, main effects, plots and
+notes — one section set per source. Pure text from the analyses; deterministic for the same cell files."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from lossbench.report.aggregate import DEFAULT_BASELINE, SourceAnalysis
+from lossbench.report.measures import Measure, measure
+from lossbench.report.plots import Plot
+from lossbench.report.results import Results
+from lossbench.report.stats import ALPHA, CONFIDENCE, PairedTest
+
+#: Secondary leaderboard columns, after the ranking metric (skipped when it is the ranking metric or absent).
+LEADERBOARD_COLUMNS = ("test_nll", "ece", "gap", "epoch_s", "img_per_s", "peak_mem_mb")
+ONE_SEED = ("Only one seed per cell: no confidence intervals and no significance tests, because a t-interval needs "
+            "the seed-to-seed spread, which one seed cannot show. Differences below are single draws; rerun with "
+            "`--seeds 0,1,2` (finished cells are kept) to measure them.")
+
+
+def cell_text(text: str) -> str:
+    """Text safe inside a Markdown table cell (labels contain '|')."""
+    return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("*", "\\*").replace("\n", " ")
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], align: Sequence[str] | None = None) -> list[str]:
+    """A GitHub-flavoured Markdown table; `align` holds 'l' or 'r' per column (default: first left, rest right)."""
+    align = align or ["l"] + ["r"] * (len(headers) - 1)
+    rule = ["---:" if a == "r" else ":---" for a in align]
+    lines = ["| " + " | ".join(cell_text(h) for h in headers) + " |", "| " + " | ".join(rule) + " |"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return lines
+
+
+def _p(p: float | None) -> str:
+    if p is None:
+        return "—"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _mean_ci(m: Measure, row: pd.Series) -> tuple[str, str]:
+    mean, low, high = row[f"{m.name}_mean"], row[f"{m.name}_ci_low"], row[f"{m.name}_ci_high"]
+    if _missing(low):
+        return m.show(mean), "—"
+    return f"{m.show(mean)} ± {m.show((high - low) / 2)}", f"[{m.show(low)}, {m.show(high)}]"
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _seeds_cell(row: pd.Series) -> str:
+    done, total = int(row["n_done"]), int(row["n_seeds"])
+    if done == total:
+        return str(done)
+    extra = [f"{int(row[k])} {k[2:]}" for k in ("n_diverged", "n_failed") if int(row[k])]
+    return f"{done}/{total} ({', '.join(extra)})"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:,.1f} s"
+    if seconds < 7200:
+        return f"{seconds:,.0f} s ({seconds / 60:.1f} min)"
+    return f"{seconds:,.0f} s ({seconds / 3600:.1f} h)"
+
+
+def _values(records: list[dict[str, Any]], *path: str) -> list[str]:
+    out = []
+    for r in records:
+        value: Any = r
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        if value is not None:
+            out.append(str(value))
+    return list(dict.fromkeys(out))
+
+
+def _params(component: dict[str, Any] | None) -> str:
+    if not component:
+        return "—"
+    params = component.get("params") or {}
+    inner = ", ".join(f"{k}={v}" for k, v in params.items())
+    return f"{component.get('name')}({inner})" if inner else str(component.get("name"))
+
+
+def _header(a: SourceAnalysis, results: Results, out_dir: Path) -> list[str]:
+    rows = a.rows
+    recs = [results.records[i] for i in rows.sort_values("order")["id"]]
+    first = recs[0]
+    config = first.get("config") or {}
+    train = config.get("train") or {}
+    suite_file = a.source.suite_file
+    status = rows["status"].value_counts()
+    compute = sum(float((r.get("timing") or {}).get(k) or 0.0) for r in recs for k in ("train_time_s", "eval_time_s"))
+    scenario_axes = [ax for ax in a.axes if ax not in DEFAULT_BASELINE and ax != "optimizer"]
+    scenario = "; ".join(f"{ax}: {', '.join(a.levels[ax])}" for ax in scenario_axes)
+    devices = []
+    for r in recs:
+        env = r.get("env") or {}
+        if env.get("device"):
+            devices.append(f"{env['device']} ({env.get('device_name') or '?'}, {env.get('threads', '?')} threads)")
+    versions = []
+    for key in ("lossbench", "torch", "torchvision", "python"):
+        vs = _values(recs, "env", key)
+        if vs:
+            versions.append(f"{key} {' / '.join(vs)}")
+    seeds = sorted(set(int(s) for s in rows["seed"]))
+    schedule = train.get("schedule") or {}
+    started = sorted(str(r.get("started_at")) for r in recs if r.get("started_at"))
+    finished = sorted(str(r.get("finished_at")) for r in recs if r.get("finished_at"))
+    dirs = ", ".join(f"`{_rel(d, out_dir)}`" for d in a.source.dirs)
+    counts = ", ".join(f"{int(status.get(s, 0))} {s}" for s in ("done", "diverged", "failed"))
+    items = [
+        ("suite", a.source.suite + (f" — {suite_file['description']}" if suite_file.get("description") else "")),
+        ("dataset", a.source.dataset),
+        ("scenario", scenario or "none (the dataset as loaded)"),
+        ("model", _params(config.get("model"))),
+        ("training", f"{train.get('epochs', '?')} epochs, batch {train.get('batch_size', '?')}, schedule "
+                     f"{_params(schedule)}, precision {' / '.join(_values(recs, 'precision')) or '?'}"),
+        ("optimizer", ", ".join(a.levels.get("optimizer", [])) or "—"),
+        ("seeds", f"{', '.join(str(s) for s in seeds)} ({len(seeds)} seed{'s' if len(seeds) != 1 else ''})"),
+        ("cells", f"{len(a.summary)} grid points, {len(rows)} cell files: {counts}"),
+        ("device", "; ".join(dict.fromkeys(devices)) or "—"),
+        ("versions", ", ".join(versions) or "—"),
+        ("git commit", ", ".join(v[:12] for v in _values(recs, "env", "git_commit")) or "—"),
+        ("compute", f"{_duration(compute)} of training and evaluation in total"),
+        ("run", f"{started[0]} → {finished[-1]}" if started and finished else "—"),
+        ("results", dirs),
+    ]
+    return table(["", ""], ([k, cell_text(v)] for k, v in items), ["l", "l"])
+
+
+def _rel(path: Path, start: Path) -> str:
+    try:
+        return os.path.relpath(path.resolve(), start.resolve())
+    except ValueError:
+        return str(path)
+
+
+def _leaderboard(a: SourceAnalysis) -> list[str]:
+    m = a.metric
+    summary = a.summary
+    extra = [measure(c) for c in LEADERBOARD_COLUMNS if c != m.name and f"{c}_mean" in summary.columns]
+    headers = ["#", "cell", f"{m.heading}, mean ± 95% CI", "95% CI", "seeds", *[x.heading for x in extra]]
+    rows = []
+    for _, row in a.ranked().iterrows():
+        name = cell_text(row["label"]) + (" (baseline)" if row["label"] == a.baseline else "")
+        mean_ci, interval = _mean_ci(m, row)
+        rows.append([int(row["rank"]), name, mean_ci, interval, _seeds_cell(row),
+                     *[x.show(row[f"{x.name}_mean"]) for x in extra]])
+    lines = [f"Ranked by {m.heading} ({'higher' if m.higher_is_better is not False else 'lower'} is better). "
+             "± is the half-width of the 95% t-interval over seeds (n−1 degrees of freedom); the other columns are "
+             "means over the same seeds. Gap = clean training accuracy − test accuracy (overfitting)."]
+    if m.higher_is_better is None:
+        lines.append(f"(Whether higher or lower `{m.name}` is better is not known to lossbench; ranked high to low.)")
+    if a.max_seeds == 1:
+        lines += ["", f"> {ONE_SEED}"]
+    lines.append("")
+    lines += table(headers, rows, ["r", "l", "r", "r", "r"] + ["r"] * len(extra)) if rows else [
+        "No cell finished: nothing to rank."]
+    lines += ["", "**Diverged and failed cells** (never hidden; their seeds are left out of every statistic):", ""]
+    if a.unranked.empty:
+        lines.append("None: every cell finished.")
+    else:
+        bad = []
+        for _, r in a.unranked.iterrows():
+            when = f"epoch {int(r['diverged_epoch'])}" if not _missing(r["diverged_epoch"]) else "—"
+            bad.append([cell_text(r["label"]), int(r["seed"]), r["status"], when, cell_text(r["error"] or "—"),
+                        f"`{r['id']}`"])
+        lines += table(["cell", "seed", "status", "when", "error", "cell id"], bad,
+                       ["l", "r", "l", "l", "l", "l"])
+    return lines
+
+
+def _pivots(a: SourceAnalysis) -> list[str]:
+    m = a.metric
+    lines: list[str] = []
+    if not a.pivots:
+        return ["No pivot table: the grid varies the loss alone." if len(a.levels.get("loss", [])) > 1
+                else "No pivot table: the grid has a single loss and no other axis with two or more levels."]
+    for p in a.pivots:
+        others = [x for x in a.axes if x not in (p.rows, p.columns) and len(a.levels[x]) > 1]
+        averaged = f", averaged over {', '.join(others)}" if others else ""
+        lines += [f"Mean {m.heading} by {p.rows} × {p.columns}{averaged}:", ""]
+        rows = [[cell_text(idx), *[m.show(v) for v in p.table.loc[idx]]] for idx in p.table.index]
+        lines += table([f"{p.rows} / {p.columns}", *[str(c) for c in p.table.columns]], rows)
+        lines.append("")
+    return lines[:-1]
+
+
+def _diff(m: Measure, t: PairedTest) -> tuple[str, str]:
+    if _missing(t.mean_diff):
+        return "—", "—"
+    if t.low is None or t.high is None or not t.tested:
+        return m.show(t.mean_diff, signed=True), "—"
+    return m.show(t.mean_diff, signed=True), f"[{m.show(t.low, signed=True)}, {m.show(t.high, signed=True)}]"
+
+
+def _comparisons(a: SourceAnalysis) -> list[str]:
+    m = a.metric
+    unit = f" ({m.diff_unit})" if m.diff_unit else ""
+    lines = []
+    if a.baseline_note:
+        lines += [f"Note: {a.baseline_note}.", ""]
+    if not a.comparisons:
+        return lines + ["No comparison: there is no other cell to compare with the baseline."]
+    baselines = {c.baseline for c in a.comparisons}
+    tested = sum(c.test.tested for c in a.comparisons)
+    if len(baselines) == 1:
+        lines.append(f"Baseline: `{next(iter(baselines))}`.")
+    unit_text = f", in {m.diff_unit}" if m.diff_unit else ""
+    delta = f"Δ = cell − baseline in {m.title}{unit_text}, paired on seed over the seeds both cells finished"
+    if tested:
+        lines.append(f"{delta}; {CONFIDENCE:.0%} interval from the paired t distribution; two-sided p, then "
+                     f"Holm-adjusted over the {tested} tested comparison(s) of this table; verdict at α = {ALPHA} "
+                     "after Holm.")
+    else:
+        lines.append(f"{delta}. No comparison could be tested; the verdicts say why.")
+    lines.append("")
+    headers = ["cell", *(["baseline"] if len(baselines) > 1 else []), f"Δ {m.title}{unit}", f"95% CI{unit}", "p",
+               "p (Holm)", "seeds", "verdict"]
+    rows = []
+    for c in a.comparisons:
+        diff, interval = _diff(m, c.test)
+        rows.append([cell_text(c.label), *([cell_text(c.baseline)] if len(baselines) > 1 else []), diff, interval,
+                     _p(c.test.p), _p(c.p_holm), c.test.n, c.verdict])
+    align = ["l", *(["l"] if len(baselines) > 1 else []), "r", "r", "r", "r", "r", "l"]
+    return lines + table(headers, rows, align)
+
+
+def _effects(a: SourceAnalysis) -> list[str]:
+    m = a.metric
+    unit = f" ({m.diff_unit})" if m.diff_unit else ""
+    if not a.effects:
+        return ["No main effects: no axis has two or more levels."]
+    lines = [f"Each level's mean {m.heading} over its cells (every cell weighs the same, whatever the other axes) "
+             "and Δ, its difference from the reference level's mean. The 95% interval pairs the two levels on seed "
+             "and uses the seeds on which every cell involved finished (column seeds); where some seeds diverged or "
+             "failed it need not be centred on Δ.", ""]
+    for axis, effects in a.effects.items():
+        ref = effects[0].reference
+        lines += [f"**{axis}** (reference: `{ref}`)", ""]
+        rows = []
+        for e in effects:
+            if e.diff is None:
+                diff, interval, seeds = "reference", "", ""
+            else:
+                diff = m.show(e.delta, signed=True)
+                interval = _diff(m, e.diff)[1]
+                seeds = str(e.diff.n)
+            rows.append([cell_text(e.level), e.cells, m.show(e.mean), diff, interval, seeds])
+        lines += table(["level", "cells", f"mean {m.heading}", f"Δ vs reference{unit}", f"95% CI{unit}", "seeds"],
+                       rows)
+        lines.append("")
+    return lines[:-1]
+
+
+def _plots(plots: list[Plot]) -> list[str]:
+    if not plots:
+        return ["No plots: no cell finished."]
+    lines = []
+    for p in plots:
+        lines += [f"![{p.title}]({p.path})", "", f"*{p.caption}*", ""]
+    return lines[:-1]
+
+
+def _notes(a: SourceAnalysis, results: Results) -> list[str]:
+    notes: list[str] = []
+    partial = a.summary[(a.summary["n_done"] > 0) & (a.summary["n_done"] < a.summary["n_seeds"])]
+    if len(partial):
+        notes.append(f"{len(partial)} cell(s) are ranked on fewer seeds than they ran, because the other seeds "
+                     "diverged or failed; their means describe only the seeds that finished.")
+    by_note: dict[str, list[str]] = {}
+    for rid in a.rows.sort_values("order")["id"]:
+        rec = results.records[rid]
+        for note in rec.get("notes") or []:
+            labels = by_note.setdefault(str(note), [])
+            if rec["label"] not in labels:
+                labels.append(rec["label"])
+    for note, labels in by_note.items():
+        notes.append(f"{note} (cells: {', '.join(f'`{x}`' for x in labels)})")
+    return [f"- {n}" for n in notes]
+
+
+def render(analyses: list[SourceAnalysis], results: Results, plots: dict[str, list[Plot]], out_dir: Path) -> str:
+    """The whole report.md; `plots` maps a source name to its figures (paths relative to out_dir)."""
+    suites = list(dict.fromkeys(a.source.suite for a in analyses))
+    m = analyses[0].metric
+    lines = [f"# lossbench report: {', '.join(suites)}", ""]
+    multi = len(analyses) > 1
+    if multi:
+        lines += [f"{len(analyses)} sources side by side: " + ", ".join(f"**{a.source.name}**" for a in analyses)
+                  + ". Each is analysed on its own below (its own baseline, its own Holm family).", ""]
+        lines += ["## Side by side", ""] + _side_by_side(analyses) + [""]
+    h = "###" if multi else "##"
+    for a in analyses:
+        if multi:
+            lines += [f"## {a.source.name}", ""]
+        sections = [
+            ("Setup", _header(a, results, out_dir)),
+            ("Leaderboard", _leaderboard(a)),
+            ("Pivot tables", _pivots(a)),
+            (f"Paired comparison with the baseline ({m.title})", _comparisons(a)),
+            ("Main effects", _effects(a)),
+            ("Plots", _plots(plots.get(a.source.name, []))),
+        ]
+        notes = _notes(a, results)
+        if notes:
+            sections.append(("Notes", notes))
+        for title, body in sections:
+            lines += [f"{h} {title}", "", *body, ""]
+    if results.warnings:
+        lines += ["## Files left out", "", *[f"- {w}" for w in results.warnings], ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _side_by_side(analyses: list[SourceAnalysis]) -> list[str]:
+    m = analyses[0].metric
+    labels: list[str] = []
+    for a in analyses:
+        labels += [x for x in a.summary["label"] if x not in labels]
+    per_source = [a.summary.set_index("label") for a in analyses]
+    rows = []
+    for label in labels:
+        row = [cell_text(label)]
+        for s in per_source:
+            row.append(_mean_ci(m, s.loc[label])[0] + f" (#{int(s.loc[label, 'rank'])})"
+                       if label in s.index and not _missing(s.loc[label, "rank"]) else "—")
+        rows.append(row)
+    return [f"{m.heading}, mean ± 95% CI (rank within the source):", "",
+            *table(["cell", *[a.source.name for a in analyses]], rows)]

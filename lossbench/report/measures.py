@@ -1,0 +1,64 @@
+"""What each number in a cell result means to a reader: its name, direction, display unit and scale.
+
+Cell files store fractions (accuracy 0.9861), nats, seconds and MiB. The report shows accuracies and ECE in
+percent and their differences in percentage points; everything else in its stored unit.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Measure:
+    """How to show one metric: `scale` multiplies the stored value for display; `unit` names the displayed unit
+    and `diff_unit` the unit of a difference of two values; `higher_is_better` is None when unknown."""
+
+    name: str
+    title: str
+    unit: str
+    diff_unit: str
+    scale: float
+    digits: int
+    higher_is_better: bool | None
+
+    @property
+    def heading(self) -> str:
+        """Column heading with the unit, e.g. 'test acc (%)'."""
+        return f"{self.title} ({self.unit})" if self.unit else self.title
+
+    def show(self, value: float | None, signed: bool = False) -> str:
+        """The value in display units with this measure's digits; '—' for a missing value."""
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return "—"
+        return format(value * self.scale, f"{'+' if signed else ''},.{self.digits}f")
+
+
+_KNOWN = [
+    Measure("test_acc", "test acc", "%", "pp", 100.0, 2, True),
+    Measure("test_top5", "test top-5", "%", "pp", 100.0, 2, True),
+    Measure("train_acc", "train acc", "%", "pp", 100.0, 2, True),
+    Measure("val_acc", "val acc", "%", "pp", 100.0, 2, True),
+    Measure("precision_at_1", "precision@1", "%", "pp", 100.0, 2, True),
+    Measure("map_at_r", "MAP@R", "%", "pp", 100.0, 2, True),
+    Measure("test_nll", "test NLL", "nats", "nats", 1.0, 3, False),
+    Measure("test_loss", "test loss", "", "", 1.0, 4, False),
+    Measure("ece", "ECE", "%", "pp", 100.0, 2, False),
+    Measure("gap", "train−test gap", "pp", "pp", 100.0, 2, False),
+    Measure("train_time_s", "train time", "s", "s", 1.0, 1, False),
+    Measure("eval_time_s", "eval time", "s", "s", 1.0, 2, False),
+    Measure("epoch_s", "time per epoch", "s", "s", 1.0, 2, False),
+    Measure("img_per_s", "throughput", "img/s", "img/s", 1.0, 0, True),
+    Measure("peak_mem_mb", "peak memory", "MiB", "MiB", 1.0, 0, False),
+    Measure("epochs_run", "epochs run", "", "", 1.0, 0, None),
+]
+MEASURES: dict[str, Measure] = {m.name: m for m in _KNOWN}
+
+#: Timing columns read from a record's `timing` block (the rest come from `metrics`); epoch_s is derived.
+TIMING_KEYS = ("train_time_s", "eval_time_s", "img_per_s", "peak_mem_mb", "epochs_run")
+
+
+def measure(name: str) -> Measure:
+    """The Measure of a metric name; an unknown numeric metric is shown raw with an unknown direction."""
+    return MEASURES.get(name) or Measure(name, name, "", "", 1.0, 4, None)

@@ -1,0 +1,245 @@
+"""Read results directories into one table: one row per cell file, grouped into sources and grid points.
+
+A *source* is one suite on one dataset (record fields `suite` and `config.dataset.name`); directories holding the
+same source merge (their seeds add up), directories holding different ones appear side by side. A *grid point*
+is a cell label within a source; its seeds are the rows. Reads only files: cells/*.json and suite.yaml.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from lossbench.errors import LossbenchError
+from lossbench.report.measures import TIMING_KEYS
+
+#: Axes every grid has, in display order; further axes found in the records follow in order of appearance.
+STANDARD_AXES = ("loss", "regularizer", "augmentation", "optimizer")
+_REQUIRED = ("id", "label", "seed", "status", "axes")
+_STATUSES = ("done", "diverged", "failed")
+
+
+class ReportError(LossbenchError):
+    """Results cannot be reported as asked: a directory is missing or empty, or an option names nothing there."""
+
+
+@dataclass
+class Source:
+    """One suite on one dataset, possibly gathered from several directories."""
+
+    suite: str
+    dataset: str
+    name: str
+    dirs: list[Path]
+    #: The parsed suite.yaml of the first directory that has one ({} when none does).
+    suite_file: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Results:
+    """Every kept cell record, as a table and as the records themselves (for curves, bins and matrices)."""
+
+    #: One row per cell × seed: source, label, id, seed, status, order, one column per axis, per scalar metric
+    #: (fractions, nats), per timing value (s, img/s, MiB) and epoch_s; diverged_epoch, error, file.
+    frame: pd.DataFrame
+    records: dict[str, dict[str, Any]]
+    sources: list[Source]
+    axes: list[str]
+    metrics: list[str]
+    warnings: list[str]
+
+
+def _read_dir(directory: Path, warnings: list[str]) -> list[tuple[Path, dict[str, Any]]]:
+    if not directory.exists():
+        raise ReportError(message=f"results directory {directory} does not exist",
+                          details=["give the --out directory of a `lossbench run` (default results/<suite name>)"])
+    if not directory.is_dir():
+        raise ReportError(message=f"{directory} is not a directory; give a results directory such as results/smoke")
+    files = sorted((directory / "cells").glob("*.json"))
+    if not files:
+        hint = (f"this looks like the cells folder itself; give its parent, {directory.parent}"
+                if directory.name == "cells" and any(directory.glob("*.json"))
+                else f"run `lossbench run SUITE --out {directory}` first")
+        raise ReportError(message=f"{directory} holds no cell results (no {directory / 'cells'}/*.json)",
+                          details=[hint])
+    out = []
+    for path in files:
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            warnings.append(f"ignored unreadable cell file {path.name} in {directory}: {type(exc).__name__}")
+            continue
+        missing = [k for k in _REQUIRED if not isinstance(record, dict) or k not in record]
+        if missing or record.get("status") not in _STATUSES:
+            why = f"missing {', '.join(missing)}" if missing else f"unknown status {record.get('status')!r}"
+            warnings.append(f"ignored cell file {path.name} in {directory}: not a lossbench cell result ({why})")
+            continue
+        out.append((path, record))
+    return out
+
+
+def _read_suite(directory: Path, warnings: list[str]) -> dict[str, Any]:
+    path = directory / "suite.yaml"
+    if not path.exists():
+        return {}
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        warnings.append(f"ignored unreadable {path}: {type(exc).__name__}")
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _finished(record: dict[str, Any]) -> str:
+    return str(record.get("finished_at") or "")
+
+
+def _group_hash(record: dict[str, Any]) -> str:
+    """Hash of the cell's configuration without its seed: the seeds of one grid point share it."""
+    config = {k: v for k, v in (record.get("config") or {}).items() if k != "seed"}
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return math.nan
+    return float(value)
+
+
+def load_results(dirs: list[Path]) -> Results:
+    """Read the cell files of every directory; raise ReportError when one is missing or holds no results."""
+    if not dirs:
+        raise ReportError(message="no results directory given")
+    warnings: list[str] = []
+    found: dict[str, tuple[Path, dict[str, Any]]] = {}
+    suite_files: dict[Path, dict[str, Any]] = {}
+    record_dir: dict[str, Path] = {}
+    for directory in dict.fromkeys(Path(d) for d in dirs):
+        suite_files[directory] = _read_suite(directory, warnings)
+        for path, record in _read_dir(directory, warnings):
+            previous = found.get(record["id"])
+            if previous is not None:
+                # A final result beats a failed one; among equals the later one wins (a rerun with --force).
+                keep_new = ((record["status"] != "failed", _finished(record))
+                            > (previous[1]["status"] != "failed", _finished(previous[1])))
+                kept = path if keep_new else previous[0]
+                warnings.append(f"cell {record['id']} ({record['label']}, seed {record['seed']}) is in both "
+                                f"{previous[0].parent.parent} and {directory}; kept {kept.parent.parent}")
+                if not keep_new:
+                    continue
+            found[record["id"]] = (path, record)
+            record_dir[record["id"]] = directory
+    if not found:
+        raise ReportError(message="no readable cell results in " + ", ".join(str(d) for d in dirs),
+                          details=warnings[:5])
+
+    records = {rid: rec for rid, (_, rec) in found.items()}
+    keys: dict[tuple[str, str], list[Path]] = {}
+    # Sources appear in the order their directories were given.
+    position = {d: i for i, d in enumerate(suite_files)}
+    for rid, rec in sorted(records.items(), key=lambda kv: (position[record_dir[kv[0]]], _started(kv[1]), kv[0])):
+        key = (str(rec.get("suite") or "?"), _dataset(rec))
+        dirs_of_key = keys.setdefault(key, [])
+        if record_dir[rid] not in dirs_of_key:
+            dirs_of_key.append(record_dir[rid])
+    sources = _name_sources(keys, suite_files)
+
+    _drop_stale(records, warnings)
+    axes = list(STANDARD_AXES)
+    for rec in sorted(records.values(), key=_started):
+        axes.extend(a for a in rec["axes"] if a not in axes)
+    axes = [a for a in axes if any(a in rec["axes"] for rec in records.values())]
+    frame = _frame(records, {rid: p for rid, (p, _) in found.items()}, sources, axes)
+    metric_cols = [c for c in frame.columns if c.startswith("m:")]
+    frame = frame.rename(columns={c: c[2:] for c in metric_cols})
+    metrics = [c[2:] for c in metric_cols if frame[c[2:]].notna().any()]
+    return Results(frame, records, sources, axes, metrics, warnings)
+
+
+def _started(record: dict[str, Any]) -> str:
+    return str(record.get("started_at") or "")
+
+
+def _dataset(record: dict[str, Any]) -> str:
+    return str(((record.get("config") or {}).get("dataset") or {}).get("name") or "?")
+
+
+def _name_sources(keys: dict[tuple[str, str], list[Path]], suite_files: dict[Path, dict[str, Any]]) -> list[Source]:
+    """Name each source by what tells it apart: its dataset, else its suite, else both."""
+    suites = {s for s, _ in keys}
+    datasets = {d for _, d in keys}
+    out = []
+    for (suite, dataset), dirs in keys.items():
+        if len(datasets) == len(keys):
+            name = dataset
+        elif len(suites) == len(keys):
+            name = suite
+        else:
+            name = f"{suite} · {dataset}"
+        suite_file = next((suite_files[d] for d in dirs if suite_files.get(d)), {})
+        out.append(Source(suite, dataset, name, dirs, suite_file))
+    return out
+
+
+def _drop_stale(records: dict[str, dict[str, Any]], warnings: list[str]) -> None:
+    """Keep, for each label of each source, only the configuration run most recently: cell files of an earlier
+    run with other settings (say fewer epochs) stay in cells/ but must not be averaged with the new seeds."""
+    groups: dict[tuple[str, str, str], dict[str, list[str]]] = {}
+    for rid, rec in records.items():
+        key = (str(rec.get("suite") or "?"), _dataset(rec), rec["label"])
+        groups.setdefault(key, {}).setdefault(_group_hash(rec), []).append(rid)
+    for (_, _, label), by_hash in groups.items():
+        if len(by_hash) < 2:
+            continue
+        latest = max(by_hash, key=lambda h: max(_finished(records[r]) for r in by_hash[h]))
+        for h, ids in by_hash.items():
+            if h == latest:
+                continue
+            for rid in ids:
+                del records[rid]
+            warnings.append(f"ignored {len(ids)} older cell file(s) of '{label}' whose configuration differs from "
+                            f"its latest run (e.g. other epochs or dataset options): {', '.join(sorted(ids))}")
+
+
+def _frame(records: dict[str, dict[str, Any]], paths: dict[str, Path], sources: list[Source],
+           axes: list[str]) -> pd.DataFrame:
+    source_of = {(s.suite, s.dataset): s.name for s in sources}
+    rows = []
+    for order, (rid, rec) in enumerate(sorted(records.items(), key=lambda kv: (_started(kv[1]), kv[1]["label"],
+                                                                                kv[1]["seed"], kv[0]))):
+        metrics = rec.get("metrics") or {}
+        timing = rec.get("timing") or {}
+        history = rec.get("history") or []
+        error = rec.get("error")
+        row: dict[str, Any] = {
+            "source": source_of[(str(rec.get("suite") or "?"), _dataset(rec))],
+            "label": rec["label"],
+            "id": rid,
+            "seed": int(rec["seed"]),
+            "status": rec["status"],
+            "order": order,
+            "diverged_epoch": rec.get("diverged_epoch"),
+            "error": str(error).strip().splitlines()[0] if error else None,
+            "file": str(paths[rid]),
+        }
+        for axis in axes:
+            row[axis] = str(rec["axes"].get(axis, "—"))
+        done = rec["status"] == "done"
+        for key, value in metrics.items():
+            if not isinstance(value, (list, dict)):
+                row[f"m:{key}"] = _number(value) if done else math.nan
+        if history and history[-1].get("val_acc") is not None and "m:val_acc" not in row:
+            row["m:val_acc"] = _number(history[-1]["val_acc"]) if done else math.nan
+        for key in TIMING_KEYS:
+            row[f"m:{key}"] = _number(timing.get(key)) if done else math.nan
+        epochs = row["m:epochs_run"]
+        row["m:epoch_s"] = row["m:train_time_s"] / epochs if done and epochs and epochs > 0 else math.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
