@@ -31,10 +31,20 @@ class Loss(nn.Module):
     head: ClassVar[Head] = "logits"
     soft_targets: ClassVar[bool] = True
     probabilistic: ClassVar[bool] = True
+    #: Embedding heads only: the width D of the final layer, and the k-NN rule that turns embeddings into class
+    #: predictions (k neighbours among the training-set embeddings, by cosine or euclidean distance). Embedding
+    #: losses set these from their parameters; these are the documented defaults.
+    embedding_dim: int = 128
+    knn_k: int = 10
+    knn_metric: Literal["cosine", "euclidean"] = "cosine"
 
     def output_dim(self, num_classes: int) -> int:
         """Width of the model's final layer for this loss: C for logits, the embedding size otherwise."""
-        return num_classes
+        return self.embedding_dim if self.head == "embedding" else num_classes
+
+    def embed(self, outputs: torch.Tensor) -> torch.Tensor:
+        """The embedding the loss compares, from raw model outputs (k-NN evaluation uses it); identity here."""
+        return outputs
 
     def forward(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         if outputs.ndim != 2:
