@@ -24,6 +24,7 @@ from torch import nn
 from lossbench.augment import AUGMENTATIONS, AugmentationPipeline
 from lossbench.data.base import ImageData
 from lossbench.data.scenarios import SCENARIOS, ScenarioSet
+from lossbench.embedding_eval import evaluate_retrieval, knn_class_scores, knn_probabilities
 from lossbench.grid import Cell
 from lossbench.losses import LOSSES, Loss
 from lossbench.metrics import (
@@ -229,6 +230,47 @@ def _split_metrics(
     return total / max(outputs.shape[0], 1), topk_correct(outputs, labels, 1), topk_correct(outputs, labels, 5)
 
 
+def _embedding_loss(outputs: torch.Tensor, labels: torch.Tensor, loss: Loss, batch: int) -> torch.Tensor:
+    """Mean loss of embedding outputs in batches of `batch` (the training batch size), as a device tensor.
+
+    Pair losses depend on which samples share a batch; a fixed shuffled order (seed 0) gives every batch several
+    classes even where a split is stored sorted by class, and the same batches in every epoch and cell.
+    """
+    n = outputs.shape[0]
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(0)).to(outputs.device)
+    total = torch.zeros((), device=outputs.device)
+    for start in range(0, n, batch):
+        idx = order[start : start + batch]
+        total += loss(outputs[idx], labels[idx]).detach() * idx.shape[0]
+    return total / max(n, 1)
+
+
+def _train_embeddings(
+    model: nn.Module, loss: Loss, data: ImageData, norm: _Normalizer, options: EngineOptions
+) -> torch.Tensor:
+    """The clean training images' embeddings, eval mode: the reference set of k-NN evaluation."""
+    return loss.embed(class_scores(model, loss, data.train_x, norm, options))
+
+
+def _evaluate_split(
+    outputs: torch.Tensor,
+    labels: torch.Tensor,
+    loss: Loss,
+    options: EngineOptions,
+    data: ImageData,
+    train_embeddings: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(mean loss, top-1 correct, top-5 correct): argmax of logits, or k-NN against `train_embeddings`."""
+    if train_embeddings is None:
+        return _split_metrics(outputs, labels, loss, options.eval_batch_size)
+    scores = knn_class_scores(
+        loss.embed(outputs), train_embeddings, data.train_y, data.num_classes,
+        k=loss.knn_k, metric=loss.knn_metric, batch_size=options.eval_batch_size,
+    )
+    test_loss = _embedding_loss(outputs, labels, loss, options.batch_size)
+    return test_loss, topk_correct(scores, labels, 1), topk_correct(scores, labels, 5)
+
+
 def train_cell(
     cell: Cell, data: ImageData, options: EngineOptions, progress: ProgressFn | None = None
 ) -> CellResult:
@@ -247,9 +289,8 @@ def _train(cell: Cell, data: ImageData, options: EngineOptions, progress: Progre
     n = int(data.train_x.shape[0])
     steps_per_epoch = math.ceil(n / options.batch_size)
     parts = build_parts(cell, data, options, steps_per_epoch)
-    if parts.loss.head != "logits":
-        raise NotImplementedError(f"loss '{cell.loss.name}' has an '{parts.loss.head}' head, not supported yet")
     model, loss_fn = parts.model, parts.loss
+    embedding = loss_fn.head == "embedding"
     norm = _Normalizer(data, device, options.channels_last)
     # Independent streams, all fixed by the seed: data order, augmentation parameters, dropout masks.
     order_gen = torch.Generator().manual_seed(cell.seed)
@@ -266,7 +307,16 @@ def _train(cell: Cell, data: ImageData, options: EngineOptions, progress: Progre
             result.notes.append("training labels are noisy: train_acc and train_loss are measured against the noisy "
                                 "training labels; every test metric uses the clean test labels")
         result.metrics["scenario"] = scenario
-    if not loss_fn.probabilistic:
+    if embedding:
+        result.notes.append(
+            f"loss '{cell.loss.name}' has an embedding head: test_acc, test_top5, per-class accuracy and the "
+            f"confusion matrix come from k-NN (k={loss_fn.knn_k}, {loss_fn.knn_metric}) against the training-set "
+            "embeddings; test_nll and ece are computed on the k-NN class probabilities (rank-weighted neighbour "
+            "votes v with add-one smoothing, p_c = (v_c + 1) / (sum v + C)); train_acc is leave-one-out k-NN on the "
+            "clean training set; test_loss is the training loss on test embeddings in batches of the training "
+            "batch size; per-epoch train_acc is not measured"
+        )
+    elif not loss_fn.probabilistic:
         result.notes.append(
             f"loss '{cell.loss.name}' does not train softmax(outputs) as probabilities; test NLL and ECE are "
             "computed on softmax(outputs) all the same"
@@ -305,7 +355,8 @@ def _train(cell: Cell, data: ImageData, options: EngineOptions, progress: Progre
             if penalty is not None:
                 penalty_sum += penalty.detach() * b
                 has_penalty = True
-            correct += (outputs.detach().argmax(1) == labels).sum()
+            if not embedding:
+                correct += (outputs.detach().argmax(1) == labels).sum()
             progress("step", {"epoch": epoch, "step": step + 1})
         _sync(device)
         epoch_train_s = time.perf_counter() - t0
@@ -318,11 +369,12 @@ def _train(cell: Cell, data: ImageData, options: EngineOptions, progress: Progre
             progress("epoch", {"epoch": epoch, "train_loss": train_loss, "diverged": True})
             break
         test_out = class_scores(model, loss_fn, data.test_x, norm, options)
-        test_loss, top1, top5 = _split_metrics(test_out, data.test_y, loss_fn, options.eval_batch_size)
+        train_emb = _train_embeddings(model, loss_fn, data, norm, options) if embedding else None
+        test_loss, top1, top5 = _evaluate_split(test_out, data.test_y, loss_fn, options, data, train_emb)
         record = EpochRecord(
             epoch=epoch,
             train_loss=train_loss,
-            train_acc=correct.item() / n,
+            train_acc=None if embedding else correct.item() / n,
             test_loss=test_loss.item(),
             test_acc=top1.item() / data.test_y.shape[0],
             test_top5=top5.item() / data.test_y.shape[0],
@@ -334,7 +386,7 @@ def _train(cell: Cell, data: ImageData, options: EngineOptions, progress: Progre
             record.penalty_share = record.penalty / (train_loss + record.penalty)
         if data.val_x is not None and data.val_x.shape[0] > 0:
             val_out = class_scores(model, loss_fn, data.val_x, norm, options)
-            val_loss, val_top1, _ = _split_metrics(val_out, data.val_y, loss_fn, options.eval_batch_size)
+            val_loss, val_top1, _ = _evaluate_split(val_out, data.val_y, loss_fn, options, data, train_emb)
             record.val_loss, record.val_acc = val_loss.item(), val_top1.item() / data.val_y.shape[0]
         result.history.append(record)
         progress("epoch", asdict(record))
@@ -357,16 +409,38 @@ def final_metrics(
     model: nn.Module, loss_fn: Loss, data: ImageData, norm: _Normalizer, options: EngineOptions
 ) -> dict[str, Any]:
     """Test top-1/top-5, loss, NLL and ECE (15 bins) of softmax(outputs), per-class accuracy, confusion matrix,
-    and accuracy on the clean (un-augmented) training set, for the train–test gap."""
+    and accuracy on the clean (un-augmented) training set, for the train–test gap.
+
+    Embedding heads: class scores are k-NN votes against the training-set embeddings, NLL and ECE use the k-NN
+    class probabilities, train accuracy is leave-one-out k-NN, and precision@1 and MAP@R are added."""
     out = class_scores(model, loss_fn, data.test_x, norm, options)
     labels = data.test_y
     n = labels.shape[0]
-    log_probs = out.log_softmax(dim=1)
-    probs = log_probs.exp()
-    test_loss, top1, top5 = _split_metrics(out, labels, loss_fn, options.eval_batch_size)
-    confusion = confusion_matrix(out.argmax(1), labels, data.num_classes)
-    train_out = class_scores(model, loss_fn, data.train_x, norm, options)
-    train_acc = topk_correct(train_out, data.train_y, 1).item() / data.train_y.shape[0]
+    extra: dict[str, Any] = {}
+    if loss_fn.head == "embedding":
+        train_emb = _train_embeddings(model, loss_fn, data, norm, options)
+        knn = {"k": loss_fn.knn_k, "metric": loss_fn.knn_metric, "batch_size": options.eval_batch_size}
+        retrieval = evaluate_retrieval(loss_fn.embed(out), labels, train_emb, data.train_y, data.num_classes, **knn)
+        scores = retrieval.scores
+        probs = knn_probabilities(scores)
+        log_probs = probs.log()
+        test_loss = _embedding_loss(out, labels, loss_fn, options.batch_size)
+        train_scores = knn_class_scores(train_emb, train_emb, data.train_y, data.num_classes, exclude_self=True, **knn)
+        extra = {
+            "precision_at_1": retrieval.precision_at_1.item(),
+            "map_at_r": retrieval.map_at_r.item(),
+            "knn_k": loss_fn.knn_k,
+            "knn_metric": loss_fn.knn_metric,
+        }
+    else:
+        scores = out
+        log_probs = out.log_softmax(dim=1)
+        probs = log_probs.exp()
+        test_loss, _, _ = _split_metrics(out, labels, loss_fn, options.eval_batch_size)
+        train_scores = class_scores(model, loss_fn, data.train_x, norm, options)
+    top1, top5 = topk_correct(scores, labels, 1), topk_correct(scores, labels, 5)
+    confusion = confusion_matrix(scores.argmax(1), labels, data.num_classes)
+    train_acc = topk_correct(train_scores, data.train_y, 1).item() / data.train_y.shape[0]
     test_acc = top1.item() / n
     return {
         "test_acc": test_acc,
@@ -379,4 +453,5 @@ def final_metrics(
         "per_class_acc": [None if math.isnan(v) else v for v in per_class_accuracy(confusion).tolist()],
         "confusion": confusion.tolist(),
         "reliability": reliability_bins(probs, labels, bins=15),
+        **extra,
     }
