@@ -1,4 +1,4 @@
-"""The `lossbench` command: run, validate, list. A thin shell over the library; the only place that prints
+"""The `lossbench` command: run, report, validate, list. A thin shell over the library; the only place that prints
 errors and chooses exit codes (0 ok, 1 a cell failed, 2 bad input, 130 interrupted)."""
 
 from __future__ import annotations
@@ -93,9 +93,10 @@ def run(
     force: bool = typer.Option(False, "--force", help="Rerun every cell, even those with results."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Decoded-dataset cache (default ~/.cache/lossbench)."),
     plain: bool = typer.Option(False, "--plain", help="Plain progress lines even on a terminal."),
+    no_report: bool = typer.Option(False, "--no-report", help="Do not write report.md at the end (run `lossbench report` later)."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
-    """Train every cell of SUITE that has no result yet, and write results/<suite>/."""
+    """Train every cell of SUITE that has no result yet, and write results/<suite>/ and its report."""
     from lossbench import runner
     from lossbench.config import load_suite
     from lossbench.progress import PlainDisplay, RichDisplay
@@ -128,9 +129,43 @@ def run(
         f"results: {out_dir / 'results.csv'}",
         highlight=False,
     )
+    if not no_report:
+        from lossbench.report import write_report
+
+        try:
+            files = write_report([out_dir])
+        except LossbenchError as exc:
+            _fail(exc, debug)
+            return
+        console.print(f"report: {files[0]}", highlight=False)
     if summary.failed:
         err_console.print(f"[red]{summary.failed} cell(s) failed[/]: tracebacks are in their files under {out_dir / 'cells'}")
         raise typer.Exit(1)
+
+
+@app.command()
+def report(
+    results_dirs: Optional[list[Path]] = typer.Argument(None, help="Results directories written by `lossbench run`; several merge into one report.", show_default=False),
+    out: Optional[Path] = typer.Option(None, "--out", help="A directory, or a file ending in .md/.csv/.tex/.json (default: the results directory; needed with several)."),
+    baseline: Optional[str] = typer.Option(None, "--baseline", help="Label of the cell to compare with (default: 'cross_entropy | none | none', else the best cell)."),
+    metric: str = typer.Option("test_acc", "--metric", help="Metric to rank and compare on: test_acc, test_nll, ece, gap, ..."),
+    fmt: str = typer.Option("md", "--format", help="md (report.md + plots + summary.csv) | csv | latex | json."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+) -> None:
+    """Statistics, tables and plots of finished cells (report.md). Reads result files only; never trains."""
+    from lossbench.report import ReportError, write_report
+
+    try:
+        if not results_dirs:
+            found = sorted(str(p.parent) for p in Path("results").glob("*/cells"))
+            raise ReportError(message="give one or more results directories, e.g. `lossbench report results/smoke`",
+                              details=[f"found here: {', '.join(found)}"] if found else [])
+        files = write_report(list(results_dirs), out, baseline=baseline, metric=metric, fmt=fmt)
+    except LossbenchError as exc:
+        _fail(exc, debug)
+        return
+    beside = f" (+ {len(files) - 1} file(s) beside it: summary, plots)" if len(files) > 1 else ""
+    console.print(f"report: {files[0]}{beside}", highlight=False, soft_wrap=True)
 
 
 @app.command()
