@@ -48,7 +48,7 @@ def _mean_ci(m: Measure, row: pd.Series) -> tuple[str, str]:
     mean, low, high = row[f"{m.name}_mean"], row[f"{m.name}_ci_low"], row[f"{m.name}_ci_high"]
     if _missing(low):
         return m.show(mean), "—"
-    return f"{m.show(mean)} ± {m.show((high - low) / 2)}", f"[{m.show(low)}, {m.show(high)}]"
+    return f"{m.show(mean)} ± {m.show((high - low) / 2)}", f"[{m.show(m.clip(low))}, {m.show(m.clip(high))}]"
 
 
 def _missing(value: Any) -> bool:
@@ -157,7 +157,8 @@ def _leaderboard(a: SourceAnalysis) -> list[str]:
                      *[x.show(row[f"{x.name}_mean"]) for x in extra]])
     lines = [f"Ranked by {m.heading} ({'higher' if m.higher_is_better is not False else 'lower'} is better). "
              "± is the half-width of the 95% t-interval over seeds (n−1 degrees of freedom); the other columns are "
-             "means over the same seeds. Gap = clean training accuracy − test accuracy (overfitting)."]
+             "means over the same seeds. Gap = clean training accuracy − test accuracy (overfitting)."
+             + (" Intervals are cut at the metric's possible range." if m.bounds else "")]
     if m.higher_is_better is None:
         lines.append(f"(Whether higher or lower `{m.name}` is better is not known to lossbench; ranked high to low.)")
     if a.max_seeds == 1:
@@ -196,11 +197,14 @@ def _pivots(a: SourceAnalysis) -> list[str]:
 
 
 def _diff(m: Measure, t: PairedTest) -> tuple[str, str]:
+    """Δ and its interval in display units; the interval is cut at the largest possible difference."""
     if _missing(t.mean_diff):
         return "—", "—"
     if t.low is None or t.high is None or not t.tested:
         return m.show(t.mean_diff, signed=True), "—"
-    return m.show(t.mean_diff, signed=True), f"[{m.show(t.low, signed=True)}, {m.show(t.high, signed=True)}]"
+    span = m.bounds[1] - m.bounds[0] if m.bounds else math.inf
+    low, high = max(t.low, -span), min(t.high, span)
+    return m.show(t.mean_diff, signed=True), f"[{m.show(low, signed=True)}, {m.show(high, signed=True)}]"
 
 
 def _comparisons(a: SourceAnalysis) -> list[str]:
@@ -277,6 +281,13 @@ def _notes(a: SourceAnalysis, results: Results) -> list[str]:
     if len(partial):
         notes.append(f"{len(partial)} cell(s) are ranked on fewer seeds than they ran, because the other seeds "
                      "diverged or failed; their means describe only the seeds that finished.")
+    recs = [results.records[i] for i in a.rows["id"]]
+    for path, what in ((("env", "git_commit"), "lossbench commits"), (("env", "lossbench"), "lossbench versions"),
+                       (("env", "torch"), "torch versions"), (("env", "device_name"), "devices")):
+        found = _values(recs, *path)
+        if len(found) > 1:
+            notes.append(f"The cells ran on {len(found)} different {what} (see Setup): where what a cell does "
+                         "changed in between, their numbers are not comparable.")
     by_note: dict[str, list[str]] = {}
     for rid in a.rows.sort_values("order")["id"]:
         rec = results.records[rid]

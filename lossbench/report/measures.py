@@ -13,7 +13,8 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class Measure:
     """How to show one metric: `scale` multiplies the stored value for display; `unit` names the displayed unit
-    and `diff_unit` the unit of a difference of two values; `higher_is_better` is None when unknown."""
+    and `diff_unit` the unit of a difference of two values; `higher_is_better` is None when unknown; `bounds` is
+    the range of possible stored values (a t-interval can reach past it; displayed intervals are cut at it)."""
 
     name: str
     title: str
@@ -22,6 +23,13 @@ class Measure:
     scale: float
     digits: int
     higher_is_better: bool | None
+    bounds: tuple[float, float] | None = None
+
+    def clip(self, value: float) -> float:
+        """`value` cut to this measure's possible range (unchanged when the range is unbounded)."""
+        if self.bounds is None or value is None or math.isnan(value):
+            return value
+        return min(max(value, self.bounds[0]), self.bounds[1])
 
     @property
     def heading(self) -> str:
@@ -36,15 +44,15 @@ class Measure:
 
 
 _KNOWN = [
-    Measure("test_acc", "test acc", "%", "pp", 100.0, 2, True),
-    Measure("test_top5", "test top-5", "%", "pp", 100.0, 2, True),
-    Measure("train_acc", "train acc", "%", "pp", 100.0, 2, True),
-    Measure("val_acc", "val acc", "%", "pp", 100.0, 2, True),
-    Measure("precision_at_1", "precision@1", "%", "pp", 100.0, 2, True),
-    Measure("map_at_r", "MAP@R", "%", "pp", 100.0, 2, True),
+    Measure("test_acc", "test acc", "%", "pp", 100.0, 2, True, (0.0, 1.0)),
+    Measure("test_top5", "test top-5", "%", "pp", 100.0, 2, True, (0.0, 1.0)),
+    Measure("train_acc", "train acc", "%", "pp", 100.0, 2, True, (0.0, 1.0)),
+    Measure("val_acc", "val acc", "%", "pp", 100.0, 2, True, (0.0, 1.0)),
+    Measure("precision_at_1", "precision@1", "%", "pp", 100.0, 2, True, (0.0, 1.0)),
+    Measure("map_at_r", "MAP@R", "%", "pp", 100.0, 2, True, (0.0, 1.0)),
     Measure("test_nll", "test NLL", "nats", "nats", 1.0, 3, False),
     Measure("test_loss", "test loss", "", "", 1.0, 4, False),
-    Measure("ece", "ECE", "%", "pp", 100.0, 2, False),
+    Measure("ece", "ECE", "%", "pp", 100.0, 2, False, (0.0, 1.0)),
     Measure("gap", "train−test gap", "pp", "pp", 100.0, 2, False),
     Measure("train_time_s", "train time", "s", "s", 1.0, 1, False),
     Measure("eval_time_s", "eval time", "s", "s", 1.0, 2, False),

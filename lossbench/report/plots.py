@@ -88,6 +88,7 @@ def _learning_curves(analysis: SourceAnalysis, records: dict[str, dict[str, Any]
     ax_acc, ax_loss = fig.subplots(1, 2)
     colors = _palette(len(labels))
     handles = []
+    loss_range = [math.inf, 0.0]
     for label, color in zip(labels, colors):
         histories = [r.get("history") or [] for r in _done_records(analysis, records, label)]
         epochs = min((len(h) for h in histories), default=0)
@@ -100,6 +101,9 @@ def _learning_curves(analysis: SourceAnalysis, records: dict[str, dict[str, Any]
         name = label + (" (baseline)" if label == analysis.baseline else "")
         (line,) = ax_acc.plot(x, acc.mean(0), style, color=color, lw=1.8, label=name)
         ax_loss.plot(x, loss.mean(0), style, color=color, lw=1.8)
+        finite = loss[np.isfinite(loss) & (loss > 0)]
+        if finite.size:
+            loss_range = [min(loss_range[0], float(finite.min())), max(loss_range[1], float(finite.max()))]
         if len(histories) > 1:
             ax_acc.fill_between(x, acc.min(0), acc.max(0), color=color, alpha=0.15, lw=0)
             ax_loss.fill_between(x, loss.min(0), loss.max(0), color=color, alpha=0.15, lw=0)
@@ -107,9 +111,9 @@ def _learning_curves(analysis: SourceAnalysis, records: dict[str, dict[str, Any]
     if not handles:
         return None
     ax_acc.set(xlabel="epoch", ylabel="test accuracy (%)", title="Test accuracy")
-    low, high = ax_loss.get_ylim()
+    low, high = loss_range
     # A log axis helps only across decades; over a narrower range it leaves the axis with one or two labels.
-    log = low > 0 and high / low > 10
+    log = math.isfinite(low) and high / low > 10
     ax_loss.set(xlabel="epoch", ylabel="training loss (each cell's own objective" + (", log scale)" if log else ")"),
                 title="Training loss", yscale="log" if log else "linear")
     if log:  # plain numbers (0.1, 0.5, 2) rather than powers of ten; minor ones (2, 5 ×10^k) only where they fit
@@ -154,8 +158,9 @@ def _bar_chart(analysis: SourceAnalysis, records: dict[str, dict[str, Any]], out
         base = analysis.ranked()[analysis.ranked()["label"] == analysis.baseline]
         ranked = pd.concat([ranked, base])
     means = ranked[f"{m.name}_mean"].to_numpy(dtype=float) * m.scale
-    low = ranked[f"{m.name}_ci_low"].to_numpy(dtype=float) * m.scale
-    high = ranked[f"{m.name}_ci_high"].to_numpy(dtype=float) * m.scale
+    # Error bars stop at the metric's possible range (an accuracy interval can reach below 0% on paper).
+    low = np.array([m.clip(v) for v in ranked[f"{m.name}_ci_low"].to_numpy(dtype=float)]) * m.scale
+    high = np.array([m.clip(v) for v in ranked[f"{m.name}_ci_high"].to_numpy(dtype=float)]) * m.scale
     has_ci = ~np.isnan(low)
     y = np.arange(len(ranked))[::-1]
     fig = Figure(figsize=(9, 1.2 + 0.38 * len(ranked)))
@@ -205,7 +210,7 @@ def _heatmap(analysis: SourceAnalysis, records: dict[str, dict[str, Any]], out_d
     m = analysis.metric
     values = pivot.table.to_numpy(dtype=float) * m.scale
     n_rows, n_cols = values.shape
-    fig = Figure(figsize=(2.2 + 1.5 * n_cols, 1.6 + 0.55 * n_rows))
+    fig = Figure(figsize=(max(6.0, 2.2 + 1.5 * n_cols), max(3.4, 1.6 + 0.55 * n_rows)))
     ax = fig.subplots()
     cmap = "viridis" if m.higher_is_better is not False else "viridis_r"
     image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, aspect="auto")
@@ -225,10 +230,10 @@ def _heatmap(analysis: SourceAnalysis, records: dict[str, dict[str, Any]], out_d
             text = "—" if np.isnan(v) else f"{v:.{m.digits}f}"
             dark = np.isnan(v) or (v < mid) == (m.higher_is_better is not False)
             ax.text(j, i, text, ha="center", va="center", fontsize=10, color="white" if dark else "black")
-    fig.colorbar(image, ax=ax, label=f"mean {m.heading}")
+    fig.colorbar(image, ax=ax, label=m.heading)
     others = [a for a in analysis.axes if a not in (pivot.rows, pivot.columns) and len(analysis.levels[a]) > 1]
     averaged = f", averaged over {', '.join(others)}" if others else ""
-    ax.set_title(f"Mean {m.title}: {pivot.rows} × {pivot.columns}{averaged}", fontsize=11)
+    ax.set_title(_wrap(f"Mean {m.title}: {pivot.rows} × {pivot.columns}{averaged}", 60), fontsize=11)
     fig.tight_layout()
     path = f"{subdir}/{pivot.rows}_x_{pivot.columns}.png"
     _save(fig, out_dir / path)
