@@ -37,7 +37,7 @@ class ResultsDir:
                                          f"dataset:\n  name: {dataset}\n")
 
     def add(self, axes: dict[str, str], seed: int, acc: float | None, status: str = "done",
-            epochs: int | None = None) -> dict[str, Any]:
+            epochs: int | None = None, loss_params: dict[str, Any] | None = None) -> dict[str, Any]:
         epochs = epochs or self.epochs
         axes = {"loss": axes["loss"], "regularizer": "none", "augmentation": "none", "optimizer": "sgd(lr=0.05)",
                 **axes}
@@ -47,6 +47,7 @@ class ResultsDir:
                   "train": {"epochs": epochs, "batch_size": 32, "schedule": {"name": "cosine", "params": {}},
                             "precision": "fp32"},
                   **{k: {"name": v, "params": {}} for k, v in axes.items()}, "seed": seed}
+        config["loss"]["params"] = loss_params or {}
         rid = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
         minute = self.count
         self.count += 1
@@ -200,6 +201,12 @@ def test_directories_of_one_suite_merge_their_seeds(tmp_path: Path) -> None:
     assert len(results.sources) == 1 and len(results.sources[0].dirs) == 2
     assert a.summary.loc[0, "n_seeds"] == 3 and a.summary.loc[0, "test_acc_mean"] == pytest.approx(0.91)
     assert any(dup["id"] in w for w in results.warnings)
+    # A run with other settings stands beside them, named by what differs.
+    longer = ResultsDir(tmp_path / "c", epochs=5)
+    longer.add({"loss": CE}, 0, 0.95)
+    merged = load_results([tmp_path / "a", tmp_path / "b", tmp_path / "c"])
+    assert [s.name for s in merged.sources] == ["digits (epochs=3)", "digits (epochs=5)"]
+    assert [len(s.dirs) for s in merged.sources] == [2, 1]
 
 
 def test_stale_cells_from_an_earlier_configuration_are_ignored(tmp_path: Path) -> None:
@@ -210,7 +217,15 @@ def test_stale_cells_from_an_earlier_configuration_are_ignored(tmp_path: Path) -
     results = load_results([tmp_path])
     [a] = analyse(results)
     assert a.summary.loc[0, "n_seeds"] == 2 and a.summary.loc[0, "test_acc_mean"] == pytest.approx(0.91)
-    assert "older cell file(s) of 'cross_entropy | none | none'" in results.warnings[0]
+    assert "1 cell file(s)" in results.warnings[0] and "from an earlier run with other settings" in results.warnings[0]
+    # Same label, same run settings, another resolved loss configuration (a default changed): the latest wins.
+    res.add({"loss": MSE}, 0, 0.40, loss_params={"reduction": "sum"})
+    res.add({"loss": MSE}, 0, 0.80, loss_params={"reduction": "mean"})
+    results = load_results([tmp_path])
+    [a] = analyse(results)
+    mse = a.summary.set_index("label").loc["mse | none | none"]
+    assert mse["n_seeds"] == 1 and mse["test_acc_mean"] == pytest.approx(0.80)
+    assert any("older cell file(s) of 'mse | none | none'" in w for w in results.warnings)
 
 
 def test_extra_axis_baseline_per_stratum(tmp_path: Path) -> None:

@@ -101,10 +101,27 @@ def _finished(record: dict[str, Any]) -> str:
     return str(record.get("finished_at") or "")
 
 
+def _started(record: dict[str, Any]) -> str:
+    return str(record.get("started_at") or "")
+
+
+def _dataset(record: dict[str, Any]) -> str:
+    return str(((record.get("config") or {}).get("dataset") or {}).get("name") or "?")
+
+
+def _hash(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def _shared_config(record: dict[str, Any]) -> dict[str, Any]:
+    """What every cell of one run shares: the configuration without the grid axes and the seed (dataset
+    identity and options, model, training recipe)."""
+    return {k: v for k, v in (record.get("config") or {}).items() if k != "seed" and k not in record["axes"]}
+
+
 def _group_hash(record: dict[str, Any]) -> str:
     """Hash of the cell's configuration without its seed: the seeds of one grid point share it."""
-    config = {k: v for k, v in (record.get("config") or {}).items() if k != "seed"}
-    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return _hash({k: v for k, v in (record.get("config") or {}).items() if k != "seed"})
 
 
 def _number(value: Any) -> float:
@@ -123,7 +140,7 @@ def load_results(dirs: list[Path]) -> Results:
     record_dir: dict[str, Path] = {}
     for directory in dict.fromkeys(Path(d) for d in dirs):
         suite_files[directory] = _read_suite(directory, warnings)
-        for path, record in _read_dir(directory, warnings):
+        for path, record in _drop_earlier_runs(_read_dir(directory, warnings), directory, warnings):
             previous = found.get(record["id"])
             if previous is not None:
                 # A final result beats a failed one; among equals the later one wins (a rerun with --force).
@@ -141,61 +158,95 @@ def load_results(dirs: list[Path]) -> Results:
                           details=warnings[:5])
 
     records = {rid: rec for rid, (_, rec) in found.items()}
-    keys: dict[tuple[str, str], list[Path]] = {}
-    # Sources appear in the order their directories were given.
+    # One source per suite, dataset and shared configuration, in the order their directories were given:
+    # directories of the same run merge their seeds, a run with other settings stands beside them.
+    keys: dict[tuple[str, str, str], list[Path]] = {}
+    shared: dict[tuple[str, str, str], dict[str, Any]] = {}
+    source_key: dict[str, tuple[str, str, str]] = {}
     position = {d: i for i, d in enumerate(suite_files)}
     for rid, rec in sorted(records.items(), key=lambda kv: (position[record_dir[kv[0]]], _started(kv[1]), kv[0])):
-        key = (str(rec.get("suite") or "?"), _dataset(rec))
+        key = (str(rec.get("suite") or "?"), _dataset(rec), _hash(_shared_config(rec)))
+        source_key[rid] = key
+        shared.setdefault(key, _shared_config(rec))
         dirs_of_key = keys.setdefault(key, [])
         if record_dir[rid] not in dirs_of_key:
             dirs_of_key.append(record_dir[rid])
-    sources = _name_sources(keys, suite_files)
+    sources = _name_sources(keys, shared, suite_files)
+    name_of = {key: src.name for key, src in zip(keys, sources)}
+    source_name = {rid: name_of[key] for rid, key in source_key.items()}
 
-    _drop_stale(records, warnings)
+    _drop_relabelled(records, source_name, warnings)
     axes = list(STANDARD_AXES)
     for rec in sorted(records.values(), key=_started):
         axes.extend(a for a in rec["axes"] if a not in axes)
     axes = [a for a in axes if any(a in rec["axes"] for rec in records.values())]
-    frame = _frame(records, {rid: p for rid, (p, _) in found.items()}, sources, axes)
+    frame = _frame(records, {rid: p for rid, (p, _) in found.items()}, source_name, axes)
     metric_cols = [c for c in frame.columns if c.startswith("m:")]
     frame = frame.rename(columns={c: c[2:] for c in metric_cols})
     metrics = [c[2:] for c in metric_cols if frame[c[2:]].notna().any()]
     return Results(frame, records, sources, axes, metrics, warnings)
 
 
-def _started(record: dict[str, Any]) -> str:
-    return str(record.get("started_at") or "")
+def _drop_earlier_runs(cells: list[tuple[Path, dict[str, Any]]], directory: Path,
+                       warnings: list[str]) -> list[tuple[Path, dict[str, Any]]]:
+    """The cells of a directory that share the settings of its latest run: files of an earlier run with other
+    settings (say fewer epochs) stay in cells/ but must not be averaged with, or ranked beside, the new ones."""
+    if not cells:
+        return cells
+    latest = max(cells, key=lambda pr: _finished(pr[1]))[1]
+    want = (latest.get("suite"), _hash(_shared_config(latest)))
+    kept = [(p, r) for p, r in cells if (r.get("suite"), _hash(_shared_config(r))) == want]
+    if len(kept) < len(cells):
+        warnings.append(f"ignored {len(cells) - len(kept)} cell file(s) in {directory} from an earlier run with "
+                        "other settings (suite, dataset options, model or training recipe) than its latest run")
+    return kept
 
 
-def _dataset(record: dict[str, Any]) -> str:
-    return str(((record.get("config") or {}).get("dataset") or {}).get("name") or "?")
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: value}
 
 
-def _name_sources(keys: dict[tuple[str, str], list[Path]], suite_files: dict[Path, dict[str, Any]]) -> list[Source]:
-    """Name each source by what tells it apart: its dataset, else its suite, else both."""
-    suites = {s for s, _ in keys}
-    datasets = {d for _, d in keys}
-    out = []
-    for (suite, dataset), dirs in keys.items():
-        if len(datasets) == len(keys):
-            name = dataset
-        elif len(suites) == len(keys):
-            name = suite
+def _name_sources(keys: dict[tuple[str, str, str], list[Path]], shared: dict[tuple[str, str, str], dict[str, Any]],
+                  suite_files: dict[Path, dict[str, Any]]) -> list[Source]:
+    """Name each source by what tells it apart: its dataset, else its suite, else both; sources that still share
+    a name get the settings in which they differ, e.g. `smoke (epochs=2)`."""
+    suites = {s for s, _, _ in keys}
+    datasets = {d for _, d, _ in keys}
+    base = {}
+    for suite, dataset, h in keys:
+        if len(datasets) == len({(s, d) for s, d, _ in keys}):
+            base[(suite, dataset, h)] = dataset
+        elif len(suites) == len({(s, d) for s, d, _ in keys}):
+            base[(suite, dataset, h)] = suite
         else:
-            name = f"{suite} · {dataset}"
+            base[(suite, dataset, h)] = f"{suite} · {dataset}"
+    out = []
+    for key, dirs in keys.items():
+        name = base[key]
+        twins = [k for k in keys if base[k] == name]
+        if len(twins) > 1:
+            flat = {k: _flatten(shared[k]) for k in twins}
+            leaves = sorted({leaf for f in flat.values() for leaf in f})
+            differ = [leaf for leaf in leaves if len({json.dumps(f.get(leaf), default=str) for f in flat.values()}) > 1]
+            shown = ", ".join(f"{leaf.rsplit('.', 1)[-1]}={flat[key].get(leaf)}" for leaf in differ[:3])
+            name = f"{name} ({shown}{', …' if len(differ) > 3 else ''})"
         suite_file = next((suite_files[d] for d in dirs if suite_files.get(d)), {})
-        out.append(Source(suite, dataset, name, dirs, suite_file))
+        out.append(Source(key[0], key[1], name, dirs, suite_file))
     return out
 
 
-def _drop_stale(records: dict[str, dict[str, Any]], warnings: list[str]) -> None:
-    """Keep, for each label of each source, only the configuration run most recently: cell files of an earlier
-    run with other settings (say fewer epochs) stay in cells/ but must not be averaged with the new seeds."""
-    groups: dict[tuple[str, str, str], dict[str, list[str]]] = {}
+def _drop_relabelled(records: dict[str, dict[str, Any]], source_name: dict[str, str], warnings: list[str]) -> None:
+    """Keep, for each label of each source, only its most recently run configuration: two configurations under
+    one label (a component's default changed between runs) must not be averaged as seeds of one cell."""
+    groups: dict[tuple[str, str], dict[str, list[str]]] = {}
     for rid, rec in records.items():
-        key = (str(rec.get("suite") or "?"), _dataset(rec), rec["label"])
-        groups.setdefault(key, {}).setdefault(_group_hash(rec), []).append(rid)
-    for (_, _, label), by_hash in groups.items():
+        groups.setdefault((source_name[rid], rec["label"]), {}).setdefault(_group_hash(rec), []).append(rid)
+    for (_, label), by_hash in groups.items():
         if len(by_hash) < 2:
             continue
         latest = max(by_hash, key=lambda h: max(_finished(records[r]) for r in by_hash[h]))
@@ -205,12 +256,11 @@ def _drop_stale(records: dict[str, dict[str, Any]], warnings: list[str]) -> None
             for rid in ids:
                 del records[rid]
             warnings.append(f"ignored {len(ids)} older cell file(s) of '{label}' whose configuration differs from "
-                            f"its latest run (e.g. other epochs or dataset options): {', '.join(sorted(ids))}")
+                            f"its latest run: {', '.join(sorted(ids))}")
 
 
-def _frame(records: dict[str, dict[str, Any]], paths: dict[str, Path], sources: list[Source],
+def _frame(records: dict[str, dict[str, Any]], paths: dict[str, Path], source_name: dict[str, str],
            axes: list[str]) -> pd.DataFrame:
-    source_of = {(s.suite, s.dataset): s.name for s in sources}
     rows = []
     for order, (rid, rec) in enumerate(sorted(records.items(), key=lambda kv: (_started(kv[1]), kv[1]["label"],
                                                                                 kv[1]["seed"], kv[0]))):
@@ -219,7 +269,7 @@ def _frame(records: dict[str, dict[str, Any]], paths: dict[str, Path], sources: 
         history = rec.get("history") or []
         error = rec.get("error")
         row: dict[str, Any] = {
-            "source": source_of[(str(rec.get("suite") or "?"), _dataset(rec))],
+            "source": source_name[rid],
             "label": rec["label"],
             "id": rid,
             "seed": int(rec["seed"]),
