@@ -270,6 +270,10 @@ def test_lower_is_better_metric_ranks_ascending(tmp_path: Path) -> None:
         res.add({"loss": MSE}, seed, 0.95 + seed / 200)  # about 0.0119: better calibrated
     [a] = analyse(load_results([tmp_path]), metric="ece")
     assert list(a.ranked()["label"]) == ["mse | none | none", "cross_entropy | none | none"]
+    write_report([tmp_path], plots=False, metric="ece")
+    text = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert "Ranked by ECE (%) (lower is better)" in text
+    assert "| # | cell | ECE (%), mean ± 95% CI | 95% CI | seeds | test acc (%) | test NLL (nats) |" in text
     assert a.comparisons[0].test.mean_diff < 0
     assert a.comparisons[0].verdict in ("better", "no detectable difference with n=3 seeds")
     with pytest.raises(ReportError, match="no cell has the metric 'test_ac'") as err:

@@ -18,7 +18,7 @@ from lossbench.report.results import Results
 from lossbench.report.stats import ALPHA, CONFIDENCE, PairedTest
 
 #: Secondary leaderboard columns, after the ranking metric (skipped when it is the ranking metric or absent).
-LEADERBOARD_COLUMNS = ("test_nll", "ece", "gap", "epoch_s", "img_per_s", "peak_mem_mb")
+LEADERBOARD_COLUMNS = ("test_acc", "test_nll", "ece", "gap", "epoch_s", "img_per_s", "peak_mem_mb")
 ONE_SEED = ("Only one seed per cell: no confidence intervals and no significance tests, because a t-interval needs "
             "the seed-to-seed spread, which one seed cannot show. Differences below are single draws; rerun with "
             "`--seeds 0,1,2` (finished cells are kept) to measure them.")
