@@ -23,7 +23,7 @@ import torch
 from lossbench import __version__
 from lossbench.config import Suite, suite_to_yaml
 from lossbench.data import ImageData, dataset_identity, load_dataset
-from lossbench.engine import EngineOptions, train_cell, resolve_device, resolve_precision
+from lossbench.engine import CellResult, EngineOptions, train_cell, resolve_device, resolve_precision
 from lossbench.errors import ConfigError, Location
 from lossbench.grid import Cell, expand
 from lossbench.progress import RunDisplay, SilentDisplay
@@ -154,6 +154,17 @@ def execute_cell(
     """Train one cell on data already on `options.device`; returns its complete result record."""
     started = _now()
     result = train_cell(cell, data, options, progress)
+    return _record(cell, job, result, options.precision, environment(options.device), started)
+
+
+def failed_record(cell: Cell, job: Job, error: str, traceback_text: str) -> dict[str, Any]:
+    """The record of a cell that failed outside the engine (an executor lost it or could not start it)."""
+    return _record(cell, job, CellResult(status="failed", error=error, traceback=traceback_text),
+                   job.engine.precision, {}, _now())
+
+
+def _record(cell: Cell, job: Job, result: CellResult, precision: str, env: dict[str, Any],
+            started: str) -> dict[str, Any]:
     return {
         "schema": RESULT_SCHEMA,
         "id": cell.id,
@@ -170,8 +181,8 @@ def execute_cell(
         "metrics": result.metrics,
         "history": [h for h in result.to_dict()["history"]],
         "timing": result.timing,
-        "precision": options.precision,
-        "env": environment(options.device),
+        "precision": precision,
+        "env": env,
         "started_at": started,
         "finished_at": _now(),
     }
@@ -223,11 +234,15 @@ class RunSummary:
     diverged: int = 0
 
 
-def plan(suite: Suite, out_dir: Path, *, force: bool = False, cache_dir: Path = DEFAULT_CACHE) -> RunPlan:
-    """Check the device and dataset, expand the grid and find the pending cells. Writes nothing."""
+def plan(suite: Suite, out_dir: Path, *, force: bool = False, cache_dir: Path = DEFAULT_CACHE,
+         check_device: bool = True) -> RunPlan:
+    """Check the device and dataset, expand the grid and find the pending cells. Writes nothing.
+
+    `check_device=False` skips checking the device on this machine, for executors that train elsewhere.
+    """
     try:
-        resolve_device(suite.train.device)
-        resolve_precision(suite.train.precision, resolve_device(suite.train.device))
+        if check_device:
+            resolve_precision(suite.train.precision, resolve_device(suite.train.device))
     except ValueError as exc:
         raise ConfigError(message=str(exc), location=Location(path="train.device")) from None
     job = Job(suite.name, DataRequest.from_suite(suite, cache_dir), EngineSettings.from_suite(suite))
