@@ -10,6 +10,7 @@ from typing import Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from lossbench.errors import ConfigError, LossbenchError, did_you_mean
@@ -45,7 +46,8 @@ def _registries() -> dict[str, Any]:
 def _fail(exc: LossbenchError, debug: bool) -> None:
     if debug:
         raise exc
-    err_console.print(f"[bold red]error:[/] {exc.render()}", markup=True, highlight=False, soft_wrap=True)
+    # The message is text, not markup: `lossbench[ray]` or `[hflip, crop]` must print as written.
+    err_console.print(f"[bold red]error:[/] {escape(exc.render())}", markup=True, highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -93,6 +95,11 @@ def run(
     force: bool = typer.Option(False, "--force", help="Rerun every cell, even those with results."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Decoded-dataset cache (default ~/.cache/lossbench)."),
     plain: bool = typer.Option(False, "--plain", help="Plain progress lines even on a terminal."),
+    executor: str = typer.Option("local", "--executor", help="local (this machine) | ray (a Ray cluster; docs/clusters.md)."),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster: auto | ray://HOST:PORT | HOST:PORT (default: RAY_ADDRESS, else a new local instance)."),
+    gpus_per_cell: Optional[float] = typer.Option(None, "--gpus-per-cell", help="Ray: GPUs per cell; a fraction such as 0.25 shares a GPU (default 0)."),
+    cpus_per_cell: Optional[float] = typer.Option(None, "--cpus-per-cell", help="Ray: CPUs per cell (default 1)."),
+    ray_data: Optional[str] = typer.Option(None, "--ray-data", help="Ray: object_store (the driver sends the tensors; default) | worker_cache (every node loads the data root)."),
     no_report: bool = typer.Option(False, "--no-report", help="Do not write report.md at the end (run `lossbench report` later)."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
@@ -104,19 +111,22 @@ def run(
     try:
         loaded = load_suite(suite, epochs=epochs, seeds=_parse_seeds(seeds), device=device, data_root=data_root)
         out_dir = out or Path("results") / loaded.name
-        run_plan = runner.plan(loaded, out_dir, force=force, cache_dir=cache_dir or runner.DEFAULT_CACHE)
+        cluster = _cluster_executor(executor, address, cpus_per_cell, gpus_per_cell, ray_data)
+        run_plan = runner.plan(loaded, out_dir, force=force, cache_dir=cache_dir or runner.DEFAULT_CACHE,
+                               check_device=cluster is None)
     except LossbenchError as exc:
         _fail(exc, debug)
         return
     interactive = console.is_terminal and not plain
     console.print(
         f"[bold]{loaded.name}[/]: {len(run_plan.cells)} cell(s) · {loaded.dataset.name} · {loaded.model.name} · "
-        f"{loaded.train.epochs} epoch(s) · device {run_plan.job.engine.options().device} → {out_dir}",
+        f"{loaded.train.epochs} epoch(s) · "
+        f"{cluster.describe() if cluster else f'device {run_plan.job.engine.options().device}'} → {out_dir}",
         highlight=False,
     )
     display = RichDisplay(console) if interactive else PlainDisplay()
     try:
-        summary = runner.run(run_plan, display=display)
+        summary = runner.run(run_plan, executor=cluster, display=display)
     except LossbenchError as exc:
         _fail(exc, debug)
         return
@@ -166,6 +176,25 @@ def report(
         return
     beside = f" (+ {len(files) - 1} file(s) beside it: summary, plots)" if len(files) > 1 else ""
     console.print(f"report: {files[0]}{beside}", highlight=False, soft_wrap=True)
+
+
+def _cluster_executor(name: str, address: str | None, cpus_per_cell: float | None, gpus_per_cell: float | None,
+                      ray_data: str | None) -> Any:
+    """The executor that --executor names: None for local (the runner's default), a RayExecutor for ray."""
+    ray_flags = {"--address": address, "--cpus-per-cell": cpus_per_cell, "--gpus-per-cell": gpus_per_cell,
+                 "--ray-data": ray_data}
+    if name == "local":
+        given = [flag for flag, value in ray_flags.items() if value is not None]
+        if given:
+            raise ConfigError(message=f"{', '.join(given)} only apply with --executor ray")
+        return None
+    if name != "ray":
+        raise ConfigError(message=f"unknown executor '{name}'", value=name, allowed=["local", "ray"],
+                          suggestion=did_you_mean(name, ["local", "ray"]))
+    from lossbench.ray_executor import RayExecutor
+
+    return RayExecutor(address, cpus_per_cell=1.0 if cpus_per_cell is None else cpus_per_cell,
+                       gpus_per_cell=gpus_per_cell or 0.0, data=ray_data or "object_store")  # type: ignore[arg-type]
 
 
 @app.command()
