@@ -246,6 +246,8 @@ def test_extra_axis_baseline_per_stratum(tmp_path: Path) -> None:
     effect = {e.level: e for e in a.effects["scenario"]}
     assert effect["noisy"].diff is not None and effect["noisy"].diff.mean_diff == pytest.approx(-0.20)
     assert effect["clean"].reference == "clean"
+    write_report([tmp_path], plots=False)
+    assert "| scenario | clean, noisy |" in (tmp_path / "report.md").read_text(encoding="utf-8")
 
 
 def test_no_default_baseline_falls_back_to_the_best_cell(tmp_path: Path) -> None:

@@ -100,7 +100,10 @@ def _header(a: SourceAnalysis, results: Results, out_dir: Path) -> list[str]:
     status = rows["status"].value_counts()
     compute = sum(float((r.get("timing") or {}).get(k) or 0.0) for r in recs for k in ("train_time_s", "eval_time_s"))
     scenario_axes = [ax for ax in a.axes if ax not in DEFAULT_BASELINE and ax != "optimizer"]
-    scenario = "; ".join(f"{ax}: {', '.join(a.levels[ax])}" for ax in scenario_axes)
+    scenario = "; ".join(", ".join(a.levels[ax]) if ax == "scenario" else f"{ax}: {', '.join(a.levels[ax])}"
+                         for ax in scenario_axes)
+    if scenario == "none":
+        scenario = ""
     devices = []
     for r in recs:
         env = r.get("env") or {}
