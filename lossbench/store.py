@@ -30,11 +30,22 @@ CSV_COLUMNS = [
 FINAL_STATUSES = ("done", "diverged")
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write `text` to `path` so that a reader (or a crash) sees either the old file or the new one, whole."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp creates 0600; results are ordinary files, so give them the mode open() would (0666 & ~umask).
+        os.chmod(tmp, 0o666 & ~_UMASK)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()

@@ -94,3 +94,11 @@ def test_stale_temp_files_are_removed_by_the_next_lock_holder(tmp_path: Path) ->
     with store:
         assert not stale.exists()
     assert store.finished_ids() == {"a"}
+
+
+def test_written_files_get_the_usual_permissions(tmp_path: Path) -> None:
+    path = tmp_path / "x.json"
+    atomic_write_text(path, "{}")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask
