@@ -105,9 +105,11 @@ class RayExecutor:
                 value=address,
             )
         if not (isinstance(cpus_per_cell, (int, float)) and math.isfinite(cpus_per_cell) and cpus_per_cell > 0):
-            raise ConfigError(message=f"--cpus-per-cell {cpus_per_cell!r}: must be a number above 0", value=cpus_per_cell)
+            raise ConfigError(message=f"--cpus-per-cell {cpus_per_cell!r}: must be a number above 0",
+                              value=cpus_per_cell)
         if not (isinstance(gpus_per_cell, (int, float)) and math.isfinite(gpus_per_cell) and gpus_per_cell >= 0):
-            raise ConfigError(message=f"--gpus-per-cell {gpus_per_cell!r}: must be a number, 0 or more", value=gpus_per_cell)
+            raise ConfigError(message=f"--gpus-per-cell {gpus_per_cell!r}: must be a number, 0 or more",
+                              value=gpus_per_cell)
         if gpus_per_cell > 1 and gpus_per_cell != int(gpus_per_cell):
             raise ConfigError(
                 message=f"--gpus-per-cell {gpus_per_cell}: above 1 it must be a whole number of GPUs (Ray packs "

@@ -76,26 +76,40 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Any:
         assert ray.util.get_node_ip_address() == "127.0.0.1"
         yield ray, marker_dir / "kill-once"
     finally:
+        started = _descendants(os.getpid())  # Ray's daemons, their workers and agents
         ray.shutdown()
         patch.undo()
         deadline = time.monotonic() + 10
-        while (left := _processes_mentioning(temp_dir)) and time.monotonic() < deadline:
+        while (left := [p for p in started if _alive(p)]) and time.monotonic() < deadline:
             time.sleep(0.2)
         shutil.rmtree(temp_dir, ignore_errors=True)
-        assert not left, f"Ray processes left after shutdown: {left}"
+        assert not left, f"processes left after ray.shutdown(): {left}"
 
 
-def _processes_mentioning(text: str) -> list[str]:
-    """`pid: command line` of every live process whose command line contains `text` (Linux /proc)."""
-    found = []
-    for cmdline_file in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            cmdline = cmdline_file.read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:  # the process ended while we looked
-            continue
-        if text in cmdline:
-            found.append(f"{cmdline_file.parent.name}: {cmdline[:100]}")
+def _proc_stat(pid: int) -> tuple[int, str] | None:
+    """(parent pid, start time) of a live process, from /proc; None once it is gone (or a zombie)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[1]), fields[19]) if fields[0] != "Z" else None
+
+
+def _descendants(root: int) -> list[tuple[int, str]]:
+    """(pid, start time) of every live process below `root` (Linux /proc)."""
+    stats = {int(p.name): _proc_stat(int(p.name)) for p in Path("/proc").iterdir() if p.name.isdigit()}
+    parents = {pid: stat for pid, stat in stats.items() if stat is not None}
+    found, frontier = [], {root}
+    while frontier:
+        children = {pid for pid, (ppid, _) in parents.items() if ppid in frontier}
+        found += [(pid, parents[pid][1]) for pid in children]
+        frontier = children
     return found
+
+
+def _alive(process: tuple[int, str]) -> bool:
+    stat = _proc_stat(process[0])
+    return stat is not None and stat[1] == process[1]  # the same process, not a later one with its pid
 
 
 class Recorder:
