@@ -97,12 +97,17 @@ class RichDisplay:
 
 
 class PlainDisplay:
-    """One line per epoch and per finished cell, for logs and pipes."""
+    """One line per started cell, per epoch and per finished cell, for logs and pipes.
+
+    While several cells train at once (--jobs, Ray), epoch lines name their cell's id so they can be told apart.
+    """
 
     def __init__(self, stream: TextIO | None = None):
         self.stream = stream or sys.stdout
         self.total = 0
+        self.started = 0
         self.finished = 0
+        self.running: set[str] = set()
         self.t0 = time.perf_counter()
 
     def _print(self, text: str) -> None:
@@ -113,22 +118,27 @@ class PlainDisplay:
         self._print(f"{total} cell(s) to run, {skipped} already done")
 
     def cell_start(self, cell: Cell) -> None:
-        self._print(f"[{self.finished + 1}/{self.total}] {_cell_name(cell)}  ({cell.id})")
+        self.started += 1
+        self.running.add(cell.id)
+        self._print(f"[{self.started}/{self.total}] {_cell_name(cell)}  ({cell.id})")
 
     def cell_event(self, cell: Cell, event: str, info: dict[str, Any]) -> None:
         if event == "epoch":
-            line = f"    epoch {info['epoch']}: {_epoch_stats(info)}"
+            owner = f" ({cell.id})" if len(self.running) > 1 else ""
+            line = f"    epoch {info['epoch']}{owner}: {_epoch_stats(info)}"
             if info.get("epoch_s") is not None:
                 line += f"  ({info['epoch_s']:.1f} s)"
             self._print(line)
 
     def cell_end(self, cell: Cell, record: dict[str, Any]) -> None:
         self.finished += 1
+        self.running.discard(cell.id)
         acc = (record.get("metrics") or {}).get("test_acc")
         detail = f"test acc {acc:.4f}" if acc is not None else (record.get("error") or "")
         elapsed = time.perf_counter() - self.t0
         eta = elapsed / self.finished * (self.total - self.finished)
-        self._print(f"    {record['status']}: {detail}  [grid {self.finished}/{self.total}, eta {eta:.0f} s]")
+        self._print(f"    {record['status']}: {_cell_name(cell)} ({cell.id}): {detail}  "
+                    f"[grid {self.finished}/{self.total}, eta {eta:.0f} s]")
 
     def finish(self) -> None:
         return None
