@@ -87,11 +87,11 @@ class NoAugmentation(Augmentation):
 # Flips and crops: exact pixel moves.
 
 
-@AUGMENTATIONS.register("hflip")
-class HorizontalFlip(Augmentation):
-    """Mirror left-right, each sample independently with probability p."""
+class _RandomFlip(Augmentation):
+    """Mirror along `axis` (3: left-right, 2: top-bottom), each sample independently with probability p."""
 
     num_params = 1
+    axis: ClassVar[int]
 
     def __init__(self, p: float = 0.5):
         _check_probability("p", p)
@@ -99,22 +99,21 @@ class HorizontalFlip(Augmentation):
 
     def apply(self, x: torch.Tensor, y: torch.Tensor, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         flip = (params[:, 0] < self.p).view(-1, 1, 1, 1)
-        return torch.where(flip, x.flip(3), x), y
+        return torch.where(flip, x.flip(self.axis), x), y
+
+
+@AUGMENTATIONS.register("hflip")
+class HorizontalFlip(_RandomFlip):
+    """Mirror left-right, each sample independently with probability p."""
+
+    axis = 3
 
 
 @AUGMENTATIONS.register("vflip")
-class VerticalFlip(Augmentation):
+class VerticalFlip(_RandomFlip):
     """Mirror top-bottom, each sample independently with probability p."""
 
-    num_params = 1
-
-    def __init__(self, p: float = 0.5):
-        _check_probability("p", p)
-        self.p = p
-
-    def apply(self, x: torch.Tensor, y: torch.Tensor, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        flip = (params[:, 0] < self.p).view(-1, 1, 1, 1)
-        return torch.where(flip, x.flip(2), x), y
+    axis = 2
 
 
 @AUGMENTATIONS.register("crop")
