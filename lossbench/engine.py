@@ -51,8 +51,10 @@ class EngineOptions:
     epochs: int
     batch_size: int
     eval_batch_size: int = 2048
-    #: Run a forward pass in the channels-last memory layout (faster convolutions on CUDA).
+    #: Run the model in the channels-last memory layout (faster convolutions on CUDA and, measured, on CPU).
     channels_last: bool = False
+    #: Compile the model with torch.compile (meant for CUDA GPUs; on CPU it measured slower: docs/performance.md).
+    compile: bool = False
 
 
 @dataclass
@@ -67,6 +69,8 @@ class EpochRecord:
     test_top5: float
     lr: float
     epoch_s: float
+    #: Seconds of training in this epoch, evaluation excluded (the device synchronized before and after).
+    train_s: float | None = None
     penalty: float | None = None
     #: The penalty's share of the training objective, penalty / (train_loss + penalty); None without a penalty.
     penalty_share: float | None = None
@@ -176,6 +180,8 @@ def build_parts(cell: Cell, data: ImageData, options: EngineOptions, steps_per_e
     model = builder.build().to(options.device)  # type: ignore[attr-defined]
     if options.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if options.compile:
+        model.compile()  # in place: the module, its parameters and state_dict keys stay the same
     loss = loss.to(options.device)
     augment = AugmentationPipeline(
         [AUGMENTATIONS.build(a.name, a.params) for a in cell.augmentation], data.num_classes
@@ -380,6 +386,7 @@ def _train(cell: Cell, data: ImageData, options: EngineOptions, progress: Progre
             test_top5=top5.item() / data.test_y.shape[0],
             lr=lr,
             epoch_s=time.perf_counter() - t0,
+            train_s=epoch_train_s,
             penalty=(penalty_sum / n).item() if has_penalty else None,
         )
         if record.penalty is not None and train_loss + record.penalty > 0:
