@@ -111,6 +111,8 @@ class TrainConfig(_Strict):
     schedule: Component = ComponentSpec(name="constant")
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    #: torch.compile the model (how a cell trains, not what it is: cell ids do not include it).
+    compile: bool = False
 
 
 class GridConfig(_Strict):
