@@ -76,11 +76,12 @@ class EngineSettings:
     epochs: int
     batch_size: int
     eval_batch_size: int
+    compile: bool = False
 
     @classmethod
     def from_suite(cls, suite: Suite) -> EngineSettings:
         t = suite.train
-        return cls(t.device, t.precision, t.epochs, t.batch_size, t.eval_batch_size)
+        return cls(t.device, t.precision, t.epochs, t.batch_size, t.eval_batch_size, t.compile)
 
     def options(self) -> EngineOptions:
         device = resolve_device(self.device)
@@ -90,7 +91,9 @@ class EngineSettings:
             epochs=self.epochs,
             batch_size=self.batch_size,
             eval_batch_size=self.eval_batch_size,
-            channels_last=device.type == "cuda",
+            # Measured faster on CPU as well (docs/performance.md); MPS is left in the default layout.
+            channels_last=device.type in ("cuda", "cpu"),
+            compile=self.compile,
         )
 
 
