@@ -95,6 +95,7 @@ def run(
     force: bool = typer.Option(False, "--force", help="Rerun every cell, even those with results."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Decoded-dataset cache (default ~/.cache/lossbench)."),
     plain: bool = typer.Option(False, "--plain", help="Plain progress lines even on a terminal."),
+    jobs: int = typer.Option(1, "--jobs", "-j", help="Cells trained at once on this machine, each in its own process (the CPU threads are split between them; on a GPU they share it)."),
     executor: str = typer.Option("local", "--executor", help="local (this machine) | ray (a Ray cluster; docs/clusters.md)."),
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster: auto | ray://HOST:PORT | HOST:PORT (default: RAY_ADDRESS, else a new local instance)."),
     gpus_per_cell: Optional[float] = typer.Option(None, "--gpus-per-cell", help="Ray: GPUs per cell; a fraction such as 0.25 shares a GPU (default 0)."),
@@ -114,6 +115,7 @@ def run(
         cluster = _cluster_executor(executor, address, cpus_per_cell, gpus_per_cell, ray_data)
         run_plan = runner.plan(loaded, out_dir, force=force, cache_dir=cache_dir or runner.DEFAULT_CACHE,
                                check_device=cluster is None)
+        parallel = _parallel_executor(jobs, cluster)
     except LossbenchError as exc:
         _fail(exc, debug)
         return
@@ -121,12 +123,13 @@ def run(
     console.print(
         f"[bold]{loaded.name}[/]: {len(run_plan.cells)} cell(s) · {loaded.dataset.name} · {loaded.model.name} · "
         f"{loaded.train.epochs} epoch(s) · "
-        f"{cluster.describe() if cluster else f'device {run_plan.job.engine.options().device}'} → {out_dir}",
+        f"{cluster.describe() if cluster else f'device {run_plan.job.engine.options().device}'}"
+        f"{f' · {parallel.describe()}' if parallel else ''} → {out_dir}",
         highlight=False,
     )
     display = RichDisplay(console) if interactive else PlainDisplay()
     try:
-        summary = runner.run(run_plan, executor=cluster, display=display)
+        summary = runner.run(run_plan, executor=cluster or parallel, display=display)
     except LossbenchError as exc:
         _fail(exc, debug)
         return
@@ -195,6 +198,18 @@ def _cluster_executor(name: str, address: str | None, cpus_per_cell: float | Non
 
     return RayExecutor(address, cpus_per_cell=1.0 if cpus_per_cell is None else cpus_per_cell,
                        gpus_per_cell=gpus_per_cell or 0.0, data=ray_data or "object_store")  # type: ignore[arg-type]
+
+
+def _parallel_executor(jobs: int, cluster: Any) -> Any:
+    """The executor that --jobs asks for: None for one cell at a time, a ProcessExecutor for several at once."""
+    if jobs == 1:
+        return None
+    if cluster is not None:
+        raise ConfigError(message="--jobs applies to the local executor; with --executor ray, --cpus-per-cell and "
+                                  "--gpus-per-cell decide how many cells train at once")
+    from lossbench.parallel import ProcessExecutor
+
+    return ProcessExecutor(jobs)
 
 
 @app.command()
