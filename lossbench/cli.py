@@ -22,8 +22,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
-err_console = Console(stderr=True)
+# Logs and pipes get a wide console so that tables keep one line per cell.
+console = Console(width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 KINDS = ["losses", "regularizers", "augmentations", "models", "datasets", "optimizers", "schedules", "scenarios"]
 
@@ -68,18 +69,18 @@ def _fmt(value: Any, spec: str = ".4f") -> str:
 
 
 def _cells_table(records: list[dict[str, Any]], title: str) -> Table:
-    table = Table(title=title, show_lines=False)
-    for col, justify in [("cell", "left"), ("seed", "right"), ("status", "left"), ("test acc", "right"),
-                         ("top-5", "right"), ("NLL", "right"), ("ECE", "right"), ("gap", "right"),
-                         ("train s", "right"), ("img/s", "right")]:
-        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    """The cells of a run, best test accuracy first."""
+    table = Table(title=title, show_lines=False, expand=False)
+    table.add_column("cell", overflow="fold", ratio=1, min_width=24)
+    for col in ("seed", "status", "test acc", "NLL", "ECE", "gap", "train s"):
+        table.add_column(col, justify="left" if col == "status" else "right", no_wrap=True)
     style = {"done": "green", "diverged": "yellow", "failed": "red"}
     for r in sorted(records, key=lambda r: -((r.get("metrics") or {}).get("test_acc") or -1)):
         m, t = r.get("metrics") or {}, r.get("timing") or {}
         table.add_row(
             r["label"], str(r["seed"]), f"[{style.get(r['status'], 'white')}]{r['status']}[/]",
-            _fmt(m.get("test_acc")), _fmt(m.get("test_top5")), _fmt(m.get("test_nll")), _fmt(m.get("ece")),
-            _fmt(m.get("gap"), "+.4f"), _fmt(t.get("train_time_s"), ".1f"), _fmt(t.get("img_per_s"), ",.0f"),
+            _fmt(m.get("test_acc")), _fmt(m.get("test_nll"), ".3f"), _fmt(m.get("ece"), ".3f"),
+            _fmt(m.get("gap"), "+.3f"), _fmt(t.get("train_time_s"), ".1f"),
         )
     return table
 
