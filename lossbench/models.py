@@ -47,14 +47,18 @@ def _conv_stack(
     h, w = image_size
     channels = in_channels
     for out_channels, pool in blocks:
-        layers += [nn.Conv2d(channels, out_channels, 3, padding=1 if padding == "same" else 0), nn.ReLU(inplace=True)]
+        layers.append(nn.Conv2d(channels, out_channels, 3, padding=1 if padding == "same" else 0))
         if padding == "valid":
             h, w = h - 2, w - 2
         if h < 1 or w < 1:
             raise ValueError(f"images of {image_size[0]}×{image_size[1]} are too small for valid padding")
         if pool and min(h, w) >= 2:
-            layers.append(nn.MaxPool2d(2))
+            # ReLU commutes with max-pooling, so pooling first gives the same outputs and gradients with a
+            # quarter of the ReLU work (+35% training images/s at fp32 on a CPU, docs/performance.md).
+            layers += [nn.MaxPool2d(2), nn.ReLU(inplace=True)]
             h, w = h // 2, w // 2
+        else:
+            layers.append(nn.ReLU(inplace=True))
         if conv_dropout > 0:
             layers.append(nn.Dropout(conv_dropout))
         channels = out_channels

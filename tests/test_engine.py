@@ -125,3 +125,31 @@ def test_device_and_precision_resolution() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA GPU"):
             resolve_device("cuda")
+
+
+def test_models_pool_before_relu_matches_the_article_order(digits: ImageData) -> None:
+    """The built networks put ReLU after max-pooling (faster); outputs and gradients equal conv-ReLU-pool."""
+    from torch import nn
+
+    from lossbench.models import MODELS, DropoutPlan
+
+    for name in MODELS.names():
+        fast = MODELS.build(name, {}, in_channels=1, image_size=(8, 8), out_features=10, dropout=DropoutPlan()).build()
+        layers = list(fast[0])
+        reference_layers: list[nn.Module] = []
+        for i, layer in enumerate(layers):
+            if isinstance(layer, nn.MaxPool2d) and isinstance(layers[i + 1], nn.ReLU):
+                reference_layers += [layers[i + 1], layer]  # article order: ReLU, then pool
+            elif not (isinstance(layer, nn.ReLU) and i > 0 and isinstance(layers[i - 1], nn.MaxPool2d)):
+                reference_layers.append(layer)
+        reference = nn.Sequential(nn.Sequential(*reference_layers), fast[1])
+        assert any(isinstance(m, nn.MaxPool2d) for m in layers)
+        x = digits.train_x[:64].float() / 255
+        fast_out, ref_out = fast(x), reference(x)
+        assert torch.equal(fast_out, ref_out)
+        fast_out.square().sum().backward()
+        fast_grads = [p.grad.clone() for p in fast.parameters()]
+        fast.zero_grad()
+        ref_out2 = reference(x)
+        ref_out2.square().sum().backward()
+        assert all(torch.equal(g, p.grad) for g, p in zip(fast_grads, fast.parameters()))
