@@ -328,6 +328,9 @@ def _train(cell: Cell, data: ImageData, options: EngineOptions, progress: Progre
             "computed on softmax(outputs) all the same"
         )
     train_seconds = 0.0
+    # The last epoch's evaluation outputs; the final metrics reuse them (the model has not changed since).
+    test_out: torch.Tensor | None = None
+    train_emb: torch.Tensor | None = None
     progress("cell_start", {"epochs": options.epochs, "steps_per_epoch": steps_per_epoch})
     for epoch in range(1, options.epochs + 1):
         _sync(device)
@@ -407,25 +410,34 @@ def _train(cell: Cell, data: ImageData, options: EngineOptions, progress: Progre
     }
     if result.status == "done":
         t_eval = time.perf_counter()
-        result.metrics.update(final_metrics(model, loss_fn, data, norm, options))
+        result.metrics.update(final_metrics(model, loss_fn, data, norm, options, test_out, train_emb))
         result.timing["eval_time_s"] = time.perf_counter() - t_eval
     return result
 
 
 def final_metrics(
-    model: nn.Module, loss_fn: Loss, data: ImageData, norm: _Normalizer, options: EngineOptions
+    model: nn.Module,
+    loss_fn: Loss,
+    data: ImageData,
+    norm: _Normalizer,
+    options: EngineOptions,
+    test_out: torch.Tensor | None = None,
+    train_emb: torch.Tensor | None = None,
 ) -> dict[str, Any]:
     """Test top-1/top-5, loss, NLL and ECE (15 bins) of softmax(outputs), per-class accuracy, confusion matrix,
     and accuracy on the clean (un-augmented) training set, for the train–test gap.
 
     Embedding heads: class scores are k-NN votes against the training-set embeddings, NLL and ECE use the k-NN
-    class probabilities, train accuracy is leave-one-out k-NN, and precision@1 and MAP@R are added."""
-    out = class_scores(model, loss_fn, data.test_x, norm, options)
+    class probabilities, train accuracy is leave-one-out k-NN, and precision@1 and MAP@R are added.
+    `test_out` and `train_emb`, when given, are the model's test outputs and training embeddings already computed
+    for the last epoch; they are not computed again."""
+    out = class_scores(model, loss_fn, data.test_x, norm, options) if test_out is None else test_out
     labels = data.test_y
     n = labels.shape[0]
     extra: dict[str, Any] = {}
     if loss_fn.head == "embedding":
-        train_emb = _train_embeddings(model, loss_fn, data, norm, options)
+        if train_emb is None:
+            train_emb = _train_embeddings(model, loss_fn, data, norm, options)
         knn = {"k": loss_fn.knn_k, "metric": loss_fn.knn_metric, "batch_size": options.eval_batch_size}
         retrieval = evaluate_retrieval(loss_fn.embed(out), labels, train_emb, data.train_y, data.num_classes, **knn)
         scores = retrieval.scores
