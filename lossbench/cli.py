@@ -12,21 +12,86 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperArgument, TyperCommand, TyperGroup
 
+from lossbench import __version__
 from lossbench.errors import ConfigError, LossbenchError, did_you_mean
+
+
+class _FlagsShownAsFlags:
+    """A flag such as --force takes no value, so help shows no type after it (typer would print `<bool>`)."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        params = super().get_params(ctx)  # type: ignore[misc]
+        for param in params:
+            if getattr(param, "is_flag", False) and param.metavar is None:
+                param.metavar = ""
+        return params
+
+
+class _Group(_FlagsShownAsFlags, TyperGroup):
+    """The `lossbench` command group."""
+
+
+class _Command(_FlagsShownAsFlags, TyperCommand):
+    """A subcommand; usage reads `run [OPTIONS] SUITE` instead of typer's `{suite}`."""
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if isinstance(param, TyperArgument) and param.required:
+                pieces.append(param.display_name_raw)
+            else:
+                pieces.extend(param.get_usage_pieces(ctx))
+        return pieces
+
 
 app = typer.Typer(
     name="lossbench",
+    cls=_Group,
     help="Which loss, regularizer and augmentation should I use? Train a YAML grid of them and compare.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 # Logs and pipes get a wide console so that tables keep one line per cell.
 console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
+# The enumerated options. They are shown in help and offered by shell completion; the values are still checked by
+# the library, so that a typo gets a did-you-mean and the option's name in the message.
+DEVICES = ["auto", "cpu", "cuda", "mps"]
+EXECUTORS = ["local", "ray"]
+RAY_DATA = ["object_store", "worker_cache"]
+REPORT_FORMATS = ["md", "csv", "latex", "json"]
 KINDS = ["losses", "regularizers", "augmentations", "models", "datasets", "optimizers", "schedules", "scenarios"]
+
+
+def _choices(values: list[str]) -> str:
+    """The help's placeholder for an enumerated option, e.g. `[auto|cpu|cuda|mps]`."""
+    return "[" + "|".join(values) + "]"
+
+
+def _completer(values: list[str]) -> Any:
+    """Shell completion of an enumerated option: the values starting with what was typed."""
+    def complete(incomplete: str) -> list[str]:
+        return [v for v in values if v.startswith(incomplete)]
+    return complete
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        console.print(f"lossbench {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", "-V", is_eager=True, callback=_print_version,
+                                 help="Print the version and exit."),
+) -> None:
+    """Which loss, regularizer and augmentation should I use? Train a YAML grid of them and compare."""
 
 
 def _registries() -> dict[str, Any]:
@@ -85,23 +150,23 @@ def _cells_table(records: list[dict[str, Any]], title: str) -> Table:
     return table
 
 
-@app.command()
+@app.command(cls=_Command)
 def run(
-    suite: Path = typer.Argument(..., help="The suite YAML file."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Results directory (default: results/<suite name>)."),
+    suite: Path = typer.Argument(..., metavar="SUITE", help="The suite YAML file."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Results directory (default: results/<suite name>)."),
     data_root: Optional[str] = typer.Option(None, "--data-root", help="Local copy of the dataset: torchvision files, an image-folder directory, or a .tar.gz/.zip archive with train/ and test/."),
-    device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda | mps (overrides train.device)."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="Override train.epochs."),
-    seeds: Optional[str] = typer.Option(None, "--seeds", help="Override the seeds, e.g. 0,1,2."),
-    force: bool = typer.Option(False, "--force", help="Rerun every cell, even those with results."),
+    device: Optional[str] = typer.Option(None, "--device", "-d", metavar=_choices(DEVICES), autocompletion=_completer(DEVICES), help="Where cells train (overrides train.device)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", "-e", help="Override train.epochs."),
+    seeds: Optional[str] = typer.Option(None, "--seeds", "-s", help="Override the seeds, e.g. 0,1,2."),
+    force: bool = typer.Option(False, "--force", "-f", help="Rerun every cell, even those with results."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Decoded-dataset cache (default ~/.cache/lossbench)."),
     plain: bool = typer.Option(False, "--plain", help="Plain progress lines even on a terminal."),
     jobs: int = typer.Option(1, "--jobs", "-j", help="Cells trained at once on this machine, each in its own process (the CPU threads are split between them; on a GPU they share it)."),
-    executor: str = typer.Option("local", "--executor", help="local (this machine) | ray (a Ray cluster; docs/clusters.md)."),
+    executor: str = typer.Option("local", "--executor", metavar=_choices(EXECUTORS), autocompletion=_completer(EXECUTORS), help="local (this machine) or ray (a Ray cluster; docs/clusters.md)."),
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster: auto | ray://HOST:PORT | HOST:PORT (default: RAY_ADDRESS, else a new local instance)."),
     gpus_per_cell: Optional[float] = typer.Option(None, "--gpus-per-cell", help="Ray: GPUs per cell; a fraction such as 0.25 shares a GPU (default 0)."),
     cpus_per_cell: Optional[float] = typer.Option(None, "--cpus-per-cell", help="Ray: CPUs per cell (default 1)."),
-    ray_data: Optional[str] = typer.Option(None, "--ray-data", help="Ray: object_store (the driver sends the tensors; default) | worker_cache (every node loads the data root)."),
+    ray_data: Optional[str] = typer.Option(None, "--ray-data", metavar=_choices(RAY_DATA), autocompletion=_completer(RAY_DATA), help="Ray: object_store (the driver sends the tensors; default) or worker_cache (every node loads the data root)."),
     no_report: bool = typer.Option(False, "--no-report", help="Do not write report.md at the end (run `lossbench report` later)."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
@@ -157,13 +222,13 @@ def run(
         raise typer.Exit(1)
 
 
-@app.command()
+@app.command(cls=_Command)
 def report(
-    results_dirs: Optional[list[Path]] = typer.Argument(None, help="Results directories written by `lossbench run`; several merge into one report.", show_default=False),
-    out: Optional[Path] = typer.Option(None, "--out", help="A directory, or a file ending in .md/.csv/.tex/.json (default: the results directory; needed with several)."),
-    baseline: Optional[str] = typer.Option(None, "--baseline", help="Label of the cell to compare with (default: 'cross_entropy | none | none', else the best cell)."),
-    metric: str = typer.Option("test_acc", "--metric", help="Metric to rank and compare on: test_acc, test_nll, ece, gap, ..."),
-    fmt: str = typer.Option("md", "--format", help="md (report.md + plots + summary.csv) | csv | latex | json."),
+    results_dirs: Optional[list[Path]] = typer.Argument(None, metavar="RESULTS_DIR", help="Results directories written by `lossbench run`; several merge into one report.", show_default=False),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="A directory, or a file ending in .md/.csv/.tex/.json (default: the results directory; needed with several)."),
+    baseline: Optional[str] = typer.Option(None, "--baseline", "-b", help="Label of the cell to compare with (default: 'cross_entropy | none | none', else the best cell)."),
+    metric: str = typer.Option("test_acc", "--metric", "-m", help="Metric to rank and compare on: test_acc, test_nll, ece, gap, ..."),
+    fmt: str = typer.Option("md", "--format", "-f", metavar=_choices(REPORT_FORMATS), autocompletion=_completer(REPORT_FORMATS), help="md (report.md + plots + summary.csv), csv, latex or json."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
     """Statistics, tables and plots of finished cells (report.md). Reads result files only; never trains."""
@@ -213,9 +278,9 @@ def _parallel_executor(jobs: int, cluster: Any) -> Any:
     return ProcessExecutor(jobs)
 
 
-@app.command()
+@app.command(cls=_Command)
 def validate(
-    suite: Path = typer.Argument(..., help="The suite YAML file."),
+    suite: Path = typer.Argument(..., metavar="SUITE", help="The suite YAML file."),
     data_root: Optional[str] = typer.Option(None, "--data-root", help="As for run."),
     as_json: bool = typer.Option(False, "--json", help="Print the cells as JSON."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
@@ -251,9 +316,9 @@ def validate(
                   f"{loaded.train.epochs} epoch(s) each", highlight=False)
 
 
-@app.command("list")
+@app.command("list", cls=_Command)
 def list_components(
-    kind: Optional[str] = typer.Argument(None, help="losses | regularizers | augmentations | models | datasets | optimizers | schedules | scenarios"),
+    kind: Optional[str] = typer.Argument(None, metavar="KIND", autocompletion=_completer(KINDS), help="One of " + ", ".join(KINDS) + " (default: all)."),
     as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
 ) -> None:
     """List registered components with their parameters, defaults and one-line docs."""

@@ -1,0 +1,97 @@
+"""Command-line conventions: --version, -h, shell completion, enumerations shown with their choices, flags shown
+as flags, usage lines naming their arguments, short options."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from lossbench import __version__
+from lossbench.cli import app
+
+from conftest import REPO
+
+runner = CliRunner()
+
+
+def help_text(*args: str) -> str:
+    result = runner.invoke(app, [*args, "-h"], env={"COLUMNS": "160"})
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@pytest.mark.parametrize("flag", ["--version", "-V"])
+def test_version_prints_the_package_version(flag: str) -> None:
+    result = runner.invoke(app, [flag])
+    assert result.exit_code == 0 and result.output.strip() == f"lossbench {__version__}"
+
+
+def test_version_of_the_installed_console_script() -> None:
+    done = subprocess.run([sys.executable, "-m", "lossbench", "--version"], capture_output=True, text=True, cwd=REPO)
+    from importlib.metadata import version
+
+    assert done.returncode == 0 and done.stdout.strip() == f"lossbench {version('lossbench')}"
+
+
+@pytest.mark.parametrize("command", ["run", "report", "validate", "list"])
+def test_dash_h_is_help_for_every_command(command: str) -> None:
+    assert f"Usage: lossbench {command} [OPTIONS]" in help_text(command)
+
+
+def test_usage_names_the_arguments() -> None:
+    assert "Usage: lossbench run [OPTIONS] SUITE " in help_text("run")
+    assert "Usage: lossbench validate [OPTIONS] SUITE " in help_text("validate")
+    assert "Usage: lossbench report [OPTIONS] [RESULTS_DIR]..." in help_text("report")
+    assert "Usage: lossbench list [OPTIONS] [KIND]" in help_text("list")
+
+
+def test_completion_can_be_installed() -> None:
+    text = help_text()
+    assert "--install-completion" in text and "--show-completion" in text
+
+
+def test_enumerations_show_their_choices_and_flags_show_no_type() -> None:
+    run_help, report_help = help_text("run"), help_text("report")
+    assert "[auto|cpu|cuda|mps]" in run_help and "[local|ray]" in run_help
+    assert "[object_store|worker_cache]" in run_help and "[md|csv|latex|json]" in report_help
+    for text in (run_help, report_help, help_text()):
+        assert "<bool>" not in text
+    force = next(line for line in run_help.splitlines() if "--force" in line)
+    assert "-f " in force and "Rerun every cell" in force
+
+
+@pytest.mark.parametrize(("words", "expected"), [
+    ("lossbench run s.yaml --device c", ["cpu", "cuda"]),
+    ("lossbench run s.yaml --executor r", ["ray"]),
+    ("lossbench report -f l", ["latex"]),
+    ("lossbench list mo", ["models"]),
+])
+def test_shell_completion_offers_the_choices(words: str, expected: list[str]) -> None:
+    env = {**os.environ, "_LOSSBENCH_COMPLETE": "complete_bash", "COMP_WORDS": words,
+           "COMP_CWORD": str(len(words.split()) - 1)}
+    script = Path(sys.executable).with_name("lossbench")  # completion is keyed on the console script's name
+    done = subprocess.run([str(script)], capture_output=True, text=True, env=env, cwd=REPO)
+    assert done.stdout.split() == expected, done.stdout + done.stderr
+
+
+def test_short_options_work(write_suite, tmp_path, cache_dir) -> None:
+    """-e, -s, -d, -o and -f reach the same places as their long forms: one epoch, one seed, results in -o."""
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["run", str(write_suite()), "-e", "1", "-s", "3", "-d", "cpu", "-o", str(out),
+                                 "--no-report", "--plain", "--cache-dir", str(cache_dir)])
+    assert result.exit_code == 0, result.output
+    assert "1 epoch(s)" in result.output and "seed 3" in result.output and (out / "results.csv").exists()
+    again = runner.invoke(app, ["run", str(write_suite()), "-e", "1", "-s", "3", "-o", str(out), "-f", "--no-report",
+                                "--plain", "--cache-dir", str(cache_dir)])
+    assert again.exit_code == 0 and "ran 4, skipped 0" in again.output, again.output
+
+
+def test_an_unknown_device_is_still_checked_by_lossbench(write_suite) -> None:
+    """The choices are shown, not enforced by the parser, so the library's message (with a suggestion) is kept."""
+    result = runner.invoke(app, ["run", str(write_suite()), "--device", "cpux"])
+    assert result.exit_code == 2 and "cpux" in result.output and "Traceback" not in result.output
