@@ -69,9 +69,11 @@ class _Strict(BaseModel):
 Subset = Annotated[int, Field(gt=0)] | Annotated[float, Field(gt=0, le=1)]
 
 
-class DatasetConfig(_Strict):
-    """Which images to train and test on."""
+class DatasetConfig(BaseModel):
+    """Which images to train and test on; keys beyond these fields are the source's own parameters
+    (e.g. `split` of emnist, `extra` of svhn), checked against the source in `check_components`."""
 
+    model_config = ConfigDict(extra="allow")
     name: str = "cifar10"
     root: str | None = None
     download: bool = True
@@ -83,6 +85,11 @@ class DatasetConfig(_Strict):
     # {rate: 0.2}); the grid axis `scenario` varies them instead. The test split is never changed.
     imbalance: dict[str, Any] | None = None
     label_noise: dict[str, Any] | None = None
+
+    @property
+    def source_params(self) -> dict[str, Any]:
+        """The parameters of the dataset's source class that the suite sets."""
+        return dict(self.model_extra or {})
 
     def scenarios(self) -> list[ComponentSpec]:
         """The dataset-level scenarios as components, selections before relabelling."""
@@ -317,6 +324,8 @@ def check_components(source: SuiteSource, suite: Suite) -> list[ConfigError]:
     except LossbenchError as exc:
         exc.location = source.locate(["dataset", "name"])
         errors.append(exc)  # type: ignore[arg-type]
+    else:
+        errors.extend(_check_source_params(source, suite.dataset))
     if suite.dataset.root is not None and not Path(suite.dataset.root).exists():
         errors.append(ConfigError(
             message=f"dataset root {suite.dataset.root} does not exist",
@@ -350,6 +359,37 @@ def check_components(source: SuiteSource, suite: Suite) -> list[ConfigError]:
     if not errors:
         errors.extend(_check_combinations(source, suite))
     return errors
+
+
+def _check_source_params(source: SuiteSource, dataset: DatasetConfig) -> list[ConfigError]:
+    """Keys of `dataset:` beyond DatasetConfig's fields must be parameters of the named source, with valid values."""
+    from lossbench.data import DATASETS
+
+    params = dataset.source_params
+    if not params:
+        return []
+    own = {p.name for p in DATASETS.params(dataset.name)} - set(DatasetConfig.model_fields)
+    allowed = sorted(set(DatasetConfig.model_fields) | own)
+    errors: list[ConfigError] = []
+    for key, value in params.items():
+        if key not in own:
+            errors.append(ConfigError(message=f"unknown key '{key}'", location=source.locate(["dataset", key]),
+                                      value=key, allowed=allowed, suggestion=did_you_mean(str(key), allowed)))
+            continue
+        try:
+            DATASETS.resolve_params(dataset.name, {key: value})
+        except LossbenchError as exc:
+            exc.location = source.locate(["dataset", key])
+            errors.append(exc)  # type: ignore[arg-type]
+    if errors:
+        return errors
+    try:
+        resolved = DATASETS.resolve_params(dataset.name, params)
+        DATASETS.get(dataset.name)(**{k: v for k, v in resolved.items() if k in own})
+    except (ValueError, TypeError) as exc:
+        return [ConfigError(message=f"dataset '{dataset.name}': {exc}", location=source.locate(["dataset"]),
+                            value=params)]
+    return []
 
 
 def _check_combinations(source: SuiteSource, suite: Suite) -> list[ConfigError]:

@@ -45,25 +45,27 @@ class DataRequest:
     val_fraction: float
     image_size: int | None
     cache_dir: str
+    #: The source's own parameters (emnist's split, svhn's extra) as sorted (name, value) pairs.
+    source_params: tuple[tuple[str, Any], ...] = ()
 
     @classmethod
     def from_suite(cls, suite: Suite, cache_dir: Path) -> DataRequest:
         d = suite.dataset
         return cls(d.name, d.root, d.download, d.train_subset, d.test_subset, d.val_fraction, d.image_size,
-                   str(cache_dir))
+                   str(cache_dir), tuple(sorted(d.source_params.items())))
 
     def load(self) -> ImageData:
         return load_dataset(
             self.name, self.root, cache_dir=Path(self.cache_dir), download=self.download,
             train_subset=self.train_subset, test_subset=self.test_subset, val_fraction=self.val_fraction,
-            image_size=self.image_size,
+            image_size=self.image_size, source_params=dict(self.source_params),
         )
 
     def identity(self) -> str:
         """The dataset identity that enters cell ids, including every option that changes the tensors."""
         return dataset_identity(
             self.name, self.root, train_subset=self.train_subset, test_subset=self.test_subset,
-            val_fraction=self.val_fraction, image_size=self.image_size,
+            val_fraction=self.val_fraction, image_size=self.image_size, source_params=dict(self.source_params),
         )
 
 

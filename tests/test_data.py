@@ -124,7 +124,8 @@ def test_every_dataset_has_a_doc_and_builds_without_arguments(name: str) -> None
 
 
 def test_registered_names() -> None:
-    assert DATASETS.names() == ["cifar10", "cifar100", "digits", "fashion_mnist", "image_folder", "mnist"]
+    assert DATASETS.names() == ["cifar10", "cifar100", "digits", "emnist", "fashion_mnist", "image_folder", "kmnist",
+                                "mnist", "stl10", "svhn"]
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The IDX format of MNIST and Fashion-MNIST, read with numpy, and the file sets it comes in.
+"""The IDX format of MNIST, Fashion-MNIST, KMNIST and EMNIST, read with numpy, and the file sets it comes in.
 
 An IDX file is a 4-byte magic (two zero bytes, a type code, the number of dimensions), one big-endian uint32
 per dimension, then the values in C order. Distributions gzip each file.
@@ -80,23 +80,24 @@ class IdxFiles:
         return arrays[0], arrays[1], arrays[2], arrays[3]
 
 
-def find_idx_files(directory: Path) -> IdxFiles | None:
+def find_idx_files(directory: Path, prefix: str = "", test_name: str = "t10k") -> IdxFiles | None:
     """The IDX file set directly inside `directory`, or None when it holds none of the four files.
 
     Accepts the original names (`train-images-idx3-ubyte`) and the common `train-images.idx3-ubyte` variant,
-    each optionally gzipped (the gzipped file wins when both are there, as torchvision keeps both).
+    each optionally gzipped (the gzipped file wins when both are there, as torchvision keeps both). `prefix` and
+    `test_name` give other releases' names: EMNIST's are `emnist-<split>-test-images-idx3-ubyte`.
     A directory holding only some of the four files is an error that names the missing ones.
     """
     if not directory.is_dir():
         return None
+    parts = [(test_name if split == "t10k" else split, kind, rank) for split, kind, rank in _PARTS]
     found: list[Path | None] = []
-    for split, kind, rank in _PARTS:
-        names = [f"{split}-{kind}{sep}idx{rank}-ubyte{ext}" for ext in (".gz", "") for sep in ("-", ".")]
+    for split, kind, rank in parts:
+        names = [f"{prefix}{split}-{kind}{sep}idx{rank}-ubyte{ext}" for ext in (".gz", "") for sep in ("-", ".")]
         found.append(next((directory / n for n in names if (directory / n).is_file()), None))
     if all(p is None for p in found):
         return None
     if any(p is None for p in found):
-        missing = [f"{s}-{k}-idx{r}-ubyte[.gz]" for (s, k, r), p in zip(_PARTS, found, strict=True) if p is None]
+        missing = [f"{prefix}{s}-{k}-idx{r}-ubyte[.gz]" for (s, k, r), p in zip(parts, found, strict=True) if p is None]
         raise DataError(f"{directory} holds only part of an IDX dataset; missing: {', '.join(missing)}")
     return IdxFiles(*found)  # type: ignore[arg-type]
-

@@ -8,8 +8,10 @@ remains of the training split.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -78,17 +80,19 @@ def dataset_identity(
     val_fraction: float = 0.0,
     image_size: int | None = None,
     split_seed: int = 0,
+    source_params: Mapping[str, Any] | None = None,
 ) -> str:
     """A string naming the data, cheap to compute (nothing is decoded), e.g. `cifar10:torchvision`.
 
     With the defaults it names the source only: `digits:sklearn`, `cifar10:folder:cifar10-jpeg.tar.gz:5a46c22328c1`
     (12 hex of the archive's sha256; for a directory, of its image paths and sizes). Given the options of
     `load_dataset`, it returns exactly the identity that `load_dataset` will give the data, e.g.
-    `cifar10:torchvision|train=5000|val=0.1`. Raises DataError when `root` is unusable or an option is out of range,
-    UnknownComponentError when `name` is not a dataset.
+    `cifar10:torchvision|train=5000|val=0.1`. A source's own parameters (`source_params`, e.g. EMNIST's split)
+    are named by the source: `emnist:balanced:torchvision`. Raises DataError when `root` is unusable or an option
+    is out of range, UnknownComponentError when `name` is not a dataset.
     """
     options = _Options(train_subset, test_subset, val_fraction, image_size, split_seed)
-    source = _source(name, image_size)
+    source = _source(name, image_size, source_params)
     return f"{name}:{source.describe(_root_path(root))}{options.suffix()}"
 
 
@@ -103,6 +107,7 @@ def load_dataset(
     val_fraction: float = 0.0,
     image_size: int | None = None,
     split_seed: int = 0,
+    source_params: Mapping[str, Any] | None = None,
 ) -> ImageData:
     """The dataset `name` (from `root`, or its default source when None) as CPU tensors ready for the engine.
 
@@ -111,9 +116,10 @@ def load_dataset(
     (0, 1] a fraction); `val_fraction` in [0, 1) holds out a stratified part of the training split as
     `val_x`/`val_y`; `image_size` resizes every image to a square of that many pixels. `mean`/`std` are per
     channel in [0, 1] units on the final training split. `identity` is `dataset_identity` with the same options.
+    `source_params` are the parameters of the source's class (e.g. `{"split": "letters"}` for emnist).
     """
     options = _Options(train_subset, test_subset, val_fraction, image_size, split_seed)
-    source = _source(name, image_size)
+    source = _source(name, image_size, source_params)
     root_path = _root_path(root)
     source_identity = f"{name}:{source.describe(root_path)}"
     key = source_identity + source.decode_options()
@@ -198,17 +204,19 @@ def _prepare(data: ImageData, options: _Options) -> ImageData:
     )
 
 
-def _source(name: str, image_size: int | None) -> DatasetSource:
-    """An instance of the source registered as `name`; a source with an `image_size` parameter decodes to it."""
+def _source(name: str, image_size: int | None, params: Mapping[str, Any] | None = None) -> DatasetSource:
+    """An instance of the source registered as `name` with its `params`; a source with an `image_size` parameter
+    decodes to it."""
     cls = DATASETS.get(name)
     if not issubclass(cls, DatasetSource):
         raise UnknownComponentError(
             message=f"custom dataset '{name}' must subclass lossbench.data.sources.DatasetSource", value=name
         )
+    resolved = DATASETS.resolve_params(name, dict(params or {}))
     try:
         if any(p.name == "image_size" for p in component_params(cls)):
-            return cls(image_size=image_size)  # type: ignore[call-arg]
-        return cls()
+            resolved["image_size"] = image_size
+        return cls(**resolved)
     except (TypeError, ValueError) as exc:
         raise DataError(f"dataset '{name}': {exc}") from None
 

@@ -185,13 +185,21 @@ class Imbalance(Scenario):
 # ---------------------------------------------------------------------------------------------------------------
 # Relabelling.
 
+_DIGIT_FLIPS = {"2": "7", "3": "8", "5": "6", "6": "5", "7": "1"}
+
 #: Asymmetric (class-dependent) noise: each source class flips to its target class. CIFAR-10 and MNIST are the
-#: flips of Patrini et al. (2017); Fashion-MNIST pairs look-alike garments (our choice). CIFAR-100 flips each
-#: class to the next one of its superclass (Patrini et al.), listed in `CIFAR100_SUPERCLASSES`. Any other
-#: dataset flips class i to class i+1 (mod C), the "pair flip" of Han et al. (2018).
+#: flips of Patrini et al. (2017); Fashion-MNIST pairs look-alike garments (our choice). SVHN and EMNIST's digits
+#: take MNIST's digit flips, STL-10 CIFAR-10's flips under its own class names (car for automobile) (our choice).
+#: CIFAR-100 flips each class to the next one of its superclass (Patrini et al.), listed in
+#: `CIFAR100_SUPERCLASSES`. Any other dataset, and any whose classes lack the table's names (KMNIST, EMNIST
+#: letters, image folders), flips class i to class i+1 (mod C), the "pair flip" of Han et al. (2018); the
+#: result notes which mapping a cell used.
 ASYMMETRIC_FLIPS: dict[str, dict[str, str]] = {
     "cifar10": {"truck": "automobile", "bird": "airplane", "deer": "horse", "cat": "dog", "dog": "cat"},
-    "mnist": {"2": "7", "3": "8", "5": "6", "6": "5", "7": "1"},
+    "stl10": {"truck": "car", "bird": "airplane", "deer": "horse", "cat": "dog", "dog": "cat"},
+    "mnist": _DIGIT_FLIPS,
+    "svhn": _DIGIT_FLIPS,
+    "emnist": _DIGIT_FLIPS,
     "fashion_mnist": {"T-shirt/top": "Shirt", "Shirt": "T-shirt/top", "Pullover": "Coat", "Coat": "Pullover",
                       "Sandal": "Sneaker"},
 }

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import string
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
@@ -88,6 +90,26 @@ def _folder_data(path: Path, image_size: int | None = None) -> ImageData:
 def _require_exists(root: Path) -> None:
     if not root.exists():
         raise DataError(f"dataset root {root} does not exist", details=[_ROOT_HINT])
+
+
+def _fetch_with_torchvision(name: str, root: Path, download: bool, fetch: Callable[[], object]) -> None:
+    """Let torchvision download dataset `name` into `root` (`fetch` constructs its dataset with download=True).
+
+    For sources whose files lossbench reads itself once they are there (SVHN, STL-10, EMNIST).
+    """
+    if not download:
+        raise DataError(
+            f"{name} is not in {root} and downloads are off (dataset.download: false)",
+            details=[f"{_ROOT_HINT}, or allow the download"],
+        )
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        fetch()
+    except Exception as exc:  # urllib, ssl, socket and torchvision each raise their own types
+        raise DataError(
+            f"could not download {name} with torchvision into {root} (offline?): {exc}",
+            details=[f"{_ROOT_HINT} pointing at a local copy of torchvision's files"],
+        ) from None
 
 
 @DATASETS.register("digits")
@@ -284,7 +306,7 @@ class _IdxDataset(_TorchvisionSource):
     # MD5 of the uncompressed IDX files of the official release (train images, train labels, test images, test
     # labels). A matching set is the data a torchvision download gives, wherever it was found and however it
     # was gzipped (Debian's dataset-fashion-mnist re-gzips the files), so it gets the identity of a download.
-    official_md5: ClassVar[tuple[str, str, str, str]]
+    official_md5: ClassVar[tuple[str, ...]] = ()  # empty where the official files' content MD5s are not recorded
     other_md5: ClassVar[tuple[tuple[str, tuple[str, ...]], ...]] = ()  # (dataset name, MD5s) of look-alikes
 
     def _locate(self, root: Path | None) -> TorchvisionRoot | FolderRoot | IdxFiles:
@@ -314,7 +336,7 @@ class _IdxDataset(_TorchvisionSource):
         """`torchvision` for the official release, else `idx:` and 12 hex digits of the files' content."""
         assert isinstance(where, IdxFiles)
         md5s = tuple(content_digest(p, "md5") for p in where.paths)
-        if md5s == self.official_md5:
+        if self.official_md5 and md5s == self.official_md5:
             return "torchvision"
         for other, digests in self.other_md5:
             if md5s == digests:
@@ -327,7 +349,11 @@ class _IdxDataset(_TorchvisionSource):
 
     def _decode_local(self, where: object) -> ImageData:
         assert isinstance(where, IdxFiles)
-        train_x, train_y, test_x, test_y = where.read()
+        return self._checked(where, *where.read())
+
+    def _checked(self, where: IdxFiles, train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
+                 test_y: np.ndarray) -> ImageData:
+        """The decoded arrays as ImageData, once every label is known to name one of `class_names`."""
         for path, labels in ((where.train_labels, train_y), (where.test_labels, test_y)):
             if len(labels) and (labels.min() < 0 or labels.max() >= len(self.class_names)):
                 raise DataError(f"{path} has labels outside 0..{len(self.class_names) - 1}")
@@ -378,6 +404,82 @@ class FashionMnist(_IdxDataset):
                    "Ankle boot")
     official_md5 = _FASHION_MD5
     other_md5 = (("mnist", _MNIST_MD5),)
+
+
+@DATASETS.register("kmnist")
+class Kmnist(_IdxDataset):
+    """Kuzushiji-MNIST: 60k/10k 28x28 grayscale cursive Japanese characters, 10 classes; IDX files or torchvision."""
+
+    torchvision_class = "KMNIST"
+    # The romanized names of the ten hiragana, in label order (torchvision's KMNIST.classes).
+    class_names = ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo")
+
+
+EmnistSplit = Literal["byclass", "bymerge", "balanced", "letters", "digits", "mnist"]
+
+#: The classes of each EMNIST split, in label order (as torchvision's EMNIST names them, except `letters`, whose
+#: files label a..z as 1..26: lossbench shifts them to 0..25 instead of keeping an empty class 0).
+EMNIST_CLASSES: dict[str, tuple[str, ...]] = {
+    "byclass": tuple(string.digits + string.ascii_uppercase + string.ascii_lowercase),
+    "bymerge": tuple(sorted(set(string.digits + string.ascii_letters) - set("cijklmopsuvwxyz"))),
+    "balanced": tuple(sorted(set(string.digits + string.ascii_letters) - set("cijklmopsuvwxyz"))),
+    "letters": tuple(string.ascii_lowercase),
+    "digits": tuple(string.digits),
+    "mnist": tuple(string.digits),
+}
+
+
+@DATASETS.register("emnist")
+class Emnist(_IdxDataset):
+    """EMNIST handwritten characters, 28x28 grayscale; `split` picks byclass/bymerge/balanced/letters/digits/mnist.
+
+    Read from torchvision's files `EMNIST/raw/emnist-<split>-{train,test}-{images-idx3,labels-idx1}-ubyte[.gz]`
+    (or the same files directly in dataset.root). The files store each image transposed; lossbench turns them
+    upright (torchvision does not), so flips and crops act on upright characters.
+    """
+
+    torchvision_class = "EMNIST"
+
+    def __init__(self, split: EmnistSplit = "balanced"):
+        if split not in EMNIST_CLASSES:
+            raise ValueError(f"split must be one of {', '.join(EMNIST_CLASSES)}; got {split!r}")
+        self.split = split
+        self.class_names = EMNIST_CLASSES[split]  # type: ignore[misc]
+
+    def describe(self, root: Path | None) -> str:
+        return f"{self.split}:{super().describe(root)}"
+
+    def _local_files(self, root: Path) -> str:
+        return (f"IDX files emnist-{self.split}-train-images-idx3-ubyte[.gz], emnist-{self.split}-train-labels-"
+                f"idx1-ubyte[.gz], emnist-{self.split}-test-images-idx3-ubyte[.gz] and emnist-{self.split}-test-"
+                f"labels-idx1-ubyte[.gz] in {root} or {root}/EMNIST/raw")
+
+    def _idx_in(self, directory: Path) -> IdxFiles | None:
+        prefix = f"emnist-{self.split}-"
+        return (find_idx_files(directory, prefix=prefix, test_name="test")
+                or find_idx_files(directory / "EMNIST" / "raw", prefix=prefix, test_name="test"))
+
+    def _decode_local(self, where: object) -> ImageData:
+        assert isinstance(where, IdxFiles)
+        train_x, train_y, test_x, test_y = where.read()
+        if self.split == "letters":
+            train_y, test_y = train_y - 1, test_y - 1
+        data = self._checked(where, train_x.transpose(0, 2, 1), train_y, test_x.transpose(0, 2, 1), test_y)
+        return data
+
+    def _from_torchvision(self, root: Path, download: bool) -> ImageData:
+        found = self._idx_in(root)
+        if found is None:
+            import torchvision.datasets
+
+            _fetch_with_torchvision(
+                "EMNIST", root, download,
+                lambda: torchvision.datasets.EMNIST(str(root), split=self.split, train=True, download=True),
+            )
+            found = self._idx_in(root)
+            if found is None:
+                raise DataError(f"torchvision downloaded EMNIST into {root} but {self._local_files(root)} are absent")
+        return self._decode_local(found)
 
 
 @DATASETS.register("image_folder")
