@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lossbench.registry import Registry
+from lossbench.registry import Contract, Registry
 
 PaddingMode = Literal["zeros", "border", "reflection"]
 
@@ -51,7 +51,11 @@ class Augmentation:
         raise NotImplementedError
 
 
-AUGMENTATIONS: Registry[Augmentation] = Registry("augmentations", "augmentation")
+AUGMENTATIONS: Registry[Augmentation] = Registry("augmentations", "augmentation", Contract(
+    Augmentation, ("apply",),
+    "a custom augmentation is a subclass of lossbench.augment.Augmentation which defines apply(x, y, params) "
+    "returning (x, y), with num_params random numbers per sample drawn by draw(n, rng)",
+))
 
 
 def _check_probability(name: str, value: float) -> None:

@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from lossbench.errors import ConfigError, Location, LossbenchError, SuiteErrors, did_you_mean
+from lossbench.registry import add_import_dir
 
 # ---------------------------------------------------------------------------------------------------------------
 # Component references: `focal` or `{name: focal, gamma: 2}`; stacks (augmentation, regularizer) may be lists.
@@ -442,6 +443,8 @@ def load_suite(
 ) -> Suite:
     """Read, override and validate a suite file. Overrides come from the command line and are validated too."""
     source = read_suite_file(path)
+    # Custom components may live beside the suite, as modules beside a script do.
+    add_import_dir(Path(path).parent)
     data = source.data
     if epochs is not None:
         data.setdefault("train", {})["epochs"] = epochs

@@ -12,7 +12,7 @@ from typing import ClassVar, Literal
 import torch
 from torch import nn
 
-from lossbench.registry import Registry
+from lossbench.registry import Contract, Registry
 from lossbench.regularizers import DropoutPlan
 
 Padding = Literal["auto", "valid", "same"]
@@ -25,7 +25,11 @@ class ModelBuilder:
     constructible_without_runtime: ClassVar[bool] = False
 
 
-MODELS: Registry[ModelBuilder] = Registry("models", "model")
+MODELS: Registry[ModelBuilder] = Registry("models", "model", Contract(
+    ModelBuilder, ("build",),
+    "a custom model is a subclass of lossbench.models.ModelBuilder whose constructor takes the suite's parameters "
+    "and in_channels, image_size, out_features, dropout, and which defines build() returning the torch.nn.Module",
+))
 
 
 def _conv_stack(

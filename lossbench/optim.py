@@ -16,7 +16,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from lossbench.registry import Registry
+from lossbench.registry import Contract, Registry
 
 
 class OptimizerFactory:
@@ -26,7 +26,11 @@ class OptimizerFactory:
         raise NotImplementedError
 
 
-OPTIMIZERS: Registry[OptimizerFactory] = Registry("optimizers", "optimizer")
+OPTIMIZERS: Registry[OptimizerFactory] = Registry("optimizers", "optimizer", Contract(
+    OptimizerFactory, ("build",),
+    "a custom optimizer is a subclass of lossbench.optim.OptimizerFactory whose constructor takes the suite's "
+    "parameters and which defines build(params, fused=False) returning a torch.optim.Optimizer",
+))
 
 
 def _check_lr(lr: float, weight_decay: float) -> None:
@@ -171,7 +175,11 @@ class ScheduleFactory:
         return torch.optim.lr_scheduler.SequentialLR(optimizer, [ramp, rest], milestones=[warmup])
 
 
-SCHEDULES: Registry[ScheduleFactory] = Registry("schedules", "schedule")
+SCHEDULES: Registry[ScheduleFactory] = Registry("schedules", "schedule", Contract(
+    ScheduleFactory, ("main",),
+    "a custom schedule is a subclass of lossbench.optim.ScheduleFactory which defines "
+    "main(optimizer, base_lr, steps, offset, steps_per_epoch) returning a torch LRScheduler",
+))
 
 
 @SCHEDULES.register("constant")

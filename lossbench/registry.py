@@ -2,15 +2,19 @@
 
 A component is a class registered under a snake_case name with a decorator. Its constructor's keyword
 parameters (with annotations and defaults) are the parameters a suite may set; its docstring's first line is
-the one-line doc `lossbench list` prints. A suite may also name a custom class as `package.module:Attr`.
+the one-line doc `lossbench list` prints. A suite may also name a custom class as `package.module:Attr`: before
+anything calls it, that class is checked against the kind's contract (its base class and the methods a subclass
+must define), without instantiating it. Importing the module runs its top-level code, as `import` in a script does.
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Generic, TypeVar, get_type_hints
 
 from pydantic import TypeAdapter, ValidationError
@@ -55,12 +59,43 @@ def _first_doc_line(obj: object) -> str:
     return doc.strip().splitlines()[0] if doc.strip() else ""
 
 
-class Registry(Generic[T]):
-    """Named components of one kind (losses, models, ...), with did-you-mean on unknown names."""
+@dataclass(frozen=True)
+class Contract:
+    """What a custom class must be to stand for a component of one kind: a subclass of `base` that defines (overrides)
+    each method in `methods`. `text` is the contract in words, shown when a class fails it."""
 
-    def __init__(self, kind: str, singular: str):
+    base: type
+    methods: tuple[str, ...]
+    text: str
+
+    def check(self, path: str, singular: str, cls: type) -> None:
+        """Raise a ConfigError unless `cls` satisfies the contract; never instantiates or calls `cls`."""
+        if not (isinstance(cls, type) and issubclass(cls, self.base)):
+            found = f"class {cls.__module__}.{cls.__qualname__}" if isinstance(cls, type) else type(cls).__name__
+            raise ConfigError(
+                message=f"custom {singular} '{path}' is not a {singular}: it is a {found}",
+                value=path,
+                details=[self.text],
+            )
+        missing = [m for m in self.methods if getattr(cls, m, None) is getattr(self.base, m, None)]
+        if missing:
+            raise ConfigError(
+                message=f"custom {singular} '{path}' does not define {', '.join(f'{m}()' for m in missing)}",
+                value=path,
+                details=[self.text],
+            )
+
+
+class Registry(Generic[T]):
+    """Named components of one kind (losses, models, ...), with did-you-mean on unknown names.
+
+    `contract` is what a custom `package.module:Attr` class must satisfy to be used as this kind.
+    """
+
+    def __init__(self, kind: str, singular: str, contract: Contract | None = None):
         self.kind = kind
         self.singular = singular
+        self.contract = contract
         self._entries: dict[str, type[T]] = {}
 
     def register(self, name: str) -> Callable[[type[T]], type[T]]:
@@ -89,13 +124,21 @@ class Registry(Generic[T]):
         if name in self._entries:
             return self._entries[name]
         if _is_import_path(name):
-            return _import_component(name, self.singular)
+            cls = _import_component(name, self.singular)
+            self.check_custom(name, cls)
+            return cls
         raise UnknownComponentError(
             message=f"unknown {self.singular} '{name}'",
             value=name,
             allowed=self.names(),
             suggestion=did_you_mean(name, self._entries),
         )
+
+    def check_custom(self, path: str, cls: type) -> None:
+        """Raise a ConfigError unless the class a custom path names may stand for this kind (not instantiated)."""
+        if self.contract is None:
+            raise ConfigError(message=f"a {self.singular} cannot be a custom class ('{path}')", value=path)
+        self.contract.check(path, self.singular, cls)
 
     def params(self, name: str) -> tuple[ParamInfo, ...]:
         return component_params(self.get(name))
@@ -153,6 +196,10 @@ class Registry(Generic[T]):
             return cls(**resolved, **runtime)
         except (ValueError, TypeError) as exc:
             raise ConfigError(message=f"{self.singular} '{name}': {exc}", value=params) from exc
+        except Exception as exc:
+            if not _is_import_path(name):
+                raise
+            raise _constructor_error(self.singular, name, exc) from exc
 
     def check(self, name: str, params: dict[str, Any]) -> dict[str, Any]:
         """Resolve parameters and, where the class allows it, construct once to run its range checks."""
@@ -163,6 +210,14 @@ class Registry(Generic[T]):
                 cls(**resolved)
             except (ValueError, TypeError) as exc:
                 raise ConfigError(message=f"{self.singular} '{name}': {exc}", value=params) from exc
+            except Exception as exc:
+                if not _is_import_path(name):
+                    raise
+                raise _constructor_error(self.singular, name, exc) from None
+            except SystemExit as exc:  # a user's class calling sys.exit() must not end validation silently
+                if not _is_import_path(name):
+                    raise
+                raise _constructor_error(self.singular, name, exc) from None
         return resolved
 
     def describe(self) -> list[ComponentInfo]:
@@ -170,6 +225,16 @@ class Registry(Generic[T]):
             ComponentInfo(self.kind, n, _first_doc_line(self._entries[n]), component_params(self._entries[n]))
             for n in self.names()
         ]
+
+
+def _constructor_error(singular: str, path: str, exc: BaseException) -> ConfigError:
+    """A custom class's own constructor failed: say so in one line, the user's message included."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return ConfigError(
+        message=f"custom {singular} '{path}' raised {type(exc).__name__} in its constructor"
+                + (f": {text}" if text else ""),
+        value=path,
+    )
 
 
 def _hints(cls: type) -> dict[str, Any]:
@@ -204,6 +269,22 @@ def component_params(cls: type) -> tuple[ParamInfo, ...]:
     return tuple(out)
 
 
+def add_import_dir(directory: Path) -> None:
+    """Let custom `module:Attr` names import modules from `directory` (a suite's own folder).
+
+    It is searched after the installed packages, so a user's file never shadows a module lossbench itself uses.
+    """
+    entry = str(Path(directory).resolve())
+    if entry not in _SUITE_DIRS:
+        _SUITE_DIRS.append(entry)
+    if entry not in sys.path:
+        sys.path.append(entry)
+
+
+#: Suite folders added to the import path, named in the hint when a custom module is not found.
+_SUITE_DIRS: list[str] = []
+
+
 def _is_import_path(name: str) -> bool:
     return ":" in name and all(part for part in name.split(":", 1))
 
@@ -212,9 +293,16 @@ def _import_component(path: str, singular: str) -> type:
     module_name, attr = path.split(":", 1)
     try:
         module = importlib.import_module(module_name)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
+        details = []
+        if isinstance(exc, ModuleNotFoundError) and exc.name == module_name.split(".")[0]:
+            where = f" ({', '.join(_SUITE_DIRS)})" if _SUITE_DIRS else ""
+            details.append(f"custom modules are imported from the folder beside the suite{where} and from the "
+                           f"installed packages: put {exc.name}.py there, or install it")
         raise UnknownComponentError(
-            message=f"cannot import module '{module_name}' for custom {singular} '{path}': {exc}", value=path
+            message=f"cannot import module '{module_name}' for custom {singular} '{path}': "
+                    f"{type(exc).__name__}: {exc}",
+            value=path, details=details,
         ) from None
     try:
         obj = getattr(module, attr)

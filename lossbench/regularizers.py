@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from lossbench.registry import Registry
+from lossbench.registry import Contract, Registry
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,11 @@ class Regularizer:
         return None
 
 
-REGULARIZERS: Registry[Regularizer] = Registry("regularizers", "regularizer")
+REGULARIZERS: Registry[Regularizer] = Registry("regularizers", "regularizer", Contract(
+    Regularizer, (),
+    "a custom regularizer is a subclass of lossbench.regularizers.Regularizer which overrides penalty(model), "
+    "dropout() and/or after_step(model, lr)",
+))
 
 
 def _check_strength(name: str, value: float) -> None:

@@ -30,7 +30,7 @@ import torch
 from lossbench.data.base import ImageData
 from lossbench.data.splits import stratified_sample
 from lossbench.errors import DataError
-from lossbench.registry import Registry
+from lossbench.registry import Contract, Registry
 
 # Stream numbers of the per-seed random generators, distinct from the dataset's split streams.
 _SUBSET_STREAM, _IMBALANCE_STREAM, _NOISE_STREAM = 101, 102, 103
@@ -81,7 +81,11 @@ class Scenario:
         raise NotImplementedError
 
 
-SCENARIOS: Registry[Scenario] = Registry("scenarios", "scenario")
+SCENARIOS: Registry[Scenario] = Registry("scenarios", "scenario", Contract(
+    Scenario, ("apply",),
+    "a custom scenario is a subclass of lossbench.data.scenarios.Scenario which defines "
+    "apply(split, classes, dataset, seed) returning the changed TrainSplit",
+))
 
 
 @SCENARIOS.register("none")

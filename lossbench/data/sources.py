@@ -25,9 +25,7 @@ from lossbench.data.folder import describe_folder, is_archive, read_folder
 from lossbench.data.idx import IdxFiles, find_idx_files
 from lossbench.data.splits import stratified_holdout
 from lossbench.errors import DataError
-from lossbench.registry import Registry
-
-DATASETS: Registry[DatasetSource] = Registry("datasets", "dataset")
+from lossbench.registry import Contract, Registry
 
 # Where MNIST-style datasets are found without a download: each directory is searched for the IDX files
 # directly and in torchvision's `<dir>/<MNIST|FashionMNIST>/raw` layout.
@@ -72,6 +70,13 @@ class DatasetSource:
         `download_dir` is where torchvision may download to when `root` is None and `download` is true.
         """
         raise NotImplementedError
+
+
+DATASETS: Registry[DatasetSource] = Registry("datasets", "dataset", Contract(
+    DatasetSource, ("describe", "decode"),
+    "a custom dataset is a subclass of lossbench.data.sources.DatasetSource which defines describe(root) and "
+    "decode(root, *, download, download_dir) returning ImageData",
+))
 
 
 def _folder_data(path: Path, image_size: int | None = None) -> ImageData:

@@ -19,6 +19,11 @@ class LossRegistry(Registry[Loss]):
 
         return adapt(name, cls)
 
+    def check_custom(self, path: str, cls: type) -> None:
+        from lossbench.losses.custom import check_custom_class
+
+        check_custom_class(path, cls)
+
 
 LOSSES: LossRegistry = LossRegistry("losses", "loss")
 

@@ -65,14 +65,24 @@ class CustomLoss(Loss):
         return value
 
 
+CONTRACT = (
+    "a custom loss is a torch.nn.Module subclass (or a lossbench.losses.Loss) with a class attribute "
+    "head = 'logits' or 'embedding' and forward(outputs, targets) returning a scalar tensor"
+)
+
+
 def _reject(path: str, why: str) -> ConfigError:
-    return ConfigError(message=f"custom loss '{path}': {why}", value=path)
+    return ConfigError(message=f"custom loss '{path}': {why}", value=path, details=[CONTRACT])
 
 
 def check_custom_class(path: str, cls: type) -> None:
     """Raise a ConfigError unless `cls` is a usable loss: an nn.Module with a head and forward(outputs, targets)."""
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
-        raise _reject(path, "must be a torch.nn.Module subclass")
+        raise ConfigError(
+            message=f"custom loss '{path}' is not a loss: it is class {cls.__module__}.{cls.__qualname__}, "
+                    f"and a loss must be a torch.nn.Module subclass",
+            value=path, details=[CONTRACT],
+        )
     head = getattr(cls, "head", None)
     if head not in _HEADS:
         raise _reject(path, f"needs a class attribute head = 'logits' or 'embedding' (found {head!r})")
