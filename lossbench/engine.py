@@ -280,10 +280,15 @@ def _evaluate_split(
 def train_cell(
     cell: Cell, data: ImageData, options: EngineOptions, progress: ProgressFn | None = None
 ) -> CellResult:
-    """Train and evaluate one cell. Exceptions become a `failed` result; a non-finite loss a `diverged` one."""
+    """Train and evaluate one cell. Exceptions become a `failed` result; a non-finite loss a `diverged` one.
+
+    `sys.exit()` in a user's loss or component is an exception of its cell too: only Ctrl-C stops the grid.
+    """
     try:
         return _train(cell, data, options, progress or (lambda event, info: None))
-    except Exception as exc:
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:
         return CellResult(status="failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
 
 

@@ -241,7 +241,9 @@ def _worker_main(spec: WorkerSpec, tasks: Any, messages: Any) -> None:
 
         try:
             record = execute_cell(cell, spec.job, data, options, progress)
-        except Exception as exc:  # the engine turns training errors into records; this is anything around it
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # the engine turns training errors into records; this is anything around it
             record = failed_record(cell, spec.job, f"{type(exc).__name__}: {exc}", traceback.format_exc())
         messages.put(("result", spec.slot, index, record))
 

@@ -215,3 +215,46 @@ def test_a_missing_custom_module_says_where_it_was_looked_for(tmp_path: Path) ->
     text = " ".join(result.output.split())
     assert "cannot import module 'no_such_user_module'" in text
     assert "imported from the folder beside the suite" in text and str(tmp_path.resolve()) in text
+
+
+EXITING_SOURCE = '''
+import sys
+import torch
+
+
+class Abort(BaseException):
+    """Not an Exception: only `except BaseException` catches it."""
+
+
+class ExitsInForward(torch.nn.Module):
+    head = "logits"
+
+    def forward(self, outputs, targets):
+        sys.exit(3)
+
+
+class AbortsInForward(torch.nn.Module):
+    head = "logits"
+
+    def forward(self, outputs, targets):
+        raise Abort("stop everything")
+'''
+
+
+@pytest.mark.parametrize("attr, jobs", [("ExitsInForward", "1"), ("ExitsInForward", "2"), ("AbortsInForward", "1")])
+def test_sys_exit_in_user_code_fails_only_its_cell(tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   attr: str, jobs: str) -> None:
+    name = f"exiting_{tmp_path.name.replace('-', '_')}"
+    (tmp_path / f"{name}.py").write_text(EXITING_SOURCE)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    suite = _suite_with(tmp_path, "grid.loss", f"['{name}:{attr}', cross_entropy]")
+    out = tmp_path / "results"
+    result = CliRunner().invoke(app, ["run", str(suite), "--out", str(out), "--cache-dir", str(cache_dir), "--plain",
+                                      "--no-report", "--jobs", jobs])
+    # Exit code 1: a cell failed; the other cell of the grid still trained.
+    assert result.exit_code == 1, result.output
+    records = {r["axes"]["loss"]: r for r in (json.loads(p.read_text()) for p in (out / "cells").glob("*.json"))}
+    assert records[f"{name}:{attr}"]["status"] == "failed"
+    assert records[f"{name}:{attr}"]["error"].startswith("SystemExit: 3" if attr == "ExitsInForward" else "Abort:")
+    assert records["cross_entropy"]["status"] == "done"
+    assert len((out / "results.csv").read_text().splitlines()) == 3
