@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 from typer.core import TyperArgument, TyperCommand, TyperGroup
 
 from lossbench import __version__
@@ -133,20 +134,42 @@ def _fmt(value: Any, spec: str = ".4f") -> str:
     return "—" if value is None else format(value, spec)
 
 
-def _cells_table(records: list[dict[str, Any]], title: str) -> Table:
-    """The cells of a run, best test accuracy first."""
-    table = Table(title=title, show_lines=False, expand=False)
-    table.add_column("cell", overflow="fold", ratio=1, min_width=24)
-    for col in ("seed", "status", "test acc", "NLL", "ECE", "gap", "train s"):
-        table.add_column(col, justify="left" if col == "status" else "right", no_wrap=True)
+# The closing table's columns after the cell's name, in the order they are given up when the terminal is narrow
+# (the last ones first); seed, status and test accuracy are always kept.
+_TABLE_COLUMNS = ["seed", "status", "test acc", "ECE", "NLL", "gap", "train s"]
+_REQUIRED_COLUMNS = 3
+
+
+def _cells_table(records: list[dict[str, Any]], title: str, width: int | None = None) -> Table:
+    """The cells of a run, best test accuracy first, fitted to `width` columns: the cell's name wraps first
+    (down to 20 characters), then the optional columns go, timing first; `width=None` keeps them all."""
     style = {"done": "green", "diverged": "yellow", "failed": "red"}
+    rows = []
     for r in sorted(records, key=lambda r: -((r.get("metrics") or {}).get("test_acc") or -1)):
         m, t = r.get("metrics") or {}, r.get("timing") or {}
-        table.add_row(
-            r["label"], str(r["seed"]), f"[{style.get(r['status'], 'white')}]{r['status']}[/]",
-            _fmt(m.get("test_acc")), _fmt(m.get("test_nll"), ".3f"), _fmt(m.get("ece"), ".3f"),
-            _fmt(m.get("gap"), "+.3f"), _fmt(t.get("train_time_s"), ".1f"),
-        )
+        rows.append({
+            "seed": str(r["seed"]), "status": f"[{style.get(r['status'], 'white')}]{r['status']}[/]",
+            "test acc": _fmt(m.get("test_acc")), "ECE": _fmt(m.get("ece"), ".3f"),
+            "NLL": _fmt(m.get("test_nll"), ".3f"), "gap": _fmt(m.get("gap"), "+.3f"),
+            "train s": _fmt(t.get("train_time_s"), ".1f"), "cell": r["label"],
+        })
+
+    def content_width(col: str) -> int:
+        return max([len(col)] + [Text.from_markup(row[col]).cell_len for row in rows])
+
+    cell_min_width = 20
+    for keep in range(len(_TABLE_COLUMNS), _REQUIRED_COLUMNS - 1, -1):
+        columns = _TABLE_COLUMNS[:keep]
+        # Each column takes its content, one space either side and a border; plus the table's left border.
+        needed = 1 + (cell_min_width + 3) + sum(content_width(col) + 3 for col in columns)
+        if width is None or needed <= width:
+            break
+    table = Table(title=title, show_lines=False, expand=False)
+    table.add_column("cell", overflow="fold", min_width=cell_min_width)
+    for col in columns:
+        table.add_column(col, justify="left" if col == "status" else "right", no_wrap=True)
+    for row in rows:
+        table.add_row(row["cell"], *(row[col] for col in columns))
     return table
 
 
@@ -202,7 +225,7 @@ def run(
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted:[/] finished cells are saved; run the same command again to resume")
         raise typer.Exit(130) from None
-    console.print(_cells_table(summary.records, f"{loaded.name} — {len(summary.records)} cell(s)"))
+    console.print(_cells_table(summary.records, f"{loaded.name} — {len(summary.records)} cell(s)", console.width))
     console.print(
         f"ran {summary.ran}, skipped {summary.skipped}, diverged {summary.diverged}, failed {summary.failed} · "
         f"results: {out_dir / 'results.csv'}",

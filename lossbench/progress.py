@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import sys
+import threading
 import time
-from typing import Any, Protocol, TextIO
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol, TextIO
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.console import Console, ConsoleOptions, RenderResult
+from rich.live import Live
+from rich.text import Text
 
 from lossbench.grid import Cell
 
@@ -32,68 +35,222 @@ def _epoch_stats(info: dict[str, Any]) -> str:
     return "  ".join(parts)
 
 
+def _epoch_figures_by_priority(info: dict[str, Any]) -> list[str]:
+    """The last epoch's figures, most wanted first: a narrow line keeps the first ones that fit."""
+    figures = []
+    for key, name in (("test_acc", "test acc"), ("train_loss", "train loss"), ("train_acc", "train acc"),
+                      ("test_loss", "test loss")):
+        if info.get(key) is not None:
+            figures.append(f"{name} {info[key]:.4f}")
+    return figures
+
+
 def _cell_name(cell: Cell) -> str:
     return f"{cell.label} · seed {cell.seed}"
 
 
-class RichDisplay:
-    """A grid bar with ETA and one epoch bar per running cell, with the last epoch's loss and accuracy."""
+def format_duration(seconds: float | None) -> str:
+    """`h:mm:ss`, or `-:--:--` when unknown."""
+    if seconds is None or seconds != seconds or seconds == float("inf"):
+        return "-:--:--"
+    whole = int(round(max(seconds, 0.0)))
+    return f"{whole // 3600}:{whole // 60 % 60:02d}:{whole % 60:02d}"
 
-    def __init__(self, console: Console):
+
+class GridWork:
+    """How much of a grid is done, counted in epochs of all cells, and the ETA that follows from it.
+
+    The rate is all the work done since the start divided by the time since the start, so the estimate exists
+    as soon as any epoch has progressed and stays steady with cells of hours (a fixed time window would see no
+    progress between two cell ends). Cells not started yet count as many epochs as the last cell that started.
+    """
+
+    def __init__(self, total_cells: int, started_at: float):
+        self.total_cells = total_cells
+        self.started_at = started_at
+        self.finished_cells = 0
+        self.finished_epochs = 0.0
+        self.running: dict[str, tuple[float, float]] = {}  # cell id -> (epochs done, epochs in the cell)
+        self.epochs_per_cell: float | None = None
+
+    def cell_started(self, cell_id: str) -> None:
+        self.running[cell_id] = (0.0, self.epochs_per_cell or 0.0)
+
+    def cell_sized(self, cell_id: str, epochs: int) -> None:
+        self.epochs_per_cell = float(epochs)
+        done, _ = self.running.get(cell_id, (0.0, 0.0))
+        self.running[cell_id] = (done, float(epochs))
+
+    def cell_progressed(self, cell_id: str, epochs_done: float) -> None:
+        _, size = self.running.get(cell_id, (0.0, self.epochs_per_cell or 0.0))
+        self.running[cell_id] = (epochs_done, size)
+
+    def cell_finished(self, cell_id: str) -> None:
+        """A finished cell counts its whole budget, also when it stopped early (diverged or failed)."""
+        _, size = self.running.pop(cell_id, (0.0, self.epochs_per_cell or 0.0))
+        self.finished_cells += 1
+        self.finished_epochs += size or self.epochs_per_cell or 0.0
+
+    def done(self) -> float:
+        return self.finished_epochs + sum(done for done, _ in self.running.values())
+
+    def total(self) -> float | None:
+        if self.epochs_per_cell is None:
+            return None
+        sizes = sum(size or self.epochs_per_cell for _, size in self.running.values())
+        waiting = self.total_cells - self.finished_cells - len(self.running)
+        return self.finished_epochs + sizes + max(waiting, 0) * self.epochs_per_cell
+
+    def eta(self, now: float) -> float | None:
+        """Seconds left, or None before any work is done."""
+        done, total, elapsed = self.done(), self.total(), now - self.started_at
+        if total is None or done <= 0 or elapsed <= 0:
+            return None
+        return max(total - done, 0.0) / (done / elapsed)
+
+
+def _fit(required: list[str], optional: list[str], width: int, sep: str = "  ") -> str:
+    """`required` joined, then as many of `optional` (in order) as fit in `width` characters."""
+    line = sep.join(required)
+    for part in optional:
+        if len(line) + len(sep) + len(part) > width:
+            break
+        line += sep + part
+    return line
+
+
+def _bar(fraction: float, width: int) -> str:
+    filled = int(round(max(0.0, min(1.0, fraction)) * width))
+    return "━" * filled + "─" * (width - filled)
+
+
+def _shorten(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
+
+
+@dataclass
+class _RunningCell:
+    name: str
+    epochs: int | None = None
+    steps_per_epoch: int = 1
+    done: float = 0.0  # epochs, with the running one as a fraction
+    figures: list[str] = field(default_factory=list)
+
+
+class GridView:
+    """The live lines of a run, laid out for the console's width at every refresh.
+
+    The grid line keeps its count and ETA at any width (the bar and elapsed time give way first); a running
+    cell's line keeps its epoch count, then as much of its name as fits, then its last figures by priority.
+    """
+
+    def __init__(self, work: GridWork, clock: Callable[[], float]):
+        self.work = work
+        self.clock = clock
+        self.cells: dict[str, _RunningCell] = {}
+        self.lock = threading.Lock()
+
+    def grid_line(self, width: int) -> str:
+        now = self.clock()
+        work = self.work
+        count = f"{work.finished_cells}/{work.total_cells} cells"
+        eta = f"eta {format_duration(work.eta(now))}"
+        elapsed = format_duration(now - work.started_at)
+        total = work.total()
+        fraction = work.done() / total if total else work.finished_cells / max(work.total_cells, 1)
+        percent = f"{fraction:4.0%}"
+        fixed = f"grid {count}  {elapsed}  {eta}"
+        bar_width = min(40, width - len(fixed) - len(percent) - 3)
+        if bar_width >= 8:
+            return f"grid {_bar(fraction, bar_width)} {percent} {count}  {elapsed}  {eta}"
+        return _fit([f"grid {count}", eta], [elapsed], width)
+
+    def cell_line(self, cell: _RunningCell, width: int) -> str:
+        epochs = f"epoch {min(int(cell.done) + 1, cell.epochs)}/{cell.epochs}" if cell.epochs else "starting"
+        indent = "  "
+        room_for_name = width - len(indent) - len(epochs) - 2
+        name_width = min(len(cell.name), max(room_for_name, 12))
+        head = f"{indent}{_shorten(cell.name, name_width)}  {epochs}"
+        return _fit([head], cell.figures, width)
+
+    def lines(self, width: int) -> list[str]:
+        with self.lock:
+            cells = list(self.cells.values())
+        return [self.grid_line(width)] + [self.cell_line(c, width) for c in cells]
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        width = options.max_width
+        for line in self.lines(width):
+            yield Text(line, no_wrap=True, overflow="ellipsis", style="bold" if line.startswith("grid") else "")
+
+
+class RichDisplay:
+    """A grid line (bar, done/total, elapsed, ETA from the epochs done) and one line per running cell with its
+    epoch and last figures, redrawn for the terminal's width; a finished cell leaves one line above them."""
+
+    def __init__(self, console: Console, clock: Callable[[], float] = time.monotonic, auto_refresh: bool = True):
         self.console = console
-        self.progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(bar_width=28),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[stats]}"),
-            TimeElapsedColumn(),
-            TextColumn("eta"),
-            TimeRemainingColumn(),
-            console=console,
-            refresh_per_second=8,
-        )
-        self.grid: TaskID | None = None
-        self.cells: dict[str, TaskID] = {}
-        self.steps: dict[str, int] = {}
+        self.clock = clock
+        self.work = GridWork(0, clock())
+        self.view = GridView(self.work, clock)
+        self.live = Live(self.view, console=console, auto_refresh=auto_refresh, refresh_per_second=4,
+                         transient=True, redirect_stdout=False, redirect_stderr=False)
 
     def start(self, total: int, skipped: int) -> None:
         if skipped:
             self.console.print(f"[dim]{skipped} cell(s) already have results and are skipped (--force reruns them)[/]")
-        self.progress.start()
-        self.grid = self.progress.add_task("[bold]grid[/]", total=total, stats="")
+        self.work.total_cells = total
+        self.work.started_at = self.clock()
+        self.live.start()
 
     def cell_start(self, cell: Cell) -> None:
-        self.cells[cell.id] = self.progress.add_task(f"  {_cell_name(cell)}", total=None, stats="")
+        with self.view.lock:
+            self.view.cells[cell.id] = _RunningCell(_cell_name(cell))
+            self.work.cell_started(cell.id)
 
     def cell_event(self, cell: Cell, event: str, info: dict[str, Any]) -> None:
-        task = self.cells.get(cell.id)
-        if task is None:
-            return
-        if event == "cell_start":
-            self.steps[cell.id] = info["steps_per_epoch"]
-            self.progress.update(task, total=info["epochs"], completed=0)
-        elif event == "step":
-            per_epoch = self.steps.get(cell.id, 1)
-            self.progress.update(task, completed=info["epoch"] - 1 + info["step"] / per_epoch)
-        elif event == "epoch":
-            self.progress.update(task, completed=info["epoch"], stats=_epoch_stats(info))
+        with self.view.lock:
+            running = self.view.cells.get(cell.id)
+            if running is None:
+                return
+            if event == "cell_start":
+                running.epochs = info["epochs"]
+                running.steps_per_epoch = info.get("steps_per_epoch") or 1
+                self.work.cell_sized(cell.id, info["epochs"])
+            elif event == "step":
+                running.done = info["epoch"] - 1 + info["step"] / running.steps_per_epoch
+                self.work.cell_progressed(cell.id, running.done)
+            elif event == "epoch":
+                running.done = float(info["epoch"])
+                running.figures = _epoch_figures_by_priority(info)
+                self.work.cell_progressed(cell.id, running.done)
 
     def cell_end(self, cell: Cell, record: dict[str, Any]) -> None:
-        task = self.cells.pop(cell.id, None)
-        if task is not None:
-            self.progress.remove_task(task)
-        status = record["status"]
-        acc = (record.get("metrics") or {}).get("test_acc")
-        mark = {"done": "[green]✓[/]", "diverged": "[yellow]diverged[/]", "failed": "[red]failed[/]"}[status]
-        detail = f"test acc {acc:.4f}" if acc is not None else (record.get("error") or "")
-        secs = (record.get("timing") or {}).get("train_time_s")
-        timing = f" [dim]{secs:.1f} s[/]" if secs else ""
-        self.progress.console.print(f"{mark} {_cell_name(cell)}  {detail}{timing}")
-        if self.grid is not None:
-            self.progress.advance(self.grid)
+        with self.view.lock:
+            self.view.cells.pop(cell.id, None)
+            self.work.cell_finished(cell.id)
+        self.console.print(finished_line(cell, record, self.console.width), highlight=False)
+        self.live.refresh()
 
     def finish(self) -> None:
-        self.progress.stop()
+        self.live.stop()
+        self.console.print(Text(self.view.grid_line(self.console.width), no_wrap=True, overflow="ellipsis"))
+
+
+def finished_line(cell: Cell, record: dict[str, Any], width: int) -> Text:
+    """`✓ <cell> · seed 0  test acc 0.9120  12.3 s`: the mark, figure and time are kept, the name is shortened."""
+    status = record["status"]
+    mark, style = {"done": ("✓", "green"), "diverged": ("diverged", "yellow"), "failed": ("failed", "red")}[status]
+    acc = (record.get("metrics") or {}).get("test_acc")
+    detail = f"test acc {acc:.4f}" if acc is not None else (record.get("error") or "")
+    secs = (record.get("timing") or {}).get("train_time_s")
+    timing = f"  {secs:.1f} s" if secs else ""
+    name_width = max(width - len(mark) - len(detail) - len(timing) - 4, 16)
+    line = Text(no_wrap=True, overflow="ellipsis")
+    line.append(mark, style=style)
+    line.append(f" {_shorten(_cell_name(cell), name_width)}  {detail}")
+    line.append(timing, style="dim")
+    return line
 
 
 class PlainDisplay:

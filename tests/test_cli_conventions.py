@@ -95,3 +95,34 @@ def test_an_unknown_device_is_still_checked_by_lossbench(write_suite) -> None:
     """The choices are shown, not enforced by the parser, so the library's message (with a suggestion) is kept."""
     result = runner.invoke(app, ["run", str(write_suite()), "--device", "cpux"])
     assert result.exit_code == 2 and "cpux" in result.output and "Traceback" not in result.output
+
+
+def _record(label: str, seed: int, acc: float) -> dict:
+    return {"label": label, "seed": seed, "status": "done",
+            "metrics": {"test_acc": acc, "test_nll": 0.25, "ece": 0.031, "gap": 0.012},
+            "timing": {"train_time_s": 123.4}}
+
+
+@pytest.mark.parametrize("width", [60, 80, 120, 160])
+def test_closing_table_fits_the_terminal(width: int) -> None:
+    """The cell's name wraps first, then optional columns go (timing first); seed, status and accuracy stay."""
+    import io
+
+    from rich.console import Console
+
+    from lossbench.cli import _cells_table
+
+    label = "mse(over=probabilities) | l2(weight=1e-4) | hflip+crop(padding=4)"
+    records = [_record(label, 0, 0.91), _record("cross_entropy | none | none", 1, 0.93)]
+    console = Console(width=width, file=io.StringIO(), record=True)
+    console.print(_cells_table(records, "smoke", width))
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= width
+    assert "test acc" in text and "0.9300" in text and "0.9100" in text and "done" in text
+    header = next(line for line in text.splitlines() if "test acc" in line)
+    assert ("train s" in header) == (width >= 120)
+    assert all(col in header for col in ("seed", "status"))
+    if width >= 80:
+        assert all(col in header for col in ("ECE", "NLL", "gap"))
+    if width >= 160:
+        assert label in text  # one line per cell
