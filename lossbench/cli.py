@@ -66,6 +66,10 @@ DEVICES = ["auto", "cpu", "cuda", "mps"]
 EXECUTORS = ["local", "ray"]
 RAY_DATA = ["object_store", "worker_cache"]
 REPORT_FORMATS = ["md", "csv", "latex", "json"]
+
+OVERRIDES_HELP = ("Suite values to change, as KEY=VALUE with a dotted key and a YAML value: train.epochs=2 "
+                  "train.optimizer.lr=0.01 grid.loss=[cross_entropy,focal] dataset.train_subset=2000.")
+
 KINDS = ["losses", "regularizers", "augmentations", "models", "datasets", "optimizers", "schedules", "scenarios"]
 
 
@@ -176,6 +180,7 @@ def _cells_table(records: list[dict[str, Any]], title: str, width: int | None = 
 @app.command(cls=_Command)
 def run(
     suite: Path = typer.Argument(..., metavar="SUITE", help="The suite YAML file."),
+    overrides: Optional[list[str]] = typer.Argument(None, metavar="[KEY=VALUE]...", help=OVERRIDES_HELP, show_default=False),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Results directory (default: results/<suite name>)."),
     data_root: Optional[str] = typer.Option(None, "--data-root", help="Local copy of the dataset: torchvision files, an image-folder directory, or a .tar.gz/.zip archive with train/ and test/."),
     device: Optional[str] = typer.Option(None, "--device", "-d", metavar=_choices(DEVICES), autocompletion=_completer(DEVICES), help="Where cells train (overrides train.device)."),
@@ -199,7 +204,8 @@ def run(
     from lossbench.progress import PlainDisplay, RichDisplay
 
     try:
-        loaded = load_suite(suite, epochs=epochs, seeds=_parse_seeds(seeds), device=device, data_root=data_root)
+        loaded = load_suite(suite, overrides or [], epochs=epochs, seeds=_parse_seeds(seeds), device=device,
+                            data_root=data_root)
         out_dir = out or Path("results") / loaded.name
         cluster = _cluster_executor(executor, address, cpus_per_cell, gpus_per_cell, ray_data)
         run_plan = runner.plan(loaded, out_dir, force=force, cache_dir=cache_dir or runner.DEFAULT_CACHE,
@@ -304,6 +310,7 @@ def _parallel_executor(jobs: int, cluster: Any) -> Any:
 @app.command(cls=_Command)
 def validate(
     suite: Path = typer.Argument(..., metavar="SUITE", help="The suite YAML file."),
+    overrides: Optional[list[str]] = typer.Argument(None, metavar="[KEY=VALUE]...", help=OVERRIDES_HELP, show_default=False),
     data_root: Optional[str] = typer.Option(None, "--data-root", help="As for run."),
     as_json: bool = typer.Option(False, "--json", help="Print the cells as JSON."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
@@ -313,7 +320,7 @@ def validate(
     from lossbench.runner import DEFAULT_CACHE, plan
 
     try:
-        loaded = load_suite(suite, data_root=data_root)
+        loaded = load_suite(suite, overrides or [], data_root=data_root)
         run_plan = plan(loaded, Path("results") / loaded.name, cache_dir=DEFAULT_CACHE)
     except LossbenchError as exc:
         _fail(exc, debug)

@@ -7,15 +7,21 @@ raises one `SuiteErrors` listing everything wrong before anything trains.
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from lossbench.errors import ConfigError, Location, LossbenchError, SuiteErrors, did_you_mean
 from lossbench.registry import add_import_dir
+from lossbench.overrides import parse_override, set_path
+from lossbench.schema_messages import plain_message, show_value
+from lossbench.suite_yaml import KeyPath, dotted, parse_yaml, read_suite_text
 
 # ---------------------------------------------------------------------------------------------------------------
 # Component references: `focal` or `{name: focal, gamma: 2}`; stacks (augmentation, regularizer) may be lists.
@@ -38,14 +44,15 @@ def _to_spec(value: Any) -> Any:
         if "name" not in value:
             raise ValueError("a component mapping needs a 'name' key, e.g. {name: focal, gamma: 2}")
         if not isinstance(value["name"], str):
-            raise ValueError(f"'name' must be a string, got {value['name']!r}")
+            raise ValueError(f"'name' must be a string, got {show_value(value['name'])}")
         odd = [k for k in value if not isinstance(k, str)]
         if odd:
             raise ValueError(
-                f"parameter name {odd[0]!r} is not a string (YAML reads on/off/yes/no as booleans: quote the key)"
+                f"parameter name {show_value(odd[0])} is not a string (YAML reads on/off/yes/no as booleans: "
+                "quote the key)"
             )
         return {"name": value["name"], "params": {k: v for k, v in value.items() if k != "name"}}
-    raise ValueError(f"expected a component name or a mapping with 'name', got {value!r}")
+    raise ValueError(f"expected a component name or a mapping with 'name', got {show_value(value)}")
 
 
 def _to_stack(value: Any) -> Any:
@@ -60,6 +67,26 @@ Component = Annotated[ComponentSpec, BeforeValidator(_to_spec)]
 Stack = Annotated[list[ComponentSpec], BeforeValidator(_to_stack)]
 
 # ---------------------------------------------------------------------------------------------------------------
+# Bounds. Beyond them a suite is a typo (`epochs: 1e12`) or would exhaust memory before training; README lists them.
+
+MAX_EPOCHS = 10_000
+MAX_BATCH_SIZE = 65_536
+MAX_EVAL_BATCH_SIZE = 1_048_576
+MAX_IMAGE_SIZE = 1_024
+#: Cells (grid points × seeds) in one suite; the count is computed from the axis lengths, never by building them.
+MAX_CELLS = 100_000
+#: Seeds are unsigned 32-bit: what torch, numpy and every other generator accept.
+MAX_SEED = 2**32 - 1
+MAX_SUBSET = 1_000_000_000
+MAX_DESCRIPTION = 10_000
+
+# Integers and booleans are strict: YAML's `true` is not the number 1, and `2.5` epochs is not 2.
+PositiveInt = Annotated[int, Field(strict=True, gt=0)]
+Flag = Annotated[bool, Field(strict=True)]
+Fraction = Annotated[float, Field(strict=True, gt=0, le=1)]
+Seed = Annotated[int, Field(strict=True, ge=0, le=MAX_SEED)]
+
+# ---------------------------------------------------------------------------------------------------------------
 # The schema. Every model forbids unknown keys.
 
 
@@ -67,7 +94,7 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-Subset = Annotated[int, Field(gt=0)] | Annotated[float, Field(gt=0, le=1)]
+Subset = Annotated[int, Field(strict=True, gt=0, le=MAX_SUBSET)] | Fraction
 
 
 class DatasetConfig(BaseModel):
@@ -77,11 +104,11 @@ class DatasetConfig(BaseModel):
     model_config = ConfigDict(extra="allow")
     name: str = "cifar10"
     root: str | None = None
-    download: bool = True
+    download: Flag = True
     train_subset: Subset | None = None
     test_subset: Subset | None = None
-    val_fraction: float = Field(0.0, ge=0.0, lt=1.0)
-    image_size: Annotated[int, Field(gt=0)] | None = None
+    val_fraction: float = Field(0.0, ge=0.0, lt=1.0, strict=True)
+    image_size: Annotated[int, Field(strict=True, gt=0, le=MAX_IMAGE_SIZE)] | None = None
     # Scenarios every cell's training split gets (parameters of the `imbalance` / `label_noise` scenarios, e.g.
     # {rate: 0.2}); the grid axis `scenario` varies them instead. The test split is never changed.
     imbalance: dict[str, Any] | None = None
@@ -109,18 +136,22 @@ class ModelConfig(BaseModel):
         return dict(self.model_extra or {})
 
 
+#: What people type for a device, and the name lossbench uses.
+DEVICE_SYNONYMS = {"gpu": "cuda", "nvidia": "cuda", "cuda:0": "cuda", "metal": "mps", "apple": "mps", "cpus": "cpu"}
+
+
 class TrainConfig(_Strict):
     """How each cell trains."""
 
-    epochs: int = Field(15, gt=0)
-    batch_size: int = Field(128, gt=0)
-    eval_batch_size: int = Field(2048, gt=0)
+    epochs: Annotated[int, Field(strict=True, gt=0, le=MAX_EPOCHS)] = 15
+    batch_size: Annotated[int, Field(strict=True, gt=0, le=MAX_BATCH_SIZE)] = 128
+    eval_batch_size: Annotated[int, Field(strict=True, gt=0, le=MAX_EVAL_BATCH_SIZE)] = 2048
     optimizer: Component = ComponentSpec(name="sgd", params={"lr": 0.01, "momentum": 0.9})
     schedule: Component = ComponentSpec(name="constant")
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     #: torch.compile the model (how a cell trains, not what it is: cell ids do not include it).
-    compile: bool = False
+    compile: Flag = False
 
 
 class GridConfig(_Strict):
@@ -133,94 +164,92 @@ class GridConfig(_Strict):
     scenario: list[Stack] | None = Field(None, min_length=1)
 
 
+GRID_AXES = ("loss", "regularizer", "augmentation", "optimizer", "scenario")
+
+
 class Suite(_Strict):
     """A whole benchmark: data, model, training recipe, seeds and the grid."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
-    description: str = ""
+    description: str = Field("", max_length=MAX_DESCRIPTION)
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1)
     grid: GridConfig
+    # Where each value came from (file line or command-line option), so later checks can point at it.
+    _source: SuiteSource | None = PrivateAttr(None)
 
     @field_validator("seeds")
     @classmethod
     def _unique_seeds(cls, seeds: list[int]) -> list[int]:
-        if len(set(seeds)) != len(seeds):
-            raise ValueError(f"seeds repeat: {seeds}")
+        repeated = sorted({s for s in seeds if seeds.count(s) > 1}) if len(set(seeds)) != len(seeds) else []
+        if repeated:
+            raise ValueError(f"seed {repeated[0]} appears more than once; every seed is listed once")
         return seeds
+
+    def __eq__(self, other: object) -> bool:
+        # Two suites are equal when they say the same thing, wherever each was read from.
+        return isinstance(other, Suite) and self.__dict__ == other.__dict__
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def locate(self, path: Sequence[Any]) -> Location:
+        """Where the value at `path` came from: its file line, or the command-line option that set it."""
+        return self._source.locate(path) if self._source else Location(path=dotted(tuple(path)) or None)
+
+    @property
+    def overrides(self) -> list[str]:
+        """The command-line overrides and options applied to the file, as typed (`train.epochs=2`, `--epochs 2`)."""
+        return list(dict.fromkeys(self._source.origins.values())) if self._source else []
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# YAML with positions.
-
-
-def _positions(node: yaml.Node, path: tuple[Any, ...], out: dict[tuple[Any, ...], tuple[int, int]]) -> None:
-    """Record the 1-based (line, column) of every value and key in the YAML tree, by dotted path."""
-    out.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            key = key_node.value
-            out[path + (key,)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-            _positions(value_node, path + (key,), out)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            _positions(item, path + (i,), out)
+# The suite's raw data with where each value came from.
 
 
 class SuiteSource:
-    """A suite's raw YAML data together with where each value came from."""
+    """A suite's raw YAML data, the file line of each value, and the command-line options that replaced some."""
 
-    def __init__(self, data: dict[str, Any], file: str, positions: dict[tuple[Any, ...], tuple[int, int]]):
+    def __init__(self, data: dict[str, Any], file: str, positions: dict[KeyPath, tuple[int, int]],
+                 problems: list[ConfigError] | None = None):
         self.data = data
         self.file = file
         self.positions = positions
+        #: Errors found while reading (duplicate keys, non-finite numbers), reported with the others.
+        self.problems: list[ConfigError] = list(problems or [])
+        #: Paths set from the command line, and the option as typed (`override 'train.epochs=0'`, `--epochs 0`).
+        self.origins: dict[KeyPath, str] = {}
 
     def locate(self, path: Sequence[Any]) -> Location:
-        """The position of the longest prefix of `path` present in the file (overrides have none)."""
+        """The option that set `path` or one of its parents, else the longest prefix of `path` in the file."""
         keys = tuple(path)
+        for n in range(len(keys), 0, -1):
+            if keys[:n] in self.origins:
+                return Location(option=self.origins[keys[:n]], path=dotted(keys) if n < len(keys) else None)
         while keys and keys not in self.positions:
             keys = keys[:-1]
         line, col = self.positions.get(keys, (None, None)) if keys else (None, None)
-        return Location(file=self.file, line=line, column=col, path=_dotted(path) or None)
+        return Location(file=self.file, line=line, column=col, path=dotted(tuple(path)) or None)
 
-
-def _dotted(path: Sequence[Any]) -> str:
-    out = ""
-    for p in path:
-        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
-    return out
+    def set_from_command_line(self, path: KeyPath, value: Any, option: str) -> None:
+        """Replace the value at `path` (creating mappings on the way); errors there will name `option`."""
+        set_path(self.data, path, value, option)
+        self.positions = {k: v for k, v in self.positions.items() if k[:len(path)] != path}
+        self.origins = {k: v for k, v in self.origins.items() if k[:len(path)] != path}
+        self.origins[path] = option
 
 
 def read_suite_file(path: str | Path) -> SuiteSource:
-    """Read a suite's YAML; errors name the file, and the line and column of bad syntax."""
+    """Read a suite's YAML strictly (see suite_yaml); errors name the file, line and column."""
     p = Path(path)
-    if not p.exists():
-        raise ConfigError(message=f"suite file not found: {p}", location=Location(file=str(p)))
-    if p.is_dir():
-        raise ConfigError(message=f"{p} is a directory, not a suite file", location=Location(file=str(p)))
-    text = p.read_text(encoding="utf-8")
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        raise ConfigError(
-            message=f"invalid YAML: {exc.problem or exc}",
-            location=Location(file=str(p), line=mark.line + 1 if mark else None, column=mark.column + 1 if mark else None),
-        ) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(message=f"invalid YAML: {exc}", location=Location(file=str(p))) from None
-    if not isinstance(data, dict):
+    doc = parse_yaml(read_suite_text(p), Location(file=str(p)))
+    if not isinstance(doc.data, dict):
         raise ConfigError(
             message="a suite must be a YAML mapping with keys name, dataset, model, train, seeds, grid",
             location=Location(file=str(p), line=1),
         )
-    positions: dict[tuple[Any, ...], tuple[int, int]] = {}
-    if node is not None:
-        _positions(node, (), positions)
-    return SuiteSource(data, str(p), positions)
+    return SuiteSource(doc.data, str(p), doc.positions, doc.problems)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -260,7 +289,7 @@ def _clean_loc(loc: Sequence[Any]) -> list[Any]:
 
 def _structural_errors(source: SuiteSource, exc: ValidationError) -> list[ConfigError]:
     errors: list[ConfigError] = []
-    seen: set[tuple[str, str]] = set()
+    seen: set[str] = set()
     for err in exc.errors():
         loc = _clean_loc(err["loc"])
         # Mapping-form components carry their params under 'params' internally; users never write that key.
@@ -277,99 +306,183 @@ def _structural_errors(source: SuiteSource, exc: ValidationError) -> list[Config
             message = f"unknown key '{key}'"
         elif kind == "literal_error":
             allowed = [s.strip(" '") for s in str(err["ctx"]["expected"]).replace(" or ", ", ").split(",")]
-            suggestion = did_you_mean(str(value), allowed)
-            message = f"{value!r} is not allowed"
+            suggestion = DEVICE_SYNONYMS.get(str(value).lower()) if loc[-1:] == ["device"] else None
+            suggestion = suggestion or did_you_mean(str(value), allowed)
+            message = f"{show_value(value)} is not allowed"
         elif kind == "missing":
             message = f"missing required key '{loc[-1]}'"
         else:
-            message = f"{err['msg']} (got {value!r})" if "input" in err and not isinstance(value, dict) else err["msg"]
-        # A union reports one error per member type; the user needs the first one for that place.
-        key = (_dotted(loc), "" if any(_is_type_tag(p) for p in err["loc"]) else message)
-        if key in seen:
+            message = plain_message(err)
+        # A union reports one error per member type (int | fraction); the user needs the first, for that place.
+        place = _dotted(loc)
+        if place in seen:
             continue
-        seen.add(key)
+        seen.add(place)
         errors.append(ConfigError(message=message, location=source.locate(loc), value=value, allowed=allowed,
                                   suggestion=suggestion))
     return errors
 
 
+def _dotted(path: Sequence[Any]) -> str:
+    return dotted(tuple(path))
+
+
 # ---------------------------------------------------------------------------------------------------------------
-# Semantic validation: names and parameters against the registries, and combinations.
+# Semantic validation on the raw data, so that a structural mistake elsewhere never hides a misspelt component.
 
 
-def _check_component(source: SuiteSource, registry: Any, spec: ComponentSpec, path: list[Any],
-                     errors: list[ConfigError], build: bool = True) -> None:
+@dataclass(frozen=True)
+class _ComponentRef:
+    """A component named in the suite: its registry kind, what the suite wrote, where, and its grid axis level."""
+
+    kind: str
+    spec: ComponentSpec
+    path: tuple[Any, ...]
+    axis: str | None = None
+    level: int | None = None
+
+
+def _spec_or_none(value: Any) -> ComponentSpec | None:
+    """The component a raw value names; None where its shape is wrong (the schema reports that)."""
     try:
-        if build:
-            registry.check(spec.name, spec.params)
-        else:
-            registry.resolve_params(spec.name, spec.params)
-    except LossbenchError as exc:
-        exc.location = source.locate(path)
-        errors.append(exc)  # type: ignore[arg-type]
+        plain = _to_spec(value)
+        return ComponentSpec(name=plain["name"], params=plain["params"])
+    except (ValueError, TypeError, ValidationError):
+        return None
 
 
-def check_components(source: SuiteSource, suite: Suite) -> list[ConfigError]:
-    """Every name registered, every parameter valid, every combination trainable."""
+def _component_refs(data: dict[str, Any]) -> list[_ComponentRef]:
+    refs: list[_ComponentRef] = []
+    dataset = data.get("dataset")
+    if isinstance(dataset, dict):
+        for scenario in ("imbalance", "label_noise"):
+            if isinstance(dataset.get(scenario), dict) and all(isinstance(k, str) for k in dataset[scenario]):
+                refs.append(_ComponentRef("scenarios", ComponentSpec(name=scenario, params=dataset[scenario]),
+                                          ("dataset", scenario)))
+    model = data.get("model", {})
+    if isinstance(model, dict) and isinstance(model.get("name", "tutorial_cnn"), str) \
+            and all(isinstance(k, str) for k in model):
+        params = {k: v for k, v in model.items() if k != "name"}
+        refs.append(_ComponentRef("models", ComponentSpec(name=model.get("name", "tutorial_cnn"), params=params),
+                                  ("model",)))
+    train = data.get("train")
+    if isinstance(train, dict):
+        for key, kind in (("optimizer", "optimizers"), ("schedule", "schedules")):
+            spec = _spec_or_none(train[key]) if key in train else None
+            if spec is not None:
+                refs.append(_ComponentRef(kind, spec, ("train", key)))
+    grid = data.get("grid")
+    if not isinstance(grid, dict):
+        return refs
+    kinds = {"loss": "losses", "regularizer": "regularizers", "augmentation": "augmentations",
+             "optimizer": "optimizers", "scenario": "scenarios"}
+    for axis, kind in kinds.items():
+        levels = grid.get(axis)
+        if not isinstance(levels, list):
+            continue
+        for i, level in enumerate(levels):
+            stacked = axis in ("regularizer", "augmentation", "scenario") and isinstance(level, list)
+            for j, item in enumerate(level if stacked else [level]):
+                spec = _spec_or_none(item)
+                if spec is not None:
+                    refs.append(_ComponentRef(kind, spec, ("grid", axis, i, j) if stacked and len(level) > 1
+                                              else ("grid", axis, i), axis, i))
+    return refs
+
+
+def _registries() -> dict[str, Any]:
     from lossbench.augment import AUGMENTATIONS
-    from lossbench.data import DATASETS
     from lossbench.data.scenarios import SCENARIOS
     from lossbench.losses import LOSSES
     from lossbench.models import MODELS
     from lossbench.optim import OPTIMIZERS, SCHEDULES
     from lossbench.regularizers import REGULARIZERS
 
+    return {"losses": LOSSES, "regularizers": REGULARIZERS, "augmentations": AUGMENTATIONS, "models": MODELS,
+            "optimizers": OPTIMIZERS, "schedules": SCHEDULES, "scenarios": SCENARIOS}
+
+
+def _located(source: SuiteSource, exc: LossbenchError, path: tuple[Any, ...]) -> ConfigError:
+    """A registry error placed at the component, or at the parameter's own line when the suite wrote it there."""
+    exc.location = source.locate(path + (exc.parameter,) if exc.parameter else path)
+    return exc if isinstance(exc, ConfigError) else ConfigError(message=exc.message, location=exc.location)
+
+
+def check_components(source: SuiteSource) -> list[ConfigError]:
+    """Every component name registered, every parameter valid, no grid level written twice."""
+    from lossbench.data import DATASETS
+
+    data = source.data
     errors: list[ConfigError] = []
-    try:
-        DATASETS.get(suite.dataset.name)
-    except LossbenchError as exc:
-        exc.location = source.locate(["dataset", "name"])
-        errors.append(exc)  # type: ignore[arg-type]
-    else:
-        errors.extend(_check_source_params(source, suite.dataset))
-    if suite.dataset.root is not None and not Path(suite.dataset.root).exists():
+    dataset = data.get("dataset")
+    if isinstance(dataset, dict) and isinstance(dataset.setdefault("name", DatasetConfig().name), str):
+        try:
+            DATASETS.get(dataset["name"])
+        except LossbenchError as exc:
+            errors.append(_located(source, exc, ("dataset", "name")))
+        else:
+            errors.extend(_check_source_params(source, dataset))
+    if isinstance(dataset, dict) and isinstance(dataset.get("root"), str) and not Path(dataset["root"]).exists():
         errors.append(ConfigError(
-            message=f"dataset root {suite.dataset.root} does not exist",
+            message=f"dataset root {dataset['root']} does not exist",
             location=source.locate(["dataset", "root"]),
-            value=suite.dataset.root,
+            value=dataset["root"],
             details=["point --data-root / dataset.root at a local copy (torchvision's files, or a folder or "
                      ".tar.gz/.zip archive with train/ and test/), or leave it unset to download into the cache"],
         ))
-    _check_component(source, MODELS, ComponentSpec(name=suite.model.name, params=suite.model.params), ["model"],
-                     errors, build=False)
-    _check_component(source, OPTIMIZERS, suite.train.optimizer, ["train", "optimizer"], errors)
-    _check_component(source, SCHEDULES, suite.train.schedule, ["train", "schedule"], errors)
-    for i, spec in enumerate(suite.grid.loss):
-        _check_component(source, LOSSES, spec, ["grid", "loss", i], errors)
-    for i, stack in enumerate(suite.grid.regularizer):
-        for j, spec in enumerate(stack):
-            _check_component(source, REGULARIZERS, spec, ["grid", "regularizer", i, j] if len(stack) > 1
-                             else ["grid", "regularizer", i], errors)
-    for i, stack in enumerate(suite.grid.augmentation):
-        for j, spec in enumerate(stack):
-            _check_component(source, AUGMENTATIONS, spec, ["grid", "augmentation", i, j] if len(stack) > 1
-                             else ["grid", "augmentation", i], errors)
-    for i, spec in enumerate(suite.grid.optimizer or []):
-        _check_component(source, OPTIMIZERS, spec, ["grid", "optimizer", i], errors)
-    for spec in suite.dataset.scenarios():
-        _check_component(source, SCENARIOS, spec, ["dataset", spec.name], errors)
-    for i, stack in enumerate(suite.grid.scenario or []):
-        for j, spec in enumerate(stack):
-            _check_component(source, SCENARIOS, spec, ["grid", "scenario", i, j] if len(stack) > 1
-                             else ["grid", "scenario", i], errors)
-    if not errors:
-        errors.extend(_check_combinations(source, suite))
+    registries = _registries()
+    # Each grid level as its resolved components, to find levels that are one cell under two spellings.
+    levels: dict[tuple[str, int], list[Any] | None] = {}
+    for ref in _component_refs(data):
+        registry = registries[ref.kind]
+        try:
+            if ref.kind == "models":  # a model is built per cell with the data's shape; parameters only here
+                resolved = registry.resolve_params(ref.spec.name, ref.spec.params)
+            else:
+                resolved = registry.check(ref.spec.name, ref.spec.params)
+        except LossbenchError as exc:
+            errors.append(_located(source, exc, ref.path))
+            resolved = None
+        if ref.axis is not None and ref.level is not None:
+            key = (ref.axis, ref.level)
+            previous = levels.get(key, [])
+            levels[key] = None if resolved is None or previous is None else \
+                [*previous, (ref.spec.name, json.dumps(resolved, sort_keys=True, default=str))]
+    errors.extend(_repeated_levels(source, levels))
     return errors
 
 
-def _check_source_params(source: SuiteSource, dataset: DatasetConfig) -> list[ConfigError]:
+def _repeated_levels(source: SuiteSource, levels: dict[tuple[str, int], list[Any] | None]) -> list[ConfigError]:
+    """Two levels of one axis that resolve to the same components would be one cell trained twice."""
+    errors = []
+    first: dict[tuple[str, str], int] = {}
+    for (axis, level), resolved in sorted(levels.items()):
+        if resolved is None:
+            continue
+        key = (axis, json.dumps(resolved))
+        if key in first:
+            earlier = source.locate(["grid", axis, first[key]])
+            where = f"line {earlier.line}" if earlier.line else str(earlier)
+            errors.append(ConfigError(
+                message=f"grid.{axis}[{level}] repeats grid.{axis}[{first[key]}] ({where}): with defaults filled "
+                        "in they are the same cell",
+                location=source.locate(["grid", axis, level]),
+                details=["list each level once; to train a level more often, add seeds"],
+            ))
+        else:
+            first[key] = level
+    return errors
+
+
+def _check_source_params(source: SuiteSource, dataset: dict[str, Any]) -> list[ConfigError]:
     """Keys of `dataset:` beyond DatasetConfig's fields must be parameters of the named source, with valid values."""
     from lossbench.data import DATASETS
 
-    params = dataset.source_params
+    params = {k: v for k, v in dataset.items() if k not in DatasetConfig.model_fields}
     if not params:
         return []
-    own = {p.name for p in DATASETS.params(dataset.name)} - set(DatasetConfig.model_fields)
+    name = dataset["name"]
+    own = {p.name for p in DATASETS.params(name)} - set(DatasetConfig.model_fields)
     allowed = sorted(set(DatasetConfig.model_fields) | own)
     errors: list[ConfigError] = []
     for key, value in params.items():
@@ -378,17 +491,16 @@ def _check_source_params(source: SuiteSource, dataset: DatasetConfig) -> list[Co
                                       value=key, allowed=allowed, suggestion=did_you_mean(str(key), allowed)))
             continue
         try:
-            DATASETS.resolve_params(dataset.name, {key: value})
+            DATASETS.resolve_params(name, {key: value})
         except LossbenchError as exc:
-            exc.location = source.locate(["dataset", key])
-            errors.append(exc)  # type: ignore[arg-type]
+            errors.append(_located(source, exc, ("dataset", key)))
     if errors:
         return errors
     try:
-        resolved = DATASETS.resolve_params(dataset.name, params)
-        DATASETS.get(dataset.name)(**{k: v for k, v in resolved.items() if k in own})
+        resolved = DATASETS.resolve_params(name, params)
+        DATASETS.get(name)(**{k: v for k, v in resolved.items() if k in own})
     except (ValueError, TypeError) as exc:
-        return [ConfigError(message=f"dataset '{dataset.name}': {exc}", location=source.locate(["dataset"]),
+        return [ConfigError(message=f"dataset '{name}': {exc}", location=source.locate(["dataset"]),
                             value=params)]
     return []
 
@@ -417,55 +529,103 @@ def _check_combinations(source: SuiteSource, suite: Suite) -> list[ConfigError]:
     return errors
 
 
+def _grid_size_error(source: SuiteSource) -> ConfigError | None:
+    """The number of cells from the axis lengths alone, refused above MAX_CELLS before anything is expanded."""
+    grid = source.data.get("grid")
+    if not isinstance(grid, dict):
+        return None
+    seeds = source.data.get("seeds", [0])
+    counts = {axis: len(grid[axis]) for axis in GRID_AXES if isinstance(grid.get(axis), list)}
+    counts["seeds"] = len(seeds) if isinstance(seeds, list) else 1
+    total = math.prod(max(n, 1) for n in counts.values())
+    if total <= MAX_CELLS:
+        return None
+    shape = " × ".join(f"{n} {axis}" for axis, n in counts.items())
+    return ConfigError(message=f"the grid has {total:,} cells ({shape}); at most {MAX_CELLS:,} are allowed",
+                       location=source.locate(["grid"]),
+                       details=["split it into several suites, or drop levels that do not answer your question"])
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # The one loader.
 
 
 def parse_suite(source: SuiteSource) -> Suite:
-    """Structure and components of a suite's raw data; raises SuiteErrors listing every problem."""
+    """Structure, components, parameters and combinations of a suite; raises SuiteErrors listing every problem."""
+    errors = list(source.problems)
+    too_big = _grid_size_error(source)
+    if too_big is not None:
+        raise SuiteErrors([*errors, too_big])
+    suite: Suite | None = None
     try:
         suite = Suite.model_validate(source.data)
     except ValidationError as exc:
-        raise SuiteErrors(_structural_errors(source, exc)) from None
-    errors = check_components(source, suite)
-    if errors:
-        raise SuiteErrors(errors)
+        errors.extend(_structural_errors(source, exc))
+    errors.extend(check_components(source))
+    if suite is not None and not errors:
+        errors.extend(_check_combinations(source, suite))
+    if errors or suite is None:
+        raise SuiteErrors(_in_file_order(errors))
+    suite._source = source
     return suite
+
+
+def _in_file_order(errors: list[ConfigError]) -> list[ConfigError]:
+    """Errors sorted as a reader meets them: command-line options first, then by line and column."""
+    def key(e: ConfigError) -> tuple[int, int, int]:
+        loc = e.location
+        if loc is None or loc.option:
+            return (0, 0, 0)
+        return (1, loc.line or 0, loc.column or 0)
+
+    return sorted(errors, key=key)
 
 
 def load_suite(
     path: str | Path,
+    overrides: Sequence[str] = (),
     *,
     epochs: int | None = None,
     seeds: list[int] | None = None,
     device: str | None = None,
     data_root: str | None = None,
 ) -> Suite:
-    """Read, override and validate a suite file. Overrides come from the command line and are validated too."""
+    """Read a suite file, apply command-line overrides (`train.epochs=2`) and options, and validate the result.
+
+    A value set from the command line is validated like the file's, and its errors name the override or option
+    (`override 'train.epochs=0'`, `--device gpu`) instead of a line of the file.
+    """
     source = read_suite_file(path)
     # Custom components may live beside the suite, as modules beside a script do.
     add_import_dir(Path(path).parent)
-    data = source.data
+    parsed = [parse_override(text) for text in overrides]
+    for override in parsed:
+        source.problems.extend(override.problems)
+        source.set_from_command_line(override.path, override.value, override.label)
     if epochs is not None:
-        data.setdefault("train", {})["epochs"] = epochs
+        source.set_from_command_line(("train", "epochs"), epochs, f"--epochs {epochs}")
     if seeds is not None:
-        data["seeds"] = seeds
+        source.set_from_command_line(("seeds",), seeds, f"--seeds {','.join(str(s) for s in seeds)}")
     if device is not None:
-        data.setdefault("train", {})["device"] = device
+        source.set_from_command_line(("train", "device"), device, f"--device {device}")
     if data_root is not None:
-        data.setdefault("dataset", {})["root"] = data_root
+        source.set_from_command_line(("dataset", "root"), data_root, f"--data-root {data_root}")
+    data = source.data
     if isinstance(data.get("dataset"), dict) and isinstance(data["dataset"].get("root"), str):
-        # A relative data root is relative to the suite file, so a suite works from any directory.
+        # A relative data root in the file is relative to the suite file, so a suite works from any directory;
+        # one given on the command line is relative to where the command runs.
         root = Path(data["dataset"]["root"]).expanduser()
-        if not root.is_absolute() and data_root is None:
+        if not root.is_absolute() and ("dataset", "root") not in source.origins:
             root = (Path(path).parent / root)
         data["dataset"]["root"] = str(root)
     return parse_suite(source)
 
 
 def suite_to_yaml(suite: Suite) -> str:
-    """The resolved suite as YAML (what `results/<suite>/suite.yaml` holds)."""
-    return yaml.safe_dump(suite_to_plain(suite), sort_keys=False)
+    """The resolved suite as YAML (what `results/<suite>/suite.yaml` holds), headed by the command-line overrides
+    and options that changed the file's values (the values below already include them)."""
+    header = "".join(f"# from the command line: {option}\n" for option in suite.overrides)
+    return header + yaml.safe_dump(suite_to_plain(suite), sort_keys=False)
 
 
 def spec_to_plain(spec: ComponentSpec) -> dict[str, Any] | str:

@@ -9,21 +9,26 @@ from dataclasses import dataclass, field
 
 @dataclass
 class Location:
-    """Where a bad value sits: a file, a 1-based line and column, and a dotted path inside the suite."""
+    """Where a bad value came from: a file with a 1-based line and column, or the command-line option or override
+    that set it (`--epochs 0`, `override 'train.epochs=0'`), and the dotted path inside the suite."""
 
     file: str | None = None
     line: int | None = None
     column: int | None = None
     path: str | None = None
+    option: str | None = None
 
     def __str__(self) -> str:
-        where = self.file or "<suite>"
+        if self.option:
+            # A value from the command line has no line in the file; the option is where to look.
+            return f"{self.option} at {self.path}" if self.path else self.option
+        where = self.file or ""
         if self.line is not None:
             where += f":{self.line}"
             if self.column is not None:
                 where += f":{self.column}"
         if self.path:
-            where += f" at {self.path}"
+            where += f" at {self.path}" if where else self.path
         return where
 
 
@@ -43,6 +48,8 @@ class LossbenchError(Exception):
     allowed: list[str] | None = None
     suggestion: str | None = None
     details: list[str] = field(default_factory=list)
+    #: The component parameter at fault, so that the error can point at that parameter's line.
+    parameter: str | None = None
 
     def __post_init__(self) -> None:
         super().__init__(self.message)
@@ -51,7 +58,8 @@ class LossbenchError(Exception):
         return self.render()
 
     def render(self) -> str:
-        head = f"{self.location}: {self.message}" if self.location else self.message
+        where = str(self.location) if self.location else ""
+        head = f"{where}: {self.message}" if where else self.message
         lines = [head]
         if self.allowed:
             shown = ", ".join(self.allowed[:40]) + (", …" if len(self.allowed) > 40 else "")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +41,8 @@ class ResolvedComponent:
 
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
+        if not math.isfinite(value):  # validation refuses these in suites; a label must still never crash
+            return str(value)
         plain = f"{value:g}"
         mantissa, _, exponent = f"{value:e}".partition("e")
         sci = f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"

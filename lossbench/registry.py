@@ -20,6 +20,7 @@ from typing import Any, Generic, TypeVar, get_type_hints
 from pydantic import TypeAdapter, ValidationError
 
 from lossbench.errors import ConfigError, UnknownComponentError, did_you_mean
+from lossbench.schema_messages import plain_message, show_value
 
 T = TypeVar("T")
 
@@ -159,6 +160,7 @@ class Registry(Generic[T]):
                 value=key,
                 allowed=sorted(infos),
                 suggestion=did_you_mean(key, infos),
+                parameter=key,
             )
         hints = _hints(cls)
         resolved: dict[str, Any] = {}
@@ -167,13 +169,17 @@ class Registry(Generic[T]):
                 value = params[pname]
                 hint = hints.get(pname)
                 if hint is not None:
-                    try:
-                        value = TypeAdapter(hint).validate_python(value, strict=False)
-                    except ValidationError as exc:
-                        msg = exc.errors()[0]["msg"]
+                    problem = _bool_where_number(value, hint)
+                    if problem is None:
+                        try:
+                            value = TypeAdapter(hint).validate_python(value, strict=False)
+                        except ValidationError as exc:
+                            problem = plain_message(exc.errors()[0])
+                    if problem is not None:
                         raise ConfigError(
-                            message=f"{self.singular} '{name}': parameter '{pname}' = {params[pname]!r}: {msg}",
+                            message=f"{self.singular} '{name}': parameter '{pname}' {problem}",
                             value=params[pname],
+                            parameter=pname,
                         ) from None
                 resolved[pname] = _plain(value)
             elif info.required:
@@ -242,6 +248,16 @@ def _hints(cls: type) -> dict[str, Any]:
         return get_type_hints(cls.__init__)
     except Exception:  # annotations that cannot be evaluated are simply not type-checked
         return {}
+
+
+def _bool_where_number(value: Any, hint: Any) -> str | None:
+    """pydantic's lax mode reads true as 1; a suite that writes `gamma: true` means something else."""
+    def has_bool(v: Any) -> bool:
+        return isinstance(v, bool) or (isinstance(v, (list, tuple)) and any(has_bool(x) for x in v))
+
+    if has_bool(value) and "bool" not in str(hint) and hint is not Any:
+        return f"must be {_type_name(hint)}, not true/false (got {show_value(value)})"
+    return None
 
 
 def _plain(value: Any) -> Any:

@@ -24,7 +24,7 @@ from lossbench import __version__
 from lossbench.config import Suite, suite_to_yaml
 from lossbench.data import ImageData, dataset_identity, load_dataset
 from lossbench.engine import CellResult, EngineOptions, train_cell, resolve_device, resolve_precision
-from lossbench.errors import ConfigError, Location
+from lossbench.errors import ConfigError
 from lossbench.grid import Cell, expand
 from lossbench.progress import RunDisplay, SilentDisplay
 from lossbench.store import FINAL_STATUSES, ResultsStore
@@ -249,7 +249,7 @@ def plan(suite: Suite, out_dir: Path, *, force: bool = False, cache_dir: Path = 
         if check_device:
             resolve_precision(suite.train.precision, resolve_device(suite.train.device))
     except ValueError as exc:
-        raise ConfigError(message=str(exc), location=Location(path="train.device")) from None
+        raise ConfigError(message=str(exc), location=suite.locate(["train", "device"])) from None
     job = Job(suite.name, DataRequest.from_suite(suite, cache_dir), EngineSettings.from_suite(suite))
     cells = expand(suite, job.data.identity())
     store = ResultsStore(out_dir)

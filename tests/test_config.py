@@ -83,7 +83,8 @@ def test_unknown_component_name(write_suite) -> None:
 
 def test_unknown_component_parameter(write_suite) -> None:
     err = one_error(write_suite(TINY_SUITE.replace("augmentation: [none, crop]", "augmentation: [none, {name: crop, pading: 2}]")))
-    assert err.location.path == "grid.augmentation[1]"
+    # The location is the parameter's own key, on its line.
+    assert err.location.path == "grid.augmentation[1].pading" and err.location.line == 16
     assert err.suggestion == "padding" and "pading" in err.render()
 
 
@@ -91,10 +92,10 @@ def test_unknown_component_parameter(write_suite) -> None:
     ("old", "new", "path", "needle"),
     [
         ("lr: 0.05", "lr: -1", "train.optimizer", "lr must be > 0"),
-        ("epochs: 2", "epochs: 0", "train.epochs", "greater than 0"),
-        ("batch_size: 64", 'batch_size: "x"', "train.batch_size", "valid integer"),
+        ("epochs: 2", "epochs: 0", "train.epochs", "must be > 0"),
+        ("batch_size: 64", 'batch_size: "x"', "train.batch_size", "must be an integer"),
         ("device: cpu", "device: gpu", "train.device", "not allowed"),
-        ("train_subset: 400", "train_subset: -3", "dataset.train_subset", "greater than 0"),
+        ("train_subset: 400", "train_subset: -3", "dataset.train_subset", "must be > 0"),
         ("augmentation: [none, crop]", "augmentation: [none, {name: crop, padding: -1}]", "grid.augmentation[1]",
          "padding must be >= 0"),
     ],
@@ -113,7 +114,7 @@ def test_literal_error_lists_allowed_values(write_suite) -> None:
 
 def test_empty_grid_axis(write_suite) -> None:
     err = one_error(write_suite(TINY_SUITE.replace("regularizer: [none]", "regularizer: []")))
-    assert err.location.path == "grid.regularizer" and "at least 1" in err.render()
+    assert err.location.path == "grid.regularizer" and "needs at least 1 item" in err.render()
 
 
 def test_yaml_boolean_key_is_explained(write_suite) -> None:
