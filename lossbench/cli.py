@@ -67,8 +67,9 @@ EXECUTORS = ["local", "ray"]
 RAY_DATA = ["object_store", "worker_cache"]
 REPORT_FORMATS = ["md", "csv", "latex", "json"]
 
+# Help text is rich markup: "\\[" prints a bracket.
 OVERRIDES_HELP = ("Suite values to change, as KEY=VALUE with a dotted key and a YAML value: train.epochs=2 "
-                  "train.optimizer.lr=0.01 grid.loss=[cross_entropy,focal] dataset.train_subset=2000.")
+                  "train.optimizer.lr=0.01 grid.loss=\\[cross_entropy,focal] dataset.train_subset=2000.")
 
 KINDS = ["losses", "regularizers", "augmentations", "models", "datasets", "optimizers", "schedules", "scenarios"]
 
@@ -180,7 +181,7 @@ def _cells_table(records: list[dict[str, Any]], title: str, width: int | None = 
 @app.command(cls=_Command)
 def run(
     suite: Path = typer.Argument(..., metavar="SUITE", help="The suite YAML file."),
-    overrides: Optional[list[str]] = typer.Argument(None, metavar="[KEY=VALUE]...", help=OVERRIDES_HELP, show_default=False),
+    overrides: Optional[list[str]] = typer.Argument(None, metavar="KEY=VALUE", help=OVERRIDES_HELP, show_default=False),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Results directory (default: results/<suite name>)."),
     data_root: Optional[str] = typer.Option(None, "--data-root", help="Local copy of the dataset: torchvision files, an image-folder directory, or a .tar.gz/.zip archive with train/ and test/."),
     device: Optional[str] = typer.Option(None, "--device", "-d", metavar=_choices(DEVICES), autocompletion=_completer(DEVICES), help="Where cells train (overrides train.device)."),
@@ -310,7 +311,7 @@ def _parallel_executor(jobs: int, cluster: Any) -> Any:
 @app.command(cls=_Command)
 def validate(
     suite: Path = typer.Argument(..., metavar="SUITE", help="The suite YAML file."),
-    overrides: Optional[list[str]] = typer.Argument(None, metavar="[KEY=VALUE]...", help=OVERRIDES_HELP, show_default=False),
+    overrides: Optional[list[str]] = typer.Argument(None, metavar="KEY=VALUE", help=OVERRIDES_HELP, show_default=False),
     data_root: Optional[str] = typer.Option(None, "--data-root", help="As for run."),
     as_json: bool = typer.Option(False, "--json", help="Print the cells as JSON."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),

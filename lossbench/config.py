@@ -434,6 +434,9 @@ def check_components(source: SuiteSource) -> list[ConfigError]:
     # Each grid level as its resolved components, to find levels that are one cell under two spellings.
     levels: dict[tuple[str, int], list[Any] | None] = {}
     for ref in _component_refs(data):
+        if not _all_finite(ref.spec.params):
+            levels[(ref.axis or "", ref.level or 0)] = None
+            continue  # the reader has reported the .nan or .inf at its line; a second error would only repeat it
         registry = registries[ref.kind]
         try:
             if ref.kind == "models":  # a model is built per cell with the data's shape; parameters only here
@@ -450,6 +453,16 @@ def check_components(source: SuiteSource) -> list[ConfigError]:
                 [*previous, (ref.spec.name, json.dumps(resolved, sort_keys=True, default=str))]
     errors.extend(_repeated_levels(source, levels))
     return errors
+
+
+def _all_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_all_finite(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_all_finite(v) for v in value)
+    return True
 
 
 def _repeated_levels(source: SuiteSource, levels: dict[tuple[str, int], list[Any] | None]) -> list[ConfigError]:

@@ -215,7 +215,10 @@ class Registry(Generic[T]):
             try:
                 cls(**resolved)
             except (ValueError, TypeError) as exc:
-                raise ConfigError(message=f"{self.singular} '{name}': {exc}", value=params) from exc
+                # Range checks name their parameter first ("padding must be >= 0"): point at that parameter.
+                named = str(exc).split(" ", 1)[0]
+                raise ConfigError(message=f"{self.singular} '{name}': {exc}", value=params,
+                                  parameter=named if named in params else None) from exc
             except Exception as exc:
                 if not _is_import_path(name):
                     raise

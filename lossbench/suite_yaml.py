@@ -21,7 +21,7 @@ import yaml
 from lossbench.errors import ConfigError, Location
 
 #: A suite file larger than this is refused before it is parsed (a real suite is a few kilobytes).
-MAX_SUITE_BYTES = 1_000_000
+MAX_SUITE_BYTES = 256_000
 #: Values (scalars, lists, mappings) after expanding aliases; a real suite has a few hundred.
 MAX_NODES = 100_000
 #: Nesting depth of lists and mappings; a real suite nests about 5 deep.
@@ -110,7 +110,10 @@ def decode_utf8(raw: bytes, file: str) -> str:
 
 def parse_yaml(text: str, where: Location) -> YamlDocument:
     """Parse one YAML document strictly; `where` names the file (or the command-line override) in errors."""
-    loader = _StrictLoader(text)
+    try:
+        loader = _StrictLoader(text)  # the reader checks every character here
+    except yaml.reader.ReaderError as exc:
+        raise _reader_error(text, exc, where) from None
     try:
         try:
             node = loader.get_single_node()
@@ -128,11 +131,7 @@ def parse_yaml(text: str, where: Location) -> YamlDocument:
             raise ConfigError(message=f"invalid YAML: {exc.problem or exc.context or 'syntax error'}",
                               location=_at(where, mark)) from None
         except yaml.reader.ReaderError as exc:
-            line = text.count("\n", 0, exc.position) + 1
-            column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
-            raise ConfigError(message=f"invalid YAML: character {exc.character!r} is not allowed in YAML text",
-                              location=Location(file=where.file, option=where.option, line=line, column=column)
-                              ) from None
+            raise _reader_error(text, exc, where) from None
         except yaml.YAMLError as exc:
             raise ConfigError(message=f"invalid YAML: {exc}", location=where) from None
         except RecursionError:  # a guard: the depth and size budgets should make this unreachable
@@ -140,6 +139,14 @@ def parse_yaml(text: str, where: Location) -> YamlDocument:
     finally:
         loader.dispose()
     return YamlDocument(data, positions, problems)
+
+
+def _reader_error(text: str, exc: yaml.reader.ReaderError, where: Location) -> ConfigError:
+    line = text.count("\n", 0, exc.position) + 1
+    column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+    code = exc.character if isinstance(exc.character, int) else ord(str(exc.character)[:1] or "?")
+    return ConfigError(message=f"invalid YAML: control character U+{code:04X} is not allowed in YAML text",
+                       location=Location(file=where.file, option=where.option, line=line, column=column))
 
 
 def _at(where: Location, mark: yaml.Mark | None) -> Location:
@@ -173,7 +180,8 @@ def _check_expanded_size(root: yaml.Node) -> None:
             open_nodes.discard(key)
             size[key] = 1 + sum(size[id(c)] for c in _children(node))
             if size[key] > MAX_NODES:
-                raise _Refused(f"more than {MAX_NODES:,} values once YAML aliases are expanded (an alias bomb?)",
+                raise _Refused(f"more than {MAX_NODES:,} values (each use of a YAML alias counts again); a suite "
+                               "is a few hundred",
                                node.start_mark)
             continue
         if key in size:

@@ -91,13 +91,13 @@ def test_unknown_component_parameter(write_suite) -> None:
 @pytest.mark.parametrize(
     ("old", "new", "path", "needle"),
     [
-        ("lr: 0.05", "lr: -1", "train.optimizer", "lr must be > 0"),
+        ("lr: 0.05", "lr: -1", "train.optimizer.lr", "lr must be > 0"),
         ("epochs: 2", "epochs: 0", "train.epochs", "must be > 0"),
         ("batch_size: 64", 'batch_size: "x"', "train.batch_size", "must be an integer"),
         ("device: cpu", "device: gpu", "train.device", "not allowed"),
         ("train_subset: 400", "train_subset: -3", "dataset.train_subset", "must be > 0"),
-        ("augmentation: [none, crop]", "augmentation: [none, {name: crop, padding: -1}]", "grid.augmentation[1]",
-         "padding must be >= 0"),
+        ("augmentation: [none, crop]", "augmentation: [none, {name: crop, padding: -1}]",
+         "grid.augmentation[1].padding", "padding must be >= 0"),
     ],
 )
 def test_wrong_type_or_range(write_suite, old: str, new: str, path: str, needle: str) -> None:

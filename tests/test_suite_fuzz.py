@@ -1,0 +1,247 @@
+"""A seeded fuzzer of malformed suites: every one exits 2 with a located message, no traceback, nothing written.
+
+Each case starts from a valid suite and breaks it in one way drawn from a category (structure, components,
+parameters, types, numbers, encodings, YAML bombs, bounds, overrides, options, ...), with the details drawn at
+random from a fixed seed so that a failure reproduces. Nothing trains: every case fails validation.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from lossbench.cli import app
+from lossbench.losses import LOSSES
+
+from conftest import TINY_SUITE
+
+CASES = 150
+runner = CliRunner()
+
+# What a case returns: the suite file's bytes, and the extra command-line arguments (overrides, options).
+Case = tuple[bytes, list[str]]
+
+
+def _text(text: str) -> Case:
+    return text.encode(), []
+
+
+def _replace(old: str, new: str) -> Case:
+    assert old in TINY_SUITE
+    return _text(TINY_SUITE.replace(old, new, 1))
+
+
+def unknown_key(rng: random.Random) -> Case:
+    key = rng.choice(["epoch", "seed", "lr", "colour", "batchsize", "optimiser", "grids", "x"])
+    where = rng.choice(["train:\n", "dataset:\n", "grid:\n", ""])
+    if not where:
+        return _text(TINY_SUITE + f"{key}: 1\n")
+    return _replace(where, f"{where}  {key}: 1\n")
+
+
+def component_typo(rng: random.Random) -> Case:
+    name = rng.choice(["cross_entropy", "focal", "label_smoothing", "hinge", "poly1"])
+    while name in LOSSES.names():
+        i = rng.randrange(len(name))
+        name = name[:i] + rng.choice("abcdefghijklmnopqrstuvwxyz_") + name[i + 1:]
+    axis = rng.choice(["loss", "regularizer", "augmentation"])
+    old = {"loss": "loss: [cross_entropy, mse]", "regularizer": "regularizer: [none]",
+           "augmentation": "augmentation: [none, crop]"}[axis]
+    return _replace(old, f"{axis}: [{name}]")
+
+
+def bad_parameter(rng: random.Random) -> Case:
+    value = rng.choice(["x", "-1", "[1]", "{a: 1}", "null", "-0.5"])
+    choice = rng.randrange(4)
+    if choice == 0:
+        return _replace("augmentation: [none, crop]", f"augmentation: [none, {{name: crop, padding: {value}}}]")
+    if choice == 1:
+        return _replace("lr: 0.05", f"lr: {value}")
+    if choice == 2:
+        return _replace("loss: [cross_entropy, mse]", f"loss: [{{name: focal, gama: {value}}}]")
+    return _replace("  name: small_cnn\n", f"  name: small_cnn\n  widht: {value}\n")
+
+
+def boolean_as_number(rng: random.Random) -> Case:
+    value = rng.choice(["true", "false", "yes", "on"])
+    old, new = rng.choice([("epochs: 2", "epochs: {}"), ("batch_size: 64", "batch_size: {}"),
+                           ("seeds: [0]", "seeds: [{}]"), ("train_subset: 400", "train_subset: {}"),
+                           ("lr: 0.05", "lr: {}"), ("momentum: 0.9", "momentum: {}")])
+    if value in ("yes", "on") and old.startswith(("epochs", "batch")):
+        value = "true"
+    return _replace(old, new.format(value))
+
+
+def non_finite(rng: random.Random) -> Case:
+    value = rng.choice([".nan", ".NaN", ".inf", "-.inf", "+.Inf", ".INF"])
+    old, new = rng.choice([("lr: 0.05", "lr: {}"), ("momentum: 0.9", "momentum: {}"),
+                           ("loss: [cross_entropy, mse]", "loss: [{{name: focal, gamma: {}}}]"),
+                           ("regularizer: [none]", "regularizer: [{{name: l2, weight: {}}}]"),
+                           ("train_subset: 400", "train_subset: {}"), ("epochs: 2", "epochs: {}")])
+    return _replace(old, new.format(value))
+
+
+def not_utf8(rng: random.Random) -> Case:
+    raw = TINY_SUITE.encode()
+    kind = rng.randrange(3)
+    if kind == 0:
+        return TINY_SUITE.encode(rng.choice(["utf-16", "utf-32"])), []
+    if kind == 1:
+        i = rng.randrange(len(raw))
+        return raw[:i] + bytes([rng.randrange(0x80, 0x100)]) + b"\xff" + raw[i:], []
+    return bytes(rng.randrange(256) for _ in range(rng.randrange(16, 256))) + b"\xff", []
+
+
+def duplicate_key(rng: random.Random) -> Case:
+    line = rng.choice(["  epochs: 3\n", "  loss: [mae]\n", "  name: mnist\n", "seeds: [1]\n", "name: again\n"])
+    anchor = {"  epochs: 3\n": "  epochs: 2\n", "  loss: [mae]\n": "  regularizer: [none]\n",
+              "  name: mnist\n": "  train_subset: 400\n", "seeds: [1]\n": "seeds: [0]\n",
+              "name: again\n": "name: tiny\n"}[line]
+    return _replace(anchor, anchor + line)
+
+
+def alias_bomb(rng: random.Random) -> Case:
+    width, depth = rng.randint(5, 12), rng.randint(6, 9)
+    lines = [f"b0: &b0 [{', '.join(['lol'] * width)}]"]
+    lines += [f"b{i}: &b{i} [" + ", ".join([f"*b{i - 1}"] * width) + "]" for i in range(1, depth)]
+    target = rng.choice(["description: *b{}", "seeds: *b{}", "extra: *b{}"])
+    return _text("\n".join(lines) + "\n" + TINY_SUITE + target.format(depth - 1) + "\n")
+
+
+def recursion(rng: random.Random) -> Case:
+    if rng.random() < 0.5:
+        return _text(TINY_SUITE + rng.choice(["loop: &l [*l]\n", "loop: &l {a: *l}\n", "loop: &l [1, [2, *l]]\n"]))
+    depth = rng.choice([51, 60, 500, 5_000, 20_000])
+    opening, closing = rng.choice([("[", "]"), ("{a: ", "}")])
+    return _replace("seeds: [0]", "seeds: " + opening * depth + closing * depth)
+
+
+def out_of_bounds(rng: random.Random) -> Case:
+    old, new = rng.choice([
+        ("epochs: 2", f"epochs: {rng.choice([0, -3, 10_001, 10**9, '1e12', 2.5])}"),
+        ("batch_size: 64", f"batch_size: {rng.choice([0, 65_537, '1e15', 10**12])}"),
+        ("  name: digits\n", f"  name: digits\n  image_size: {rng.choice([0, 1025, 100_000])}\n"),
+        ("seeds: [0]", f"seeds: [{rng.choice([-1, -(2**40), 2**32, 2**70])}]"),
+        ("train_subset: 400", f"train_subset: {rng.choice([0, -5, 1.5, 10**12])}"),
+        ("  name: digits\n", f"  name: digits\n  val_fraction: {rng.choice([1.0, -0.1, 2])}\n"),
+    ])
+    return _replace(old, new)
+
+
+def repeated_level(rng: random.Random) -> Case:
+    return _replace("loss: [cross_entropy, mse]", rng.choice([
+        "loss: [cross_entropy, cross_entropy]", "loss: [mse, focal, {name: focal, gamma: 2}]",
+        "loss: [mse, {name: mse}]"]))
+
+
+def huge_grid(rng: random.Random) -> Case:
+    # More than MAX_CELLS cells from a short file: many small levels multiply.
+    regs = ", ".join(f"{{name: l2, weight: {w}}}" for w in range(1, rng.randint(30, 60)))
+    augs = ", ".join(["none", "hflip", "vflip", "crop", "translate", "rotate", "scale", "cutout"])
+    seeds = ", ".join(str(i) for i in range(rng.randint(200, 2_000)))
+    text = (TINY_SUITE.replace("regularizer: [none]", f"regularizer: [{regs}]")
+            .replace("augmentation: [none, crop]", f"augmentation: [{augs}]").replace("seeds: [0]", f"seeds: [{seeds}]"))
+    return _text(text)
+
+
+def bad_syntax(rng: random.Random) -> Case:
+    return _text(rng.choice([
+        TINY_SUITE.replace("loss: [cross_entropy, mse]", "loss: [cross_entropy, mse"),
+        TINY_SUITE.replace("  epochs: 2", "\tepochs: 2"),
+        TINY_SUITE.replace("  batch_size: 64", "   batch_size: 64"),
+        TINY_SUITE + "---\nname: second\n",
+        TINY_SUITE + "grid: *missing\n",
+        TINY_SUITE.replace("name: tiny", "name: 'tiny"),
+    ]))
+
+
+def wrong_shape(rng: random.Random) -> Case:
+    return _text(rng.choice([
+        TINY_SUITE.replace("dataset:\n  name: digits\n  train_subset: 400\n", "dataset: 5\n"),
+        TINY_SUITE.replace("seeds: [0]", "seeds: {a: 1}"),
+        TINY_SUITE.replace("seeds: [0]", "seeds: 2020-01-01"),
+        TINY_SUITE.replace("name: tiny", "name: 'bad name!'"),
+        TINY_SUITE.replace("loss: [cross_entropy, mse]", "loss: []"),
+        TINY_SUITE.replace("loss: [cross_entropy, mse]", "loss: [{name: [adam]}]"),
+        TINY_SUITE.replace("loss: [cross_entropy, mse]", "loss: [{gamma: 2}]"),
+        TINY_SUITE.replace("loss: [cross_entropy, mse]", "loss: [{name: mse, on: outputs}]"),
+        TINY_SUITE.replace("device: cpu", f"device: {rng.choice(['gpu', 'cuda0', 'tpu', 3])}"),
+        "- just\n- a list\n", "", "42\n", "name: x\n",
+    ]))
+
+
+def control_characters(rng: random.Random) -> Case:
+    char = chr(rng.choice([0, 1, 7, 8, 0x1B, 0x7F, 0xFFFE]))
+    i = TINY_SUITE.index("tiny")
+    return _text(TINY_SUITE[:i] + char + TINY_SUITE[i:])
+
+
+def bad_override(rng: random.Random) -> Case:
+    return TINY_SUITE.encode(), [rng.choice([
+        "train.epochs=0", "train.epochs=true", "train.epoch=2", "grid.loss=[cross_entropy,focl]", "train.epochs",
+        "=2", "grid.loss[9]=mse", "train.epochs.x=1", "train.optimizer.lr=.inf", "seeds=[-1]", "a..b=1",
+        "dataset.train_subset=1e12", "grid.loss=[mse, mse]", "description=[unclosed", "seeds=&a [*a]",
+    ])]
+
+
+def bad_option(rng: random.Random) -> Case:
+    return TINY_SUITE.encode(), rng.choice([["--device", "gpu"], ["--device", "tpu"], ["--epochs", "0"],
+                                            ["--epochs", "20000"], ["--seeds", "-1"], ["--seeds", "0,0"],
+                                            ["--seeds", "x"]])
+
+
+CATEGORIES: list[Callable[[random.Random], Case]] = [
+    unknown_key, component_typo, bad_parameter, boolean_as_number, non_finite, not_utf8, duplicate_key, alias_bomb,
+    recursion, out_of_bounds, repeated_level, huge_grid, bad_syntax, wrong_shape, control_characters, bad_override,
+    bad_option,
+]
+
+# A message is located when it names the suite file (with its line where there is one) or the command-line option.
+LOCATED = re.compile(r"suite\.yaml(:\d+:\d+)?|override '|--device|--epochs|--seeds")
+FORBIDDEN = ["Traceback", "Value error", "instance of", "Input should", "object at 0x", "<suite>"]
+
+
+def _cases() -> list[tuple[str, Case, str]]:
+    rng = random.Random(20261129)
+    out = []
+    for i in range(CASES):
+        category = CATEGORIES[i % len(CATEGORIES)]
+        out.append((category.__name__, category(rng), rng.choice(["validate", "run"])))
+    return out
+
+
+@pytest.fixture(scope="module")
+def fuzz_cases() -> list[tuple[str, Case, str]]:
+    return _cases()
+
+
+def test_the_fuzzer_covers_every_category(fuzz_cases: list[tuple[str, Case, str]]) -> None:
+    assert len(fuzz_cases) == CASES
+    assert {name for name, _, _ in fuzz_cases} == {c.__name__ for c in CATEGORIES}
+
+
+@pytest.mark.parametrize("index", range(CASES))
+def test_malformed_suite(index: int, fuzz_cases: list[tuple[str, Case, str]], tmp_path: Path,
+                         monkeypatch: pytest.MonkeyPatch) -> None:
+    name, (raw, extra), command = fuzz_cases[index]
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    suite = tmp_path / "suite.yaml"
+    suite.write_bytes(raw)
+    out = tmp_path / "out"
+    args = [command, str(suite), *extra] + (["--out", str(out)] if command == "run" else [])
+    result = runner.invoke(app, args)
+    context = f"{name}: {args[2:]} {raw[:200]!r}\n{result.output}"
+    assert result.exit_code == 2, context
+    assert result.exception is None or isinstance(result.exception, SystemExit), context
+    assert LOCATED.search(result.output), context
+    for word in FORBIDDEN:
+        assert word not in result.output, context
+    assert os.listdir(work) == [] and not out.exists(), context
