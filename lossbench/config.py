@@ -422,6 +422,7 @@ def check_components(source: SuiteSource) -> list[ConfigError]:
             errors.append(_located(source, exc, ("dataset", "name")))
         else:
             errors.extend(_check_source_params(source, dataset))
+            errors.extend(_subset_size_errors(source, dataset))
     if isinstance(dataset, dict) and isinstance(dataset.get("root"), str) and not Path(dataset["root"]).exists():
         errors.append(ConfigError(
             message=f"dataset root {dataset['root']} does not exist",
@@ -516,6 +517,24 @@ def _check_source_params(source: SuiteSource, dataset: dict[str, Any]) -> list[C
         return [ConfigError(message=f"dataset '{name}': {exc}", location=source.locate(["dataset"]),
                             value=params)]
     return []
+
+
+def _subset_size_errors(source: SuiteSource, dataset: dict[str, Any]) -> list[ConfigError]:
+    """An image count larger than its split, where the dataset's split sizes are known without reading it."""
+    from lossbench.data import DATASETS
+
+    root = dataset.get("root")
+    known = getattr(DATASETS.get(dataset["name"]), "known_sizes", None)
+    sizes = known(Path(root) if isinstance(root, str) else None) if known else None
+    errors = []
+    for key, split, size in zip(("train_subset", "test_subset"), ("training", "test"), sizes or ()):
+        value = dataset.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > size:
+            errors.append(ConfigError(
+                message=f"{key} = {value:,} but {dataset['name']} has {size:,} {split} images",
+                location=source.locate(["dataset", key]), value=value,
+                details=[f"give at most {size:,} images, or a fraction in (0, 1]"]))
+    return errors
 
 
 def _check_combinations(source: SuiteSource, suite: Suite) -> list[ConfigError]:

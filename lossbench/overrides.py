@@ -36,12 +36,6 @@ def override_label(text: str) -> str:
     return f"override '{text}'"
 
 
-def looks_like_override(text: str) -> bool:
-    """Whether a command-line argument is meant as `key=value` (a path to a suite file has no '=' before '/')."""
-    key, sep, _ = text.partition("=")
-    return bool(sep) and "/" not in key
-
-
 def parse_override(text: str) -> Override:
     """Parse `key=value`; errors name the override."""
     where = Location(option=override_label(text))

@@ -190,6 +190,18 @@ def bad_override(rng: random.Random) -> Case:
     ])]
 
 
+def custom_name(rng: random.Random) -> Case:
+    name = rng.choice(["no_such_module_xyz:Loss", "os.path:join", "collections:OrderedDict", "math:pi",
+                       "builtins:int", "lossbench.losses:NoSuchLoss", ":x", "a:"])
+    axis = rng.choice(["loss: [cross_entropy, mse]", "regularizer: [none]", "augmentation: [none, crop]"])
+    return _replace(axis, f"{axis.split(':')[0]}: ['{name}']")
+
+
+def subset_too_large(rng: random.Random) -> Case:
+    key = rng.choice(["train_subset", "test_subset"])
+    return _replace("train_subset: 400", f"{key}: {rng.randint(1_439, 10**6)}")
+
+
 def bad_option(rng: random.Random) -> Case:
     return TINY_SUITE.encode(), rng.choice([["--device", "gpu"], ["--device", "tpu"], ["--epochs", "0"],
                                             ["--epochs", "20000"], ["--seeds", "-1"], ["--seeds", "0,0"],
@@ -199,7 +211,7 @@ def bad_option(rng: random.Random) -> Case:
 CATEGORIES: list[Callable[[random.Random], Case]] = [
     unknown_key, component_typo, bad_parameter, boolean_as_number, non_finite, not_utf8, duplicate_key, alias_bomb,
     recursion, out_of_bounds, repeated_level, huge_grid, bad_syntax, wrong_shape, control_characters, bad_override,
-    bad_option,
+    bad_option, custom_name, subset_too_large,
 ]
 
 # A message is located when it names the suite file (with its line where there is one) or the command-line option.

@@ -248,3 +248,30 @@ def test_nothing_is_written_for_any_of_these(write_suite, tmp_path: Path, monkey
         result = runner.invoke(app, args)
         assert result.exit_code == 2 and "Traceback" not in result.output
     assert os.listdir(work) == [] and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "needle"),
+    [
+        ("train_subset: 400", "train_subset: 5000", "train_subset = 5,000 but digits has 1,438 training images"),
+        ("train_subset: 400", "test_subset: 360", "test_subset = 360 but digits has 359 test images"),
+    ],
+)
+def test_subsets_larger_than_a_known_split(write_suite, old: str, new: str, needle: str) -> None:
+    err = one_error(write_suite(TINY_SUITE.replace(old, new)))
+    assert needle in err.render() and err.location.line == 4
+
+
+def test_known_split_sizes_are_the_real_ones(digits) -> None:
+    from lossbench.data import DATASETS
+
+    assert DATASETS.get("digits").known_sizes(None) == (len(digits.train_y), len(digits.test_y))
+    assert DATASETS.get("cifar10").known_sizes(None) == (50_000, 10_000)
+    assert DATASETS.get("cifar10").known_sizes(Path("/some/local/copy")) is None  # a copy may be a subset
+
+
+def test_a_subset_of_a_local_copy_is_not_judged_by_the_official_size(write_suite, tmp_path: Path) -> None:
+    (tmp_path / "copy").mkdir()
+    text = TINY_SUITE.replace("  name: digits\n  train_subset: 400\n",
+                              f"  name: cifar10\n  root: {tmp_path / 'copy'}\n  train_subset: 60000\n")
+    assert load_suite(write_suite(text)).dataset.train_subset == 60_000

@@ -55,6 +55,14 @@ class DatasetSource:
     """Base of every dataset source; subclasses implement `describe` and `decode`."""
 
     registry_name: ClassVar[str] = ""  # set by DATASETS.register
+    #: (train, test) image counts of the official data, which every download has; None where they vary.
+    official_sizes: ClassVar[tuple[int, int] | None] = None
+
+    @classmethod
+    def known_sizes(cls, root: Path | None) -> tuple[int, int] | None:
+        """(train, test) image counts known without reading anything: the official data, when no root is given
+        (a local copy may hold a subset). Validation checks subset sizes against them."""
+        return cls.official_sizes if root is None else None
 
     def describe(self, root: Path | None) -> str:
         """A cheap string naming the data at `root` (no decoding), e.g. `torchvision` or `folder:x.zip:1a2b3c4d5e6f`."""
@@ -126,6 +134,11 @@ class Digits(DatasetSource):
     """
 
     test_fraction: ClassVar[float] = 0.2
+    official_sizes = (1438, 359)  # 1797 images, 20 % of them (359) held out for testing
+
+    @classmethod
+    def known_sizes(cls, root: Path | None) -> tuple[int, int] | None:
+        return cls.official_sizes  # the root is ignored: the data ships inside scikit-learn
 
     def describe(self, root: Path | None) -> str:
         return "sklearn"
@@ -291,6 +304,7 @@ class Cifar10(_Cifar):
     """CIFAR-10: 50k/10k 32x32 RGB images, 10 classes; torchvision download, its files, or a folder/archive."""
 
     torchvision_class = "CIFAR10"
+    official_sizes = (50_000, 10_000)
     batches_dir = "cifar-10-batches-py"
     archive_name = "cifar-10-python.tar.gz"
 
@@ -300,6 +314,7 @@ class Cifar100(_Cifar):
     """CIFAR-100: 50k/10k 32x32 RGB images, 100 classes; torchvision download, its files, or a folder/archive."""
 
     torchvision_class = "CIFAR100"
+    official_sizes = (50_000, 10_000)
     batches_dir = "cifar-100-python"
     archive_name = "cifar-100-python.tar.gz"
 
@@ -395,6 +410,7 @@ class Mnist(_IdxDataset):
     """MNIST: 60k/10k 28x28 grayscale digits; IDX files in a system root or dataset.root, else torchvision."""
 
     torchvision_class = "MNIST"
+    official_sizes = (60_000, 10_000)
     class_names = tuple(str(d) for d in range(10))
     official_md5 = _MNIST_MD5
     other_md5 = (("fashion_mnist", _FASHION_MD5),)
@@ -405,6 +421,7 @@ class FashionMnist(_IdxDataset):
     """Fashion-MNIST: 60k/10k 28x28 grayscale clothing images; IDX files in a system root, else torchvision."""
 
     torchvision_class = "FashionMNIST"
+    official_sizes = (60_000, 10_000)
     class_names = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                    "Ankle boot")
     official_md5 = _FASHION_MD5
@@ -416,6 +433,7 @@ class Kmnist(_IdxDataset):
     """Kuzushiji-MNIST: 60k/10k 28x28 grayscale cursive Japanese characters, 10 classes; IDX files or torchvision."""
 
     torchvision_class = "KMNIST"
+    official_sizes = (60_000, 10_000)
     # The romanized names of the ten hiragana, in label order (torchvision's KMNIST.classes).
     class_names = ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo")
 
