@@ -86,6 +86,14 @@ class ResultsLockedError(LossbenchError):
     """Another lossbench process holds the results directory."""
 
 
+class ForeignDirectoryError(LossbenchError):
+    """A results directory was asked for where another program keeps its files: lossbench does not write there."""
+
+
+class ResultsWriteError(LossbenchError):
+    """A results file cannot be written (read-only directory, full disk, ...); what was written before is intact."""
+
+
 class SuiteErrors(ConfigError):
     """Several configuration errors found in one pass over the suite."""
 

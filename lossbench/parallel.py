@@ -36,7 +36,7 @@ import torch
 
 from lossbench.errors import ConfigError
 from lossbench.grid import Cell
-from lossbench.runner import Job, OnEvent, OnResult, execute_cell, failed_record
+from lossbench.runner import DataRequest, Job, OnEvent, OnResult, execute_cell, failed_record
 
 # How long the driver waits for a message before it checks that its workers are alive (seconds).
 _POLL_S = 0.2
@@ -87,6 +87,7 @@ class ProcessExecutor:
         self.jobs = jobs
         self.threads_per_job = threads_per_job
         self.start_method = start_method
+        self._prepared: DataRequest | None = None  # the data request already loaded into the cache by prepare()
 
     def threads_for(self, workers: int) -> int:
         """Torch threads each of `workers` worker processes trains with."""
@@ -106,14 +107,19 @@ class ProcessExecutor:
         threads = self.threads_for(workers)
         return [WorkerSpec(slot, job, threads, devices[slot]) for slot in range(workers)]
 
+    def prepare(self, job: Job) -> None:
+        """Decode (or read) the dataset once here, so that the workers all find it in the cache instead of decoding
+        it at the same time; a data error surfaces here, before the runner writes anything."""
+        job.data.load()
+        self._prepared = job.data
+
     def run(self, cells: list[Cell], job: Job, on_start: Callable[[Cell], None], on_event: OnEvent,
             on_result: OnResult) -> None:
         """Train `cells` in worker processes; calls back on this thread, `on_result` once per cell."""
         if not cells:
             return
-        # Decode (or read) the dataset once here, so that the workers all find it in the cache instead of decoding
-        # it at the same time; a data error surfaces here, as in a sequential run.
-        job.data.load()
+        if self._prepared != job.data:
+            self.prepare(job)
         context = multiprocessing.get_context(self.start_method)
         if self.start_method == "forkserver":
             context.set_forkserver_preload(_FORKSERVER_PRELOAD)  # type: ignore[attr-defined]

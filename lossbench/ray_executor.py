@@ -133,6 +133,12 @@ class RayExecutor:
         gpus = f" + {self.gpus_per_cell:g} GPU" if self.gpus_per_cell else ""
         return f"Ray ({where}) · {self.cpus_per_cell:g} CPU{gpus} per cell"
 
+    def prepare(self, job: Job) -> None:
+        """Load the data the driver sends (object_store) before the runner writes anything, so that a data error
+        leaves no files behind; with worker_cache the workers load it themselves."""
+        if self.data == "object_store" and self._local_data is None:
+            self._local_data = job.data.load()
+
     def run(self, cells: list[Cell], job: Job, on_start: Callable[[Cell], None], on_event: OnEvent,
             on_result: OnResult) -> None:
         """Train `cells` on the cluster; calls `on_result` once per cell on this thread, in order of completion."""

@@ -8,6 +8,7 @@ process; others run several at once. All of them call `execute_cell`, the same p
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import platform
@@ -24,10 +25,10 @@ from lossbench import __version__
 from lossbench.config import Suite, suite_to_yaml
 from lossbench.data import ImageData, dataset_identity, load_dataset
 from lossbench.engine import CellResult, EngineOptions, train_cell, resolve_device, resolve_precision
-from lossbench.errors import ConfigError
+from lossbench.errors import ConfigError, ResultsWriteError
 from lossbench.grid import Cell, expand
 from lossbench.progress import RunDisplay, SilentDisplay
-from lossbench.store import FINAL_STATUSES, ResultsStore
+from lossbench.store import FINAL_STATUSES, ResultsStore, check_results_dir
 
 RESULT_SCHEMA = 1
 DEFAULT_CACHE = Path(os.environ.get("LOSSBENCH_CACHE", Path.home() / ".cache" / "lossbench"))
@@ -203,6 +204,11 @@ class LocalExecutor:
     def __init__(self, data: ImageData | None = None):
         self._data = data
 
+    def prepare(self, job: Job) -> None:
+        """Load the data now, before the runner writes anything, so that a data error leaves no files behind."""
+        if self._data is None:
+            self._data = job.data.load()
+
     def run(self, cells: list[Cell], job: Job, on_start: Callable[[Cell], None], on_event: OnEvent,
             on_result: OnResult) -> None:
         options = job.engine.options()
@@ -241,7 +247,7 @@ class RunSummary:
 
 def plan(suite: Suite, out_dir: Path, *, force: bool = False, cache_dir: Path = DEFAULT_CACHE,
          check_device: bool = True) -> RunPlan:
-    """Check the device and dataset, expand the grid and find the pending cells. Writes nothing.
+    """Check the device, dataset and results directory, expand the grid and find the pending cells. Writes nothing.
 
     `check_device=False` skips checking the device on this machine, for executors that train elsewhere.
     """
@@ -252,9 +258,16 @@ def plan(suite: Suite, out_dir: Path, *, force: bool = False, cache_dir: Path = 
         raise ConfigError(message=str(exc), location=suite.locate(["train", "device"])) from None
     job = Job(suite.name, DataRequest.from_suite(suite, cache_dir), EngineSettings.from_suite(suite))
     cells = expand(suite, job.data.identity())
+    check_results_dir(out_dir)
     store = ResultsStore(out_dir)
     finished = set() if force else {c.id for c in cells if _is_final(store, c.id)}
     return RunPlan(suite, job, cells, [c for c in cells if c.id not in finished], store)
+
+
+def _outcome(record: dict[str, Any]) -> str:
+    """`done with test accuracy 0.9123`, `failed`, ...: one cell's ending in words."""
+    accuracy = (record.get("metrics") or {}).get("test_acc")
+    return f"{record.get('status')}" + (f" with test accuracy {accuracy:.4f}" if isinstance(accuracy, float) else "")
 
 
 def _is_final(store: ResultsStore, cell_id: str) -> bool:
@@ -267,13 +280,23 @@ def run(run_plan: RunPlan, *, executor: Any = None, display: RunDisplay | None =
     display = display or SilentDisplay()
     store = run_plan.store
     executor = executor or LocalExecutor()
+    if run_plan.pending and hasattr(executor, "prepare"):
+        # The data stage completes before anything is written: a bad image or a subset larger than its split
+        # must not leave a lock, a header-only results.csv or a suite.yaml behind.
+        executor.prepare(run_plan.job)
     summary = RunSummary(skipped=run_plan.skipped)
     with store:
         store.write_suite(suite_to_yaml(run_plan.suite))
         display.start(len(run_plan.pending), run_plan.skipped)
 
         def on_result(cell: Cell, record: dict[str, Any]) -> None:
-            store.write_cell(record)
+            try:
+                store.write_cell(record)
+            except ResultsWriteError as exc:
+                # The disk filled up or turned read-only mid-run: stop, and say what this cell measured.
+                exc.details.insert(0, f"cell {cell.label} (seed {cell.seed}) ended {_outcome(record)}, but its "
+                                      f"result could not be saved; the results saved before it are intact")
+                raise
             store.rebuild_csv()
             summary.ran += 1
             summary.failed += record["status"] == "failed"
@@ -283,9 +306,13 @@ def run(run_plan: RunPlan, *, executor: Any = None, display: RunDisplay | None =
         try:
             if run_plan.pending:
                 executor.run(run_plan.pending, run_plan.job, display.cell_start, display.cell_event, on_result)
-        finally:
+        except BaseException:
             display.finish()
-            store.rebuild_csv()
+            with contextlib.suppress(ResultsWriteError):  # the first error is the one to report
+                store.rebuild_csv()
+            raise
+        display.finish()
+        store.rebuild_csv()
     summary.records = [r for r in (store.read_cell(c.id) for c in run_plan.cells) if r is not None]
     return summary
 

@@ -5,11 +5,17 @@ Layout of `results/<suite>/`:
   results.csv            one row per cell file, rebuilt from cells/ whenever a cell is written
   suite.yaml             the resolved suite of the latest run
   .lock                  held (flock) by the run writing here; the kernel frees it if that process dies
+  .lossbench             the marker saying lossbench made this directory: lossbench writes only into an empty
+                         directory, one with this marker, or one of its own written before the marker existed
+
+Every file is written atomically, so a full disk or a crash leaves the previous version whole; a write that fails
+raises ResultsWriteError naming the file and the reason.
 """
 
 from __future__ import annotations
 
 import csv
+import errno
 import fcntl
 import io
 import json
@@ -19,7 +25,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from lossbench.errors import ResultsLockedError
+import yaml
+
+from lossbench.errors import ForeignDirectoryError, ResultsLockedError, ResultsWriteError
 
 #: results.csv columns, in order. Metrics of failed or diverged cells are empty.
 CSV_COLUMNS = [
@@ -28,6 +36,9 @@ CSV_COLUMNS = [
     "epochs", "epochs_run", "train_time_s", "img_per_s", "peak_mem_mb", "device", "diverged_epoch", "error",
 ]
 FINAL_STATUSES = ("done", "diverged")
+#: The file that marks a directory as a lossbench results directory.
+MARKER = ".lossbench"
+_MARKER_TEXT = "This directory holds lossbench results; lossbench writes here (cells/, results.csv, report.md, plots/).\n"
 
 
 def _current_umask() -> int:
@@ -41,19 +52,89 @@ _UMASK = _current_umask()
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write `text` to `path` so that a reader (or a crash) sees either the old file or the new one, whole."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` atomically (temp file, fsync, rename). Raises ResultsWriteError when the file cannot
+    be written (read-only directory, full disk, a directory in the way); the previous file, if any, is untouched."""
+    tmp: str | None = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_dir():
+            raise IsADirectoryError(errno.EISDIR, "a directory of that name is in the way", str(path))
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         # mkstemp creates 0600; results are ordinary files, so give them the mode open() would (0666 & ~umask).
         os.chmod(tmp, 0o666 & ~_UMASK)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as exc:
+        if tmp is not None:
+            try:
+                Path(tmp).unlink(missing_ok=True)
+            except OSError:
+                pass
+        if isinstance(exc, OSError):
+            raise write_error(path, exc) from None
         raise
+
+
+def write_error(path: Path, exc: OSError) -> ResultsWriteError:
+    """The ResultsWriteError of an OSError met while writing `path`, with what to do about it."""
+    reason = exc.strerror or str(exc)
+    hints = {
+        errno.ENOSPC: "the disk is full: free some space and run the same command again (finished cells are kept)",
+        errno.EDQUOT: "the disk quota is used up: free some space and run the same command again",
+        errno.EROFS: "the file system is read-only: write elsewhere with --out DIR",
+        errno.EACCES: "this user may not write there: write elsewhere with --out DIR",
+        errno.EPERM: "this user may not write there: write elsewhere with --out DIR",
+        errno.EISDIR: "move that directory away: lossbench does not remove what it did not write",
+    }
+    hint = hints.get(exc.errno or 0)
+    return ResultsWriteError(message=f"cannot write {path}: {reason}", value=str(path),
+                             details=[hint] if hint else [])
+
+
+def is_lossbench_dir(root: Path) -> bool:
+    """Whether `root` is a results directory lossbench made: it holds the marker, or (written before the marker
+    existed) a suite.yaml of a suite and cells/*.json files."""
+    if (root / MARKER).is_file():
+        return True
+    try:
+        suite = yaml.safe_load((root / "suite.yaml").read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError):
+        return False
+    return (isinstance(suite, dict) and {"name", "grid"} <= set(suite)
+            and any(p.is_file() for p in (root / "cells").glob("*.json")))
+
+
+def check_results_dir(root: Path) -> None:
+    """Raise ForeignDirectoryError unless lossbench may write into `root`: absent, empty, or a lossbench results
+    directory. Another program's directory is never written into."""
+    root = Path(root)
+    if not root.exists() and not root.is_symlink():
+        return
+    if not root.is_dir():
+        raise ForeignDirectoryError(
+            message=f"results directory {root} is a file, not a directory",
+            value=str(root), details=["give --out a new or empty directory"])
+    try:
+        entries = sorted(p.name for p in root.iterdir())
+    except OSError as exc:
+        raise ResultsWriteError(message=f"cannot read results directory {root}: {exc.strerror or exc}",
+                                value=str(root), details=["write elsewhere with --out DIR"]) from None
+    if not entries or is_lossbench_dir(root):
+        return
+    shown = ", ".join(entries[:5]) + (f", … ({len(entries)} entries)" if len(entries) > 5 else "")
+    raise ForeignDirectoryError(
+        message=f"{root} is not a lossbench results directory (it holds {shown}); lossbench writes only into a new "
+                f"or empty directory or one it made",
+        value=str(root),
+        details=[f"give --out a new directory, e.g. --out {root / 'lossbench'}"],
+    )
 
 
 class ResultsStore:
@@ -67,9 +148,16 @@ class ResultsStore:
     # -- lock -------------------------------------------------------------------------------------------------
 
     def acquire_lock(self) -> None:
-        """Take the directory for this process; a second concurrent run gets ResultsLockedError."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        f = open(self.root / ".lock", "a+", encoding="utf-8")
+        """Take the directory for this process; a second concurrent run gets ResultsLockedError.
+
+        Refuses another program's directory (ForeignDirectoryError) and marks the directory as lossbench's.
+        """
+        check_results_dir(self.root)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            f = open(self.root / ".lock", "a+", encoding="utf-8")
+        except OSError as exc:
+            raise write_error(self.root / ".lock", exc) from None
         try:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -80,10 +168,16 @@ class ResultsStore:
                 message=f"results directory {self.root} is in use by {holder}",
                 details=["wait for that run to finish, or write elsewhere with --out DIR"],
             ) from None
-        f.seek(0)
-        f.truncate()
-        f.write(f"lossbench pid {os.getpid()}\n")
-        f.flush()
+        try:
+            f.seek(0)
+            f.truncate()
+            f.write(f"lossbench pid {os.getpid()}\n")
+            f.flush()
+            if not (self.root / MARKER).is_file():
+                atomic_write_text(self.root / MARKER, _MARKER_TEXT)
+        except (OSError, ResultsWriteError) as exc:
+            f.close()
+            raise exc if isinstance(exc, ResultsWriteError) else write_error(self.root / ".lock", exc) from None
         self._lock_file = f
         # Holding the lock, any temp file left here belongs to a writer that died mid-write: remove it.
         for stale in [*self.root.glob(".*.tmp"), *self.cells_dir.glob(".*.tmp")]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import os
 import subprocess
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from lossbench.errors import ResultsLockedError
+from lossbench.errors import ResultsLockedError, ResultsWriteError
 from lossbench.store import CSV_COLUMNS, ResultsStore, atomic_write_text
 
 
@@ -32,11 +33,12 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path: Path, monk
     atomic_write_text(path, "old")
 
     def broken_replace(src: str, dst: str) -> None:
-        raise OSError("disk full")
+        raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(os, "replace", broken_replace)
-    with pytest.raises(OSError):
+    with pytest.raises(ResultsWriteError, match="cannot write .*a.json: No space left on device") as caught:
         atomic_write_text(path, "new")
+    assert "the disk is full" in caught.value.render()
     assert path.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["a.json"]  # no temp file left behind
 
@@ -88,7 +90,8 @@ def test_cell_json_round_trips(tmp_path: Path) -> None:
 
 def test_stale_temp_files_are_removed_by_the_next_lock_holder(tmp_path: Path) -> None:
     store = ResultsStore(tmp_path)
-    store.write_cell(record("a"))
+    with store:
+        store.write_cell(record("a"))
     stale = store.cells_dir / ".b.json.abc123.tmp"
     stale.write_text('{"id": "b"')  # what a writer killed mid-write leaves
     with store:

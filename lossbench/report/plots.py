@@ -8,6 +8,7 @@ under a crowded x axis.
 
 from __future__ import annotations
 
+import io
 import math
 import textwrap
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
 from lossbench.report.aggregate import SourceAnalysis
+from lossbench.store import atomic_write_bytes
 
 #: How many cells the learning curves and reliability diagrams show (the best ones, plus the baseline).
 CURVE_CELLS = 6
@@ -42,9 +44,11 @@ class Plot:
 
 
 def _save(fig: Figure, path: Path) -> None:
+    """Render to memory, then write atomically: a full disk never leaves a truncated PNG."""
     FigureCanvasAgg(fig)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=DPI, bbox_inches="tight")
+    atomic_write_bytes(path, png.getvalue())
 
 
 def _wrap(text: str, width: int = 48) -> str:
