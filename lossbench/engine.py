@@ -86,6 +86,9 @@ class CellResult:
     metrics: dict[str, Any] = field(default_factory=dict)
     history: list[EpochRecord] = field(default_factory=list)
     timing: dict[str, float] = field(default_factory=dict)
+    #: The sizes the cell trained and was tested on: train (after its scenario), val and test image counts,
+    #: classes, and image_size as [channels, height, width].
+    data: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     diverged_epoch: int | None = None
     error: str | None = None
@@ -312,6 +315,9 @@ def _train(cell: Cell, data: ImageData, options: EngineOptions, progress: Progre
         torch.cuda.reset_peak_memory_stats(device)
 
     result = CellResult(status="done")
+    result.data = {"train": n, "val": 0 if data.val_x is None else int(data.val_x.shape[0]),
+                   "test": int(data.test_x.shape[0]), "classes": data.num_classes,
+                   "image_size": [data.channels, *data.image_size]}
     if scenario is not None:
         result.notes.extend(scenario.pop("notes"))
         if scenario["noisy_labels"]:

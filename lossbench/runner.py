@@ -27,6 +27,7 @@ from lossbench.data import ImageData, dataset_identity, load_dataset
 from lossbench.engine import CellResult, EngineOptions, train_cell, resolve_device, resolve_precision
 from lossbench.errors import ConfigError, ResultsWriteError
 from lossbench.grid import Cell, expand
+from lossbench.machine import MachineSample, load_block
 from lossbench.progress import RunDisplay, SilentDisplay
 from lossbench.store import FINAL_STATUSES, ResultsStore, check_results_dir
 
@@ -158,9 +159,11 @@ def execute_cell(
     progress: Callable[[str, dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Train one cell on data already on `options.device`; returns its complete result record."""
-    started = _now()
+    started, before = _now(), MachineSample.now()
     result = train_cell(cell, data, options, progress)
-    return _record(cell, job, result, options.precision, environment(options.device), started)
+    record = _record(cell, job, result, options.precision, environment(options.device), started)
+    record["load"] = load_block(before, MachineSample.now())
+    return record
 
 
 def failed_record(cell: Cell, job: Job, error: str, traceback_text: str) -> dict[str, Any]:
@@ -187,6 +190,7 @@ def _record(cell: Cell, job: Job, result: CellResult, precision: str, env: dict[
         "metrics": result.metrics,
         "history": [h for h in result.to_dict()["history"]],
         "timing": result.timing,
+        "data": result.data,
         "precision": precision,
         "env": env,
         "started_at": started,

@@ -38,7 +38,7 @@ def _stop_multiprocessing_helpers() -> Iterator[None]:
 
 
 # Keys of a record that legitimately differ between two runs of the same cell.
-_RUN_SPECIFIC = {"timing", "env", "started_at", "finished_at"}
+_RUN_SPECIFIC = {"timing", "env", "started_at", "finished_at", "load"}
 
 
 def _comparable(record: dict[str, Any]) -> dict[str, Any]:
