@@ -12,7 +12,7 @@ import pandas as pd
 
 from lossbench.report.aggregate import SourceAnalysis
 from lossbench.report.markdown import LEADERBOARD_COLUMNS
-from lossbench.report.measures import measure
+from lossbench.report.measures import Measure, measure
 from lossbench.report.results import Results
 from lossbench.report.stats import PairedTest
 
@@ -92,32 +92,64 @@ def latex_escape(text: str) -> str:
     return "".join(_LATEX_ESCAPES.get(ch, ch) for ch in str(text))
 
 
+def _bold(text: str) -> str:
+    return f"\\textbf{{{text}}}"
+
+
+def _best_shown(values: pd.Series, x: Measure) -> str | None:
+    """The best value of a column as displayed (ties at the displayed precision are all best); None when the
+    direction is unknown or the column is empty."""
+    values = values.dropna()
+    if x.higher_is_better is None or values.empty:
+        return None
+    return x.show(values.max() if x.higher_is_better else values.min())
+
+
+def _shown(value: float, x: Measure, best: str | None) -> str:
+    text = x.show(value)
+    return _bold(text) if best is not None and text == best else text
+
+
 def leaderboard_latex(analyses: list[SourceAnalysis]) -> str:
-    """One booktabs table per source: rank, cell, metric mean ± 95% CI half-width, seeds, and the secondary
-    leaderboard columns, in display units."""
+    """One booktabs table per source: rank, one column per grid axis that varies, the metric's mean ± 95% CI
+    half-width, seeds, and the secondary leaderboard columns in display units; the best mean of each column is
+    bold. Axes with a single level are named in the caption instead."""
     parts = []
     for a in analyses:
         m = a.metric
         extra = [measure(c) for c in LEADERBOARD_COLUMNS if c != m.name and f"{c}_mean" in a.summary.columns]
-        head = ["\\#", "Cell", latex_escape(m.heading), "Seeds", *[latex_escape(x.heading) for x in extra]]
+        axes = [ax for ax in a.axes if len(a.levels.get(ax, [])) > 1] or [a.axes[0]]
+        fixed = [f"{latex_escape(ax)} {latex_escape(a.levels[ax][0])}" for ax in a.axes
+                 if ax not in axes and len(a.levels.get(ax, [])) == 1]
+        ranked = a.ranked()
+        best = {x.name: _best_shown(ranked[f"{x.name}_mean"], x) for x in [m, *extra]}
+        head = ["\\#", *[latex_escape(ax.capitalize()) for ax in axes], latex_escape(m.heading), "Seeds",
+                *[latex_escape(x.heading) for x in extra]]
+        caption = (f"{latex_escape(a.source.suite)} on {latex_escape(a.source.dataset)}: cells ranked by "
+                   f"{latex_escape(m.heading)}, mean $\\pm$ half-width of the 95\\% t-interval over seeds; the "
+                   "best mean of each column in bold.")
+        if fixed:
+            caption += " Every cell: " + "; ".join(fixed) + "."
+        if a.baseline is not None:
+            caption += f" Baseline: {latex_escape(a.baseline)}."
         lines = [
-            "\\begin{table}[t]", "\\centering", "\\small",
-            f"\\caption{{{latex_escape(a.source.suite)} on {latex_escape(a.source.dataset)}: cells ranked by "
-            f"{latex_escape(m.heading)}, mean $\\pm$ half-width of the 95\\% t-interval over seeds.}}",
-            "\\begin{tabular}{rl" + "r" * (2 + len(extra)) + "}", "\\toprule", " & ".join(head) + " \\\\",
-            "\\midrule",
+            "\\begin{table}[t]", "\\centering", "\\small", f"\\caption{{{caption}}}",
+            "\\begin{tabular}{r" + "l" * len(axes) + "r" * (2 + len(extra)) + "}", "\\toprule",
+            " & ".join(head) + " \\\\", "\\midrule",
         ]
-        for _, row in a.ranked().iterrows():
+        for _, row in ranked.iterrows():
             mean, low, high = row[f"{m.name}_mean"], row[f"{m.name}_ci_low"], row[f"{m.name}_ci_high"]
-            value = m.show(mean) if pd.isna(low) else f"{m.show(mean)} $\\pm$ {m.show((high - low) / 2)}"
+            shown = _shown(mean, m, best[m.name])
+            value = shown if pd.isna(low) else f"{shown} $\\pm$ {m.show((high - low) / 2)}"
             seeds = f"{int(row['n_done'])}/{int(row['n_seeds'])}" if row["n_done"] != row["n_seeds"] else str(
                 int(row["n_done"]))
-            label = latex_escape(row["label"]) + (" (baseline)" if row["label"] == a.baseline else "")
-            cells = [str(int(row["rank"])), label, value, seeds, *[x.show(row[f"{x.name}_mean"]) for x in extra]]
+            others = [_shown(row[f"{x.name}_mean"], x, best[x.name]) for x in extra]
+            cells = [str(int(row["rank"])), *[latex_escape(str(row[ax])) for ax in axes], value, seeds, *others]
             lines.append(" & ".join(cells) + " \\\\")
         if a.max_seeds <= 1:
             lines.append("\\midrule")
-            lines.append(f"\\multicolumn{{{4 + len(extra)}}}{{l}}{{One seed per cell: no confidence intervals.}} \\\\")
+            lines.append(f"\\multicolumn{{{3 + len(axes) + len(extra)}}}{{l}}{{One seed per cell: no confidence "
+                         "intervals.}} \\\\")
         lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}", ""]
         parts.append("\n".join(lines))
     return "\n".join(parts)

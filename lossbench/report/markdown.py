@@ -11,6 +11,7 @@ from typing import Any
 
 import pandas as pd
 
+from lossbench.machine import overloaded
 from lossbench.report.aggregate import DEFAULT_BASELINE, SourceAnalysis
 from lossbench.report.measures import Measure, measure
 from lossbench.report.plots import Plot
@@ -18,7 +19,13 @@ from lossbench.report.results import Results
 from lossbench.report.stats import ALPHA, CONFIDENCE, PairedTest
 
 #: Secondary leaderboard columns, after the ranking metric (skipped when it is the ranking metric or absent).
-LEADERBOARD_COLUMNS = ("test_acc", "test_nll", "ece", "gap", "epoch_s", "img_per_s", "peak_mem_mb")
+LEADERBOARD_COLUMNS = ("test_acc", "test_top5", "test_nll", "ece", "gap", "epoch_s", "img_per_s", "peak_mem_mb")
+#: Leaderboard columns measured in time: flagged where the machine was loaded while a cell ran.
+TIMING_COLUMNS = ("epoch_s", "img_per_s")
+LOAD_MARK = "⚠"
+#: A seed's value is an outlier when it lies this many robust standard deviations from the nearest other seed of
+#: its cell (a gap, not a distance from the mean: with 3 seeds, one bad seed drags the mean and median along).
+OUTLIER_SCALE = 5.0
 ONE_SEED = ("Only one seed per cell: no confidence intervals and no significance tests, because a t-interval needs "
             "the seed-to-seed spread, which one seed cannot show. Differences below are single draws; rerun with "
             "`--seeds 0,1,2` (finished cells are kept) to measure them.")
@@ -44,11 +51,12 @@ def _p(p: float | None) -> str:
     return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
-def _mean_ci(m: Measure, row: pd.Series) -> tuple[str, str]:
+def _mean_ci(m: Measure, row: pd.Series) -> str:
+    """`98.79 [97.74, 99.85]`: the mean over seeds and its 95% t-interval (cut at the metric's range)."""
     mean, low, high = row[f"{m.name}_mean"], row[f"{m.name}_ci_low"], row[f"{m.name}_ci_high"]
     if _missing(low):
-        return m.show(mean), "—"
-    return f"{m.show(mean)} ± {m.show((high - low) / 2)}", f"[{m.show(m.clip(low))}, {m.show(m.clip(high))}]"
+        return m.show(mean)
+    return f"{m.show(mean)} [{m.show(m.clip(low))}, {m.show(m.clip(high))}]"
 
 
 def _missing(value: Any) -> bool:
@@ -118,19 +126,22 @@ def _header(a: SourceAnalysis, results: Results, out_dir: Path) -> list[str]:
     schedule = train.get("schedule") or {}
     started = sorted(str(r.get("started_at")) for r in recs if r.get("started_at"))
     finished = sorted(str(r.get("finished_at")) for r in recs if r.get("finished_at"))
-    dirs = ", ".join(f"`{_rel(d, out_dir)}`" for d in a.source.dirs)
+    dirs = ", ".join(_results_place(d, out_dir) for d in a.source.dirs)
     counts = ", ".join(f"{int(status.get(s, 0))} {s}" for s in ("done", "diverged", "failed"))
     items = [
         ("suite", a.source.suite + (f" — {suite_file['description']}" if suite_file.get("description") else "")),
         ("dataset", a.source.dataset),
+        ("data", _data_sizes(recs)),
         ("scenario", scenario or "none (the dataset as loaded)"),
         ("model", _params(config.get("model"))),
         ("training", f"{train.get('epochs', '?')} epochs, batch {train.get('batch_size', '?')}, schedule "
                      f"{_params(schedule)}, precision {' / '.join(_values(recs, 'precision')) or '?'}"),
         ("optimizer", ", ".join(a.levels.get("optimizer", [])) or "—"),
+        ("learning rate", _learning_rates(recs)),
         ("seeds", f"{', '.join(str(s) for s in seeds)} ({len(seeds)} seed{'s' if len(seeds) != 1 else ''})"),
         ("cells", f"{len(a.summary)} grid points, {len(rows)} cell files: {counts}"),
         ("device", "; ".join(dict.fromkeys(devices)) or "—"),
+        ("machine load", _machine_load(recs)),
         ("versions", ", ".join(versions) or "—"),
         ("git commit", ", ".join(v[:12] for v in _values(recs, "env", "git_commit")) or "—"),
         ("compute", f"{_duration(compute)} of training and evaluation in total"),
@@ -140,6 +151,73 @@ def _header(a: SourceAnalysis, results: Results, out_dir: Path) -> list[str]:
     return table(["", ""], ([k, cell_text(v)] for k, v in items), ["l", "l"])
 
 
+def _results_place(directory: Path, out_dir: Path) -> str:
+    """Where the cell files are, said so that it still means something when the report is read elsewhere."""
+    rel = _rel(directory, out_dir)
+    name = Path(directory).resolve().name
+    if rel == ".":
+        return f"`{name}/` — the folder of this report: cells/*.json (one per cell × seed) and results.csv"
+    return f"`{rel}` (relative to this report): cells/*.json (one per cell × seed) and results.csv"
+
+
+def _count_range(values: list[int]) -> str:
+    low, high = min(values), max(values)
+    return f"{low:,}" if low == high else f"{low:,}–{high:,}"
+
+
+def _data_sizes(recs: list[dict[str, Any]]) -> str:
+    """`train 1,437 · val 0 · test 360 images · 10 classes · 1×8×8 (channels×height×width)`."""
+    blocks = [r.get("data") for r in recs if r.get("data")]
+    if not blocks:
+        return "— (these cell files predate recorded data sizes)"
+    parts = [f"{split} {_count_range([int(b[split]) for b in blocks if split in b])}"
+             for split in ("train", "val", "test") if any(split in b for b in blocks)]
+    classes = sorted({int(b["classes"]) for b in blocks if "classes" in b})
+    shapes = list(dict.fromkeys("×".join(str(v) for v in b["image_size"]) for b in blocks if b.get("image_size")))
+    text = " · ".join(parts) + " images"
+    if classes:
+        text += f" · {', '.join(str(c) for c in classes)} classes"
+    if shapes:
+        text += f" · {', '.join(shapes)} (channels×height×width)"
+    if len({int(b.get('train', 0)) for b in blocks}) > 1:
+        text += "; the training count varies with the scenario"
+    return text
+
+
+def _learning_rates(recs: list[dict[str, Any]]) -> str:
+    """The learning rate at the end of the first and of the last epoch, per optimizer setting."""
+    seen: dict[str, str] = {}
+    for r in recs:
+        history = [h for h in r.get("history") or [] if h.get("lr") is not None]
+        if not history:
+            continue
+        key = str((r.get("axes") or {}).get("optimizer", ""))
+        seen.setdefault(key, f"{history[0]['lr']:.3g} after epoch {history[0]['epoch']} → {history[-1]['lr']:.3g} "
+                             f"after epoch {history[-1]['epoch']}")
+    if not seen:
+        return "—"
+    if len(seen) == 1:
+        return next(iter(seen.values()))
+    return "; ".join(f"{k}: {v}" for k, v in seen.items())
+
+
+def _machine_load(recs: list[dict[str, Any]]) -> str:
+    """The 1-minute load averages seen at cell starts and ends against the usable cores, and how many cell files
+    ran above them."""
+    blocks = [r.get("load") for r in recs if r.get("load")]
+    if not blocks:
+        return "— (not recorded in these cell files)"
+    loads = [float(b[k]) for b in blocks for k in ("start_load_1m", "end_load_1m") if b.get(k) is not None]
+    cores = sorted({int(b["cores"]) for b in blocks if b.get("cores")})
+    above = sum(overloaded(b) is not None for b in blocks)
+    text = (f"1-minute load average {min(loads):.2f}–{max(loads):.2f} at cell starts and ends" if loads
+            else "load average not available on this OS")
+    text += f", {'/'.join(str(c) for c in cores)} usable cores; "
+    text += (f"{above} of {len(blocks)} cell files ran with the load above the cores: their times are marked "
+             f"{LOAD_MARK} in the leaderboard" if above else "never above the cores")
+    return text
+
+
 def _rel(path: Path, start: Path) -> str:
     try:
         return os.path.relpath(path.resolve(), start.resolve())
@@ -147,19 +225,20 @@ def _rel(path: Path, start: Path) -> str:
         return str(path)
 
 
-def _leaderboard(a: SourceAnalysis) -> list[str]:
+def _leaderboard(a: SourceAnalysis, results: Results) -> list[str]:
     m = a.metric
     summary = a.summary
     extra = [measure(c) for c in LEADERBOARD_COLUMNS if c != m.name and f"{c}_mean" in summary.columns]
-    headers = ["#", "cell", f"{m.heading}, mean ± 95% CI", "95% CI", "seeds", *[x.heading for x in extra]]
+    loaded = _loaded_seeds(a, results)
+    headers = ["#", "cell", f"{m.heading}, mean [95% CI]", "seeds", *[x.heading for x in extra]]
     rows = []
     for _, row in a.ranked().iterrows():
         name = cell_text(row["label"]) + (" (baseline)" if row["label"] == a.baseline else "")
-        mean_ci, interval = _mean_ci(m, row)
-        rows.append([int(row["rank"]), name, mean_ci, interval, _seeds_cell(row),
-                     *[x.show(row[f"{x.name}_mean"]) for x in extra]])
+        flag = f" {LOAD_MARK}" if row["label"] in loaded else ""
+        rows.append([int(row["rank"]), name, _mean_ci(m, row), _seeds_cell(row),
+                     *[x.show(row[f"{x.name}_mean"]) + (flag if x.name in TIMING_COLUMNS else "") for x in extra]])
     lines = [f"Ranked by {m.heading} ({'higher' if m.higher_is_better is not False else 'lower'} is better). "
-             "± is the half-width of the 95% t-interval over seeds (n−1 degrees of freedom); the other columns are "
+             "In brackets the 95% t-interval of the mean over seeds (n−1 degrees of freedom); the other columns are "
              "means over the same seeds. Gap = clean training accuracy − test accuracy (overfitting)."
              + (" Intervals are cut at the metric's possible range." if m.bounds else "")]
     if m.higher_is_better is None:
@@ -167,8 +246,14 @@ def _leaderboard(a: SourceAnalysis) -> list[str]:
     if a.max_seeds == 1:
         lines += ["", f"> {ONE_SEED}"]
     lines.append("")
-    lines += table(headers, rows, ["r", "l", "r", "r", "r"] + ["r"] * len(extra)) if rows else [
+    lines += table(headers, rows, ["r", "l", "r", "r"] + ["r"] * len(extra)) if rows else [
         "No cell finished: nothing to rank."]
+    if loaded and any(x.name in TIMING_COLUMNS for x in extra):
+        worst = max(load for seeds in loaded.values() for _, load, _ in seeds)
+        lines += ["", f"{LOAD_MARK} Times measured on a loaded machine: while {len(loaded)} of these cells ran, the "
+                      f"1-minute load average (up to {worst:.1f}) exceeded the cores the run could use, so their "
+                      "time per epoch and throughput are inflated by waiting and do not compare with the others "
+                      "(see *Machine load* under Setup)."]
     lines += ["", "**Diverged and failed cells** (never hidden; their seeds are left out of every statistic):", ""]
     if a.unranked.empty:
         lines.append("None: every cell finished.")
@@ -181,6 +266,109 @@ def _leaderboard(a: SourceAnalysis) -> list[str]:
         lines += table(["cell", "seed", "status", "when", "error", "cell id"], bad,
                        ["l", "r", "l", "l", "l", "l"])
     return lines
+
+
+def _summary_line(a: SourceAnalysis) -> str:
+    """One sentence a reader can stop at: the best cell, and whether it is told apart from the baseline."""
+    m = a.metric
+    ranked = a.ranked()
+    if ranked.empty:
+        return "**In short:** no cell finished, so there is nothing to rank."
+    best = ranked.iloc[0]
+    seeds = int(best["n_done"])
+    head = (f"**In short:** the best cell by {m.title} is `{best['label']}` ({m.show(best[f'{m.name}_mean'])}"
+            f"{' ' + m.unit if m.unit and m.unit != '%' else m.unit}, {seeds} seed{'s' if seeds != 1 else ''})")
+    if a.baseline is None:
+        return head + "; there is no baseline to compare it with."
+    if best["label"] == a.baseline:
+        worse = sum(c.verdict == "worse" for c in a.comparisons)
+        return (head + f", which is the baseline; {worse} of the {len(a.comparisons)} other cells are "
+                "detectably worse (paired t-test, Holm-adjusted, α = 0.05).")
+    comparison = next((c for c in a.comparisons if c.label == best["label"]), None)
+    if comparison is None:
+        return head + f"; it was not compared with the baseline `{a.baseline}`."
+    diff, interval = _diff(m, comparison.test)
+    unit = f" {m.diff_unit}" if m.diff_unit else ""
+    evidence = f"Δ {diff}{unit}" + (f", 95% CI {interval}" if interval != "—" else "") + (
+        f", p (Holm) {_p(comparison.p_holm)}" if comparison.p_holm is not None else "")
+    if comparison.verdict in ("better", "worse"):
+        reading = f"it is detectably {comparison.verdict} than the baseline `{a.baseline}`"
+    elif comparison.verdict.startswith("no detectable"):
+        reading = (f"it is **not distinguishable** from the baseline `{a.baseline}` with "
+                   f"{comparison.test.n} paired seeds")
+    else:
+        reading = f"against the baseline `{a.baseline}`: {comparison.verdict}"
+    return f"{head}; {reading} ({evidence})."
+
+
+def _loaded_seeds(a: SourceAnalysis, results: Results) -> dict[str, list[tuple[int, float, int]]]:
+    """Per cell label, the done seeds that ran while the load average exceeded the usable cores:
+    (seed, highest load seen at the seed's start or end, cores)."""
+    out: dict[str, list[tuple[int, float, int]]] = {}
+    done = a.rows[a.rows["status"] == "done"].sort_values("seed")
+    for rid, label, seed in zip(done["id"], done["label"], done["seed"]):
+        load = results.records[rid].get("load")
+        worst = overloaded(load)
+        if worst is not None:
+            out.setdefault(label, []).append((int(seed), worst, int(load["cores"])))
+    return out
+
+
+def _robust_scale(values: pd.DataFrame) -> float:
+    """1.4826 × the median absolute deviation of every value from its cell's median, over the whole grid: the
+    typical seed-to-seed spread (a standard deviation for normal noise) that one bad seed cannot inflate."""
+    residuals = values.sub(values.median(axis=1), axis=0).abs().stack()
+    return 1.4826 * float(residuals.median()) if len(residuals) else math.nan
+
+
+def _outlying_seed(values: pd.Series, threshold: float) -> Any:
+    """The seed (index) whose value is furthest from the nearest other value, if that gap exceeds `threshold`;
+    None when there are fewer than 3 values or no gap is that large. At most one per cell: with 3 seeds and one
+    bad draw, the two others are far from it too but close to each other."""
+    if len(values) < 3:
+        return None
+    gaps = pd.Series({seed: (values.drop(seed) - value).abs().min() for seed, value in values.items()})
+    seed = gaps.idxmax()
+    return seed if gaps[seed] > threshold else None
+
+
+def _per_seed(a: SourceAnalysis) -> list[str]:
+    m = a.metric
+    rows = a.rows[a.rows["status"] == "done"].dropna(subset=[m.name])
+    if rows.empty:
+        return ["No cell finished: no per-seed values."]
+    values = rows.pivot_table(index="label", columns="seed", values=m.name, aggfunc="first")
+    order = [x for x in a.summary["label"] if x in values.index]
+    values = values.loc[order]
+    seeds = sorted(int(c) for c in values.columns)
+    scale = _robust_scale(values) if len(seeds) >= 3 else math.nan
+    status = a.rows.set_index(["label", "seed"])["status"].to_dict()
+    flagged = 0
+    table_rows = []
+    for label in order:
+        present = values.loc[label].dropna()
+        outlier = _outlying_seed(present, OUTLIER_SCALE * scale) if scale > 0 else None
+        flagged += outlier is not None
+        cells = []
+        for seed in seeds:
+            value = values.loc[label].get(seed)
+            if _missing(value):
+                cells.append(str(status.get((label, seed), "—")))
+                continue
+            cells.append(f"**{m.show(value)}** ⚠" if seed == outlier else m.show(value))
+        spread = m.show(present.max() - present.min()) if len(present) > 1 else "—"
+        table_rows.append([cell_text(label), *cells, spread])
+    unit = f" {m.diff_unit}" if m.diff_unit else ""
+    lines = [f"{m.title.capitalize()} of every seed{f' ({m.unit})' if m.unit else ''}, cells in leaderboard order; "
+             "range = highest − lowest seed."]
+    if scale > 0:
+        lines[0] += (f" ⚠ marks an outlier: the seed of a cell (3 seeds or more) that lies furthest from its other "
+                     f"seeds, when it is further than {OUTLIER_SCALE:g} × {m.show(scale)}{unit} from all of them, where "
+                     f"{m.show(scale)}{unit} is the grid's typical seed-to-seed spread (1.4826 × the median absolute "
+                     "deviation of every seed from its cell's median)"
+                     + (f" — {flagged} here: it pulls its cell's mean and widens its interval." if flagged
+                        else "; none here."))
+    return lines + [""] + table(["cell", *[f"seed {s}" for s in seeds], "range"], table_rows)
 
 
 def _pivots(a: SourceAnalysis) -> list[str]:
@@ -317,9 +505,11 @@ def render(analyses: list[SourceAnalysis], results: Results, plots: dict[str, li
     for a in analyses:
         if multi:
             lines += [f"## {a.source.name}", ""]
+        lines += [_summary_line(a), ""]
         sections = [
             ("Setup", _header(a, results, out_dir)),
-            ("Leaderboard", _leaderboard(a)),
+            ("Leaderboard", _leaderboard(a, results)),
+            (f"Every seed ({m.title})", _per_seed(a)),
             ("Pivot tables", _pivots(a)),
             (f"Paired comparison with the baseline ({m.title})", _comparisons(a)),
             ("Main effects", _effects(a)),
@@ -345,8 +535,8 @@ def _side_by_side(analyses: list[SourceAnalysis]) -> list[str]:
     for label in labels:
         row = [cell_text(label)]
         for s in per_source:
-            row.append(_mean_ci(m, s.loc[label])[0] + f" (#{int(s.loc[label, 'rank'])})"
+            row.append(_mean_ci(m, s.loc[label]) + f" (#{int(s.loc[label, 'rank'])})"
                        if label in s.index and not _missing(s.loc[label, "rank"]) else "—")
         rows.append(row)
-    return [f"{m.heading}, mean ± 95% CI (rank within the source):", "",
+    return [f"{m.heading}, mean [95% CI] (rank within the source):", "",
             *table(["cell", *[a.source.name for a in analyses]], rows)]

@@ -267,27 +267,46 @@ def _reliability(analysis: SourceAnalysis, records: dict[str, dict[str, Any]], o
             cells.append((label, pooled))
     if not cells:
         return None
-    fig = Figure(figsize=(4.2 * len(cells), 4.6))
-    axes = np.atleast_1d(fig.subplots(1, len(cells), sharey=True))
+    fig = Figure(figsize=(4.2 * len(cells), 6.2))
+    grid = fig.subplots(2, len(cells), sharex=True, squeeze=False, gridspec_kw={"height_ratios": [3, 1.3]})
     summary = analysis.summary.set_index("label")
-    for ax, (label, (count, conf, acc)) in zip(axes, cells):
+    for column, (label, (count, conf, acc)) in enumerate(cells):
+        ax, ax_count = grid[0, column], grid[1, column]
         n_bins = count.size
         width = 100.0 / n_bins
         centers = (np.arange(n_bins) + 0.5) * width
         used = count > 0
-        ax.bar(centers[used], acc[used] * 100, width=width * 0.9, color="#1f77b4", alpha=0.85, label="accuracy")
+        # A bin's opacity follows its share of the predictions: a bin of 1 image must not look like one of 340.
+        shade = 0.12 + 0.88 * count[used] / count.max()
+        colors = [(0.12, 0.47, 0.71, float(a)) for a in shade]
+        ax.bar(centers[used], acc[used] * 100, width=width * 0.9, color=colors, edgecolor="#1f77b4", linewidth=0.6,
+               label="accuracy (opacity: share of predictions)")
+        if (~used).any():
+            ax.bar(centers[~used], 100, width=width * 0.9, color="none", edgecolor="#bbbbbb", hatch="///",
+                   linewidth=0.5, label="empty bin (no prediction)")
         ax.plot(conf[used] * 100, acc[used] * 100, "o", color="#ff7f0e", ms=3.5,
                 label="bin accuracy at its mean confidence")
         ax.plot([0, 100], [0, 100], "--", color="gray", lw=1, label="perfect calibration")
-        ax.set(xlim=(0, 100), ylim=(0, 100), xlabel="confidence (%)")
+        ax.set(xlim=(0, 100), ylim=(0, 100))
         ece = summary.loc[label].get("ece_mean") if "ece_mean" in summary.columns else None
         ece_text = f"\nECE {ece * 100:.2f}%" if ece is not None and np.isfinite(ece) else ""
         ax.set_title(_wrap(label, 36) + ece_text, fontsize=9)
         ax.grid(alpha=0.3)
-        ax.text(2, 96, f"{int(count.sum()):,} test predictions", fontsize=8, va="top")
-    axes[0].set_ylabel("accuracy (%)")
-    handles, names = axes[0].get_legend_handles_labels()
-    fig.legend(handles, names, loc="lower center", ncol=3, fontsize=9, frameon=False, bbox_to_anchor=(0.5, -0.06))
+        ax.text(2, 96, f"{int(count.sum()):,} test predictions", fontsize=8, va="top",
+                bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": "none"})
+        # Under the diagram, how many predictions each bin holds (log scale: the top bin often holds most).
+        ax_count.bar(centers[used], count[used], width=width * 0.9, color="#7f7f7f")
+        ax_count.set_yscale("log")
+        ax_count.set_ylim(0.5, count.max() * 8)
+        for x, c in zip(centers, count):
+            ax_count.text(x, max(c, 0.5) * 1.3, f"{int(c):,}" if c else "0", ha="center", va="bottom",
+                          fontsize=6, rotation=90 if n_bins > 10 else 0, color="#bbbbbb" if not c else "black")
+        ax_count.set_xlabel("confidence (%)")
+        ax_count.grid(alpha=0.3, axis="y")
+    grid[0, 0].set_ylabel("accuracy (%)")
+    grid[1, 0].set_ylabel("predictions\nper bin")
+    handles, names = grid[0, 0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=2, fontsize=9, frameon=False, bbox_to_anchor=(0.5, -0.08))
     fig.suptitle(f"Reliability diagrams — {analysis.source.name} (test set, {count.size} equal-width bins, "
                  f"pooled over seeds)", fontsize=11)
     fig.tight_layout()
@@ -295,7 +314,8 @@ def _reliability(analysis: SourceAnalysis, records: dict[str, dict[str, Any]], o
     _save(fig, out_dir / path)
     return Plot(path, "Reliability diagrams",
                 f"Accuracy against confidence on the test set for the {len(cells)} best cells; bars under the "
-                "diagonal mean over-confidence.")
+                "diagonal mean over-confidence. A bar's opacity is its share of the predictions and the lower panel "
+                "counts them per bin (log scale), so a bin of a few images is seen as such; hatched bins are empty.")
 
 
 def _confusion(analysis: SourceAnalysis, records: dict[str, dict[str, Any]], out_dir: Path,
