@@ -197,14 +197,19 @@ def run(
     cpus_per_cell: Optional[float] = typer.Option(None, "--cpus-per-cell", help="Ray: CPUs per cell (default 1)."),
     ray_data: Optional[str] = typer.Option(None, "--ray-data", metavar=_choices(RAY_DATA), autocompletion=_completer(RAY_DATA), help="Ray: object_store (the driver sends the tensors; default) or worker_cache (every node loads the data root)."),
     no_report: bool = typer.Option(False, "--no-report", help="Do not write report.md at the end (run `lossbench report` later)."),
+    tensorboard: Optional[Path] = typer.Option(None, "--tensorboard", "-t", help="Also write TensorBoard events to this directory: one run per cell × seed with per-epoch curves and the final metrics as hparams (needs lossbench[tensorboard])."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
     """Train every cell of SUITE that has no result yet, and write results/<suite>/ and its report."""
     from lossbench import runner
     from lossbench.config import load_suite
-    from lossbench.progress import PlainDisplay, RichDisplay
+    from lossbench.progress import DisplayGroup, PlainDisplay, RichDisplay
 
     try:
+        if tensorboard is not None:
+            from lossbench.tensorboard import check_available
+
+            check_available()
         loaded = load_suite(suite, overrides or [], epochs=epochs, seeds=_parse_seeds(seeds), device=device,
                             data_root=data_root)
         out_dir = out or Path("results") / loaded.name
@@ -224,6 +229,10 @@ def run(
         highlight=False,
     )
     display = RichDisplay(console) if interactive else PlainDisplay()
+    if tensorboard is not None:
+        from lossbench.tensorboard import TensorBoardWriter
+
+        display = DisplayGroup([display, TensorBoardWriter(tensorboard)])
     try:
         summary = runner.run(run_plan, executor=cluster or parallel, display=display)
     except LossbenchError as exc:

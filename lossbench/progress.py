@@ -309,3 +309,30 @@ class SilentDisplay:
     def cell_event(self, cell: Cell, event: str, info: dict[str, Any]) -> None: ...
     def cell_end(self, cell: Cell, record: dict[str, Any]) -> None: ...
     def finish(self) -> None: ...
+
+
+class DisplayGroup:
+    """Passes every event of a run to several displays in turn (the screen and TensorBoard, say)."""
+
+    def __init__(self, displays: list[RunDisplay]):
+        self.displays = displays
+
+    def start(self, total: int, skipped: int) -> None:
+        for d in self.displays:
+            d.start(total, skipped)
+
+    def cell_start(self, cell: Cell) -> None:
+        for d in self.displays:
+            d.cell_start(cell)
+
+    def cell_event(self, cell: Cell, event: str, info: dict[str, Any]) -> None:
+        for d in self.displays:
+            d.cell_event(cell, event, info)
+
+    def cell_end(self, cell: Cell, record: dict[str, Any]) -> None:
+        for d in self.displays:
+            d.cell_end(cell, record)
+
+    def finish(self) -> None:
+        for d in self.displays:
+            d.finish()

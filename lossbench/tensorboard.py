@@ -1,0 +1,90 @@
+"""TensorBoard event files of a run, written by the driver from the same events the live display gets: one run per
+cell × seed with its per-epoch scalars, and its final metrics as hparams beside its grid axes. Because the driver
+writes them, they are the same with --jobs and on Ray, where cells train in other processes.
+
+Needs the optional `tensorboard` package (`pip install 'lossbench[tensorboard]'`); torch.utils.tensorboard writes
+the files. View them with `tensorboard --logdir DIR`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+from typing import Any
+
+from lossbench.errors import ConfigError
+from lossbench.grid import Cell
+
+#: Per-epoch history key → TensorBoard tag.
+EPOCH_SCALARS = {
+    "train_loss": "train/loss", "train_acc": "train/acc", "test_loss": "test/loss", "test_acc": "test/acc",
+    "test_top5": "test/top5", "val_loss": "val/loss", "val_acc": "val/acc", "lr": "lr",
+    "penalty_share": "train/penalty_share", "epoch_s": "time/epoch_s",
+}
+#: Final metrics shown as hparams metrics (tags `final/<name>`), when the cell has them.
+FINAL_METRICS = ("test_acc", "test_top5", "test_nll", "ece", "gap", "train_acc", "precision_at_1", "map_at_r")
+
+
+def check_available(option: str = "--tensorboard") -> None:
+    """Raise ConfigError (before anything trains) when the tensorboard package is not installed."""
+    if importlib.util.find_spec("tensorboard") is None:
+        raise ConfigError(message=f"{option} needs the tensorboard package, which is not installed",
+                          details=["install it with `pip install 'lossbench[tensorboard]'` "
+                                   "(or `uv sync --extra tensorboard`)"])
+
+
+def run_name(cell: Cell) -> str:
+    """A directory name per cell × seed that reads like its label: `cross_entropy__l2(weight=1e-4)__none__seed0`."""
+    readable = re.sub(r"[^A-Za-z0-9._=(),+-]+", "_", cell.label.replace(" | ", "__")).strip("_")
+    return f"{readable}__seed{cell.seed}"
+
+
+class TensorBoardWriter:
+    """A run display that writes TensorBoard events instead of showing anything (see the module docstring)."""
+
+    def __init__(self, log_dir: Path):
+        check_available()
+        self.log_dir = Path(log_dir)
+        self.writers: dict[str, Any] = {}
+
+    def _writer(self, cell: Cell) -> Any:
+        from torch.utils.tensorboard import SummaryWriter
+
+        if cell.id not in self.writers:
+            self.writers[cell.id] = SummaryWriter(log_dir=str(self.log_dir / run_name(cell)))
+        return self.writers[cell.id]
+
+    def start(self, total: int, skipped: int) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+
+    def cell_start(self, cell: Cell) -> None:
+        self._writer(cell)
+
+    def cell_event(self, cell: Cell, event: str, info: dict[str, Any]) -> None:
+        if event != "epoch":
+            return
+        writer = self._writer(cell)
+        for key, tag in EPOCH_SCALARS.items():
+            value = info.get(key)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                writer.add_scalar(tag, float(value), global_step=int(info["epoch"]))
+        writer.flush()
+
+    def cell_end(self, cell: Cell, record: dict[str, Any]) -> None:
+        writer = self._writer(cell)
+        hparams: dict[str, Any] = {axis: str(level) for axis, level in cell.axes.items()}
+        hparams["seed"] = cell.seed
+        hparams["status"] = record["status"]
+        metrics = record.get("metrics") or {}
+        final = {f"final/{name}": float(metrics[name]) for name in FINAL_METRICS
+                 if isinstance(metrics.get(name), (int, float)) and not isinstance(metrics.get(name), bool)}
+        # run_name="." keeps the hparams in this cell's own run instead of a new timestamped one.
+        writer.add_hparams(hparams, final, run_name=".")
+        writer.close()
+        self.writers.pop(cell.id, None)
+
+    def finish(self) -> None:
+        for writer in self.writers.values():  # cells that never ended (interrupted): keep what they wrote
+            writer.close()
+        self.writers.clear()

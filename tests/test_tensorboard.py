@@ -1,0 +1,83 @@
+"""`lossbench run --tensorboard DIR`: one TensorBoard run per cell × seed with per-epoch scalars and the final
+metrics as hparams, written by the driver (so also with --jobs), read back with tensorboard's EventAccumulator."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from lossbench.cli import app
+from lossbench.config import load_suite
+from lossbench.grid import expand
+from lossbench.tensorboard import run_name
+
+from conftest import TINY_SUITE
+
+pytest.importorskip("tensorboard")
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
+from tensorboard.plugins.hparams import plugin_data_pb2  # noqa: E402
+
+
+def _read(run_dir: Path) -> EventAccumulator:
+    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "tensors": 0})
+    acc.Reload()
+    return acc
+
+
+def _hparams(acc: EventAccumulator) -> dict:
+    """The hparams of a run, decoded from the hparams plugin's session-start summary."""
+    content = acc.PluginTagToContent("hparams")
+    for raw in content.values():
+        data = plugin_data_pb2.HParamsPluginData.FromString(raw)
+        if data.HasField("session_start_info"):
+            return {k: (v.string_value or v.number_value) for k, v in data.session_start_info.hparams.items()}
+    return {}
+
+
+def test_tensorboard_runs_hold_the_epochs_and_final_metrics_with_jobs(write_suite, tmp_path: Path, cache_dir,
+                                                                      ) -> None:
+    suite = write_suite(TINY_SUITE)
+    log_dir, out = tmp_path / "tb", tmp_path / "out"
+    result = CliRunner().invoke(app, ["run", str(suite), "--out", str(out), "--tensorboard", str(log_dir),
+                                      "--jobs", "2", "--no-report", "--plain", "--cache-dir", str(cache_dir)])
+    assert result.exit_code == 0, result.output
+    cells = expand(load_suite(suite), json.loads(next((out / "cells").glob("*.json")).read_text())["config"]
+                   ["dataset"]["identity"])
+    assert sorted(p.name for p in log_dir.iterdir()) == sorted(run_name(c) for c in cells)
+    for cell in cells:
+        record = json.loads((out / "cells" / f"{cell.id}.json").read_text())
+        acc = _read(log_dir / run_name(cell))
+        tags = set(acc.Tags()["scalars"])
+        assert {"train/loss", "train/acc", "test/loss", "test/acc", "test/top5", "lr"} <= tags
+        for key, tag in (("train_loss", "train/loss"), ("test_acc", "test/acc"), ("lr", "lr")):
+            events = acc.Scalars(tag)
+            assert [e.step for e in events] == [h["epoch"] for h in record["history"]] == [1, 2]
+            assert [e.value for e in events] == pytest.approx([h[key] for h in record["history"]], rel=1e-6)
+        assert acc.Scalars("final/test_acc")[0].value == pytest.approx(record["metrics"]["test_acc"], rel=1e-6)
+        assert acc.Scalars("final/ece")[0].value == pytest.approx(record["metrics"]["ece"], rel=1e-6)
+        hparams = _hparams(acc)
+        assert hparams["loss"] == cell.axes["loss"] and hparams["augmentation"] == cell.axes["augmentation"]
+        assert hparams["seed"] == cell.seed and hparams["status"] == "done"
+
+
+def test_run_name_is_readable_and_a_single_directory(write_suite) -> None:
+    cell = expand(load_suite(write_suite(TINY_SUITE)), "digits:sklearn")[1]
+    name = run_name(cell)
+    assert "/" not in name and " " not in name and name.endswith(f"__seed{cell.seed}")
+    assert name.startswith(cell.axes["loss"])
+
+
+def test_missing_tensorboard_package_is_a_clear_error_before_training(write_suite, tmp_path: Path,
+                                                                      monkeypatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else real(name, *a))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["run", str(write_suite(TINY_SUITE)), "--out", str(out), "--tensorboard",
+                                      str(tmp_path / "tb")])
+    assert result.exit_code == 2 and "--tensorboard needs the tensorboard package" in result.output
+    assert "lossbench[tensorboard]" in result.output and not out.exists()
