@@ -327,11 +327,14 @@ def validate(
 ) -> None:
     """Check SUITE without training: print the number of cells and the grid, or every error (exit 2)."""
     from lossbench.config import load_suite
+    from lossbench.data.load import check_dataset_files
     from lossbench.runner import DEFAULT_CACHE, plan
 
     try:
         loaded = load_suite(suite, overrides or [], data_root=data_root)
         run_plan = plan(loaded, Path("results") / loaded.name, cache_dir=DEFAULT_CACHE)
+        # Image headers, empty and single classes of a local image folder (nothing is decoded).
+        check_dataset_files(loaded.dataset.name, loaded.dataset.root)
     except LossbenchError as exc:
         _fail(exc, debug)
         return

@@ -5,7 +5,13 @@ archives usually wrap their content. `describe_folder` is cheap enough for every
 an archive and reads member names only until both split folders have shown up (an archive's own sha256 names
 it, so the rest of the listing is not needed). `read_folder` reads the source once, front to back, and decodes
 on a thread pool while it reads (Pillow releases the GIL while it decodes); the full layout checks (class
-folders, unknown test classes) run on that same pass.
+folders, unknown test classes) run on that same pass. `check_folder_images` is what `validate` adds: the full
+listing and every image's header, without decoding pixels.
+
+Bounds, checked before the bytes are read or the pixels decoded, so a hostile archive cannot exhaust memory: an
+image file may hold at most `MAX_IMAGE_FILE_BYTES` (as stored, or decompressed from an archive, per the member's
+header) and an image at most `MAX_IMAGE_PIXELS` pixels (per its header). A directory walk follows symbolic links
+but never reaches a directory twice: a link cycle (`train/a/loop -> ..`) is an error naming the link.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import tarfile
 import warnings
 import zipfile
@@ -21,7 +28,7 @@ from collections.abc import Generator, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -35,6 +42,12 @@ SPLITS = ("train", "test")
 # Pillow modes that hold one gray channel; every other mode is converted to RGB.
 _GRAY_MODES = frozenset({"1", "L", "LA"})
 _EXPECTED = "expected train/<class>/<image> and test/<class>/<image>, optionally under one top-level folder"
+#: Largest image file read, in bytes (64 MiB): a bigger member of an archive is an error before it is read.
+MAX_IMAGE_FILE_BYTES = 64 * 2**20
+#: Largest image decoded, in pixels (8192 × 8192): a bigger one is an error from its header, before decoding.
+MAX_IMAGE_PIXELS = 8192 * 8192
+#: How many bad files an error names before it gives only their count.
+_SHOWN = 5
 
 
 def is_archive(path: Path) -> bool:
@@ -103,10 +116,18 @@ def read_folder(
         for name, size, data in _read_files(path):
             listing[name] = size
             if data is not None:
-                futures[name] = pool.submit(_decode_image, data, target, f"{path}:{name}")
+                futures[name] = pool.submit(_decode_image, data, target, name)
         tree = _build_tree(path, list(listing.items()))
-        # Only the images of the tree are awaited, so a broken file outside it is never an error.
-        decoded = [futures[entry.member].result() for entry in tree.images]
+        # Only the images of the tree are awaited, so a broken file outside it is never an error. Every bad file
+        # is collected, so that the error names them all at once instead of one per run.
+        decoded, bad = [], []
+        for entry in tree.images:
+            try:
+                decoded.append(futures[entry.member].result())
+            except _BadImage as exc:
+                bad.append(exc)
+        if bad:
+            raise _bad_images_error(path, bad, len(tree.images))
     finally:
         # On an error (or Ctrl-C) the queued decodes are dropped instead of run to the end.
         pool.shutdown(wait=True, cancel_futures=True)
@@ -151,10 +172,13 @@ def _build_tree(path: Path, files: list[tuple[str, int]]) -> FolderTree:
     """Check the layout of a full listing and pick out its images."""
     prefix = _find_prefix(path, (name for name, _ in files))
     images: list[ImageEntry] = []
+    folders: set[str] = set()  # class folders of train/, images or not
     for name, size in files:
         if not name.startswith(prefix):
             continue
         parts = name[len(prefix):].split("/")
+        if len(parts) >= 3 and parts[0] == "train" and not parts[1].startswith("."):
+            folders.add(parts[1])
         if len(parts) < 2 or parts[0] not in SPLITS or not _is_image(name):
             continue
         if len(parts) == 2:
@@ -170,6 +194,14 @@ def _build_tree(path: Path, files: list[tuple[str, int]]) -> FolderTree:
             f"{path}: no images under {prefix}train/",
             details=[_EXPECTED, f"image extensions: {', '.join(sorted(IMAGE_SUFFIXES))}"],
         )
+    empty = sorted(folders - set(classes))
+    if empty:
+        shown = ", ".join(f"{prefix}train/{c}/" for c in empty[:_SHOWN]) + (" …" if len(empty) > _SHOWN else "")
+        raise DataError(
+            f"{path}: {len(empty)} class folder(s) of {prefix}train/ hold no images: {shown}",
+            details=["a class needs training images; remove the folder or add its images",
+                     f"image extensions: {', '.join(sorted(IMAGE_SUFFIXES))}"],
+        )
     unknown = sorted({e.label for e in images if e.split == "test"} - set(classes))
     if unknown:
         raise DataError(
@@ -178,6 +210,11 @@ def _build_tree(path: Path, files: list[tuple[str, int]]) -> FolderTree:
         )
     if not any(e.split == "test" for e in images):
         raise DataError(f"{path}: no images under {prefix}test/", details=[_EXPECTED])
+    if len(classes) == 1:
+        raise DataError(
+            f"{path}: {prefix}train/ has a single class ({classes[0]}); a classifier needs at least two",
+            details=[_EXPECTED],
+        )
     return FolderTree(path=path, prefix=prefix, classes=classes, images=tuple(images))
 
 
@@ -233,16 +270,53 @@ def _list_directory(path: Path) -> list[tuple[str, int]]:
     fails fast instead of walking all of it.
     """
     prefix = _find_prefix(path, _shallow_names(path))
-    files = []
+    files: list[tuple[str, int]] = []
+    seen: dict[tuple[int, int], str] = {}  # (device, inode) of every directory reached → where it was reached
     for split in SPLITS:
-        for dirpath, dirnames, filenames in os.walk(path / prefix / split, followlinks=True):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            rel = Path(dirpath).relative_to(path).as_posix()
-            for name in sorted(filenames):
-                full = os.path.join(dirpath, name)
-                if os.path.isfile(full):
-                    files.append((f"{rel}/{name}", os.path.getsize(full)))
+        files += _walk(path, f"{prefix}{split}", seen)
     return files
+
+
+def _walk(root: Path, top: str, seen: dict[tuple[int, int], str]) -> list[tuple[str, int]]:
+    """Files (and class folders, as 'name/') under root/top, following symbolic links but reaching no directory
+    twice: a link back to a directory already walked (a cycle, or a second way in) is a DataError naming it."""
+    out: list[tuple[str, int]] = []
+    stack = [top]
+    while stack:
+        rel = stack.pop()
+        full = root / rel
+        try:
+            stat = full.stat()
+            entries = sorted(os.scandir(full), key=lambda e: e.name)
+        except OSError as exc:
+            raise DataError(f"cannot list directory {full}: {exc.strerror or exc}") from None
+        key = (stat.st_dev, stat.st_ino)
+        if key in seen:
+            first = seen[key]
+            if (rel + "/").startswith(first + "/"):
+                problem = f"{rel} leads back to {first} (a symbolic-link cycle)"
+            else:
+                problem = f"{first} and {rel} are the same directory (a symbolic link makes a second way into it)"
+            raise DataError(
+                f"{root}: {problem}; its images would be read more than once",
+                value=rel,
+                details=["remove the symbolic link, or point it outside the dataset folder"],
+            )
+        seen[key] = rel
+        out.append((rel + "/", 0))
+        subdirs = []
+        for entry in entries:
+            name = f"{rel}/{entry.name}"
+            try:
+                if entry.is_dir():
+                    if not entry.name.startswith("."):
+                        subdirs.append(name)
+                elif entry.is_file():
+                    out.append((name, entry.stat().st_size))
+            except OSError:  # a dangling link or a file removed meanwhile: not part of the dataset
+                continue
+        stack.extend(reversed(subdirs))
+    return out
 
 
 def _shallow_names(path: Path) -> Iterator[str]:
@@ -288,41 +362,130 @@ def _read_files(path: Path) -> Iterator[tuple[str, int, bytes | None]]:
     def wanted(name: str) -> bool:
         return _is_image(name) and bool(set(name.split("/")[:2]) & set(SPLITS))
 
+    def bounded(name: str, size: int) -> bool:
+        """Whether to read the file; an image over the size limit is an error before any of it is read."""
+        if not wanted(name):
+            return False
+        if size > MAX_IMAGE_FILE_BYTES:
+            raise DataError(
+                f"{path}: {name} holds {size:,} bytes, over the limit of {MAX_IMAGE_FILE_BYTES:,} bytes per image file",
+                details=["a dataset image is far smaller; the file is damaged or not an image"],
+            )
+        return True
+
     try:
         if path.is_dir():
             for name, size in _list_directory(path):
-                yield name, size, (path / name).read_bytes() if wanted(name) else None
+                yield name, size, (path / name).read_bytes() if not name.endswith("/") and bounded(name, size) else None
         elif path.name.lower().endswith(".zip"):
             with zipfile.ZipFile(path) as zf:
                 for info in zf.infolist():
-                    if not info.is_dir():
-                        name = _clean(info.filename)
-                        yield name, info.file_size, zf.read(info) if wanted(name) else None
+                    name = _clean(info.filename)
+                    if info.is_dir():
+                        yield name, 0, None
+                        continue
+                    # zipfile stops at the member's declared size, so a lying header cannot make it read more.
+                    yield name, info.file_size, zf.read(info) if bounded(name, info.file_size) else None
         else:
             # Stream mode reads a compressed tar front to back once instead of seeking per member.
             with tarfile.open(path, "r|*") as tf:
                 for member in tf:
-                    if member.isfile():
-                        name = _clean(member.name)
-                        handle = tf.extractfile(member) if wanted(name) else None
+                    name = _clean(member.name)
+                    if member.isdir():
+                        yield name.rstrip("/") + "/", 0, None
+                    elif member.isfile():
+                        handle = tf.extractfile(member) if bounded(name, member.size) else None
                         yield name, member.size, handle.read() if handle is not None else None
     except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError) as exc:
-        raise DataError(f"cannot read {path}: {exc}") from None
+        raise DataError(f"cannot read {path}: {_plain_reason(exc)}") from None
 
 
-def _decode_image(data: bytes, target: tuple[int, int] | None, where: str) -> tuple[np.ndarray, bool]:
-    """An image as [H,W] (gray) or [H,W,3] (RGB) uint8, resized to `target` (width, height) when given."""
+class _BadImage(Exception):
+    """One image file that cannot be used; `reason` is a plain sentence without object reprs."""
+
+    def __init__(self, member: str, reason: str):
+        super().__init__(f"{member}: {reason}")
+        self.member, self.reason = member, reason
+
+
+def _image_problem(exc: Exception) -> str:
+    """Pillow's complaint about a file in plain words: its messages name the in-memory file by its repr."""
+    from PIL import UnidentifiedImageError
+
+    if isinstance(exc, UnidentifiedImageError):
+        return "not an image Pillow can read"
+    text = re.sub(r"<[^<>]* object at 0x[0-9a-fA-F]+>", "the file", str(exc)).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _open_checked(data: bytes, member: str) -> Any:
+    """The Pillow image of `data` with only its header read; raises _BadImage when it is unreadable or too big."""
     from PIL import Image
 
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        image = Image.open(io.BytesIO(data))
+    except Exception as exc:  # Pillow raises many types for bad files; each is a data problem of this file
+        raise _BadImage(member, _image_problem(exc)) from None
+    width, height = image.size
+    if width * height > MAX_IMAGE_PIXELS:
+        image.close()
+        raise _BadImage(member, f"{width}×{height} pixels, over the limit of {MAX_IMAGE_PIXELS:,} pixels per image")
+    return image
+
+
+def _decode_image(data: bytes, target: tuple[int, int] | None, member: str) -> tuple[np.ndarray, bool]:
+    """An image as [H,W] (gray) or [H,W,3] (RGB) uint8, resized to `target` (width, height) when given."""
+    from PIL import Image
+
+    with _open_checked(data, member) as image:
+        try:
             gray = image.mode in _GRAY_MODES
             converted = image.convert("L" if gray else "RGB")
-        if target is not None and converted.size != target:
-            converted = converted.resize(target, Image.BILINEAR)
-        return np.asarray(converted), gray
-    except Exception as exc:  # Pillow raises many types for bad files; each is a user-facing data problem
-        raise DataError(f"cannot decode image {where}: {exc}") from None
+            if target is not None and converted.size != target:
+                converted = converted.resize(target, Image.BILINEAR)
+            return np.asarray(converted), gray
+        except Exception as exc:  # a truncated or corrupt body behind a valid header
+            raise _BadImage(member, _image_problem(exc)) from None
+
+
+def _bad_images_error(path: Path, bad: list[_BadImage], total: int) -> DataError:
+    shown = [f"{b.member}: {b.reason}" for b in bad[:_SHOWN]]
+    more = [f"… and {len(bad) - _SHOWN} more"] if len(bad) > _SHOWN else []
+    return DataError(f"{path}: {len(bad)} of {total} image file(s) cannot be used", details=shown + more)
+
+
+def check_folder_images(path: Path) -> None:
+    """What `validate` checks of an image folder beyond its layout: the full listing (class folders, empty and
+    single classes) and the header of every image (format, size limits), without decoding any pixels.
+
+    Raises DataError naming the first few bad files and their count.
+    """
+    _check_root(path)
+    listing: dict[str, int] = {}
+    bad: dict[str, _BadImage] = {}
+    for name, size, data in _read_files(path):
+        listing[name] = size
+        bad.pop(name, None)  # a tar may hold a name twice; the later member wins
+        if data is None:
+            continue
+        try:
+            _open_checked(data, name).close()
+        except _BadImage as exc:
+            bad[name] = exc
+    tree = _build_tree(path, list(listing.items()))
+    used = [bad[e.member] for e in tree.images if e.member in bad]
+    if used:
+        raise _bad_images_error(path, used, len(tree.images))
+
+
+def _plain_reason(exc: BaseException) -> str:
+    """An archive error in words ("truncated" rather than an empty EOFError)."""
+    if isinstance(exc, EOFError):
+        return "the archive is truncated (it ends in the middle of a file)"
+    text = str(exc).strip()
+    if isinstance(exc, tarfile.ReadError) and "unexpected end of data" in text:
+        return "the archive is truncated (it ends in the middle of a file)"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _resize(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:

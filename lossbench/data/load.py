@@ -96,6 +96,12 @@ def dataset_identity(
     return f"{name}:{source.describe(_root_path(root))}{options.suffix()}"
 
 
+def check_dataset_files(name: str, root: str | os.PathLike[str] | None) -> None:
+    """What `validate` checks of the data beyond its identity, without decoding it: for image folders the full
+    listing and every image's header. Raises DataError naming the first few bad files and their count."""
+    _source(name, None).check_files(_root_path(root))
+
+
 def load_dataset(
     name: str,
     root: str | os.PathLike[str] | None,

@@ -21,7 +21,7 @@ import torch
 
 from lossbench.data.base import ImageData
 from lossbench.data.fingerprint import content_digest
-from lossbench.data.folder import describe_folder, is_archive, read_folder
+from lossbench.data.folder import check_folder_images, describe_folder, is_archive, read_folder
 from lossbench.data.idx import IdxFiles, find_idx_files
 from lossbench.data.splits import stratified_holdout
 from lossbench.errors import DataError
@@ -67,6 +67,10 @@ class DatasetSource:
     def describe(self, root: Path | None) -> str:
         """A cheap string naming the data at `root` (no decoding), e.g. `torchvision` or `folder:x.zip:1a2b3c4d5e6f`."""
         raise NotImplementedError
+
+    def check_files(self, root: Path | None) -> None:
+        """What `validate` checks beyond `describe`, still without decoding pixels (image headers, empty or single
+        classes); raises DataError. Nothing by default."""
 
     def decode_options(self) -> str:
         """Options of this source that change the decoded tensors, appended to the cache key ('' when none)."""
@@ -194,6 +198,11 @@ class _TorchvisionSource(DatasetSource):
         if isinstance(where, TorchvisionRoot):
             return "torchvision"
         return self._describe_local(where)
+
+    def check_files(self, root: Path | None) -> None:
+        where = self._locate(root)
+        if isinstance(where, FolderRoot):
+            check_folder_images(where.path)
 
     def decode(self, root: Path | None, *, download: bool, download_dir: Path) -> ImageData:
         where = self._locate(root)
@@ -528,6 +537,9 @@ class ImageFolder(DatasetSource):
 
     def describe(self, root: Path | None) -> str:
         return describe_folder(self._root(root))
+
+    def check_files(self, root: Path | None) -> None:
+        check_folder_images(self._root(root))
 
     def decode_options(self) -> str:
         return f"|decode_size={self.image_size}" if self.image_size else ""

@@ -1,0 +1,175 @@
+"""Image-folder readers are bounded and honest: no symlink loops, size limits checked before reading or
+decoding, and `validate` finds bad images, empty and single classes from headers, naming the files."""
+
+from __future__ import annotations
+
+import io
+import os
+import resource
+import tarfile
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from lossbench.cli import app
+from lossbench.data import load_dataset
+from lossbench.data.folder import MAX_IMAGE_FILE_BYTES, MAX_IMAGE_PIXELS, check_folder_images, read_folder
+from lossbench.errors import DataError
+
+
+def png(seed: int, size: int = 8) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(seed).integers(0, 255, (size, size, 3), dtype=np.uint8)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def folder(root: Path, classes: dict[str, int] | None = None) -> Path:
+    """train/ and test/ with `classes` (name → images per split) of 8×8 PNGs."""
+    classes = classes or {"a": 3, "b": 3}
+    for split in ("train", "test"):
+        for label, count in classes.items():
+            d = root / split / label
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                (d / f"{i}.png").write_bytes(png(hash((split, label, i)) % 1000))
+    return root
+
+
+def test_a_symlink_cycle_is_an_error_naming_the_link(tmp_path: Path) -> None:
+    root = folder(tmp_path / "data")
+    os.symlink("..", root / "train" / "a" / "loop")
+    for check in (check_folder_images, read_folder):
+        with pytest.raises(DataError) as caught:
+            check(root)
+        text = caught.value.render()
+        assert "train/a/loop leads back to train (a symbolic-link cycle)" in text
+
+
+def test_a_second_link_into_the_dataset_is_an_error(tmp_path: Path) -> None:
+    root = folder(tmp_path / "data")
+    os.symlink(root / "train" / "b", root / "train" / "a" / "b_again")
+    with pytest.raises(DataError, match="train/a/b_again and train/b are the same directory"):
+        read_folder(root)
+
+
+def test_links_to_images_outside_the_folder_are_followed(tmp_path: Path) -> None:
+    outside = folder(tmp_path / "elsewhere", {"c": 2})
+    root = folder(tmp_path / "data")
+    os.symlink(outside / "train" / "c", root / "train" / "c")
+    classes, splits = read_folder(root)
+    assert classes == ("a", "b", "c")
+    assert splits["train"][1].tolist() == [0, 0, 0, 1, 1, 1, 2, 2]
+
+
+def test_a_huge_zip_member_fails_fast_without_reading_it(tmp_path: Path) -> None:
+    """A ~1 MB zip whose member inflates to 1 GiB: refused from the member's header, without inflating it."""
+    src = folder(tmp_path / "src")
+    archive = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
+        for p in sorted(src.rglob("*.png")):
+            zf.write(p, p.relative_to(src).as_posix())
+        with zf.open("train/a/huge.png", "w", force_zip64=True) as member:
+            zeros = bytes(2**24)
+            for _ in range(64):  # 64 × 16 MiB = 1 GiB of zeros
+                member.write(zeros)
+    assert archive.stat().st_size < 2 * 2**20
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    started = time.process_time()
+    with pytest.raises(DataError, match=r"train/a/huge.png holds 1,073,741,824 bytes, over the limit"):
+        read_folder(archive)
+    # Fails from the header: far less CPU than inflating 1 GiB, and no 1 GiB allocation.
+    assert time.process_time() - started < 5
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before < 256 * 1024
+
+
+def test_a_huge_tar_member_fails_before_it_is_read(tmp_path: Path) -> None:
+    archive = tmp_path / "big.tar.gz"
+    src = folder(tmp_path / "src")
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(src / "train", arcname="train")
+        tar.add(src / "test", arcname="test")
+        info = tarfile.TarInfo("train/a/huge.png")
+        info.size = MAX_IMAGE_FILE_BYTES + 1
+        tar.addfile(info, io.BytesIO(bytes(info.size)))
+    with pytest.raises(DataError, match="train/a/huge.png holds .* bytes, over the limit"):
+        read_folder(archive)
+
+
+def test_an_image_with_too_many_pixels_is_refused_from_its_header(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import lossbench.data.folder as folder_module
+
+    root = folder(tmp_path / "data")
+    (root / "train" / "a" / "big.png").write_bytes(png(1, size=64))
+    monkeypatch.setattr(folder_module, "MAX_IMAGE_PIXELS", 32 * 32)
+    with pytest.raises(DataError) as caught:
+        read_folder(root)
+    assert "train/a/big.png: 64×64 pixels, over the limit of 1,024 pixels per image" in caught.value.render()
+    assert MAX_IMAGE_PIXELS == 8192 * 8192
+
+
+def test_bad_images_are_all_named_with_a_count_and_no_object_reprs(tmp_path: Path) -> None:
+    root = folder(tmp_path / "data", {"a": 4, "b": 4})
+    for i in range(4):
+        (root / "train" / "a" / f"{i}.png").write_bytes(b"not an image at all")
+    (root / "test" / "b" / "0.png").write_bytes(png(3)[:60])  # a valid header, a truncated body
+    (root / "train" / "b" / "x.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 10)
+    with pytest.raises(DataError) as header:
+        check_folder_images(root)
+    text = header.value.render()
+    assert "5 of 17 image file(s) cannot be used" in text
+    assert "train/a/0.png: not an image Pillow can read" in text and "… and 0 more" not in text
+    assert "object at 0x" not in text
+    # A full decode also finds the truncated one, and names six with a count.
+    with pytest.raises(DataError) as decoded:
+        read_folder(root)
+    text = decoded.value.render()
+    assert "6 of 17 image file(s) cannot be used" in text and "… and 1 more" in text
+    assert "object at 0x" not in text and "BytesIO" not in text
+
+
+@pytest.mark.parametrize("layout, message", [
+    ({"a": 2, "b": 2, "empty": 0}, "1 class folder(s) of train/ hold no images: train/empty/"),
+    ({"only": 3}, "train/ has a single class (only); a classifier needs at least two"),
+])
+def test_empty_and_single_classes_are_errors(tmp_path: Path, layout: dict[str, int], message: str) -> None:
+    root = folder(tmp_path / "data", layout)
+    with pytest.raises(DataError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        read_folder(root)
+    archive = tmp_path / "data.tar"
+    with tarfile.open(archive, "w") as tar:
+        tar.add(root / "train", arcname="train")
+        tar.add(root / "test", arcname="test")
+    with pytest.raises(DataError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        check_folder_images(archive)
+
+
+def test_validate_checks_image_headers(tmp_path: Path) -> None:
+    root = folder(tmp_path / "data")
+    (root / "train" / "b" / "1.png").write_bytes(b"garbage")
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(f"name: x\ndataset: {{name: image_folder, root: '{root}'}}\nmodel: {{name: small_cnn}}\n"
+                     "train: {device: cpu}\ngrid: {loss: [cross_entropy]}\n")
+    result = CliRunner().invoke(app, ["validate", str(suite)])
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert "1 of 12 image file(s) cannot be used" in text and "train/b/1.png: not an image Pillow can read" in text
+    assert "Traceback" not in text
+    (root / "train" / "b" / "1.png").write_bytes(png(9))
+    assert CliRunner().invoke(app, ["validate", str(suite)]).exit_code == 0
+
+
+def test_a_truncated_archive_says_so(tmp_path: Path, cache_dir: Path) -> None:
+    src = folder(tmp_path / "src", {"a": 30, "b": 30})
+    archive = tmp_path / "data.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(src / "train", arcname="train")
+        tar.add(src / "test", arcname="test")
+    archive.write_bytes(archive.read_bytes()[:-2000])
+    with pytest.raises(DataError, match="truncated"):
+        load_dataset("image_folder", archive, cache_dir=cache_dir)
