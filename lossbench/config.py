@@ -434,6 +434,7 @@ def check_components(source: SuiteSource) -> list[ConfigError]:
     registries = _registries()
     # Each grid level as its resolved components, to find levels that are one cell under two spellings.
     levels: dict[tuple[str, int], list[Any] | None] = {}
+    valid: list[_ComponentRef] = []
     for ref in _component_refs(data):
         if not _all_finite(ref.spec.params):
             levels[(ref.axis or "", ref.level or 0)] = None
@@ -447,12 +448,15 @@ def check_components(source: SuiteSource) -> list[ConfigError]:
         except LossbenchError as exc:
             errors.append(_located(source, exc, ref.path))
             resolved = None
+        else:
+            valid.append(ref)
         if ref.axis is not None and ref.level is not None:
             key = (ref.axis, ref.level)
             previous = levels.get(key, [])
             levels[key] = None if resolved is None or previous is None else \
                 [*previous, (ref.spec.name, json.dumps(resolved, sort_keys=True, default=str))]
     errors.extend(_repeated_levels(source, levels))
+    errors.extend(_check_combinations(source, valid))
     return errors
 
 
@@ -537,25 +541,25 @@ def _subset_size_errors(source: SuiteSource, dataset: dict[str, Any]) -> list[Co
     return errors
 
 
-def _check_combinations(source: SuiteSource, suite: Suite) -> list[ConfigError]:
-    """Losses defined on hard labels cannot train with label-mixing augmentations (mixup, cutmix)."""
-    from lossbench.augment import AUGMENTATIONS
-    from lossbench.losses import LOSSES
+def _check_combinations(source: SuiteSource, valid: list[_ComponentRef]) -> list[ConfigError]:
+    """Losses defined on hard labels cannot train with label-mixing augmentations (mixup, cutmix).
 
+    Judged on the components that are valid, so a mistake elsewhere in the suite does not hide this one.
+    """
+    registries = _registries()
+    mixing = list(dict.fromkeys(
+        ref.spec.name for ref in valid
+        if ref.axis == "augmentation"
+        and getattr(registries["augmentations"].get(ref.spec.name), "soft_targets", False)))
+    if not mixing:
+        return []
     errors = []
-    mixing = [
-        (i, "+".join(s.name for s in stack))
-        for i, stack in enumerate(suite.grid.augmentation)
-        if any(AUGMENTATIONS.get(s.name).soft_targets for s in stack)
-    ]
-    for li, loss in enumerate(suite.grid.loss):
-        cls = LOSSES.get(loss.name)
-        if mixing and not cls.soft_targets:
-            names = ", ".join(n for _, n in mixing)
+    for ref in valid:
+        if ref.axis == "loss" and not getattr(registries["losses"].get(ref.spec.name), "soft_targets", True):
             errors.append(ConfigError(
-                message=f"loss '{loss.name}' takes hard labels only and cannot train with label-mixing "
-                        f"augmentation ({names})",
-                location=source.locate(["grid", "loss", li]),
+                message=f"loss '{ref.spec.name}' takes hard labels only and cannot train with label-mixing "
+                        f"augmentation ({', '.join(mixing)})",
+                location=source.locate(ref.path),
                 details=["remove the loss or those augmentations, or split them into two suites"],
             ))
     return errors
@@ -594,8 +598,6 @@ def parse_suite(source: SuiteSource) -> Suite:
     except ValidationError as exc:
         errors.extend(_structural_errors(source, exc))
     errors.extend(check_components(source))
-    if suite is not None and not errors:
-        errors.extend(_check_combinations(source, suite))
     if errors or suite is None:
         raise SuiteErrors(_in_file_order(errors))
     suite._source = source

@@ -25,7 +25,7 @@ from lossbench import __version__
 from lossbench.config import Suite, suite_to_yaml
 from lossbench.data import ImageData, dataset_identity, load_dataset
 from lossbench.engine import CellResult, EngineOptions, train_cell, resolve_device, resolve_precision
-from lossbench.errors import ConfigError, ResultsWriteError
+from lossbench.errors import ConfigError, DataError, ResultsWriteError
 from lossbench.grid import Cell, expand
 from lossbench.machine import MachineSample, load_block
 from lossbench.progress import RunDisplay, SilentDisplay
@@ -261,7 +261,12 @@ def plan(suite: Suite, out_dir: Path, *, force: bool = False, cache_dir: Path = 
     except ValueError as exc:
         raise ConfigError(message=str(exc), location=suite.locate(["train", "device"])) from None
     job = Job(suite.name, DataRequest.from_suite(suite, cache_dir), EngineSettings.from_suite(suite))
-    cells = expand(suite, job.data.identity())
+    try:
+        identity = job.data.identity()
+    except DataError as exc:  # the data named by the suite (or --data-root) cannot be used: point at that key
+        exc.location = exc.location or suite.locate(["dataset", "root" if suite.dataset.root else "name"])
+        raise
+    cells = expand(suite, identity)
     check_results_dir(out_dir)
     store = ResultsStore(out_dir)
     finished = set() if force else {c.id for c in cells if _is_final(store, c.id)}

@@ -59,6 +59,14 @@ def test_three_mistakes_of_different_kinds_are_three_errors(write_suite, tmp_pat
     assert not out.exists()
 
 
+def test_a_structure_error_does_not_hide_a_combination_error(write_suite) -> None:
+    text = (TINY_SUITE.replace("  epochs: 2", "  epoch: 2").replace("loss: [cross_entropy, mse]", "loss: [mse, triplet]")
+            .replace("augmentation: [none, crop]", "augmentation: [none, mixup]"))
+    errors = errors_of(write_suite(text))
+    assert [e.location.path for e in errors] == ["train.epoch", "grid.loss[1]"]
+    assert "takes hard labels only" in errors[1].render() and "mixup" in errors[1].render()
+
+
 def test_a_structure_error_does_not_hide_component_errors(write_suite) -> None:
     text = TINY_SUITE.replace("batch_size: 64", "batch_size: x").replace("regularizer: [none]", "regularizer: [l3]")
     assert {e.location.path for e in errors_of(write_suite(text))} == {"train.batch_size", "grid.regularizer[0]"}
@@ -275,3 +283,15 @@ def test_a_subset_of_a_local_copy_is_not_judged_by_the_official_size(write_suite
     text = TINY_SUITE.replace("  name: digits\n  train_subset: 400\n",
                               f"  name: cifar10\n  root: {tmp_path / 'copy'}\n  train_subset: 60000\n")
     assert load_suite(write_suite(text)).dataset.train_subset == 60_000
+
+
+def test_an_unusable_data_root_is_located(write_suite, tmp_path: Path) -> None:
+    not_data = tmp_path / "notes.txt"
+    not_data.write_text("not images")
+    path = write_suite(TINY_SUITE.replace("  name: digits\n", f"  name: image_folder\n  root: {not_data}\n"))
+    result = runner.invoke(app, ["validate", str(path)])
+    assert result.exit_code == 2 and "suite.yaml:4:3 at dataset.root:" in result.output, result.output
+    result = runner.invoke(app, ["run", str(write_suite(TINY_SUITE.replace("name: digits", "name: image_folder"))),
+                                 "--data-root", str(not_data), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and f"--data-root {not_data}:" in result.output, result.output
+    assert not (tmp_path / "out").exists()
