@@ -263,14 +263,22 @@ def plan(suite: Suite, out_dir: Path, *, force: bool = False, cache_dir: Path = 
     job = Job(suite.name, DataRequest.from_suite(suite, cache_dir), EngineSettings.from_suite(suite))
     try:
         identity = job.data.identity()
-    except DataError as exc:  # the data named by the suite (or --data-root) cannot be used: point at that key
-        exc.location = exc.location or suite.locate(["dataset", "root" if suite.dataset.root else "name"])
-        raise
+    except DataError as exc:
+        raise _located_data_error(suite, exc) from None
     cells = expand(suite, identity)
     check_results_dir(out_dir)
     store = ResultsStore(out_dir)
     finished = set() if force else {c.id for c in cells if _is_final(store, c.id)}
     return RunPlan(suite, job, cells, [c for c in cells if c.id not in finished], store)
+
+
+def _located_data_error(suite: Suite, exc: DataError) -> DataError:
+    """A data error pointed at the suite key (or option) behind it: a subset size, else the root or the name."""
+    if exc.location is None:
+        key = next((k for k in ("train_subset", "test_subset", "val_fraction") if exc.message.startswith(k)),
+                   "root" if suite.dataset.root else "name")
+        exc.location = suite.locate(["dataset", key])
+    return exc
 
 
 def _outcome(record: dict[str, Any]) -> str:
@@ -292,7 +300,10 @@ def run(run_plan: RunPlan, *, executor: Any = None, display: RunDisplay | None =
     if run_plan.pending and hasattr(executor, "prepare"):
         # The data stage completes before anything is written: a bad image or a subset larger than its split
         # must not leave a lock, a header-only results.csv or a suite.yaml behind.
-        executor.prepare(run_plan.job)
+        try:
+            executor.prepare(run_plan.job)
+        except DataError as exc:
+            raise _located_data_error(run_plan.suite, exc) from None
     summary = RunSummary(skipped=run_plan.skipped)
     with store:
         store.write_suite(suite_to_yaml(run_plan.suite))

@@ -295,3 +295,21 @@ def test_an_unusable_data_root_is_located(write_suite, tmp_path: Path) -> None:
                                  "--data-root", str(not_data), "--out", str(tmp_path / "out")])
     assert result.exit_code == 2 and f"--data-root {not_data}:" in result.output, result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_a_subset_larger_than_a_local_copy_is_located(write_suite, tmp_path: Path, cache_dir: Path) -> None:
+    from PIL import Image
+
+    for split in ("train", "test"):
+        for label in ("a", "b"):
+            folder = tmp_path / "images" / split / label
+            folder.mkdir(parents=True)
+            for i in range(3):
+                Image.new("RGB", (8, 8), (40 * i, 0, 0)).save(folder / f"{i}.png")
+    text = TINY_SUITE.replace("  name: digits\n  train_subset: 400\n",
+                              f"  name: image_folder\n  root: {tmp_path / 'images'}\n  train_subset: 50\n")
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["run", str(write_suite(text)), "--out", str(out), "--cache-dir", str(cache_dir)])
+    assert result.exit_code == 2, result.output
+    assert "suite.yaml:5:3 at dataset.train_subset: train_subset = 50" in result.output, result.output
+    assert not out.exists()
