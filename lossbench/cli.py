@@ -201,7 +201,6 @@ def run(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
     """Train every cell of SUITE that has no result yet, and write results/<suite>/ and its report."""
-    from lossbench import runner
     from lossbench.config import load_suite
     from lossbench.progress import DisplayGroup, PlainDisplay, RichDisplay
 
@@ -212,6 +211,8 @@ def run(
             check_available()
         loaded = load_suite(suite, overrides or [], epochs=epochs, seeds=_parse_seeds(seeds), device=device,
                             data_root=data_root)
+        from lossbench import runner  # after the suite: a malformed file is refused before torch loads (seconds)
+
         out_dir = out or Path("results") / loaded.name
         cluster = _cluster_executor(executor, address, cpus_per_cell, gpus_per_cell, ray_data)
         run_plan = runner.plan(loaded, out_dir, force=force, cache_dir=cache_dir or runner.DEFAULT_CACHE,
@@ -327,11 +328,13 @@ def validate(
 ) -> None:
     """Check SUITE without training: print the number of cells and the grid, or every error (exit 2)."""
     from lossbench.config import load_suite
-    from lossbench.data.load import check_dataset_files
-    from lossbench.runner import DEFAULT_CACHE, plan
 
     try:
         loaded = load_suite(suite, overrides or [], data_root=data_root)
+        # Imported after the suite is read: a malformed file is refused before torch loads (seconds).
+        from lossbench.data.load import check_dataset_files
+        from lossbench.runner import DEFAULT_CACHE, plan
+
         run_plan = plan(loaded, Path("results") / loaded.name, cache_dir=DEFAULT_CACHE)
         # Image headers, empty and single classes of a local image folder (nothing is decoded).
         check_dataset_files(loaded.dataset.name, loaded.dataset.root)

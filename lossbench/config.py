@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -170,7 +171,7 @@ GRID_AXES = ("loss", "regularizer", "augmentation", "optimizer", "scenario")
 class Suite(_Strict):
     """A whole benchmark: data, model, training recipe, seeds and the grid."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
+    name: str = Field(max_length=100)
     description: str = Field("", max_length=MAX_DESCRIPTION)
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -179,6 +180,14 @@ class Suite(_Strict):
     grid: GridConfig
     # Where each value came from (file line or command-line option), so later checks can point at it.
     _source: SuiteSource | None = PrivateAttr(None)
+
+    @field_validator("name")
+    @classmethod
+    def _folder_name(cls, name: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+            raise ValueError(f"{show_value(name)} is not a usable name: it names the results folder, so it is "
+                             "letters, digits, _ . and -, starting with a letter or digit")
+        return name
 
     @field_validator("seeds")
     @classmethod

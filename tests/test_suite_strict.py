@@ -313,3 +313,20 @@ def test_a_subset_larger_than_a_local_copy_is_located(write_suite, tmp_path: Pat
     assert result.exit_code == 2, result.output
     assert "suite.yaml:5:3 at dataset.train_subset: train_subset = 50" in result.output, result.output
     assert not out.exists()
+
+
+def test_a_malformed_file_is_refused_before_torch_is_imported(write_suite) -> None:
+    # Refusing a YAML bomb or a 50 MB file takes a second and ~50 MB only if torch (seconds, ~700 MB) is not loaded.
+    import subprocess
+    import sys
+
+    path = write_suite("a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"b{i}: &b{i} [" + ", ".join(["*a" if i == 0 else f"*b{i - 1}"] * 10) + "]\n" for i in range(8)) + "name: x\n")
+    probe = ("import sys\nfrom typer.testing import CliRunner\nfrom lossbench.cli import app\n"
+             f"for command in ('validate', 'run'):\n"
+             f"    result = CliRunner().invoke(app, [command, {str(path)!r}])\n"
+             "    assert result.exit_code == 2, result.output\n"
+             "print('torch' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
