@@ -14,7 +14,6 @@ from lossbench.config import load_suite, suite_to_yaml
 from lossbench.errors import ConfigError, SuiteErrors
 from lossbench.overrides import parse_override
 
-from conftest import TINY_SUITE
 
 runner = CliRunner()
 

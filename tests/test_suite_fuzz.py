@@ -158,6 +158,9 @@ def bad_syntax(rng: random.Random) -> Case:
         TINY_SUITE + "---\nname: second\n",
         TINY_SUITE + "grid: *missing\n",
         TINY_SUITE.replace("name: tiny", "name: 'tiny"),
+        TINY_SUITE.replace("seeds: [0]", "seeds: !!python/object/apply:os.system ['echo hacked']"),
+        TINY_SUITE.replace("name: tiny", "name: !!binary aGVsbG8="),
+        TINY_SUITE.replace("seeds: [0]", "seeds: !custom [0]"),
     ]))
 
 
@@ -257,3 +260,44 @@ def test_malformed_suite(index: int, fuzz_cases: list[tuple[str, Case, str]], tm
     for word in FORBIDDEN:
         assert word not in result.output, context
     assert os.listdir(work) == [] and not out.exists(), context
+
+
+MUTATIONS = 80
+_YAML_CHARS = list("[]{}:,-&*!|>'\"#%@`?\t\n .0123456789aexyz")
+
+
+def _mutate(rng: random.Random) -> bytes:
+    """The valid suite with a few characters inserted, deleted or replaced: often invalid, sometimes still valid."""
+    text = list(TINY_SUITE)
+    for _ in range(rng.randint(1, 4)):
+        i = rng.randrange(len(text))
+        action = rng.randrange(3)
+        if action == 0:
+            text.insert(i, rng.choice(_YAML_CHARS))
+        elif action == 1:
+            del text[i]
+        else:
+            text[i] = rng.choice(_YAML_CHARS)
+    return "".join(text).encode()
+
+
+@pytest.mark.parametrize("index", range(MUTATIONS))
+def test_random_edits_never_crash(index: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Character-level edits of a valid suite: whatever they produce, validate answers 0 (still valid) or 2 with a
+    # located message, never a traceback, and writes nothing.
+    rng = random.Random(7_000 + index)
+    raw = _mutate(rng)
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    suite = tmp_path / "suite.yaml"
+    suite.write_bytes(raw)
+    result = runner.invoke(app, ["validate", str(suite)])
+    context = f"{raw!r}\n{result.output}"
+    assert result.exit_code in (0, 2), context
+    assert result.exception is None or isinstance(result.exception, SystemExit), context
+    if result.exit_code == 2:
+        assert LOCATED.search(result.output), context
+    for word in FORBIDDEN:
+        assert word not in result.output, context
+    assert os.listdir(work) == [], context
