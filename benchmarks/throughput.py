@@ -8,7 +8,7 @@ seed and weight init in every pipeline:
   HWC uint8 array → PIL.Image.fromarray → transforms), RandomCrop(32, padding=4) + RandomHorizontalFlip + ToTensor +
   Normalize, a shuffling DataLoader (persistent workers, pinned memory on a GPU), and a plain training loop with
   torch.optim.SGD in fp32. Measured with 0, 1 and 2 DataLoader workers; the fastest is the reference.
-- engine: `lossbench.engine.train_cell` with the options `lossbench run` uses on that device (uint8 data on the
+- engine: `lossbench.runner.train_cell` with the options `lossbench run` uses on that device (uint8 data on the
   device, batched augmentation, channels-last layout), at fp32 and at bf16 autocast; with `--compile` also with
   `train.compile: true`.
 
@@ -47,11 +47,12 @@ from torch import nn
 
 from lossbench.config import Suite
 from lossbench.data import ImageData, load_dataset
-from lossbench.engine import EngineOptions, resolve_device, train_cell
+from lossbench.data.cache import DEFAULT_CACHE
+from lossbench.device import resolve_device
+from lossbench.engine import EngineOptions
 from lossbench.grid import expand
-from lossbench.models import MODELS
-from lossbench.regularizers import DropoutPlan
-from lossbench.runner import DEFAULT_CACHE, EngineSettings, cpu_name
+from lossbench.models import MODELS, ModelFacts
+from lossbench.runner import EngineSettings, cpu_name, train_cell
 
 OnEpoch = Callable[[int, float], None]  # (epoch number from 1, seconds of training in that epoch)
 
@@ -97,9 +98,8 @@ def _sync(device: torch.device) -> None:
 
 def _build_model(recipe: Recipe, data: ImageData, device: torch.device) -> nn.Module:
     torch.manual_seed(recipe.seed)  # the engine seeds the same way before it builds the model: same initial weights
-    builder = MODELS.build(recipe.model, {}, in_channels=data.channels, image_size=data.image_size,
-                           out_features=data.num_classes, dropout=DropoutPlan())
-    return builder.build().to(device)  # type: ignore[attr-defined]
+    facts = ModelFacts(in_channels=data.channels, image_size=data.image_size, out_features=data.num_classes)
+    return MODELS.build(recipe.model, {}).build(facts).to(device)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -176,7 +176,7 @@ def engine_options(device: str, precision: str, epochs: int, recipe: Recipe, com
 
 
 class EnginePipeline:
-    """`lossbench.engine.train_cell` on one cell of the recipe, with the data already on the device."""
+    """`lossbench.runner.train_cell` on one cell of the recipe, with the data already on the device."""
 
     pipeline = "engine"
 

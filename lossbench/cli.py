@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 from rich.console import Console
@@ -16,7 +16,11 @@ from rich.text import Text
 from typer.core import TyperArgument, TyperCommand, TyperGroup
 
 from lossbench import __version__
-from lossbench.errors import ConfigError, LossbenchError, did_you_mean
+from lossbench.components import KINDS as COMPONENT_KINDS
+from lossbench.errors import ConfigError, LossbenchError, ReportError, did_you_mean
+
+if TYPE_CHECKING:
+    from lossbench.record import CellRecord
 
 
 class _FlagsShownAsFlags:
@@ -71,7 +75,7 @@ REPORT_FORMATS = ["md", "csv", "latex", "json"]
 OVERRIDES_HELP = ("Suite values to change, as KEY=VALUE with a dotted key and a YAML value: train.epochs=2 "
                   "train.optimizer.lr=0.01 grid.loss=\\[cross_entropy,focal] dataset.train_subset=2000.")
 
-KINDS = ["losses", "regularizers", "augmentations", "models", "datasets", "optimizers", "schedules", "scenarios"]
+KINDS = list(COMPONENT_KINDS)
 
 
 def _choices(values: list[str]) -> str:
@@ -98,21 +102,6 @@ def _root(
                                  help="Print the version and exit."),
 ) -> None:
     """Which loss, regularizer and augmentation should I use? Train a YAML grid of them and compare."""
-
-
-def _registries() -> dict[str, Any]:
-    from lossbench.augment import AUGMENTATIONS
-    from lossbench.data import DATASETS
-    from lossbench.data.scenarios import SCENARIOS
-    from lossbench.losses import LOSSES
-    from lossbench.models import MODELS
-    from lossbench.optim import OPTIMIZERS, SCHEDULES
-    from lossbench.regularizers import REGULARIZERS
-
-    return {
-        "losses": LOSSES, "regularizers": REGULARIZERS, "augmentations": AUGMENTATIONS, "models": MODELS,
-        "datasets": DATASETS, "optimizers": OPTIMIZERS, "schedules": SCHEDULES, "scenarios": SCENARIOS,
-    }
 
 
 def _fail(exc: LossbenchError, debug: bool) -> None:
@@ -145,18 +134,17 @@ _TABLE_COLUMNS = ["seed", "status", "test acc", "ECE", "NLL", "gap", "train s"]
 _REQUIRED_COLUMNS = 3
 
 
-def _cells_table(records: list[dict[str, Any]], title: str, width: int | None = None) -> Table:
+def _cells_table(records: list[CellRecord], title: str, width: int | None = None) -> Table:
     """The cells of a run, best test accuracy first, fitted to `width` columns: the cell's name wraps first
     (down to 20 characters), then the optional columns go, timing first; `width=None` keeps them all."""
     style = {"done": "green", "diverged": "yellow", "failed": "red"}
     rows = []
-    for r in sorted(records, key=lambda r: -((r.get("metrics") or {}).get("test_acc") or -1)):
-        m, t = r.get("metrics") or {}, r.get("timing") or {}
+    for r in sorted(records, key=lambda r: -(r.metric("test_acc") or -1)):
         rows.append({
-            "seed": str(r["seed"]), "status": f"[{style.get(r['status'], 'white')}]{r['status']}[/]",
-            "test acc": _fmt(m.get("test_acc")), "ECE": _fmt(m.get("ece"), ".3f"),
-            "NLL": _fmt(m.get("test_nll"), ".3f"), "gap": _fmt(m.get("gap"), "+.3f"),
-            "train s": _fmt(t.get("train_time_s"), ".1f"), "cell": r["label"],
+            "seed": str(r.seed), "status": f"[{style[r.status]}]{r.status}[/]",
+            "test acc": _fmt(r.metric("test_acc")), "ECE": _fmt(r.metric("ece"), ".3f"),
+            "NLL": _fmt(r.metric("test_nll"), ".3f"), "gap": _fmt(r.metric("gap"), "+.3f"),
+            "train s": _fmt(r.timing.get("train_time_s"), ".1f"), "cell": r.label,
         })
 
     def content_width(col: str) -> int:
@@ -212,10 +200,11 @@ def run(
         loaded = load_suite(suite, overrides or [], epochs=epochs, seeds=_parse_seeds(seeds), device=device,
                             data_root=data_root)
         from lossbench import runner  # after the suite: a malformed file is refused before torch loads (seconds)
+        from lossbench.data.cache import DEFAULT_CACHE
 
         out_dir = out or Path("results") / loaded.name
         cluster = _cluster_executor(executor, address, cpus_per_cell, gpus_per_cell, ray_data)
-        run_plan = runner.plan(loaded, out_dir, force=force, cache_dir=cache_dir or runner.DEFAULT_CACHE,
+        run_plan = runner.plan(loaded, out_dir, force=force, cache_dir=cache_dir or DEFAULT_CACHE,
                                check_device=cluster is None)
         parallel = _parallel_executor(jobs, cluster)
     except LossbenchError as exc:
@@ -272,7 +261,7 @@ def report(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
     """Statistics, tables and plots of finished cells (report.md). Reads result files only; never trains."""
-    from lossbench.report import ReportError, write_report
+    from lossbench.report import write_report
 
     try:
         if not results_dirs:
@@ -332,8 +321,9 @@ def validate(
     try:
         loaded = load_suite(suite, overrides or [], data_root=data_root)
         # Imported after the suite is read: a malformed file is refused before torch loads (seconds).
+        from lossbench.data.cache import DEFAULT_CACHE
         from lossbench.data.load import check_dataset_files
-        from lossbench.runner import DEFAULT_CACHE, plan
+        from lossbench.runner import plan
 
         run_plan = plan(loaded, Path("results") / loaded.name, cache_dir=DEFAULT_CACHE)
         # Image headers, empty and single classes of a local image folder (nothing is decoded).
@@ -368,7 +358,9 @@ def list_components(
     as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
 ) -> None:
     """List registered components with their parameters, defaults and one-line docs."""
-    registries = _registries()
+    from lossbench.components import registries as component_registries
+
+    registries = component_registries()
     if kind is not None and kind not in registries:
         singular = {k[:-1]: k for k in registries}
         kind = singular.get(kind, kind)

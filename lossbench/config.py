@@ -399,18 +399,6 @@ def _component_refs(data: dict[str, Any]) -> list[_ComponentRef]:
     return refs
 
 
-def _registries() -> dict[str, Any]:
-    from lossbench.augment import AUGMENTATIONS
-    from lossbench.data.scenarios import SCENARIOS
-    from lossbench.losses import LOSSES
-    from lossbench.models import MODELS
-    from lossbench.optim import OPTIMIZERS, SCHEDULES
-    from lossbench.regularizers import REGULARIZERS
-
-    return {"losses": LOSSES, "regularizers": REGULARIZERS, "augmentations": AUGMENTATIONS, "models": MODELS,
-            "optimizers": OPTIMIZERS, "schedules": SCHEDULES, "scenarios": SCENARIOS}
-
-
 def _located(source: SuiteSource, exc: LossbenchError, path: tuple[Any, ...]) -> ConfigError:
     """A registry error placed at the component, or at the parameter's own line when the suite wrote it there."""
     exc.location = source.locate(path + (exc.parameter,) if exc.parameter else path)
@@ -440,7 +428,9 @@ def check_components(source: SuiteSource) -> list[ConfigError]:
             details=["point --data-root / dataset.root at a local copy (torchvision's files, or a folder or "
                      ".tar.gz/.zip archive with train/ and test/), or leave it unset to download into the cache"],
         ))
-    registries = _registries()
+    from lossbench.components import registries
+
+    table = registries()
     # Each grid level as its resolved components, to find levels that are one cell under two spellings.
     levels: dict[tuple[str, int], list[Any] | None] = {}
     valid: list[_ComponentRef] = []
@@ -448,12 +438,8 @@ def check_components(source: SuiteSource) -> list[ConfigError]:
         if not _all_finite(ref.spec.params):
             levels[(ref.axis or "", ref.level or 0)] = None
             continue  # the reader has reported the .nan or .inf at its line; a second error would only repeat it
-        registry = registries[ref.kind]
         try:
-            if ref.kind == "models":  # a model is built per cell with the data's shape; parameters only here
-                resolved = registry.resolve_params(ref.spec.name, ref.spec.params)
-            else:
-                resolved = registry.check(ref.spec.name, ref.spec.params)
+            resolved = table[ref.kind].check(ref.spec.name, ref.spec.params)
         except LossbenchError as exc:
             errors.append(_located(source, exc, ref.path))
             resolved = None
@@ -555,7 +541,9 @@ def _check_combinations(source: SuiteSource, valid: list[_ComponentRef]) -> list
 
     Judged on the components that are valid, so a mistake elsewhere in the suite does not hide this one.
     """
-    registries = _registries()
+    from lossbench.components import registries as component_registries
+
+    registries = component_registries()
     mixing = list(dict.fromkeys(
         ref.spec.name for ref in valid
         if ref.axis == "augmentation"
@@ -571,6 +559,43 @@ def _check_combinations(source: SuiteSource, valid: list[_ComponentRef]) -> list
                 location=source.locate(ref.path),
                 details=["remove the loss or those augmentations, or split them into two suites"],
             ))
+    return errors
+
+
+def _check_model_fit(source: SuiteSource, suite: Suite) -> list[ConfigError]:
+    """The model can place the dropout every regularizer entry asks for, and, where the dataset's shape is known
+    without decoding it, takes its images and gives every loss the output width it needs."""
+    from lossbench.components import check_dropout_placement, check_model_shape, model_facts, registries
+    from lossbench.errors import ModelFitError
+    from lossbench.regularizers import RegularizerSet
+
+    model, params = suite.model.name, suite.model.params
+    errors: list[ConfigError] = []
+    placements = []
+    for i, stack in enumerate(suite.grid.regularizer):
+        placement = RegularizerSet([registries()["regularizers"].build(s.name, s.params) for s in stack]).dropout()
+        try:
+            check_dropout_placement(model, placement)
+        except ModelFitError as exc:
+            exc.location = source.locate(["grid", "regularizer", i])
+            errors.append(exc)
+        placements.append(placement)
+    root = Path(suite.dataset.root) if suite.dataset.root else None
+    shape = registries()["datasets"].get(suite.dataset.name).known_shape(root)
+    if shape is None or errors:
+        return errors
+    losses = [registries()["losses"].build(s.name, s.params) for s in suite.grid.loss]
+    seen: set[str] = set()
+    for facts in dict.fromkeys(model_facts(shape, loss, p) for loss in losses for p in placements):
+        try:
+            check_model_shape(model, params, facts)
+        except ModelFitError as exc:
+            if exc.message not in seen:
+                seen.add(exc.message)
+                exc.location = source.locate(["model", exc.parameter] if exc.parameter else ["model"])
+                exc.details.append(f"the dataset '{suite.dataset.name}' has {shape.channels}-channel images of "
+                                   f"{shape.height}×{shape.width} pixels and {shape.num_classes} classes")
+                errors.append(exc)
     return errors
 
 
@@ -607,6 +632,8 @@ def parse_suite(source: SuiteSource) -> Suite:
     except ValidationError as exc:
         errors.extend(_structural_errors(source, exc))
     errors.extend(check_components(source))
+    if suite is not None and not errors:
+        errors.extend(_check_model_fit(source, suite))
     if errors or suite is None:
         raise SuiteErrors(_in_file_order(errors))
     suite._source = source

@@ -78,6 +78,12 @@ class UnknownComponentError(ConfigError):
     """A loss, regularizer, augmentation, model, dataset, optimizer or schedule name is not registered."""
 
 
+class ModelFitError(ConfigError):
+    """A model cannot take the dataset's images as configured, or cannot place the dropout a regularizer asks for.
+
+    `parameter` names the model's suite parameter to change, when one is to blame (e.g. `padding`)."""
+
+
 class DataError(LossbenchError):
     """A dataset cannot be found, read or decoded."""
 
@@ -103,3 +109,15 @@ class SuiteErrors(ConfigError):
 
     def render(self) -> str:
         return "\n".join(e.render() for e in self.errors)
+
+
+class ReportError(LossbenchError):
+    """Results cannot be reported as asked: a directory is missing or empty, or an option names nothing there."""
+
+
+class RecordError(LossbenchError):
+    """A cell result file is not a lossbench cell record."""
+
+
+class RecordSchemaError(RecordError):
+    """A cell result file was written by a newer lossbench, with a record schema this version cannot read."""

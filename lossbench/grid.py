@@ -112,15 +112,10 @@ def cell_id(config: dict[str, Any]) -> str:
 
 def expand(suite: Suite, dataset_identity: str) -> list[Cell]:
     """Every cell of the suite, in grid order (loss slowest, seed fastest)."""
-    from lossbench.augment import AUGMENTATIONS
-    from lossbench.data.scenarios import SCENARIOS
-    from lossbench.losses import LOSSES
-    from lossbench.models import MODELS
-    from lossbench.optim import OPTIMIZERS, SCHEDULES
-    from lossbench.regularizers import REGULARIZERS
+    from lossbench.components import registries
 
-    model = ResolvedComponent(suite.model.name, MODELS.resolve_params(suite.model.name, suite.model.params))
-    schedule = resolve(SCHEDULES, suite.train.schedule)
+    model = ResolvedComponent(suite.model.name, registries()["models"].resolve_params(suite.model.name, suite.model.params))
+    schedule = resolve(registries()["schedules"], suite.train.schedule)
     optimizers = suite.grid.optimizer or [suite.train.optimizer]
     shared = {
         "dataset": {"identity": dataset_identity, "name": suite.dataset.name},
@@ -137,11 +132,11 @@ def expand(suite: Suite, dataset_identity: str) -> list[Cell]:
     for loss_spec, reg_stack, aug_stack, opt_spec, scenario_stack in itertools.product(
         suite.grid.loss, suite.grid.regularizer, suite.grid.augmentation, optimizers, scenario_stacks
     ):
-        loss = resolve(LOSSES, loss_spec)
-        regs = tuple(resolve(REGULARIZERS, s) for s in reg_stack)
-        augs = tuple(resolve(AUGMENTATIONS, s) for s in aug_stack)
-        opt = resolve(OPTIMIZERS, opt_spec)
-        scenario = _scenario_stack(SCENARIOS, [*suite.dataset.scenarios(), *scenario_stack])
+        loss = resolve(registries()["losses"], loss_spec)
+        regs = tuple(resolve(registries()["regularizers"], s) for s in reg_stack)
+        augs = tuple(resolve(registries()["augmentations"], s) for s in aug_stack)
+        opt = resolve(registries()["optimizers"], opt_spec)
+        scenario = _scenario_stack(registries()["scenarios"], [*suite.dataset.scenarios(), *scenario_stack])
         for seed in suite.seeds:
             config = {
                 **shared,

@@ -13,6 +13,7 @@ from rich.live import Live
 from rich.text import Text
 
 from lossbench.grid import Cell
+from lossbench.record import CellRecord
 
 
 class RunDisplay(Protocol):
@@ -21,7 +22,7 @@ class RunDisplay(Protocol):
     def start(self, total: int, skipped: int) -> None: ...
     def cell_start(self, cell: Cell) -> None: ...
     def cell_event(self, cell: Cell, event: str, info: dict[str, Any]) -> None: ...
-    def cell_end(self, cell: Cell, record: dict[str, Any]) -> None: ...
+    def cell_end(self, cell: Cell, record: CellRecord) -> None: ...
     def finish(self) -> None: ...
 
 
@@ -225,7 +226,7 @@ class RichDisplay:
                 running.figures = _epoch_figures_by_priority(info)
                 self.work.cell_progressed(cell.id, running.done)
 
-    def cell_end(self, cell: Cell, record: dict[str, Any]) -> None:
+    def cell_end(self, cell: Cell, record: CellRecord) -> None:
         with self.view.lock:
             self.view.cells.pop(cell.id, None)
             self.work.cell_finished(cell.id)
@@ -237,13 +238,13 @@ class RichDisplay:
         self.console.print(Text(self.view.grid_line(self.console.width), no_wrap=True, overflow="ellipsis"))
 
 
-def finished_line(cell: Cell, record: dict[str, Any], width: int) -> Text:
+def finished_line(cell: Cell, record: CellRecord, width: int) -> Text:
     """`✓ <cell> · seed 0  test acc 0.9120  12.3 s`: the mark, figure and time are kept, the name is shortened."""
-    status = record["status"]
-    mark, style = {"done": ("✓", "green"), "diverged": ("diverged", "yellow"), "failed": ("failed", "red")}[status]
-    acc = (record.get("metrics") or {}).get("test_acc")
-    detail = f"test acc {acc:.4f}" if acc is not None else (record.get("error") or "")
-    secs = (record.get("timing") or {}).get("train_time_s")
+    marks = {"done": ("✓", "green"), "diverged": ("diverged", "yellow"), "failed": ("failed", "red")}
+    mark, style = marks[record.status]
+    acc = record.metric("test_acc")
+    detail = f"test acc {acc:.4f}" if acc is not None else (record.error or "")
+    secs = record.timing.get("train_time_s")
     timing = f"  {secs:.1f} s" if secs else ""
     name_width = max(width - len(mark) - len(detail) - len(timing) - 4, 16)
     line = Text(no_wrap=True, overflow="ellipsis")
@@ -287,14 +288,14 @@ class PlainDisplay:
                 line += f"  ({info['epoch_s']:.1f} s)"
             self._print(line)
 
-    def cell_end(self, cell: Cell, record: dict[str, Any]) -> None:
+    def cell_end(self, cell: Cell, record: CellRecord) -> None:
         self.finished += 1
         self.running.discard(cell.id)
-        acc = (record.get("metrics") or {}).get("test_acc")
-        detail = f"test acc {acc:.4f}" if acc is not None else (record.get("error") or "")
+        acc = record.metric("test_acc")
+        detail = f"test acc {acc:.4f}" if acc is not None else (record.error or "")
         elapsed = time.perf_counter() - self.t0
         eta = elapsed / self.finished * (self.total - self.finished)
-        self._print(f"    {record['status']}: {_cell_name(cell)} ({cell.id}): {detail}  "
+        self._print(f"    {record.status}: {_cell_name(cell)} ({cell.id}): {detail}  "
                     f"[grid {self.finished}/{self.total}, eta {eta:.0f} s]")
 
     def finish(self) -> None:
@@ -307,7 +308,7 @@ class SilentDisplay:
     def start(self, total: int, skipped: int) -> None: ...
     def cell_start(self, cell: Cell) -> None: ...
     def cell_event(self, cell: Cell, event: str, info: dict[str, Any]) -> None: ...
-    def cell_end(self, cell: Cell, record: dict[str, Any]) -> None: ...
+    def cell_end(self, cell: Cell, record: CellRecord) -> None: ...
     def finish(self) -> None: ...
 
 
@@ -329,7 +330,7 @@ class DisplayGroup:
         for d in self.displays:
             d.cell_event(cell, event, info)
 
-    def cell_end(self, cell: Cell, record: dict[str, Any]) -> None:
+    def cell_end(self, cell: Cell, record: CellRecord) -> None:
         for d in self.displays:
             d.cell_end(cell, record)
 

@@ -34,6 +34,7 @@ from lossbench.errors import ConfigError
 if TYPE_CHECKING:
     from lossbench.data import ImageData
     from lossbench.grid import Cell
+    from lossbench.record import CellRecord
     from lossbench.runner import Job, OnEvent, OnResult
 
 # This module imports neither torch nor the engine at the top: the progress actor's process imports it, and
@@ -331,7 +332,7 @@ def _kill_requested() -> bool:
     return True
 
 
-def _train_on_worker(cell: Cell, job: Job, data_refs: list[Any], sink: Any, threads: int) -> dict[str, Any]:
+def _train_on_worker(cell: Cell, job: Job, data_refs: list[Any], sink: Any, threads: int) -> CellRecord:
     """The Ray task of one cell: load or fetch the data, train, return the record (the driver writes it)."""
     import torch
 

@@ -191,15 +191,15 @@ class Registry(Generic[T]):
                 resolved[pname] = _plain(info.default)
         return resolved
 
-    def build(self, name: str, params: dict[str, Any], **runtime: Any) -> T:
-        """Instantiate `name` with validated `params`; `runtime` carries arguments a suite cannot set.
+    def build(self, name: str, params: dict[str, Any]) -> T:
+        """Instantiate `name` with validated `params`.
 
         A ValueError or TypeError from the constructor (a range check, say) becomes a ConfigError.
         """
         cls = self.get(name)
         resolved = self.resolve_params(name, params)
         try:
-            return cls(**resolved, **runtime)
+            return cls(**resolved)
         except (ValueError, TypeError) as exc:
             raise ConfigError(message=f"{self.singular} '{name}': {exc}", value=params) from exc
         except Exception as exc:
@@ -211,22 +211,21 @@ class Registry(Generic[T]):
         """Resolve parameters and, where the class allows it, construct once to run its range checks."""
         resolved = self.resolve_params(name, params)
         cls = self.get(name)
-        if getattr(cls, "constructible_without_runtime", True):
-            try:
-                cls(**resolved)
-            except (ValueError, TypeError) as exc:
-                # Range checks name their parameter first ("padding must be >= 0"): point at that parameter.
-                named = str(exc).split(" ", 1)[0]
-                raise ConfigError(message=f"{self.singular} '{name}': {exc}", value=params,
-                                  parameter=named if named in params else None) from exc
-            except Exception as exc:
-                if not _is_import_path(name):
-                    raise
-                raise _constructor_error(self.singular, name, exc) from None
-            except SystemExit as exc:  # a user's class calling sys.exit() must not end validation silently
-                if not _is_import_path(name):
-                    raise
-                raise _constructor_error(self.singular, name, exc) from None
+        try:
+            cls(**resolved)
+        except (ValueError, TypeError) as exc:
+            # Range checks name their parameter first ("padding must be >= 0"): point at that parameter.
+            named = str(exc).split(" ", 1)[0]
+            raise ConfigError(message=f"{self.singular} '{name}': {exc}", value=params,
+                              parameter=named if named in params else None) from exc
+        except Exception as exc:
+            if not _is_import_path(name):
+                raise
+            raise _constructor_error(self.singular, name, exc) from None
+        except SystemExit as exc:  # a user's class calling sys.exit() must not end validation silently
+            if not _is_import_path(name):
+                raise
+            raise _constructor_error(self.singular, name, exc) from None
         return resolved
 
     def describe(self) -> list[ComponentInfo]:
@@ -273,15 +272,11 @@ def _plain(value: Any) -> Any:
 
 
 def component_params(cls: type) -> tuple[ParamInfo, ...]:
-    """The suite-settable parameters of a component class: keyword parameters of its constructor.
-
-    Parameters listed in the class attribute `runtime_params` are supplied by the engine, not the suite.
-    """
-    runtime = set(getattr(cls, "runtime_params", ()))
+    """The suite-settable parameters of a component class: keyword parameters of its constructor."""
     hints = _hints(cls)
     out = []
     for p in inspect.signature(cls.__init__).parameters.values():
-        if p.name == "self" or p.name in runtime or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+        if p.name == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
             continue
         ann = hints.get(p.name, p.annotation)
         out.append(ParamInfo(p.name, _type_name(ann), None if p.default is _EMPTY else p.default, p.default is _EMPTY))

@@ -2,7 +2,7 @@
 
 A regularizer can do any of three things, each a method the engine calls:
   penalty(model)          a scalar added to the training loss (L1, L2);
-  dropout()               dropout the model builder inserts (p before the classifier, p after conv blocks);
+  dropout()               where the model should place dropout (p before the classifier, p after conv blocks);
   after_step(model, lr)   an in-place change after each optimizer step (weight decay, max-norm).
 A list of regularizers in one grid entry composes them: penalties add, dropout takes the largest p per place,
 after-step changes run in the order written.
@@ -14,20 +14,12 @@ taken (after the schedule). after_step works with foreach tensor ops and never r
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from lossbench.models.base import DropoutPlacement
 from lossbench.registry import Contract, Registry
-
-
-@dataclass(frozen=True)
-class DropoutPlan:
-    """Dropout probabilities the model builder inserts: before the classifier and after each conv block."""
-
-    classifier: float = 0.0
-    conv: float = 0.0
 
 
 def penalized_parameters(model: nn.Module, include_bias: bool) -> Iterator[nn.Parameter]:
@@ -43,7 +35,7 @@ class Regularizer:
     def penalty(self, model: nn.Module) -> torch.Tensor | None:
         return None
 
-    def dropout(self) -> DropoutPlan | None:
+    def dropout(self) -> DropoutPlacement | None:
         return None
 
     def after_step(self, model: nn.Module, lr: float) -> None:
@@ -160,8 +152,8 @@ class Dropout(Regularizer):
         self.p = p
         self.where = where
 
-    def dropout(self) -> DropoutPlan:
-        return DropoutPlan(
+    def dropout(self) -> DropoutPlacement:
+        return DropoutPlacement(
             classifier=self.p if self.where in ("classifier", "both") else 0.0,
             conv=self.p if self.where in ("conv", "both") else 0.0,
         )
@@ -177,9 +169,9 @@ class RegularizerSet:
         terms = [t for t in (r.penalty(model) for r in self.items) if t is not None]
         return sum(terms[1:], terms[0]) if terms else None
 
-    def dropout(self) -> DropoutPlan:
+    def dropout(self) -> DropoutPlacement:
         plans = [p for p in (r.dropout() for r in self.items) if p is not None]
-        return DropoutPlan(
+        return DropoutPlacement(
             classifier=max((p.classifier for p in plans), default=0.0), conv=max((p.conv for p in plans), default=0.0)
         )
 

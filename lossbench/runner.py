@@ -10,29 +10,30 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import os
 import platform
 import socket
 import subprocess
+import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from lossbench import __version__
+from lossbench.components import build_cell
 from lossbench.config import Suite, suite_to_yaml
 from lossbench.data import ImageData, dataset_identity, load_dataset
-from lossbench.engine import CellResult, EngineOptions, train_cell, resolve_device, resolve_precision
+from lossbench.data.cache import DEFAULT_CACHE
+from lossbench.device import resolve_device, resolve_precision
+from lossbench.engine import CellResult, EngineOptions, ProgressFn, train
 from lossbench.errors import ConfigError, DataError, ResultsWriteError
 from lossbench.grid import Cell, expand
 from lossbench.machine import MachineSample, load_block
 from lossbench.progress import RunDisplay, SilentDisplay
-from lossbench.store import FINAL_STATUSES, ResultsStore, check_results_dir
-
-RESULT_SCHEMA = 1
-DEFAULT_CACHE = Path(os.environ.get("LOSSBENCH_CACHE", Path.home() / ".cache" / "lossbench"))
+from lossbench.record import CellRecord
+from lossbench.store import ResultsStore, check_results_dir
 
 
 @dataclass(frozen=True)
@@ -154,52 +155,65 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
+def train_cell(cell: Cell, data: ImageData, options: EngineOptions, progress: ProgressFn | None = None) -> CellResult:
+    """Build and train one cell. An exception (while building or training) becomes a `failed` result.
+
+    `sys.exit()` in a user's loss or component is an exception of its cell too: only Ctrl-C stops the grid.
+    """
+    try:
+        parts = build_cell(cell, data, options)
+        return train(parts, cell.loss.name, options, progress or (lambda event, info: None))
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:
+        return CellResult(status="failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
+
+
 def execute_cell(
     cell: Cell, job: Job, data: ImageData, options: EngineOptions,
     progress: Callable[[str, dict[str, Any]], None] | None = None,
-) -> dict[str, Any]:
+) -> CellRecord:
     """Train one cell on data already on `options.device`; returns its complete result record."""
     started, before = _now(), MachineSample.now()
     result = train_cell(cell, data, options, progress)
     record = _record(cell, job, result, options.precision, environment(options.device), started)
-    record["load"] = load_block(before, MachineSample.now())
+    record.load = load_block(before, MachineSample.now())
     return record
 
 
-def failed_record(cell: Cell, job: Job, error: str, traceback_text: str) -> dict[str, Any]:
+def failed_record(cell: Cell, job: Job, error: str, traceback_text: str) -> CellRecord:
     """The record of a cell that failed outside the engine (an executor lost it or could not start it)."""
     return _record(cell, job, CellResult(status="failed", error=error, traceback=traceback_text),
                    job.engine.precision, {}, _now())
 
 
 def _record(cell: Cell, job: Job, result: CellResult, precision: str, env: dict[str, Any],
-            started: str) -> dict[str, Any]:
-    return {
-        "schema": RESULT_SCHEMA,
-        "id": cell.id,
-        "label": cell.label,
-        "suite": job.suite_name,
-        "seed": cell.seed,
-        "axes": cell.axes,
-        "config": cell.config,
-        "status": result.status,
-        "diverged_epoch": result.diverged_epoch,
-        "error": result.error,
-        "traceback": result.traceback,
-        "notes": result.notes,
-        "metrics": result.metrics,
-        "history": [h for h in result.to_dict()["history"]],
-        "timing": result.timing,
-        "data": result.data,
-        "precision": precision,
-        "env": env,
-        "started_at": started,
-        "finished_at": _now(),
-    }
+            started: str) -> CellRecord:
+    return CellRecord(
+        id=cell.id,
+        label=cell.label,
+        suite=job.suite_name,
+        seed=cell.seed,
+        axes=cell.axes,
+        config=cell.config,
+        status=result.status,
+        diverged_epoch=result.diverged_epoch,
+        error=result.error,
+        traceback=result.traceback,
+        notes=result.notes,
+        metrics=result.metrics,
+        history=[asdict(h) for h in result.history],
+        timing=result.timing,
+        data=result.data,
+        precision=precision,
+        env=env,
+        started_at=started,
+        finished_at=_now(),
+    )
 
 
 OnEvent = Callable[[Cell, str, dict[str, Any]], None]
-OnResult = Callable[[Cell, dict[str, Any]], None]
+OnResult = Callable[[Cell, CellRecord], None]
 
 
 class LocalExecutor:
@@ -242,7 +256,7 @@ class RunPlan:
 class RunSummary:
     """What a run did: the records of every cell of the suite (including those skipped), and counts."""
 
-    records: list[dict[str, Any]] = field(default_factory=list)
+    records: list[CellRecord] = field(default_factory=list)
     ran: int = 0
     skipped: int = 0
     failed: int = 0
@@ -281,15 +295,15 @@ def _located_data_error(suite: Suite, exc: DataError) -> DataError:
     return exc
 
 
-def _outcome(record: dict[str, Any]) -> str:
+def _outcome(record: CellRecord) -> str:
     """`done with test accuracy 0.9123`, `failed`, ...: one cell's ending in words."""
-    accuracy = (record.get("metrics") or {}).get("test_acc")
-    return f"{record.get('status')}" + (f" with test accuracy {accuracy:.4f}" if isinstance(accuracy, float) else "")
+    accuracy = record.metric("test_acc")
+    return record.status + (f" with test accuracy {accuracy:.4f}" if isinstance(accuracy, float) else "")
 
 
 def _is_final(store: ResultsStore, cell_id: str) -> bool:
     record = store.read_cell(cell_id)
-    return record is not None and record.get("status") in FINAL_STATUSES
+    return record is not None and record.is_final
 
 
 def run(run_plan: RunPlan, *, executor: Any = None, display: RunDisplay | None = None) -> RunSummary:
@@ -309,7 +323,7 @@ def run(run_plan: RunPlan, *, executor: Any = None, display: RunDisplay | None =
         store.write_suite(suite_to_yaml(run_plan.suite))
         display.start(len(run_plan.pending), run_plan.skipped)
 
-        def on_result(cell: Cell, record: dict[str, Any]) -> None:
+        def on_result(cell: Cell, record: CellRecord) -> None:
             try:
                 store.write_cell(record)
             except ResultsWriteError as exc:
@@ -319,8 +333,8 @@ def run(run_plan: RunPlan, *, executor: Any = None, display: RunDisplay | None =
                 raise
             store.rebuild_csv()
             summary.ran += 1
-            summary.failed += record["status"] == "failed"
-            summary.diverged += record["status"] == "diverged"
+            summary.failed += record.status == "failed"
+            summary.diverged += record.status == "diverged"
             display.cell_end(cell, record)
 
         try:

@@ -27,7 +27,8 @@ from typing import Any
 
 import yaml
 
-from lossbench.errors import ForeignDirectoryError, ResultsLockedError, ResultsWriteError
+from lossbench.errors import ForeignDirectoryError, RecordError, RecordSchemaError, ResultsLockedError, ResultsWriteError
+from lossbench.record import AXES, CellRecord
 
 #: results.csv columns, in order. Metrics of failed or diverged cells are empty.
 CSV_COLUMNS = [
@@ -35,7 +36,6 @@ CSV_COLUMNS = [
     "test_acc", "test_top5", "test_loss", "test_nll", "ece", "train_acc", "gap", "val_acc", "noise_rate",
     "epochs", "epochs_run", "train_time_s", "img_per_s", "peak_mem_mb", "device", "diverged_epoch", "error",
 ]
-FINAL_STATUSES = ("done", "diverged")
 #: The file that marks a directory as a lossbench results directory.
 MARKER = ".lossbench"
 _MARKER_TEXT = "This directory holds lossbench results; lossbench writes here (cells/, results.csv, report.md, plots/).\n"
@@ -201,28 +201,37 @@ class ResultsStore:
     def cell_path(self, cell_id: str) -> Path:
         return self.cells_dir / f"{cell_id}.json"
 
-    def write_cell(self, record: dict[str, Any]) -> Path:
-        path = self.cell_path(record["id"])
-        atomic_write_text(path, json.dumps(record, indent=1, allow_nan=True) + "\n")
+    def write_cell(self, record: CellRecord) -> Path:
+        path = self.cell_path(record.id)
+        atomic_write_text(path, json.dumps(record.to_dict(), indent=1, allow_nan=True) + "\n")
         return path
 
-    def read_cell(self, cell_id: str) -> dict[str, Any] | None:
-        """The record of a cell, or None if it is absent or unreadable (an unreadable file is rerun, not trusted)."""
+    def read_cell(self, cell_id: str) -> CellRecord | None:
+        """The record of a cell, or None if it is absent or unreadable (an unreadable file is rerun, not trusted).
+
+        A record of a newer schema raises RecordSchemaError: this version must not overwrite what it cannot read.
+        """
+        path = self.cell_path(cell_id)
         try:
-            return json.loads(self.cell_path(cell_id).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            return CellRecord.from_dict(json.loads(path.read_text(encoding="utf-8")), path)
+        except RecordSchemaError:
+            raise
+        except (OSError, ValueError, RecordError):
             return None
 
-    def records(self) -> Iterator[dict[str, Any]]:
+    def records(self) -> Iterator[CellRecord]:
+        """Every readable cell record of the directory; raises RecordSchemaError on a file of a newer schema."""
         for path in sorted(self.cells_dir.glob("*.json")):
             try:
-                yield json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
+                yield CellRecord.from_dict(json.loads(path.read_text(encoding="utf-8")), path)
+            except RecordSchemaError:
+                raise
+            except (OSError, ValueError, RecordError):
                 continue
 
     def finished_ids(self) -> set[str]:
         """Ids of cells whose result is final (done or diverged); failed cells are retried by the next run."""
-        return {r["id"] for r in self.records() if r.get("status") in FINAL_STATUSES}
+        return {r.id for r in self.records() if r.is_final}
 
     # -- derived files ----------------------------------------------------------------------------------------
 
@@ -231,7 +240,7 @@ class ResultsStore:
 
     def rebuild_csv(self) -> Path:
         """Regenerate results.csv from the cell files (one row each, sorted by label then seed)."""
-        rows = sorted((csv_row(r) for r in self.records()), key=lambda r: (str(r["label"]), int(r["seed"] or 0)))
+        rows = sorted((csv_row(r) for r in self.records()), key=lambda r: (str(r["label"]), int(r["seed"])))
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
         writer.writeheader()
@@ -241,31 +250,26 @@ class ResultsStore:
         return path
 
 
-def csv_row(record: dict[str, Any]) -> dict[str, Any]:
+def csv_row(record: CellRecord) -> dict[str, Any]:
     """The flat results.csv row of one cell record."""
-    metrics = record.get("metrics") or {}
-    timing = record.get("timing") or {}
-    history = record.get("history") or []
-    axes = record.get("axes") or {}
     row: dict[str, Any] = {
-        "id": record.get("id"),
-        "label": record.get("label"),
-        "seed": record.get("seed"),
-        "status": record.get("status"),
-        "epochs": (record.get("config") or {}).get("train", {}).get("epochs"),
-        "epochs_run": timing.get("epochs_run"),
-        "device": (record.get("env") or {}).get("device"),
-        "diverged_epoch": record.get("diverged_epoch"),
-        "error": (record.get("error") or "").splitlines()[0][:200] if record.get("error") else None,
-        "val_acc": history[-1].get("val_acc") if history else None,
+        "id": record.id,
+        "label": record.label,
+        "seed": record.seed,
+        "status": record.status,
+        "epochs": record.epochs,
+        "epochs_run": record.timing.get("epochs_run"),
+        "device": record.device,
+        "diverged_epoch": record.diverged_epoch,
+        "error": record.error_line,
+        "val_acc": record.last_val_acc,
+        "noise_rate": record.noise_rate,
     }
-    for axis in ("loss", "regularizer", "augmentation", "optimizer"):
-        row[axis] = axes.get(axis)
-    # Results written before the scenario axis existed trained on the clean data.
-    row["scenario"] = axes.get("scenario", "none")
-    row["noise_rate"] = (metrics.get("scenario") or {}).get("noise_rate")
+    for axis in AXES:
+        # Results written before the scenario axis existed trained on the clean data.
+        row[axis] = record.axes.get(axis, "none" if axis == "scenario" else None)
     for key in ("test_acc", "test_top5", "test_loss", "test_nll", "ece", "train_acc", "gap"):
-        row[key] = metrics.get(key)
+        row[key] = record.metric(key)
     for key in ("train_time_s", "img_per_s", "peak_mem_mb"):
-        row[key] = timing.get(key)
+        row[key] = record.timing.get(key)
     return {k: row.get(k) for k in CSV_COLUMNS}

@@ -15,6 +15,7 @@ from typing import Any
 
 from lossbench.errors import ConfigError
 from lossbench.grid import Cell
+from lossbench.record import CellRecord
 
 #: Per-epoch history key → TensorBoard tag.
 EPOCH_SCALARS = {
@@ -71,12 +72,12 @@ class TensorBoardWriter:
                 writer.add_scalar(tag, float(value), global_step=int(info["epoch"]))
         writer.flush()
 
-    def cell_end(self, cell: Cell, record: dict[str, Any]) -> None:
+    def cell_end(self, cell: Cell, record: CellRecord) -> None:
         writer = self._writer(cell)
         hparams: dict[str, Any] = {axis: str(level) for axis, level in cell.axes.items()}
         hparams["seed"] = cell.seed
-        hparams["status"] = record["status"]
-        metrics = record.get("metrics") or {}
+        hparams["status"] = record.status
+        metrics = record.metrics
         final = {f"final/{name}": float(metrics[name]) for name in FINAL_METRICS
                  if isinstance(metrics.get(name), (int, float)) and not isinstance(metrics.get(name), bool)}
         # run_name="." keeps the hparams in this cell's own run instead of a new timestamped one.

@@ -10,7 +10,8 @@ import torch
 
 from lossbench.config import Suite
 from lossbench.embedding_eval import evaluate_retrieval, knn_class_scores, knn_probabilities
-from lossbench.engine import EngineOptions, train_cell
+from lossbench.engine import EngineOptions
+from lossbench.runner import train_cell
 from lossbench.grid import expand
 
 

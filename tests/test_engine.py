@@ -9,7 +9,10 @@ import torch
 
 from lossbench.config import load_suite
 from lossbench.data import ImageData
-from lossbench.engine import EngineOptions, build_parts, resolve_device, resolve_precision, train_cell
+from lossbench.components import build_cell
+from lossbench.device import resolve_device, resolve_precision
+from lossbench.engine import EngineOptions
+from lossbench.runner import train_cell
 from lossbench.grid import Cell, expand
 from lossbench.losses import LOSSES
 
@@ -66,7 +69,7 @@ def test_different_seeds_differ(write_suite, small: ImageData) -> None:
 def test_cells_with_one_seed_share_initial_weights(write_suite, small: ImageData) -> None:
     text = TINY_SUITE.replace("regularizer: [none]", "regularizer: [none, l2]")
     cells = cells_of(write_suite, text)
-    states = [build_parts(c, small, options(), steps_per_epoch=7).model.state_dict() for c in cells]
+    states = [build_cell(c, small, options()).model.state_dict() for c in cells]
     assert len({c.label for c in cells}) == 8
     for state in states[1:]:
         assert all(torch.equal(state[k], states[0][k]) for k in state)
@@ -77,7 +80,7 @@ def test_l2_penalty_is_recorded_and_matches_the_weights(write_suite, small: Imag
     cell = cells_of(write_suite, text)[0]
     result = train_cell(cell, small, options(1))
     assert result.history[0].penalty is not None and result.history[0].penalty > 0
-    parts = build_parts(cell, small, options(1), steps_per_epoch=7)
+    parts = build_cell(cell, small, options(1))
     initial = 0.001 * sum(p.pow(2).sum().item() for p in parts.model.parameters() if p.ndim > 1)
     # The mean penalty over the first epoch is near its value at initialization (weights move little).
     assert math.isclose(result.history[0].penalty, initial, rel_tol=0.2)
@@ -125,31 +128,3 @@ def test_device_and_precision_resolution() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA GPU"):
             resolve_device("cuda")
-
-
-def test_models_pool_before_relu_matches_the_article_order(digits: ImageData) -> None:
-    """The built networks put ReLU after max-pooling (faster); outputs and gradients equal conv-ReLU-pool."""
-    from torch import nn
-
-    from lossbench.models import MODELS, DropoutPlan
-
-    for name in MODELS.names():
-        fast = MODELS.build(name, {}, in_channels=1, image_size=(8, 8), out_features=10, dropout=DropoutPlan()).build()
-        layers = list(fast[0])
-        reference_layers: list[nn.Module] = []
-        for i, layer in enumerate(layers):
-            if isinstance(layer, nn.MaxPool2d) and isinstance(layers[i + 1], nn.ReLU):
-                reference_layers += [layers[i + 1], layer]  # article order: ReLU, then pool
-            elif not (isinstance(layer, nn.ReLU) and i > 0 and isinstance(layers[i - 1], nn.MaxPool2d)):
-                reference_layers.append(layer)
-        reference = nn.Sequential(nn.Sequential(*reference_layers), fast[1])
-        assert any(isinstance(m, nn.MaxPool2d) for m in layers)
-        x = digits.train_x[:64].float() / 255
-        fast_out, ref_out = fast(x), reference(x)
-        assert torch.equal(fast_out, ref_out)
-        fast_out.square().sum().backward()
-        fast_grads = [p.grad.clone() for p in fast.parameters()]
-        fast.zero_grad()
-        ref_out2 = reference(x)
-        ref_out2.square().sum().backward()
-        assert all(torch.equal(g, p.grad) for g, p in zip(fast_grads, fast.parameters()))

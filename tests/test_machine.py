@@ -47,13 +47,13 @@ def test_each_record_holds_load_cpu_time_cores_and_data_sizes(write_suite, tmp_p
     summary = runner.run(runner.plan(suite, tmp_path / "out", cache_dir=cache_dir))
     assert summary.ran == 4
     for record in summary.records:
-        load = record["load"]
+        load = record.load
         assert load["cores"] == usable_cores()
         assert load["start_load_1m"] >= 0 and load["end_load_1m"] >= 0
         assert load["end_cpu_time_s"] > load["start_cpu_time_s"]  # the cell trained in this process
         # digits: 8×8 grayscale in 10 classes; the tiny suite takes 400 training images; sklearn's split keeps
         # the rest of the 1,797 for testing.
-        data = record["data"]
+        data = record.data
         assert data["classes"] == 10 and data["image_size"] == [1, 8, 8]
         assert data["train"] == 400 and data["val"] == 0
         from lossbench.data import load_dataset

@@ -10,8 +10,8 @@ from sklearn.metrics import confusion_matrix as sk_confusion
 from lossbench.metrics import (
     confusion_matrix,
     expected_calibration_error,
-    nll,
     per_class_accuracy,
+    predicted_class,
     reliability_bins,
     topk_correct,
 )
@@ -60,11 +60,31 @@ def test_topk_against_manual_ranking() -> None:
     assert topk_correct(scores, labels, 5).item() == 3  # k capped at 3 classes
 
 
-def test_nll_equals_cross_entropy() -> None:
-    g = torch.Generator().manual_seed(1)
-    logits = torch.randn(64, 10, generator=g)
-    labels = torch.randint(0, 10, (64,), generator=g)
-    assert torch.allclose(nll(logits.log_softmax(1), labels), F.cross_entropy(logits, labels))
+def test_one_tie_rule_lowest_class_index_first() -> None:
+    """On exact ties every metric picks the lowest class index among the highest scores, like numpy's argmax.
+
+    (torch's CPU topk returns other indices than argmax on rows of equal scores, so top-1 by topk and the
+    confusion matrix by argmax would disagree.)"""
+    scores = torch.tensor([
+        [0.0] * 10,                                   # all ten tie: class 0
+        [1.0, 3.0, 3.0, 0.0, 3.0, 0, 0, 0, 0, 0],     # 1, 2 and 4 tie: class 1
+        [0.0, 0, 0, 0, 0, 0, 0, 0, 5.0, 5.0],         # 8 and 9 tie: class 8
+    ])
+    expected = np.argmax(scores.numpy(), axis=1)  # numpy documents "the first occurrence"
+    assert predicted_class(scores).tolist() == expected.tolist() == [0, 1, 8]
+    for labels in (torch.tensor([0, 1, 8]), torch.tensor([2, 2, 9]), torch.tensor([9, 4, 0])):
+        agree = int((torch.from_numpy(expected) == labels).sum())
+        assert topk_correct(scores, labels, 1).item() == agree
+        assert confusion_matrix(predicted_class(scores), labels, 10).diagonal().sum().item() == agree
+    # top-k continues the same order: among the ties of row 0, classes 0..4 are the top 5.
+    assert topk_correct(scores[:1], torch.tensor([4]), 5).item() == 1
+    assert topk_correct(scores[:1], torch.tensor([5]), 5).item() == 0
+    # ECE and the reliability bins score the same predicted class: row 1's tie counts as class 1.
+    probs = scores.softmax(1).double()
+    labels = torch.tensor([0, 1, 8])
+    assert expected_calibration_error(probs, labels).item() == ece_reference(probs.numpy(), labels.numpy(), 15)
+    assert sum(reliability_bins(probs, labels)["accuracy"][b] * c
+               for b, c in enumerate(reliability_bins(probs, labels)["count"])) == 3
 
 
 def test_confusion_and_per_class_against_sklearn() -> None:

@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 from conftest import TINY_SUITE
 from lossbench import runner
+from lossbench.record import CellRecord
 from lossbench.cli import app
 from lossbench.config import load_suite
 from lossbench.errors import ConfigError
@@ -64,8 +65,8 @@ def test_parallel_run_matches_sequential_run(write_suite, tmp_path: Path, cache_
     parallel = runner.run(parallel_plan, executor=ProcessExecutor(2, threads_per_job=1), display=Recorder())
 
     assert parallel.ran == sequential.ran == 4 and parallel.failed == 0
-    seq = {r["id"]: r for r in sequential.records}
-    par = {r["id"]: r for r in parallel.records}
+    seq = {r.id: r.to_dict() for r in sequential.records}
+    par = {r.id: r.to_dict() for r in parallel.records}
     assert seq.keys() == par.keys()
     for cell_id, record in par.items():
         assert record["status"] == "done"
@@ -100,7 +101,7 @@ def test_worker_loads_the_data_once_for_all_its_cells(write_suite, tmp_path: Pat
     sent = [messages.get_nowait() for _ in range(messages.qsize())]
     assert [m[0] for m in sent] == ["start", "event", "event", "result"] * 3
     assert [m[2] for m in sent if m[0] == "result"] == [0, 1, 2]
-    assert all(m[3]["status"] == "done" for m in sent if m[0] == "result")
+    assert all(m[3].status == "done" for m in sent if m[0] == "result")
 
 
 class _FakeProcess:
@@ -113,29 +114,30 @@ def test_a_lost_worker_fails_only_its_cell(write_suite, tmp_path: Path, cache_di
     cells = plan.pending
     workers = {0: _FakeProcess(), 1: _FakeProcess()}
     messages: queue.Queue = queue.Queue()
-    results: dict[str, dict[str, Any]] = {}
+    results: dict[str, CellRecord] = {}
     started: list[str] = []
     session = _Session(cells, plan.job, workers, messages, lambda c: started.append(c.id),  # type: ignore[arg-type]
                        lambda *a: None, lambda c, r: results.__setitem__(c.id, r))
     session.handle(("start", 0, 0))
     session.handle(("start", 1, 1))
-    messages.put(("result", 1, 1, {"id": cells[1].id, "status": "done"}))  # sent just before worker 1 exited
+    done = CellRecord(cells[1].id, cells[1].label, cells[1].seed, "done", cells[1].axes)
+    messages.put(("result", 1, 1, done))  # sent just before worker 1 exited
     workers[0].exitcode = -9  # killed while training cell 0
     workers[1].exitcode = 0
     session.check_workers()
-    assert results[cells[1].id]["status"] == "done"
+    assert results[cells[1].id].status == "done"
     lost = results[cells[0].id]
-    assert lost["status"] == "failed" and "killed by a signal" in lost["error"] and lost["id"] == cells[0].id
+    assert lost.status == "failed" and "killed by a signal" in lost.error and lost.id == cells[0].id
     # No worker left: the cells nobody started are recorded failed rather than waited for forever.
     assert set(results) == {c.id for c in cells} and not session.pending
-    assert all("no worker process left" in results[c.id]["error"] for c in cells[2:])
+    assert all("no worker process left" in results[c.id].error for c in cells[2:])
 
 
 def test_a_worker_that_cannot_load_the_data_leaves_the_cells_to_the_others(write_suite, tmp_path: Path,
                                                                           cache_dir: Path) -> None:
     plan = _plan(write_suite, cache_dir, tmp_path / "out")
     workers = {0: _FakeProcess(), 1: _FakeProcess()}
-    results: dict[str, dict[str, Any]] = {}
+    results: dict[str, CellRecord] = {}
     session = _Session(plan.pending, plan.job, workers, queue.Queue(), lambda c: None, lambda *a: None,  # type: ignore[arg-type]
                        lambda c, r: results.__setitem__(c.id, r))
     session.handle(("worker_failed", 0, "cannot load the data: MemoryError: ", "Traceback ..."))
@@ -144,7 +146,7 @@ def test_a_worker_that_cannot_load_the_data_leaves_the_cells_to_the_others(write
     assert not results  # worker 1 is alive and will train them
     workers[1].exitcode = -9
     session.check_workers()
-    assert len(results) == 4 and all(r["status"] == "failed" for r in results.values())
+    assert len(results) == 4 and all(r.status == "failed" for r in results.values())
 
 
 def test_ctrl_c_keeps_finished_cells_and_stops_the_workers(write_suite, tmp_path: Path, cache_dir: Path) -> None:
@@ -153,7 +155,7 @@ def test_ctrl_c_keeps_finished_cells_and_stops_the_workers(write_suite, tmp_path
     workers: list[int] = []
 
     class CtrlC(SilentDisplay):
-        def cell_end(self, cell, record: dict[str, Any]) -> None:
+        def cell_end(self, cell, record: object) -> None:
             # A terminal sends SIGINT to the whole process group: the workers as well as this driver.
             workers.extend(p.pid for p in multiprocessing.active_children() if p.pid is not None)
             for pid in [*workers, os.getpid()]:

@@ -7,6 +7,7 @@ import io
 from lossbench.config import load_suite
 from lossbench.grid import expand
 from lossbench.progress import PlainDisplay
+from lossbench.record import CellRecord
 
 from conftest import TINY_SUITE
 
@@ -20,8 +21,8 @@ def test_plain_display_with_overlapping_cells(write_suite) -> None:
     display.cell_event(a, "epoch", {"epoch": 1, "train_loss": 1.5, "train_acc": None, "test_acc": 0.5, "epoch_s": 0.2})
     display.cell_start(b)
     display.cell_event(b, "epoch", {"epoch": 1, "train_loss": 1.25, "train_acc": 0.4, "test_acc": 0.6, "epoch_s": 0.2})
-    display.cell_end(a, {"status": "done", "metrics": {"test_acc": 0.75}})
-    display.cell_end(b, {"status": "failed", "metrics": {}, "error": "RuntimeError: x"})
+    display.cell_end(a, CellRecord(a.id, a.label, a.seed, "done", a.axes, metrics={"test_acc": 0.75}))
+    display.cell_end(b, CellRecord(b.id, b.label, b.seed, "failed", b.axes, error="RuntimeError: x"))
     lines = out.getvalue().splitlines()
     assert lines[0] == "2 cell(s) to run, 0 already done"
     assert lines[1].startswith("[1/2] ") and lines[3].startswith("[2/2] ")

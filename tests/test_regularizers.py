@@ -11,11 +11,13 @@ from torch import nn
 
 from lossbench.config import SuiteSource, parse_suite
 from lossbench.data import load_dataset
-from lossbench.engine import EngineOptions, train_cell
+from lossbench.engine import EngineOptions
+from lossbench.runner import train_cell
 from lossbench.errors import ConfigError
 from lossbench.grid import expand
 from lossbench.models import MODELS
-from lossbench.regularizers import REGULARIZERS, DropoutPlan, RegularizerSet
+from lossbench.models import DropoutPlacement, ModelFacts
+from lossbench.regularizers import REGULARIZERS, RegularizerSet
 
 
 def small_model(seed: int = 0) -> nn.Module:
@@ -101,9 +103,9 @@ def test_max_norm_caps_each_units_incoming_weights() -> None:
 
 def test_dropout_is_active_in_training_and_off_at_evaluation() -> None:
     plan = RegularizerSet([REGULARIZERS.build("dropout", {"p": 0.5, "where": "both"})]).dropout()
-    assert plan == DropoutPlan(classifier=0.5, conv=0.5)
+    assert plan == DropoutPlacement(classifier=0.5, conv=0.5)
     torch.manual_seed(0)
-    model = MODELS.build("tutorial_cnn", {}, in_channels=1, image_size=(8, 8), out_features=10, dropout=plan).build()
+    model = MODELS.build("tutorial_cnn", {}).build(ModelFacts(1, (8, 8), 10, plan))
     dropouts = [m for m in model.modules() if isinstance(m, nn.Dropout)]
     assert len(dropouts) == 4  # after each of the three conv blocks and before the classifier
     x = torch.rand(6, 1, 8, 8)
@@ -125,7 +127,7 @@ def test_a_list_composes_penalties_and_dropout() -> None:
                            REGULARIZERS.build("none", {})])
     expected = 0.01 * by_hand(model, lambda w: w**2, False) + 0.001 * by_hand(model, torch.abs, False)
     assert regs.penalty(model).item() == pytest.approx(expected, rel=1e-5)
-    assert regs.dropout() == DropoutPlan(classifier=0.4, conv=0.0)
+    assert regs.dropout() == DropoutPlacement(classifier=0.4, conv=0.0)
     assert RegularizerSet([REGULARIZERS.build("none", {})]).penalty(model) is None
 
 
@@ -155,8 +157,7 @@ def test_training_records_the_penalty_share_and_applies_after_step(tmp_path: Pat
         assert record.penalty is not None and record.penalty > 0
         assert record.penalty_share == pytest.approx(record.penalty / (record.train_loss + record.penalty))
     # From the second epoch on every penalty is taken after max_norm ran: Σw² <= units · c².
-    model = MODELS.build("small_cnn", {}, in_channels=1, image_size=(8, 8), out_features=10,
-                         dropout=DropoutPlan()).build()
+    model = MODELS.build("small_cnn", {}).build(ModelFacts(1, (8, 8), 10))
     units = sum(p.shape[0] for p in model.parameters() if p.ndim > 1)
     assert result.history[1].penalty <= 0.01 * units * c**2 * (1 + 1e-4)
     assert result.history[0].penalty > 0.01 * units * c**2  # the initial weights exceed the cap

@@ -13,9 +13,11 @@ from scipy import stats
 from lossbench.config import SuiteSource, parse_suite
 from lossbench.data import ImageData, load_dataset
 from lossbench.data.scenarios import CIFAR100_SUPERCLASSES, SCENARIOS, ScenarioSet, imbalance_counts
-from lossbench.engine import EngineOptions, train_cell
+from lossbench.engine import EngineOptions
+from lossbench.runner import train_cell
 from lossbench.errors import ConfigError, DataError, SuiteErrors
 from lossbench.grid import expand
+from lossbench.record import CellRecord
 from lossbench.store import csv_row
 
 CIFAR10 = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -221,5 +223,6 @@ def test_noisy_cell_trains_and_records_the_realised_rate(tmp_path: Path) -> None
     assert info["train_size"] == 400 and info["noise_rate"] == pytest.approx(0.4, abs=0.01)
     assert any("noisy" in note for note in result.notes)
     assert sum(sum(row) for row in result.metrics["confusion"]) == len(data.test_y)  # the whole clean test set
-    row = csv_row({"axes": cell.axes, "metrics": result.metrics, "seed": 0, "config": cell.config})
+    row = csv_row(CellRecord(cell.id, cell.label, 0, result.status, cell.axes, config=cell.config,
+                             metrics=result.metrics))
     assert row["scenario"] == "label_noise(rate=0.4)" and row["noise_rate"] == info["noise_rate"]

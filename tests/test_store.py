@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 
 from lossbench.errors import ResultsLockedError, ResultsWriteError
+from lossbench.record import CellRecord
 from lossbench.store import CSV_COLUMNS, ResultsStore, atomic_write_text
 
 
-def record(cell_id: str, status: str = "done", acc: float | None = 0.5, seed: int = 0) -> dict:
-    return {
+def record(cell_id: str, status: str = "done", acc: float | None = 0.5, seed: int = 0) -> CellRecord:
+    return CellRecord.from_dict({
         "id": cell_id, "label": f"cell {cell_id}", "seed": seed, "status": status,
         "axes": {"loss": "cross_entropy", "regularizer": "none", "augmentation": "none", "optimizer": "sgd"},
         "config": {"train": {"epochs": 3}},
@@ -25,7 +26,7 @@ def record(cell_id: str, status: str = "done", acc: float | None = 0.5, seed: in
         "timing": {"train_time_s": 2.0, "img_per_s": 100.0, "epochs_run": 3, "peak_mem_mb": 10.0},
         "history": [{"epoch": 3, "val_acc": None}], "env": {"device": "cpu"},
         "error": None if status == "done" else "ValueError: boom\nmore", "diverged_epoch": None,
-    }
+    })
 
 
 def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -48,7 +49,7 @@ def test_write_and_read_cells_and_csv(tmp_path: Path) -> None:
     store.write_cell(record("b", acc=0.7, seed=1))
     store.write_cell(record("a", acc=0.6))
     store.write_cell(record("c", status="failed", acc=None))
-    assert store.read_cell("a")["metrics"]["test_acc"] == 0.6
+    assert store.read_cell("a").metrics["test_acc"] == 0.6
     assert store.finished_ids() == {"a", "b"}
     with open(store.rebuild_csv()) as f:
         rows = list(csv.DictReader(f))
@@ -85,7 +86,8 @@ def test_cell_json_round_trips(tmp_path: Path) -> None:
     store = ResultsStore(tmp_path)
     rec = record("x")
     store.write_cell(rec)
-    assert json.loads(store.cell_path("x").read_text()) == rec
+    assert json.loads(store.cell_path("x").read_text()) == rec.to_dict()
+    assert store.read_cell("x") == rec
 
 
 def test_stale_temp_files_are_removed_by_the_next_lock_holder(tmp_path: Path) -> None:

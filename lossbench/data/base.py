@@ -8,6 +8,16 @@ import torch
 
 
 @dataclass(frozen=True)
+class ImageShape:
+    """The shape of a dataset's images and the number of its classes: what a model must fit."""
+
+    channels: int
+    height: int
+    width: int
+    num_classes: int
+
+
+@dataclass(frozen=True)
 class ImageData:
     """A classification dataset as uint8 image tensors and int64 labels.
 

@@ -18,6 +18,9 @@ import torch
 
 from lossbench.data.base import ImageData
 
+#: Where decoded datasets are kept unless --cache-dir says otherwise: $LOSSBENCH_CACHE, else ~/.cache/lossbench.
+DEFAULT_CACHE = Path(os.environ.get("LOSSBENCH_CACHE", Path.home() / ".cache" / "lossbench"))
+
 # Bump when the stored layout changes; files of another format are rebuilt silently.
 CACHE_FORMAT = 1
 _FIELDS = ("train_x", "train_y", "test_x", "test_y")

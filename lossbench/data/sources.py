@@ -19,7 +19,7 @@ from typing import ClassVar, Literal
 import numpy as np
 import torch
 
-from lossbench.data.base import ImageData
+from lossbench.data.base import ImageData, ImageShape
 from lossbench.data.fingerprint import content_digest
 from lossbench.data.folder import check_folder_images, describe_folder, is_archive, read_folder
 from lossbench.data.idx import IdxFiles, find_idx_files
@@ -63,6 +63,23 @@ class DatasetSource:
         """(train, test) image counts known without reading anything: the official data, when no root is given
         (a local copy may hold a subset). Validation checks subset sizes against them."""
         return cls.official_sizes if root is None else None
+
+    #: The shape of the source's own images, when it is fixed (None: only decoding the files tells).
+    shape: ClassVar[ImageShape | None] = None
+
+    @classmethod
+    def known_shape(cls, root: Path | None) -> ImageShape | None:
+        """The images' shape without decoding anything, where the source knows it; None otherwise.
+
+        A local image-folder copy of a torchvision dataset may hold other sizes, so only the source's own files
+        (root unset, or torchvision's files) are trusted to have the source's shape."""
+        if cls.shape is None or (root is not None and not cls._holds_own_files(root)):
+            return None
+        return cls.shape
+
+    @classmethod
+    def _holds_own_files(cls, root: Path) -> bool:
+        return False
 
     def describe(self, root: Path | None) -> str:
         """A cheap string naming the data at `root` (no decoding), e.g. `torchvision` or `folder:x.zip:1a2b3c4d5e6f`."""
@@ -144,6 +161,12 @@ class Digits(DatasetSource):
     def known_sizes(cls, root: Path | None) -> tuple[int, int] | None:
         return cls.official_sizes  # the root is ignored: the data ships inside scikit-learn
 
+    shape = ImageShape(channels=1, height=8, width=8, num_classes=10)
+
+    @classmethod
+    def _holds_own_files(cls, root: Path) -> bool:
+        return True  # the root is ignored
+
     def describe(self, root: Path | None) -> str:
         return "sklearn"
 
@@ -186,6 +209,13 @@ class _TorchvisionSource(DatasetSource):
     """A torchvision dataset, or the same classes as an image folder or archive the user points at."""
 
     torchvision_class: ClassVar[str]
+
+    @classmethod
+    def _holds_own_files(cls, root: Path) -> bool:
+        try:
+            return not isinstance(cls()._locate(root), FolderRoot)
+        except DataError:
+            return False
 
     def describe(self, root: Path | None) -> str:
         where = self._locate(root)
@@ -314,6 +344,7 @@ class Cifar10(_Cifar):
 
     torchvision_class = "CIFAR10"
     official_sizes = (50_000, 10_000)
+    shape = ImageShape(channels=3, height=32, width=32, num_classes=10)
     batches_dir = "cifar-10-batches-py"
     archive_name = "cifar-10-python.tar.gz"
 
@@ -324,6 +355,7 @@ class Cifar100(_Cifar):
 
     torchvision_class = "CIFAR100"
     official_sizes = (50_000, 10_000)
+    shape = ImageShape(channels=3, height=32, width=32, num_classes=100)
     batches_dir = "cifar-100-python"
     archive_name = "cifar-100-python.tar.gz"
 
@@ -420,6 +452,7 @@ class Mnist(_IdxDataset):
 
     torchvision_class = "MNIST"
     official_sizes = (60_000, 10_000)
+    shape = ImageShape(channels=1, height=28, width=28, num_classes=10)
     class_names = tuple(str(d) for d in range(10))
     official_md5 = _MNIST_MD5
     other_md5 = (("fashion_mnist", _FASHION_MD5),)
@@ -431,6 +464,7 @@ class FashionMnist(_IdxDataset):
 
     torchvision_class = "FashionMNIST"
     official_sizes = (60_000, 10_000)
+    shape = ImageShape(channels=1, height=28, width=28, num_classes=10)
     class_names = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                    "Ankle boot")
     official_md5 = _FASHION_MD5

@@ -14,7 +14,8 @@ import re
 from pathlib import Path
 
 from lossbench.report.aggregate import DEFAULT_BASELINE, SourceAnalysis, analyse
-from lossbench.report.results import ReportError, Results, load_results
+from lossbench.errors import ReportError
+from lossbench.report.results import Results, load_results
 from lossbench.store import atomic_write_text
 
 __all__ = [

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from lossbench.errors import did_you_mean
+from lossbench.errors import ReportError, did_you_mean
 from lossbench.report.measures import Measure, measure
-from lossbench.report.results import ReportError, Results, Source
+from lossbench.report.results import Results, Source
 from lossbench.report.stats import PairedTest, holm, paired_t, t_interval, verdict
 
 #: The default baseline: plain cross-entropy, no regularizer, no augmentation (label `cross_entropy | none | none`).

@@ -12,6 +12,7 @@ from typing import Any
 import pandas as pd
 
 from lossbench.machine import overloaded
+from lossbench.record import STATUSES, CellRecord
 from lossbench.report.aggregate import DEFAULT_BASELINE, SourceAnalysis
 from lossbench.report.measures import Measure, measure
 from lossbench.report.plots import Plot
@@ -79,11 +80,12 @@ def _duration(seconds: float) -> str:
     return f"{seconds:,.0f} s ({seconds / 3600:.1f} h)"
 
 
-def _values(records: list[dict[str, Any]], *path: str) -> list[str]:
+def _values(records: list[CellRecord], field: str, key: str | None = None) -> list[str]:
+    """The distinct values of a record field (or of one key of a dict field such as `env`), in order."""
     out = []
     for r in records:
-        value: Any = r
-        for key in path:
+        value: Any = getattr(r, field)
+        if key is not None:
             value = value.get(key) if isinstance(value, dict) else None
         if value is not None:
             out.append(str(value))
@@ -102,11 +104,11 @@ def _header(a: SourceAnalysis, results: Results, out_dir: Path) -> list[str]:
     rows = a.rows
     recs = [results.records[i] for i in rows.sort_values("order")["id"]]
     first = recs[0]
-    config = first.get("config") or {}
+    config = first.config
     train = config.get("train") or {}
     suite_file = a.source.suite_file
     status = rows["status"].value_counts()
-    compute = sum(float((r.get("timing") or {}).get(k) or 0.0) for r in recs for k in ("train_time_s", "eval_time_s"))
+    compute = sum(float(r.timing.get(k) or 0.0) for r in recs for k in ("train_time_s", "eval_time_s"))
     scenario_axes = [ax for ax in a.axes if ax not in DEFAULT_BASELINE and ax != "optimizer"]
     scenario = "; ".join(", ".join(a.levels[ax]) if ax == "scenario" else f"{ax}: {', '.join(a.levels[ax])}"
                          for ax in scenario_axes)
@@ -114,7 +116,7 @@ def _header(a: SourceAnalysis, results: Results, out_dir: Path) -> list[str]:
         scenario = ""
     devices = []
     for r in recs:
-        env = r.get("env") or {}
+        env = r.env
         if env.get("device"):
             devices.append(f"{env['device']} ({env.get('device_name') or '?'}, {env.get('threads', '?')} threads)")
     versions = []
@@ -124,10 +126,10 @@ def _header(a: SourceAnalysis, results: Results, out_dir: Path) -> list[str]:
             versions.append(f"{key} {' / '.join(vs)}")
     seeds = sorted(set(int(s) for s in rows["seed"]))
     schedule = train.get("schedule") or {}
-    started = sorted(str(r.get("started_at")) for r in recs if r.get("started_at"))
-    finished = sorted(str(r.get("finished_at")) for r in recs if r.get("finished_at"))
+    started = sorted(str(r.started_at) for r in recs if r.started_at)
+    finished = sorted(str(r.finished_at) for r in recs if r.finished_at)
     dirs = ", ".join(_results_place(d, out_dir) for d in a.source.dirs)
-    counts = ", ".join(f"{int(status.get(s, 0))} {s}" for s in ("done", "diverged", "failed"))
+    counts = ", ".join(f"{int(status.get(s, 0))} {s}" for s in STATUSES)
     items = [
         ("suite", a.source.suite + (f" — {suite_file['description']}" if suite_file.get("description") else "")),
         ("dataset", a.source.dataset),
@@ -165,9 +167,9 @@ def _count_range(values: list[int]) -> str:
     return f"{low:,}" if low == high else f"{low:,}–{high:,}"
 
 
-def _data_sizes(recs: list[dict[str, Any]]) -> str:
+def _data_sizes(recs: list[CellRecord]) -> str:
     """`train 1,437 · val 0 · test 360 images · 10 classes · 1×8×8 (channels×height×width)`."""
-    blocks = [r.get("data") for r in recs if r.get("data")]
+    blocks = [r.data for r in recs if r.data]
     if not blocks:
         return "— (these cell files predate recorded data sizes)"
     parts = [f"{split} {_count_range([int(b[split]) for b in blocks if split in b])}"
@@ -184,14 +186,14 @@ def _data_sizes(recs: list[dict[str, Any]]) -> str:
     return text
 
 
-def _learning_rates(recs: list[dict[str, Any]]) -> str:
+def _learning_rates(recs: list[CellRecord]) -> str:
     """The learning rate at the end of the first and of the last epoch, per optimizer setting."""
     seen: dict[str, str] = {}
     for r in recs:
-        history = [h for h in r.get("history") or [] if h.get("lr") is not None]
+        history = [h for h in r.history if h.get("lr") is not None]
         if not history:
             continue
-        key = str((r.get("axes") or {}).get("optimizer", ""))
+        key = str(r.axes.get("optimizer", ""))
         seen.setdefault(key, f"{history[0]['lr']:.3g} after epoch {history[0]['epoch']} → {history[-1]['lr']:.3g} "
                              f"after epoch {history[-1]['epoch']}")
     if not seen:
@@ -201,10 +203,10 @@ def _learning_rates(recs: list[dict[str, Any]]) -> str:
     return "; ".join(f"{k}: {v}" for k, v in seen.items())
 
 
-def _machine_load(recs: list[dict[str, Any]]) -> str:
+def _machine_load(recs: list[CellRecord]) -> str:
     """The 1-minute load averages seen at cell starts and ends against the usable cores, and how many cell files
     ran above them."""
-    blocks = [r.get("load") for r in recs if r.get("load")]
+    blocks = [r.load for r in recs if r.load]
     if not blocks:
         return "— (not recorded in these cell files)"
     loads = [float(b[k]) for b in blocks for k in ("start_load_1m", "end_load_1m") if b.get(k) is not None]
@@ -307,7 +309,7 @@ def _loaded_seeds(a: SourceAnalysis, results: Results) -> dict[str, list[tuple[i
     out: dict[str, list[tuple[int, float, int]]] = {}
     done = a.rows[a.rows["status"] == "done"].sort_values("seed")
     for rid, label, seed in zip(done["id"], done["label"], done["seed"]):
-        load = results.records[rid].get("load")
+        load = results.records[rid].load
         worst = overloaded(load)
         if worst is not None:
             out.setdefault(label, []).append((int(seed), worst, int(load["cores"])))
@@ -482,10 +484,10 @@ def _notes(a: SourceAnalysis, results: Results) -> list[str]:
     by_note: dict[str, list[str]] = {}
     for rid in a.rows.sort_values("order")["id"]:
         rec = results.records[rid]
-        for note in rec.get("notes") or []:
+        for note in rec.notes:
             labels = by_note.setdefault(str(note), [])
-            if rec["label"] not in labels:
-                labels.append(rec["label"])
+            if rec.label not in labels:
+                labels.append(rec.label)
     for note, labels in by_note.items():
         notes.append(f"{note} (cells: {', '.join(f'`{x}`' for x in labels)})")
     return [f"- {n}" for n in notes]

@@ -21,6 +21,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
+from lossbench.record import CellRecord
 from lossbench.report.aggregate import SourceAnalysis
 from lossbench.store import atomic_write_bytes
 
@@ -55,7 +56,7 @@ def _wrap(text: str, width: int = 48) -> str:
     return "\n".join(textwrap.wrap(text, width, break_on_hyphens=False)) or text
 
 
-def make_plots(analysis: SourceAnalysis, records: dict[str, dict[str, Any]], out_dir: Path,
+def make_plots(analysis: SourceAnalysis, records: dict[str, CellRecord], out_dir: Path,
                subdir: str) -> list[Plot]:
     """Draw every figure that the source's results allow into out_dir/subdir; return them in reading order."""
     plots: list[Plot] = []
@@ -66,7 +67,7 @@ def make_plots(analysis: SourceAnalysis, records: dict[str, dict[str, Any]], out
     return plots
 
 
-def _done_records(analysis: SourceAnalysis, records: dict[str, dict[str, Any]], label: str) -> list[dict[str, Any]]:
+def _done_records(analysis: SourceAnalysis, records: dict[str, CellRecord], label: str) -> list[CellRecord]:
     rows = analysis.rows[(analysis.rows["label"] == label) & (analysis.rows["status"] == "done")]
     return [records[i] for i in rows.sort_values("seed")["id"]]
 
@@ -83,7 +84,7 @@ def _seeds_text(n: int) -> str:
     return f"{n} seed" + ("" if n == 1 else "s")
 
 
-def _learning_curves(analysis: SourceAnalysis, records: dict[str, dict[str, Any]], out_dir: Path,
+def _learning_curves(analysis: SourceAnalysis, records: dict[str, CellRecord], out_dir: Path,
                      subdir: str) -> Plot | None:
     labels = _shown_cells(analysis, CURVE_CELLS)
     if not labels:
@@ -94,7 +95,7 @@ def _learning_curves(analysis: SourceAnalysis, records: dict[str, dict[str, Any]
     handles = []
     loss_range = [math.inf, 0.0]
     for label, color in zip(labels, colors):
-        histories = [r.get("history") or [] for r in _done_records(analysis, records, label)]
+        histories = [r.history for r in _done_records(analysis, records, label)]
         epochs = min((len(h) for h in histories), default=0)
         if epochs == 0:
             continue
@@ -152,7 +153,7 @@ def _palette(n: int) -> list[Any]:
     return [cmap(i % cmap.N) for i in range(n)]
 
 
-def _bar_chart(analysis: SourceAnalysis, records: dict[str, dict[str, Any]], out_dir: Path,
+def _bar_chart(analysis: SourceAnalysis, records: dict[str, CellRecord], out_dir: Path,
                subdir: str) -> Plot | None:
     m = analysis.metric
     ranked = analysis.ranked().head(BAR_CELLS)
@@ -205,7 +206,7 @@ def _bar_chart(analysis: SourceAnalysis, records: dict[str, dict[str, Any]], out
                 f"Mean {m.heading} of {shown}" + ("; the baseline in red." if analysis.baseline else "."))
 
 
-def _heatmap(analysis: SourceAnalysis, records: dict[str, dict[str, Any]], out_dir: Path,
+def _heatmap(analysis: SourceAnalysis, records: dict[str, CellRecord], out_dir: Path,
              subdir: str) -> Plot | None:
     pivot = next((p for p in analysis.pivots if p.columns == "augmentation"), None) or next(
         iter(analysis.pivots), None)
@@ -245,9 +246,9 @@ def _heatmap(analysis: SourceAnalysis, records: dict[str, dict[str, Any]], out_d
                 f"Mean {m.heading} of the cell means at each {pivot.rows} and {pivot.columns}{averaged}.")
 
 
-def _pooled_bins(recs: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+def _pooled_bins(recs: list[CellRecord]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """Reliability bins pooled over seeds: total counts, and count-weighted mean confidence and accuracy."""
-    bins = [(r.get("metrics") or {}).get("reliability") for r in recs]
+    bins = [r.metric("reliability") for r in recs]
     bins = [b for b in bins if b and b.get("count")]
     if not bins:
         return None
@@ -258,7 +259,7 @@ def _pooled_bins(recs: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, np
         return count, conf / count, acc / count
 
 
-def _reliability(analysis: SourceAnalysis, records: dict[str, dict[str, Any]], out_dir: Path,
+def _reliability(analysis: SourceAnalysis, records: dict[str, CellRecord], out_dir: Path,
                  subdir: str) -> Plot | None:
     cells = []
     for label in list(analysis.ranked()["label"][:RELIABILITY_CELLS]):
@@ -318,14 +319,14 @@ def _reliability(analysis: SourceAnalysis, records: dict[str, dict[str, Any]], o
                 "counts them per bin (log scale), so a bin of a few images is seen as such; hatched bins are empty.")
 
 
-def _confusion(analysis: SourceAnalysis, records: dict[str, dict[str, Any]], out_dir: Path,
+def _confusion(analysis: SourceAnalysis, records: dict[str, CellRecord], out_dir: Path,
                subdir: str) -> Plot | None:
     ranked = analysis.ranked()
     if ranked.empty:
         return None
     label = ranked.iloc[0]["label"]
-    mats = [np.asarray((r.get("metrics") or {}).get("confusion"), dtype=float)
-            for r in _done_records(analysis, records, label) if (r.get("metrics") or {}).get("confusion")]
+    mats = [np.asarray(r.metric("confusion"), dtype=float)
+            for r in _done_records(analysis, records, label) if r.metric("confusion")]
     if not mats or mats[0].ndim != 2:
         return None
     counts = np.sum(mats, axis=0)

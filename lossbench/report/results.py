@@ -17,17 +17,13 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from lossbench.errors import LossbenchError
+from lossbench.errors import RecordError, RecordSchemaError, ReportError
+from lossbench.record import AXES, CellRecord
 from lossbench.report.measures import TIMING_KEYS
 
-#: Axes every grid has, in display order; further axes found in the records follow in order of appearance.
-STANDARD_AXES = ("loss", "regularizer", "augmentation", "optimizer")
-_REQUIRED = ("id", "label", "seed", "status", "axes")
-_STATUSES = ("done", "diverged", "failed")
-
-
-class ReportError(LossbenchError):
-    """Results cannot be reported as asked: a directory is missing or empty, or an option names nothing there."""
+#: Axes every grid has, in display order; further axes found in the records follow in order of appearance
+#: (the scenario axis appears where a suite varies it).
+STANDARD_AXES = tuple(a for a in AXES if a != "scenario")
 
 
 @dataclass
@@ -49,14 +45,14 @@ class Results:
     #: One row per cell × seed: source, label, id, seed, status, order, one column per axis, per scalar metric
     #: (fractions, nats), per timing value (s, img/s, MiB) and epoch_s; diverged_epoch, error, file.
     frame: pd.DataFrame
-    records: dict[str, dict[str, Any]]
+    records: dict[str, CellRecord]
     sources: list[Source]
     axes: list[str]
     metrics: list[str]
     warnings: list[str]
 
 
-def _read_dir(directory: Path, warnings: list[str]) -> list[tuple[Path, dict[str, Any]]]:
+def _read_dir(directory: Path, warnings: list[str]) -> list[tuple[Path, CellRecord]]:
     if not directory.exists():
         raise ReportError(message=f"results directory {directory} does not exist",
                           details=["give the --out directory of a `lossbench run` (default results/<suite name>)"])
@@ -72,14 +68,14 @@ def _read_dir(directory: Path, warnings: list[str]) -> list[tuple[Path, dict[str
     out = []
     for path in files:
         try:
-            record = json.loads(path.read_text(encoding="utf-8"))
+            record = CellRecord.from_dict(json.loads(path.read_text(encoding="utf-8")))
         except (OSError, ValueError) as exc:
             warnings.append(f"ignored unreadable cell file {path.name} in {directory}: {type(exc).__name__}")
             continue
-        missing = [k for k in _REQUIRED if not isinstance(record, dict) or k not in record]
-        if missing or record.get("status") not in _STATUSES:
-            why = f"missing {', '.join(missing)}" if missing else f"unknown status {record.get('status')!r}"
-            warnings.append(f"ignored cell file {path.name} in {directory}: not a lossbench cell result ({why})")
+        except RecordSchemaError as exc:
+            raise ReportError(message=f"{path}: {exc.message}", details=exc.details) from None
+        except RecordError as exc:
+            warnings.append(f"ignored cell file {path.name} in {directory}: {exc.message}")
             continue
         out.append((path, record))
     return out
@@ -97,31 +93,27 @@ def _read_suite(directory: Path, warnings: list[str]) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _finished(record: dict[str, Any]) -> str:
-    return str(record.get("finished_at") or "")
+def _finished(record: CellRecord) -> str:
+    return str(record.finished_at or "")
 
 
-def _started(record: dict[str, Any]) -> str:
-    return str(record.get("started_at") or "")
-
-
-def _dataset(record: dict[str, Any]) -> str:
-    return str(((record.get("config") or {}).get("dataset") or {}).get("name") or "?")
+def _started(record: CellRecord) -> str:
+    return str(record.started_at or "")
 
 
 def _hash(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def _shared_config(record: dict[str, Any]) -> dict[str, Any]:
+def _shared_config(record: CellRecord) -> dict[str, Any]:
     """What every cell of one run shares: the configuration without the grid axes and the seed (dataset
     identity and options, model, training recipe)."""
-    return {k: v for k, v in (record.get("config") or {}).items() if k != "seed" and k not in record["axes"]}
+    return {k: v for k, v in record.config.items() if k != "seed" and k not in record.axes}
 
 
-def _group_hash(record: dict[str, Any]) -> str:
+def _group_hash(record: CellRecord) -> str:
     """Hash of the cell's configuration without its seed: the seeds of one grid point share it."""
-    return _hash({k: v for k, v in (record.get("config") or {}).items() if k != "seed"})
+    return _hash({k: v for k, v in record.config.items() if k != "seed"})
 
 
 def _number(value: Any) -> float:
@@ -135,24 +127,24 @@ def load_results(dirs: list[Path]) -> Results:
     if not dirs:
         raise ReportError(message="no results directory given")
     warnings: list[str] = []
-    found: dict[str, tuple[Path, dict[str, Any]]] = {}
+    found: dict[str, tuple[Path, CellRecord]] = {}
     suite_files: dict[Path, dict[str, Any]] = {}
     record_dir: dict[str, Path] = {}
     for directory in dict.fromkeys(Path(d) for d in dirs):
         suite_files[directory] = _read_suite(directory, warnings)
         for path, record in _drop_earlier_runs(_read_dir(directory, warnings), directory, warnings):
-            previous = found.get(record["id"])
+            previous = found.get(record.id)
             if previous is not None:
                 # A final result beats a failed one; among equals the later one wins (a rerun with --force).
-                keep_new = ((record["status"] != "failed", _finished(record))
-                            > (previous[1]["status"] != "failed", _finished(previous[1])))
+                keep_new = ((record.status != "failed", _finished(record))
+                            > (previous[1].status != "failed", _finished(previous[1])))
                 kept = path if keep_new else previous[0]
-                warnings.append(f"cell {record['id']} ({record['label']}, seed {record['seed']}) is in both "
+                warnings.append(f"cell {record.id} ({record.label}, seed {record.seed}) is in both "
                                 f"{previous[0].parent.parent} and {directory}; kept {kept.parent.parent}")
                 if not keep_new:
                     continue
-            found[record["id"]] = (path, record)
-            record_dir[record["id"]] = directory
+            found[record.id] = (path, record)
+            record_dir[record.id] = directory
     if not found:
         raise ReportError(message="no readable cell results in " + ", ".join(str(d) for d in dirs),
                           details=warnings[:5])
@@ -165,7 +157,7 @@ def load_results(dirs: list[Path]) -> Results:
     source_key: dict[str, tuple[str, str, str]] = {}
     position = {d: i for i, d in enumerate(suite_files)}
     for rid, rec in sorted(records.items(), key=lambda kv: (position[record_dir[kv[0]]], _started(kv[1]), kv[0])):
-        key = (str(rec.get("suite") or "?"), _dataset(rec), _hash(_shared_config(rec)))
+        key = (rec.suite or "?", rec.dataset, _hash(_shared_config(rec)))
         source_key[rid] = key
         shared.setdefault(key, _shared_config(rec))
         dirs_of_key = keys.setdefault(key, [])
@@ -178,8 +170,8 @@ def load_results(dirs: list[Path]) -> Results:
     _drop_relabelled(records, source_name, warnings)
     axes = list(STANDARD_AXES)
     for rec in sorted(records.values(), key=_started):
-        axes.extend(a for a in rec["axes"] if a not in axes)
-    axes = [a for a in axes if any(a in rec["axes"] for rec in records.values())]
+        axes.extend(a for a in rec.axes if a not in axes)
+    axes = [a for a in axes if any(a in rec.axes for rec in records.values())]
     frame = _frame(records, {rid: p for rid, (p, _) in found.items()}, source_name, axes)
     metric_cols = [c for c in frame.columns if c.startswith("m:")]
     frame = frame.rename(columns={c: c[2:] for c in metric_cols})
@@ -187,15 +179,15 @@ def load_results(dirs: list[Path]) -> Results:
     return Results(frame, records, sources, axes, metrics, warnings)
 
 
-def _drop_earlier_runs(cells: list[tuple[Path, dict[str, Any]]], directory: Path,
-                       warnings: list[str]) -> list[tuple[Path, dict[str, Any]]]:
+def _drop_earlier_runs(cells: list[tuple[Path, CellRecord]], directory: Path,
+                       warnings: list[str]) -> list[tuple[Path, CellRecord]]:
     """The cells of a directory that share the settings of its latest run: files of an earlier run with other
     settings (say fewer epochs) stay in cells/ but must not be averaged with, or ranked beside, the new ones."""
     if not cells:
         return cells
     latest = max(cells, key=lambda pr: _finished(pr[1]))[1]
-    want = (latest.get("suite"), _hash(_shared_config(latest)))
-    kept = [(p, r) for p, r in cells if (r.get("suite"), _hash(_shared_config(r))) == want]
+    want = (latest.suite, _hash(_shared_config(latest)))
+    kept = [(p, r) for p, r in cells if (r.suite, _hash(_shared_config(r))) == want]
     if len(kept) < len(cells):
         warnings.append(f"ignored {len(cells) - len(kept)} cell file(s) in {directory} from an earlier run with "
                         "other settings (suite, dataset options, model or training recipe) than its latest run")
@@ -240,12 +232,12 @@ def _name_sources(keys: dict[tuple[str, str, str], list[Path]], shared: dict[tup
     return out
 
 
-def _drop_relabelled(records: dict[str, dict[str, Any]], source_name: dict[str, str], warnings: list[str]) -> None:
+def _drop_relabelled(records: dict[str, CellRecord], source_name: dict[str, str], warnings: list[str]) -> None:
     """Keep, for each label of each source, only its most recently run configuration: two configurations under
     one label (a component's default changed between runs) must not be averaged as seeds of one cell."""
     groups: dict[tuple[str, str], dict[str, list[str]]] = {}
     for rid, rec in records.items():
-        groups.setdefault((source_name[rid], rec["label"]), {}).setdefault(_group_hash(rec), []).append(rid)
+        groups.setdefault((source_name[rid], rec.label), {}).setdefault(_group_hash(rec), []).append(rid)
     for (_, label), by_hash in groups.items():
         if len(by_hash) < 2:
             continue
@@ -259,36 +251,32 @@ def _drop_relabelled(records: dict[str, dict[str, Any]], source_name: dict[str, 
                             f"its latest run: {', '.join(sorted(ids))}")
 
 
-def _frame(records: dict[str, dict[str, Any]], paths: dict[str, Path], source_name: dict[str, str],
+def _frame(records: dict[str, CellRecord], paths: dict[str, Path], source_name: dict[str, str],
            axes: list[str]) -> pd.DataFrame:
     rows = []
-    for order, (rid, rec) in enumerate(sorted(records.items(), key=lambda kv: (_started(kv[1]), kv[1]["label"],
-                                                                                kv[1]["seed"], kv[0]))):
-        metrics = rec.get("metrics") or {}
-        timing = rec.get("timing") or {}
-        history = rec.get("history") or []
-        error = rec.get("error")
+    for order, (rid, rec) in enumerate(sorted(records.items(), key=lambda kv: (_started(kv[1]), kv[1].label,
+                                                                                kv[1].seed, kv[0]))):
         row: dict[str, Any] = {
             "source": source_name[rid],
-            "label": rec["label"],
+            "label": rec.label,
             "id": rid,
-            "seed": int(rec["seed"]),
-            "status": rec["status"],
+            "seed": rec.seed,
+            "status": rec.status,
             "order": order,
-            "diverged_epoch": rec.get("diverged_epoch"),
-            "error": str(error).strip().splitlines()[0] if error else None,
+            "diverged_epoch": rec.diverged_epoch,
+            "error": rec.error.strip().splitlines()[0] if rec.error and rec.error.strip() else None,
             "file": str(paths[rid]),
         }
         for axis in axes:
-            row[axis] = str(rec["axes"].get(axis, "—"))
-        done = rec["status"] == "done"
-        for key, value in metrics.items():
+            row[axis] = str(rec.axes.get(axis, "—"))
+        done = rec.status == "done"
+        for key, value in rec.metrics.items():
             if not isinstance(value, (list, dict)):
                 row[f"m:{key}"] = _number(value) if done else math.nan
-        if history and history[-1].get("val_acc") is not None and "m:val_acc" not in row:
-            row["m:val_acc"] = _number(history[-1]["val_acc"]) if done else math.nan
+        if rec.last_val_acc is not None and "m:val_acc" not in row:
+            row["m:val_acc"] = _number(rec.last_val_acc) if done else math.nan
         for key in TIMING_KEYS:
-            row[f"m:{key}"] = _number(timing.get(key)) if done else math.nan
+            row[f"m:{key}"] = _number(rec.timing.get(key)) if done else math.nan
         epochs = row["m:epochs_run"]
         row["m:epoch_s"] = row["m:train_time_s"] / epochs if done and epochs and epochs > 0 else math.nan
         rows.append(row)

@@ -1,35 +1,20 @@
-"""The CNNs lossbench trains, adapting to the dataset's channels, image size and output width.
+"""The articles' CNNs: 3×3 conv blocks with max-pooling, a hidden dense layer, then the output layer.
 
-Each model is registered by name; its constructor's keyword parameters are what a suite may set under
-`model:`, and the engine supplies the rest (`runtime_params`): input channels, image size, the width of the
-final layer (classes for a logits loss, embedding size for an embedding loss) and the dropout plan.
+They adapt to the dataset: input channels, image size (with `padding: auto` they keep the articles' valid
+convolutions where the feature map stays at least 1×1), and the output width. Dropout can go before the
+classifier and after each conv block.
 """
 
 from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-import torch
 from torch import nn
 
-from lossbench.registry import Contract, Registry
-from lossbench.regularizers import DropoutPlan
+from lossbench.models.base import IncompatibleInput, Model, ModelFacts
+from lossbench.models.registry import MODELS
 
 Padding = Literal["auto", "valid", "same"]
-
-
-class ModelBuilder:
-    """Base of registered models: `build()` returns the nn.Module for one cell."""
-
-    runtime_params: ClassVar[tuple[str, ...]] = ("in_channels", "image_size", "out_features", "dropout")
-    constructible_without_runtime: ClassVar[bool] = False
-
-
-MODELS: Registry[ModelBuilder] = Registry("models", "model", Contract(
-    ModelBuilder, ("build",),
-    "a custom model is a subclass of lossbench.models.ModelBuilder whose constructor takes the suite's parameters "
-    "and in_channels, image_size, out_features, dropout, and which defines build() returning the torch.nn.Module",
-))
 
 
 def _conv_stack(
@@ -55,7 +40,9 @@ def _conv_stack(
         if padding == "valid":
             h, w = h - 2, w - 2
         if h < 1 or w < 1:
-            raise ValueError(f"images of {image_size[0]}×{image_size[1]} are too small for valid padding")
+            raise IncompatibleInput(
+                f"images of {image_size[0]}×{image_size[1]} are too small for valid padding "
+                f"({len(blocks)} conv blocks); use padding: same or auto", parameter="padding")
         if pool and min(h, w) >= 2:
             # ReLU commutes with max-pooling, so pooling first gives the same outputs and gradients with a
             # quarter of the ReLU work (+35% training images/s at fp32 on a CPU, docs/performance.md).
@@ -89,35 +76,26 @@ def _classifier(width: int, hidden: int, out_features: int, dropout: float) -> n
     return nn.Sequential(*layers)
 
 
-class _SeedCNN(ModelBuilder):
+class ArticleCNN(Model):
     """Shared builder of the articles' CNNs: conv blocks, then a hidden dense layer, then the output layer."""
 
     blocks: ClassVar[list[tuple[int, bool]]]
     hidden: ClassVar[int]
+    dropout_places = frozenset({"classifier", "conv"})
 
-    def __init__(
-        self,
-        padding: Padding = "auto",
-        *,
-        in_channels: int = 3,
-        image_size: tuple[int, int] = (32, 32),
-        out_features: int = 10,
-        dropout: DropoutPlan = DropoutPlan(),
-    ):
+    def __init__(self, padding: Padding = "auto"):
         if padding not in ("auto", "valid", "same"):
             raise ValueError(f"padding must be auto, valid or same; got {padding!r}")
         self.padding = padding
-        self.in_channels, self.image_size, self.out_features, self.dropout = (
-            in_channels, tuple(image_size), out_features, dropout,
-        )
 
-    def build(self) -> nn.Module:
-        features, width = _conv_stack(self.in_channels, self.image_size, self.blocks, self.padding, self.dropout.conv)
-        return nn.Sequential(features, _classifier(width, self.hidden, self.out_features, self.dropout.classifier))
+    def build(self, facts: ModelFacts) -> nn.Module:
+        features, width = _conv_stack(facts.in_channels, facts.image_size, self.blocks, self.padding,
+                                      facts.dropout.conv)
+        return nn.Sequential(features, _classifier(width, self.hidden, facts.out_features, facts.dropout.classifier))
 
 
 @MODELS.register("tutorial_cnn")
-class TutorialCNN(_SeedCNN):
+class TutorialCNN(ArticleCNN):
     """TensorFlow's CIFAR-10 tutorial CNN: conv32-pool-conv64-pool-conv64, dense64, output (122k params at 32×32)."""
 
     blocks = [(32, True), (64, True), (64, False)]
@@ -125,7 +103,7 @@ class TutorialCNN(_SeedCNN):
 
 
 @MODELS.register("small_cnn")
-class SmallCNN(_SeedCNN):
+class SmallCNN(ArticleCNN):
     """One conv block: conv32-pool, dense64, output."""
 
     blocks = [(32, True)]
@@ -133,28 +111,11 @@ class SmallCNN(_SeedCNN):
 
 
 @MODELS.register("deep_cnn")
-class DeepCNN(_SeedCNN):
+class DeepCNN(ArticleCNN):
     """Three conv blocks with pooling: conv32-pool-conv64-pool-conv128-pool, dense512, output (any image size)."""
 
     blocks = [(32, True), (64, True), (128, True)]
     hidden = 512
 
-    def __init__(self, padding: Padding = "same", **runtime: object):
-        super().__init__(padding, **runtime)  # type: ignore[arg-type]
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def output_layer(model: nn.Module) -> nn.Linear:
-    """The final Linear layer of a built model (the one whose width the loss decides)."""
-    last = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    if not last:
-        raise ValueError("model has no Linear output layer")
-    return last[-1]
-
-
-def forward_shape_check(model: nn.Module, in_channels: int, image_size: tuple[int, int]) -> torch.Size:
-    with torch.no_grad():
-        return model(torch.zeros(2, in_channels, *image_size)).shape
+    def __init__(self, padding: Padding = "same"):
+        super().__init__(padding)

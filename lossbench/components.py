@@ -1,0 +1,161 @@
+"""The components layer: the one table of registries, and everything one cell needs, built in one place.
+
+`registries()` is the table `lossbench list`, suite validation and grid expansion all read; a new kind of
+component is one line there. `build_cell()` turns a cell (names and resolved parameters) and its dataset into
+the objects the training loop uses: the cell's training split (after its data scenarios), model, loss,
+regularizers, augmentation pipeline, optimizer over the model's *and the loss's* parameters, schedule, and the
+random streams.
+
+Seeding order (the pairing guarantee: the same seed gives every cell the same initial weights, data order,
+augmentation draws and dropout masks, whatever else the grid varies):
+  1. scenarios draw from their own NumPy streams [seed, 101..103] (data/scenarios.py);
+  2. the global torch RNG is seeded with `seed` right before the model is built, so initial weights depend on
+     the seed and the model only (a loss's own parameters are created before that, from their own values);
+  3. the data order comes from a torch.Generator seeded with `seed`;
+  4. augmentation parameters from NumPy's default_rng([seed, 1]);
+  5. the global torch RNG is reseeded with `seed + 1` before the first step: dropout masks (and any other
+     in-training randomness) come from it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from lossbench.errors import ModelFitError
+
+if TYPE_CHECKING:
+    from lossbench.data.base import ImageData, ImageShape
+    from lossbench.engine import CellParts, EngineOptions
+    from lossbench.grid import Cell
+    from lossbench.losses import Loss
+    from lossbench.models import DropoutPlacement, ModelFacts
+    from lossbench.registry import Registry
+
+# This module imports torch and the components only when a function needs them: the CLI reads KINDS at start-up
+# (help, shell completion) and must not wait for torch.
+
+#: The kinds of component a suite can name, in the order `lossbench list` shows them.
+KINDS: tuple[str, ...] = (
+    "losses", "regularizers", "augmentations", "models", "datasets", "optimizers", "schedules", "scenarios",
+)
+
+
+@cache
+def registries() -> dict[str, Registry[Any]]:
+    """The one table of registries, by kind (in KINDS order). A new kind of component is one line here and one
+    in KINDS. Importing the registries registers every built-in component."""
+    from lossbench.augment import AUGMENTATIONS
+    from lossbench.data import DATASETS
+    from lossbench.data.scenarios import SCENARIOS
+    from lossbench.losses import LOSSES
+    from lossbench.models import MODELS
+    from lossbench.optim import OPTIMIZERS, SCHEDULES
+    from lossbench.regularizers import REGULARIZERS
+
+    table = {
+        "losses": LOSSES,
+        "regularizers": REGULARIZERS,
+        "augmentations": AUGMENTATIONS,
+        "models": MODELS,
+        "datasets": DATASETS,
+        "optimizers": OPTIMIZERS,
+        "schedules": SCHEDULES,
+        "scenarios": SCENARIOS,
+    }
+    return {kind: table[kind] for kind in KINDS}
+
+
+def model_facts(shape: ImageShape, loss: Loss, dropout: DropoutPlacement) -> ModelFacts:
+    """The runtime facts of a cell's model: the data's shape, the loss's output width, the dropout placement."""
+    from lossbench.models import ModelFacts
+
+    return ModelFacts(in_channels=shape.channels, image_size=(shape.height, shape.width),
+                      out_features=loss.output_dim(shape.num_classes), dropout=dropout)
+
+
+def check_dropout_placement(model_name: str, placement: DropoutPlacement) -> None:
+    """Raise ModelFitError when the model cannot put dropout where the regularizers ask for it."""
+    model_cls = registries()["models"].get(model_name)
+    unsupported = [p for p in placement.requested() if p not in model_cls.dropout_places]
+    if unsupported:
+        places = ", ".join(sorted(model_cls.dropout_places)) or "nowhere"
+        raise ModelFitError(
+            message=f"model '{model_name}' cannot place dropout at {' and '.join(unsupported)} (it can: {places})",
+            value=unsupported[0], allowed=sorted(model_cls.dropout_places))
+
+
+def check_model_shape(model_name: str, model_params: dict[str, Any], facts: ModelFacts) -> None:
+    """Raise ModelFitError when the model cannot take the images as configured or returns the wrong width.
+
+    The model is built on the `meta` device and runs one forward pass there: every shape is checked, no memory
+    is allocated and nothing is computed. `parameter` of the error names the model parameter to blame, if any.
+    """
+    import torch
+
+    from lossbench.models import IncompatibleInput
+
+    builder = registries()["models"].build(model_name, model_params)
+    try:
+        with torch.device("meta"):
+            out = builder.build(facts)(torch.zeros(2, facts.in_channels, *facts.image_size))
+    except IncompatibleInput as exc:
+        raise ModelFitError(message=f"model '{model_name}': {exc}", value=model_params.get(exc.parameter or ""),
+                            parameter=exc.parameter) from None
+    except (RuntimeError, ValueError) as exc:
+        raise ModelFitError(message=f"model '{model_name}' does not fit images of {facts.in_channels}×"
+                                    f"{facts.image_size[0]}×{facts.image_size[1]}: {exc}") from None
+    if tuple(out.shape) != (2, facts.out_features):
+        raise ModelFitError(message=f"model '{model_name}' returns outputs of shape {tuple(out.shape[1:])} per "
+                                    f"image; the loss needs ({facts.out_features},)")
+
+
+def build_cell(cell: Cell, data: ImageData, options: EngineOptions) -> CellParts:
+    """Everything one cell trains with, on `options.device`, seeded as the module docstring says."""
+    import torch
+
+    from lossbench.augment import AugmentationPipeline
+    from lossbench.data.base import ImageShape
+    from lossbench.data.scenarios import ScenarioSet
+    from lossbench.engine import CellParts
+    from lossbench.regularizers import RegularizerSet
+
+    reg = registries()
+    # 1. The cell's data scenario (label noise, imbalance, subset) replaces the training split.
+    scenarios = ScenarioSet([reg["scenarios"].build(s.name, s.params) for s in cell.scenario])
+    data, scenario = scenarios.apply(data, cell.seed)
+    steps_per_epoch = math.ceil(int(data.train_x.shape[0]) / options.batch_size)
+    loss = reg["losses"].build(cell.loss.name, cell.loss.params)
+    regularizers = RegularizerSet([reg["regularizers"].build(r.name, r.params) for r in cell.regularizer])
+    model_spec = cell.config["model"]
+    shape = ImageShape(data.channels, *data.image_size, data.num_classes)
+    facts = model_facts(shape, loss, regularizers.dropout())
+    # 2. Initial weights: the seed and the model only.
+    torch.manual_seed(cell.seed)
+    model = reg["models"].build(model_spec["name"], model_spec["params"]).build(facts).to(options.device)
+    if options.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if options.compile:
+        model.compile()  # in place: the module, its parameters and state_dict keys stay the same
+    loss = loss.to(options.device)
+    augment = AugmentationPipeline([reg["augmentations"].build(a.name, a.params) for a in cell.augmentation],
+                                   data.num_classes)
+    # A loss with parameters of its own (class centres, a learned temperature) trains with the model.
+    optimizer = reg["optimizers"].build(cell.optimizer.name, cell.optimizer.params).build(
+        itertools.chain(model.parameters(), loss.parameters()), fused=options.device.type == "cuda"
+    )
+    sched_spec = cell.config["train"]["schedule"]
+    schedule = reg["schedules"].build(sched_spec["name"], sched_spec["params"]).build(
+        optimizer, total_steps=steps_per_epoch * options.epochs, steps_per_epoch=steps_per_epoch
+    )
+    # 3.–5. The random streams of training.
+    order = torch.Generator().manual_seed(cell.seed)
+    augment_rng = np.random.default_rng([cell.seed, 1])
+    torch.manual_seed(cell.seed + 1)
+    return CellParts(data=data, scenario=scenario, model=model, loss=loss, regularizers=regularizers,
+                     augment=augment, optimizer=optimizer, schedule=schedule, order=order, augment_rng=augment_rng)
+

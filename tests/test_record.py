@@ -1,0 +1,107 @@
+"""The typed cell record: what the runner writes and every reader reads; compatibility with files on disk."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from lossbench.cli import app
+from lossbench.errors import RecordError, RecordSchemaError
+from lossbench.record import AXES, FINAL_STATUSES, SCHEMA_VERSION, STATUSES, CellRecord
+from lossbench.store import ResultsStore, csv_row
+
+from conftest import REPO
+
+EXAMPLE = REPO / "results" / "smoke-digits-3seeds"
+
+
+def test_the_committed_example_loads_and_round_trips_unchanged() -> None:
+    files = sorted((EXAMPLE / "cells").glob("*.json"))
+    assert len(files) == 24
+    for path in files:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        record = CellRecord.from_dict(raw)
+        assert record.to_dict() == raw  # nothing lost, nothing added
+        assert record.status in STATUSES and set(record.axes) <= set(AXES)
+        confusion = np.array(record.metric("confusion"))
+        assert record.metric("test_acc") == np.trace(confusion) / confusion.sum()
+    assert len(list(ResultsStore(EXAMPLE).records())) == 24
+
+
+def test_report_of_the_committed_example_works(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["report", str(EXAMPLE), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    assert "Leaderboard" in (tmp_path / "r" / "report.md").read_text(encoding="utf-8")
+
+
+def _example_record() -> dict:
+    return json.loads(next(iter(sorted((EXAMPLE / "cells").glob("*.json")))).read_text(encoding="utf-8"))
+
+
+def test_a_newer_schema_is_a_clear_error_everywhere(tmp_path: Path) -> None:
+    raw = _example_record()
+    raw["schema"] = SCHEMA_VERSION + 1
+    with pytest.raises(RecordSchemaError, match="newer lossbench"):
+        CellRecord.from_dict(raw)
+    out = tmp_path / "res"
+    (out / "cells").mkdir(parents=True)
+    path = out / "cells" / f"{raw['id']}.json"
+    path.write_text(json.dumps(raw), encoding="utf-8")
+    with pytest.raises(RecordSchemaError, match=f"schema {SCHEMA_VERSION + 1}"):
+        ResultsStore(out).read_cell(raw["id"])  # never treated as absent and overwritten by a rerun
+    result = CliRunner().invoke(app, ["report", str(out)])
+    assert result.exit_code == 2
+    assert "newer lossbench" in result.output and path.name in result.output and "upgrade" in result.output
+    assert json.loads(path.read_text(encoding="utf-8")) == raw  # untouched
+
+
+def test_unknown_keys_survive_a_rewrite_and_old_files_get_defaults(tmp_path: Path) -> None:
+    raw = _example_record()
+    raw["written_by_a_plugin"] = {"x": 1}
+    del raw["precision"], raw["notes"]
+    record = CellRecord.from_dict(raw)
+    assert record.precision is None and record.notes == []
+    store = ResultsStore(tmp_path)
+    store.write_cell(record)
+    again = store.read_cell(record.id)
+    assert again is not None and again.extra == {"written_by_a_plugin": {"x": 1}}
+    assert again.to_dict()["written_by_a_plugin"] == {"x": 1}
+
+
+@pytest.mark.parametrize("broken", [[], {"id": "a"}, {"id": "a", "label": "l", "seed": 0, "status": "odd", "axes": {}},
+                                    {"id": "a", "label": "l", "seed": "0", "status": "done", "axes": {}}])
+def test_files_that_are_not_records_are_record_errors(broken: object) -> None:
+    with pytest.raises(RecordError, match="not a lossbench cell result"):
+        CellRecord.from_dict(broken)
+
+
+def test_derived_values_and_csv_row() -> None:
+    record = CellRecord.from_dict(_example_record())
+    row = csv_row(record)
+    assert row["test_acc"] == record.metrics["test_acc"] and row["device"] == record.env["device"]
+    assert row["epochs"] == record.config["train"]["epochs"] and row["scenario"] == "none"
+    assert record.is_final == (record.status in FINAL_STATUSES)
+
+
+def test_every_cell_of_a_fresh_smoke_run_has_test_acc_equal_to_the_confusion_trace(tmp_path: Path,
+                                                                                     cache_dir: Path) -> None:
+    """The smoke suite (2 epochs instead of 12, to stay fast) run through the real CLI."""
+    suite = tmp_path / "smoke.yaml"
+    shutil.copy(REPO / "suites" / "smoke.yaml", suite)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["run", str(suite), "--out", str(out), "--epochs", "2", "--plain",
+                                      "--no-report", "--cache-dir", str(cache_dir)])
+    assert result.exit_code == 0, result.output
+    files = sorted((out / "cells").glob("*.json"))
+    assert len(files) == 8
+    for path in files:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        assert raw["schema"] == SCHEMA_VERSION and raw["status"] == "done"
+        confusion = np.array(raw["metrics"]["confusion"])
+        assert raw["metrics"]["test_acc"] == np.trace(confusion) / confusion.sum()
+        assert raw["history"][-1]["test_acc"] == raw["metrics"]["test_acc"]
