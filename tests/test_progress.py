@@ -62,7 +62,8 @@ def _run_first_cell_and_part_of_the_second(display: RichDisplay, cells, clock: F
     for epoch in range(1, 6):
         clock.now += EPOCH_S
         display.cell_event(first, "epoch", _epoch(epoch))
-    display.cell_end(first, {"status": "done", "metrics": {"test_acc": 0.8123}, "timing": {"train_time_s": 40.0}})
+    display.cell_end(first, CellRecord(first.id, first.label, first.seed, "done", first.axes,
+                                       metrics={"test_acc": 0.8123}, timing={"train_time_s": 40.0}))
     display.cell_start(second)
     display.cell_event(second, "cell_start", {"epochs": 5, "steps_per_epoch": 4})
     clock.now += EPOCH_S
@@ -136,11 +137,13 @@ def test_format_duration() -> None:
 
 
 def test_finished_line_keeps_result_and_time_and_shortens_the_name(smoke_cells) -> None:
-    record = {"status": "diverged", "metrics": {}, "error": "training loss became nan in epoch 2",
-              "timing": {"train_time_s": 12.25}}
+    cell = smoke_cells[0]
+    record = CellRecord(cell.id, cell.label, cell.seed, "diverged", cell.axes,
+                        error="training loss became nan in epoch 2", timing={"train_time_s": 12.25})
     line = finished_line(smoke_cells[0], record, 72).plain
     assert line.startswith("diverged ") and "nan in epoch 2" in line and line.endswith("12.2 s") and len(line) <= 72
-    wide = finished_line(smoke_cells[0], {"status": "done", "metrics": {"test_acc": 0.5}, "timing": {}}, 160).plain
+    done = CellRecord(cell.id, cell.label, cell.seed, "done", cell.axes, metrics={"test_acc": 0.5})
+    wide = finished_line(cell, done, 160).plain
     assert wide == f"✓ {smoke_cells[0].label} · seed {smoke_cells[0].seed}  test acc 0.5000"
 
 

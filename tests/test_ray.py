@@ -26,6 +26,7 @@ from lossbench.cli import app
 from lossbench.config import load_suite
 from lossbench.grid import Cell, ResolvedComponent
 from lossbench.ray_executor import KILL_ONCE_ENV, RayExecutor
+from lossbench.record import CellRecord
 
 SUITE = """\
 name: tiny-ray
@@ -131,9 +132,9 @@ class Recorder:
         assert cell.id in self.started and cell.id not in self.ended
         self.events.append((cell.id, event))
 
-    def cell_end(self, cell: Cell, record: dict[str, Any]) -> None:
+    def cell_end(self, cell: Cell, record: CellRecord) -> None:
         self.ended.append(cell.id)
-        self.records[cell.id] = record
+        self.records[cell.id] = record.to_dict()
 
     def run(self, executor: RayExecutor, cells: list[Cell], job: runner.Job) -> None:
         """Drive `executor` directly, as runner.run does, without a results directory."""
@@ -205,8 +206,8 @@ def test_a_killed_worker_is_retried_and_its_cell_written_once(cluster: Any, suit
     record = display.records[cell.id]
     assert record["status"] == "done"
     expected = runner.ResultsStore(local_run).read_cell(cell.id)
-    assert record["metrics"]["test_acc"] == expected["metrics"]["test_acc"]
-    assert record["metrics"]["test_nll"] == expected["metrics"]["test_nll"]
+    assert record["metrics"]["test_acc"] == expected.metrics["test_acc"]
+    assert record["metrics"]["test_nll"] == expected.metrics["test_nll"]
 
 
 def test_failures_are_recorded_with_tracebacks_and_the_rest_go_on(cluster: Any, suite_file: Path) -> None:
@@ -300,7 +301,7 @@ def test_an_interrupt_keeps_finished_cells_and_cancels_the_others(cluster: Any, 
     ray, _ = cluster
 
     class Interrupted(Recorder):
-        def cell_end(self, cell: Cell, record: dict[str, Any]) -> None:
+        def cell_end(self, cell: Cell, record: CellRecord) -> None:
             super().cell_end(cell, record)
             raise KeyboardInterrupt  # Ctrl-C right after the first result was written
 
