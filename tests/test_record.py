@@ -26,7 +26,9 @@ def test_the_committed_example_loads_and_round_trips_unchanged() -> None:
     for path in files:
         raw = json.loads(path.read_text(encoding="utf-8"))
         record = CellRecord.from_dict(raw)
-        assert record.to_dict() == raw  # nothing lost, nothing added
+        written = record.to_dict()
+        assert {k: written[k] for k in raw} == raw  # nothing lost or changed; fields added since get defaults
+        assert all(written[k] in ({}, [], None) for k in set(written) - set(raw))
         assert record.status in STATUSES and set(record.axes) <= set(AXES)
         confusion = np.array(record.metric("confusion"))
         assert record.metric("test_acc") == np.trace(confusion) / confusion.sum()
