@@ -10,7 +10,8 @@ Seeding order (the pairing guarantee: the same seed gives every cell the same in
 augmentation draws and dropout masks, whatever else the grid varies):
   1. scenarios draw from their own NumPy streams [seed, 101..103] (data/scenarios.py);
   2. the global torch RNG is seeded with `seed` right before the model is built, so initial weights depend on
-     the seed and the model only (a loss's own parameters are created before that, from their own values);
+     the seed and the model only; a loss's own parameters (`Loss.setup`: arcface's class weights, center loss's
+     centres) are drawn right after them from the same stream;
   3. the data order comes from a torch.Generator seeded with `seed`;
   4. augmentation parameters from NumPy's default_rng([seed, 1]);
   5. the global torch RNG is reseeded with `seed + 1` before the first step: dropout masks (and any other
@@ -137,6 +138,9 @@ def build_cell(cell: Cell, data: ImageData, options: EngineOptions) -> CellParts
     # 2. Initial weights: the seed and the model only.
     torch.manual_seed(cell.seed)
     model = reg["models"].build(model_spec["name"], model_spec["params"]).build(facts).to(options.device)
+    # A loss with parameters of its own creates them here, after the model, from the same seeded stream: they
+    # depend on the seed only, like the model's weights, which stay what they were without it.
+    loss.setup(data.num_classes)
     if options.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if options.compile:

@@ -167,7 +167,7 @@ def train(parts: CellParts, loss_name: str, options: EngineOptions, progress: Pr
                 penalty_sum += penalty.detach() * b
                 has_penalty = True
             if evaluator.measures_train_acc:
-                correct += (outputs.detach().argmax(1) == labels).sum()
+                correct += (loss_fn.to_logits(outputs.detach()).argmax(1) == labels).sum()
             progress("step", {"epoch": epoch, "step": step + 1})
         synchronize(device)
         epoch_train_s = time.perf_counter() - t0
@@ -209,5 +209,8 @@ def train(parts: CellParts, loss_name: str, options: EngineOptions, progress: Pr
     if result.status == "done":
         t_eval = time.perf_counter()
         result.metrics.update(evaluator.final(model))
+        # Trainable parameters: the model's, and the loss's own (class layer, centres; 0 for most losses).
+        result.metrics["model_params"] = sum(p.numel() for p in model.parameters())
+        result.metrics["loss_params"] = sum(p.numel() for p in loss_fn.parameters())
         result.timing["eval_time_s"] = time.perf_counter() - t_eval
     return result

@@ -140,7 +140,8 @@ class Evaluator:
 
 
 class LogitsEvaluator(Evaluator):
-    """One score per class; predictions by argmax; NLL and ECE of softmax(outputs)."""
+    """One score per class; predictions by argmax; NLL and ECE of their softmax. The scores are the outputs, or for
+    a loss holding its own class layer (arcface, cosface, center) `loss.to_logits(outputs)`."""
 
     def notes(self, loss_name: str) -> list[str]:
         if self.loss.probabilistic:
@@ -154,12 +155,13 @@ class LogitsEvaluator(Evaluator):
         for start in range(0, outputs.shape[0], batch):
             o, y = outputs[start : start + batch], labels[start : start + batch]
             total += self.loss(o, y).detach() * o.shape[0]
-        return total / max(outputs.shape[0], 1), outputs
+        # The loss's class scores: the outputs themselves, or the loss's own class layer applied to them.
+        return total / max(outputs.shape[0], 1), self.loss.to_logits(outputs)
 
     def _final_extras(
         self, model: nn.Module, out: torch.Tensor, scores: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
-        return out.log_softmax(dim=1), self.outputs(model, self.data.train_x), {}
+        return scores.log_softmax(dim=1), self.loss.to_logits(self.outputs(model, self.data.train_x)), {}
 
 
 class EmbeddingEvaluator(Evaluator):

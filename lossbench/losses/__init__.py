@@ -1,7 +1,8 @@
 """Losses, registered by name. Importing this package registers every built-in loss.
 
-Families: `classification` (logit heads), `robust` (logit heads, for noisy labels), `embedding` (embedding heads,
-predictions by k-NN). A suite may also name a user's module as `package.module:Class` (see `custom`).
+Families: `classification` (logit heads), `robust` (logit heads, for noisy labels), `margin` (logit heads whose
+class layer, and centres, belong to the loss and train with the model), `embedding` (embedding heads, predictions
+by k-NN). A suite may also name a user's module as `package.module:Class` (see `custom`).
 """
 
 from lossbench.losses.base import Head, Loss
@@ -27,6 +28,6 @@ class LossRegistry(Registry[Loss]):
 
 LOSSES: LossRegistry = LossRegistry("losses", "loss")
 
-from lossbench.losses import classification, embedding, robust  # noqa: E402,F401  (registers the built-in losses)
+from lossbench.losses import classification, embedding, margin, robust  # noqa: E402,F401  (registers the built-in losses)
 
 __all__ = ["LOSSES", "Head", "Loss", "LossRegistry"]

@@ -42,6 +42,19 @@ class Loss(nn.Module):
         """Width of the model's final layer for this loss: C for logits, the embedding size otherwise."""
         return self.embedding_dim if self.head == "embedding" else num_classes
 
+    def setup(self, num_classes: int) -> None:
+        """Create the loss's own trainable parameters for `num_classes` classes (nothing here).
+
+        Called once per cell before training, after the model is built, under the cell's seed, so the loss's
+        initial parameters are the same for every cell of that seed; the optimizer trains them with the model's.
+        """
+
+    def to_logits(self, outputs: torch.Tensor) -> torch.Tensor:
+        """Class scores [B, C] from model outputs, for a logits head: predictions are their argmax, NLL and ECE
+        use their softmax. The outputs themselves here; losses that hold the class layer (arcface, cosface,
+        center) apply it."""
+        return outputs
+
     def embed(self, outputs: torch.Tensor) -> torch.Tensor:
         """The embedding the loss compares, from raw model outputs (k-NN evaluation uses it); identity here."""
         return outputs
