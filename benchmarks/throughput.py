@@ -19,6 +19,10 @@ over the timed epochs and the ratio to the naive reference; a CSV gets one row p
 is `speedup_vs_naive=<ratio>` for the headline: the engine at bf16 where the device computes bf16 natively (a CUDA
 GPU with bf16, a CPU with AVX512-BF16 or AMX), otherwise at fp32, against the best naive pipeline.
 
+After that comparison, one engine row per model named by `--models` (default `resnet18`): the same recipe at fp32
+on `--model-images` training images (default 256) with 64 test images, 1 warm-up and 2 timed epochs, so a large
+network gets a measured images/s figure without a long run (`--models ''` skips it).
+
     uv run python benchmarks/throughput.py --data-root /path/to/cifar10 --quick    # 40 s on an idle 2-core CPU
     uv run python benchmarks/throughput.py --data-root /path/to/cifar10 --device cuda --batch-size 512 --compile
 
@@ -296,6 +300,21 @@ def measure(
     return out
 
 
+def measure_models(data: ImageData, recipe: Recipe, device: str, models: Sequence[str], train_images: int,
+                   warmup_epochs: int = 1, timed_epochs: int = 2) -> list[Measurement]:
+    """Engine fp32 images/s of each model on the first `train_images` training images (and 64 test images, so the
+    per-epoch evaluation stays short), one model after another; rows are named `engine fp32 <model>`."""
+    small = replace(data, train_x=data.train_x[:train_images], train_y=data.train_y[:train_images],
+                    test_x=data.test_x[:64], test_y=data.test_y[:64])
+    rows = []
+    for model in models:
+        model_recipe = replace(recipe, model=model)
+        options = engine_options(device, "fp32", warmup_epochs + timed_epochs, model_recipe)
+        rows += measure([(f"engine fp32 {model}", EnginePipeline(small, model_recipe, options))], warmup_epochs,
+                        timed_epochs)
+    return rows
+
+
 def native_bf16(device: torch.device) -> bool:
     """Whether the device computes bf16 in hardware (bf16 autocast then trains faster than fp32)."""
     if device.type == "cuda":
@@ -330,6 +349,9 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--workers", default="0,1,2", help="DataLoader workers to try for the naive pipeline")
     ap.add_argument("--threads", type=int, help="torch threads (default: torch's own choice)")
     ap.add_argument("--compile", action="store_true", help="also measure the engine with train.compile: true")
+    ap.add_argument("--models", default="resnet18",
+                    help="comma-separated models that get a per-model engine row (default resnet18; '' for none)")
+    ap.add_argument("--model-images", type=int, default=256, help="training images of the per-model rows")
     ap.add_argument("--csv", type=Path, help="where to write the CSV (default results/benchmarks/throughput-<device>.csv)")
     return ap.parse_args(argv)
 
@@ -372,6 +394,8 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{recipe.crop_padding}) + hflip · {args.warmup_epochs} warm-up + {timed} timed epochs per pipeline",
           flush=True)
     results = measure(pipelines, args.warmup_epochs, timed)
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    model_rows = measure_models(data, recipe, str(device), models, args.model_images) if models else []
     load_after = os.getloadavg()[0]
 
     naive = [m for m in results if m.pipeline == "naive"]
@@ -383,6 +407,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         spread = f"{_fmt_rate(min(m.epoch_img_per_s))}–{_fmt_rate(max(m.epoch_img_per_s))}"
         print(f"{m.name:<24} {m.device:<7} {m.batch_size:>5} {m.precision:<9} {_fmt_rate(m.median):>15} "
               f"{spread:>17} {ratio[m.name]:>8.2f}×")
+    if model_rows:
+        print(f"per-model engine rows (fp32, {args.model_images} training images, 1 warm-up + 2 timed epochs; "
+              "not comparable with the rows above):")
+        for m in model_rows:
+            spread = f"{_fmt_rate(min(m.epoch_img_per_s))}–{_fmt_rate(max(m.epoch_img_per_s))}"
+            print(f"{m.name:<24} {m.device:<7} {m.batch_size:>5} {m.precision:<9} {_fmt_rate(m.median):>15} "
+                  f"{spread:>17}")
+            ratio[m.name] = math.nan
     cores = os.cpu_count() or 1
     print(f"load average (1 min) {load_before:.1f} at the start, {load_after:.1f} at the end, on {cores} core(s); "
           f"wall time {time.perf_counter() - t_start:.0f} s")
@@ -391,7 +423,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               "ratios noisier) than on an idle machine")
 
     out = args.csv or Path("results") / "benchmarks" / f"throughput-{device.type}.csv"
-    write_csv(out, results, ratio, {
+    write_csv(out, results + model_rows, ratio, {
         "device_name": name, "torch": torch.__version__, "threads": torch.get_num_threads(), "dataset": data.name,
         "load_avg_start": round(load_before, 2), "load_avg_end": round(load_after, 2),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

@@ -83,15 +83,18 @@ def test_script_prints_the_table_writes_the_csv_and_ends_with_the_speedup(
     out = tmp_path / "bench.csv"
     code = throughput.main(["--dataset", "digits", "--cache-dir", str(cache_dir), "--device", "cpu",
                             "--train-images", "160", "--test-images", "60", "--batch-size", "32",
-                            "--warmup-epochs", "1", "--timed-epochs", "1", "--workers", "0", "--csv", str(out)])
+                            "--warmup-epochs", "1", "--timed-epochs", "1", "--workers", "0", "--csv", str(out),
+                            "--models", "small_cnn", "--model-images", "64"])
     assert code == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[-1].startswith("speedup_vs_naive=") and float(lines[-1].split("=")[1]) > 0
     assert torch.get_num_threads() == 1  # the script leaves torch's threads alone unless asked
     rows = list(csv.DictReader(out.open()))
-    assert [r["pipeline_name"] for r in rows] == ["naive, 0 workers", "engine fp32", "engine bf16"]
+    assert [r["pipeline_name"] for r in rows] == ["naive, 0 workers", "engine fp32", "engine bf16",
+                                                  "engine fp32 small_cnn"]
     assert rows[0]["ratio_vs_naive"] == "1.0" and all(float(r["img_per_s_median"]) > 0 for r in rows)
-    assert {r["train_images"] for r in rows} == {"160"} and {r["device"] for r in rows} == {"cpu"}
+    assert [r["train_images"] for r in rows] == ["160", "160", "160", "64"] and {r["device"] for r in rows} == {"cpu"}
+    assert any(line.startswith("engine fp32 small_cnn") for line in lines)
 
 
 def test_train_compile_reaches_the_model_without_changing_cell_ids(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -137,3 +140,12 @@ def test_the_gpu_grid_suite_stays_valid() -> None:
 
     suite = load_suite(REPO / "benchmarks" / "grid100.yaml")
     assert len(expand(suite, "cifar10:x")) == 100 and suite.train.epochs == 15
+
+
+def test_per_model_rows_time_the_engine_on_a_small_subset() -> None:
+    data = synthetic()
+    recipe = throughput.Recipe(batch_size=32, eval_batch_size=64)
+    rows = throughput.measure_models(data, recipe, "cpu", ["small_cnn"], train_images=64)
+    assert [m.name for m in rows] == ["engine fp32 small_cnn"]
+    assert rows[0].train_images == 64 and len(rows[0].epoch_img_per_s) == 2
+    assert all(math.isfinite(v) and v > 0 for v in rows[0].epoch_img_per_s)
