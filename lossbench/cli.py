@@ -368,20 +368,30 @@ def list_components(
         _fail(ConfigError(message=f"unknown kind '{kind}'", value=kind, allowed=KINDS,
                           suggestion=did_you_mean(kind, KINDS)), debug=False)
     kinds = [kind] if kind else KINDS
+    # Models also show their size: trainable parameters at 3x32x32 inputs and 10 classes, defaults.
+    sizes = {c.name: registries["models"].parameter_count(c.name) for c in registries["models"].describe()
+             } if "models" in kinds else {}
     if as_json:
         print(json.dumps({k: [{"name": c.name, "doc": c.doc, "params": [
             {"name": p.name, "type": p.annotation, "default": p.default, "required": p.required} for p in c.params
-        ]} for c in registries[k].describe()] for k in kinds}, indent=1, default=str))
+        ], **({"parameter_count": sizes[c.name]} if k == "models" else {})} for c in registries[k].describe()]
+            for k in kinds}, indent=1, default=str))
         return
     for k in kinds:
         table = Table(title=k, title_justify="left", show_header=True, expand=False)
         table.add_column("name", style="bold cyan", no_wrap=True)
         table.add_column("parameters (defaults)")
+        if k == "models":
+            table.add_column("weights at 3×32×32,\n10 classes", justify="right")
         table.add_column("description")
         for c in registries[k].describe():
             params = ", ".join(f"{p.name}: {p.annotation}" + ("" if p.required else f" = {p.default!r}")
                                for p in c.params)
-            table.add_row(c.name, params or "—", c.doc)
+            size = [f"{sizes[c.name]:,}"] if k == "models" else []
+            table.add_row(c.name, params or "—", *size, c.doc)
+        if k == "models":
+            table.add_row("torchvision:<name>", "—", "", "any classification model of torchvision.models (resnet50, "
+                          "vit_b_16, ...), random init, first conv and classifier adapted")
         console.print(table)
 
 
