@@ -128,3 +128,15 @@ def test_device_and_precision_resolution() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA GPU"):
             resolve_device("cuda")
+
+
+def test_the_loop_imports_no_component_registry() -> None:
+    """engine.py receives built parts: importing it loads no registry (and so no component module)."""
+    import subprocess
+    import sys
+
+    probe = "import sys, lossbench.engine; print(sorted(m for m in sys.modules if m.startswith('lossbench')))"
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    for registry_module in ("lossbench.registry", "lossbench.components", "lossbench.losses'", "lossbench.models'",
+                            "lossbench.augment", "lossbench.regularizers", "lossbench.optim", "lossbench.data'"):
+        assert registry_module not in loaded, loaded
