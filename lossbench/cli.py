@@ -218,6 +218,11 @@ def run(
         f"{f' · {parallel.describe()}' if parallel else ''} → {out_dir}",
         highlight=False,
     )
+    ids = {c.id for c in run_plan.cells}
+    for path, why in run_plan.ignored:
+        then = "its cell is trained again" if path.stem in ids else "left as it is"
+        err_console.print(f"[yellow]warning:[/] ignored {escape(path.name)} in {escape(str(path.parent))}: "
+                          f"{escape(why)}; {then}", highlight=False, soft_wrap=True)
     display = RichDisplay(console) if interactive else PlainDisplay()
     if tensorboard is not None:
         from lossbench.tensorboard import TensorBoardWriter

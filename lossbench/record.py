@@ -150,10 +150,19 @@ class CellRecord:
                               value=data["status"], allowed=list(STATUSES))
         if not isinstance(data["axes"], dict) or isinstance(data["seed"], bool) or not isinstance(data["seed"], int):
             raise RecordError(message=f"{where}not a lossbench cell result (axes or seed of the wrong type)")
+        if not isinstance(data["id"], str) or not isinstance(data["label"], str) or not all(
+            isinstance(v, str) for v in data["axes"].values()
+        ):
+            raise RecordError(message=f"{where}not a lossbench cell result (id, label or axes not text)")
         known = {f.name for f in dataclasses.fields(cls)} - {"schema_version", "extra"}
         values = {k: v for k, v in data.items() if k in known}
         for name, empty in (("config", dict), ("notes", list), ("metrics", dict), ("history", list),
                             ("timing", dict), ("data", dict), ("load", dict), ("env", dict)):
+            # Absent or null (older files): empty. Present with another type: the file is not trustworthy, and a
+            # cell read from it would be skipped on resume with nothing to report.
+            if values.get(name) is not None and not isinstance(values[name], empty):
+                raise RecordError(message=f"{where}not a lossbench cell result ('{name}' is a JSON "
+                                          f"{type(values[name]).__name__}, not a JSON {empty.__name__})")
             if not isinstance(values.get(name), empty):
                 values[name] = empty()
         values["suite"] = str(values.get("suite") or "")

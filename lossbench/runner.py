@@ -246,6 +246,8 @@ class RunPlan:
     cells: list[Cell]
     pending: list[Cell]
     store: ResultsStore
+    #: (file, why) for every file of cells/ that is not a cell record: ignored, and its cell (if any) retrained.
+    ignored: list[tuple[Path, str]] = field(default_factory=list)
 
     @property
     def skipped(self) -> int:
@@ -282,8 +284,17 @@ def plan(suite: Suite, out_dir: Path, *, force: bool = False, cache_dir: Path = 
     cells = expand(suite, identity)
     check_results_dir(out_dir)
     store = ResultsStore(out_dir)
+    in_the_way = [c for c in cells if store.cell_path(c.id).is_dir()]
+    if in_the_way:
+        path = store.cell_path(in_the_way[0].id)
+        raise ResultsWriteError(
+            message=f"{path} is a directory, where the result of cell {in_the_way[0].label} (seed "
+                    f"{in_the_way[0].seed}) goes",
+            value=str(path),
+            details=["move that directory away: lossbench does not remove what it did not write"],
+        )
     finished = set() if force else {c.id for c in cells if _is_final(store, c.id)}
-    return RunPlan(suite, job, cells, [c for c in cells if c.id not in finished], store)
+    return RunPlan(suite, job, cells, [c for c in cells if c.id not in finished], store, store.ignored_files())
 
 
 def _located_data_error(suite: Suite, exc: DataError) -> DataError:

@@ -27,7 +27,9 @@ from typing import Any
 
 import yaml
 
-from lossbench.errors import ForeignDirectoryError, RecordError, RecordSchemaError, ResultsLockedError, ResultsWriteError
+from lossbench.errors import (
+    ForeignDirectoryError, RecordError, RecordSchemaError, ResultsLockedError, ResultsWriteError,
+)
 from lossbench.record import AXES, CellRecord
 
 #: results.csv columns, in order. Metrics of failed or diverged cells are empty.
@@ -207,27 +209,32 @@ class ResultsStore:
         return path
 
     def read_cell(self, cell_id: str) -> CellRecord | None:
-        """The record of a cell, or None if it is absent or unreadable (an unreadable file is rerun, not trusted).
+        """The record of a cell, or None if it is absent, unreadable or not a cell record of that id (such a file is
+        rerun, not trusted).
 
         A record of a newer schema raises RecordSchemaError: this version must not overwrite what it cannot read.
         """
-        path = self.cell_path(cell_id)
-        try:
-            return CellRecord.from_dict(json.loads(path.read_text(encoding="utf-8")), path)
-        except RecordSchemaError:
-            raise
-        except (OSError, ValueError, RecordError):
-            return None
+        record, _ = read_cell_file(self.cell_path(cell_id))
+        return record
 
     def records(self) -> Iterator[CellRecord]:
-        """Every readable cell record of the directory; raises RecordSchemaError on a file of a newer schema."""
+        """Every cell record of the directory; files that are not one (strays, wrong shapes) are skipped.
+        Raises RecordSchemaError on a file of a newer schema."""
         for path in sorted(self.cells_dir.glob("*.json")):
-            try:
-                yield CellRecord.from_dict(json.loads(path.read_text(encoding="utf-8")), path)
-            except RecordSchemaError:
-                raise
-            except (OSError, ValueError, RecordError):
-                continue
+            record, _ = read_cell_file(path)
+            if record is not None:
+                yield record
+
+    def ignored_files(self) -> list[tuple[Path, str]]:
+        """(file, why) for every file of cells/ that is not a cell record; lossbench leaves them as they are."""
+        out = []
+        for path in sorted(self.cells_dir.glob("*")):
+            if path.name.startswith(".") and path.name.endswith(".tmp"):
+                continue  # a temp file of a writer (or one that died: the next lock holder removes it)
+            record, why = read_cell_file(path)
+            if record is None:
+                out.append((path, why or "not a cell record"))
+        return out
 
     def finished_ids(self) -> set[str]:
         """Ids of cells whose result is final (done or diverged); failed cells are retried by the next run."""
@@ -248,6 +255,28 @@ class ResultsStore:
         path = self.root / "results.csv"
         atomic_write_text(path, buf.getvalue())
         return path
+
+
+def read_cell_file(path: Path) -> tuple[CellRecord | None, str | None]:
+    """(record, None) for a cell file of the right shape, else (None, why not): a file of cells/ may hold anything,
+    and a cell whose file is not a record of its own id is simply run again. A record of a newer schema raises
+    RecordSchemaError."""
+    if not path.name.endswith(".json"):
+        return None, "not a .json cell file"
+    if path.is_dir():
+        return None, "a directory, not a cell file"
+    try:
+        record = CellRecord.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except RecordSchemaError:
+        raise
+    except RecordError as exc:
+        return None, exc.message
+    except (OSError, ValueError) as exc:
+        return None, f"unreadable ({type(exc).__name__})"
+    cell_id = path.name[: -len(".json")]
+    if record.id != cell_id:
+        return None, f"holds the record of cell {json.dumps(record.id)[:40]}, not of {cell_id}"
+    return record, None
 
 
 def csv_row(record: CellRecord) -> dict[str, Any]:

@@ -17,9 +17,10 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from lossbench.errors import RecordError, RecordSchemaError, ReportError
+from lossbench.errors import RecordSchemaError, ReportError
 from lossbench.record import AXES, CellRecord
 from lossbench.report.measures import TIMING_KEYS
+from lossbench.store import read_cell_file
 
 #: Axes every grid has, in display order; further axes found in the records follow in order of appearance
 #: (the scenario axis appears where a suite varies it).
@@ -68,14 +69,11 @@ def _read_dir(directory: Path, warnings: list[str]) -> list[tuple[Path, CellReco
     out = []
     for path in files:
         try:
-            record = CellRecord.from_dict(json.loads(path.read_text(encoding="utf-8")))
-        except (OSError, ValueError) as exc:
-            warnings.append(f"ignored unreadable cell file {path.name} in {directory}: {type(exc).__name__}")
-            continue
+            record, why = read_cell_file(path)
         except RecordSchemaError as exc:
             raise ReportError(message=f"{path}: {exc.message}", details=exc.details) from None
-        except RecordError as exc:
-            warnings.append(f"ignored cell file {path.name} in {directory}: {exc.message}")
+        if record is None:
+            warnings.append(f"ignored cell file {path.name} in {directory}: {why}")
             continue
         out.append((path, record))
     return out
