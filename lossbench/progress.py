@@ -194,8 +194,9 @@ class RichDisplay:
         self.clock = clock
         self.work = GridWork(0, clock())
         self.view = GridView(self.work, clock)
+        # Prints of this process (a warning, say) go above the live lines, as with rich's progress bars.
         self.live = Live(self.view, console=console, auto_refresh=auto_refresh, refresh_per_second=4,
-                         transient=True, redirect_stdout=False, redirect_stderr=False)
+                         transient=True)
 
     def start(self, total: int, skipped: int) -> None:
         if skipped:

@@ -54,6 +54,8 @@ def test_usage_names_the_arguments() -> None:
 def test_completion_can_be_installed() -> None:
     text = help_text()
     assert "--install-completion" in text and "--show-completion" in text
+    script = runner.invoke(app, ["--show-completion", "bash"])  # what --install-completion would add to ~/.bashrc
+    assert script.exit_code == 0 and "_LOSSBENCH_COMPLETE=complete_bash" in script.output
 
 
 def test_enumerations_show_their_choices_and_flags_show_no_type() -> None:
