@@ -166,6 +166,20 @@ def _cells_table(records: list[CellRecord], title: str, width: int | None = None
     return table
 
 
+def _cells_text(run_plan: Any) -> str:
+    """How many trainings a run plans: the cell count, or its range under adaptive seeding."""
+    rounds = run_plan.rounds
+    if rounds is None:
+        return f"{len(run_plan.cells)} cell(s)"
+    from lossbench.report.measures import measure
+
+    low, high = rounds.bounds()
+    rule = rounds.seeds
+    unit = measure(rule.target.metric).diff_unit
+    return (f"{rounds.points} grid point(s) × {rule.min}–{rule.max} adaptive seeds ({low}–{high} trainings, "
+            f"until ±{rule.target.half_width:g}{f' {unit}' if unit else ''} on {rule.target.metric})")
+
+
 @app.command(cls=_Command)
 def run(
     suite: Path = typer.Argument(..., metavar="SUITE", help="The suite YAML file."),
@@ -212,7 +226,7 @@ def run(
         return
     interactive = console.is_terminal and not plain
     console.print(
-        f"[bold]{loaded.name}[/]: {len(run_plan.cells)} cell(s) · {loaded.dataset.name} · {loaded.model.name} · "
+        f"[bold]{loaded.name}[/]: {_cells_text(run_plan)} · {loaded.dataset.name} · {loaded.model.name} · "
         f"{loaded.train.epochs} epoch(s) · "
         f"{cluster.describe() if cluster else f'device {run_plan.job.engine.options().device}'}"
         f"{f' · {parallel.describe()}' if parallel else ''} → {out_dir}",
@@ -343,8 +357,10 @@ def validate(
     grid = loaded.grid
     # The distinct levels of each axis, in grid order.
     axes = {axis: list(dict.fromkeys(c.axes[axis] for c in cells)) for axis in cells[0].axes}
-    axes["seed"] = [str(s) for s in loaded.seeds]
-    table = Table(title=f"{loaded.name}: {len(cells)} cell(s)")
+    rounds = run_plan.rounds
+    axes["seed"] = [str(s) for s in loaded.seed_list]
+    title = _cells_text(run_plan) if rounds else f"{len(cells)} cell(s)"
+    table = Table(title=f"{loaded.name}: {title}")
     table.add_column("axis")
     table.add_column("levels", justify="right")
     table.add_column("values")
@@ -353,6 +369,18 @@ def validate(
             axis = f"{axis} (fixed)"
         table.add_row(axis, str(len(values)), ", ".join(values))
     console.print(table)
+    if rounds:
+        from lossbench.report.measures import measure
+
+        low, high = rounds.bounds()
+        target = rounds.seeds.target
+        unit = measure(target.metric).diff_unit
+        console.print(f"[green]valid[/]: {low} to {high} trainings ({rounds.points} grid point(s), "
+                      f"{rounds.seeds.min} to {rounds.seeds.max} seeds each, until the 95% interval of each "
+                      f"difference from the baseline is within ±{target.half_width:g}{f' {unit}' if unit else ''} "
+                      f"on {target.metric}) on {loaded.dataset.name} with {loaded.model.name}, "
+                      f"{loaded.train.epochs} epoch(s) each", highlight=False)
+        return
     console.print(f"[green]valid[/]: {len(cells)} cell(s) on {loaded.dataset.name} with {loaded.model.name}, "
                   f"{loaded.train.epochs} epoch(s) each", highlight=False)
 

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, PrivateAttr, Tag,
+                      ValidationError, field_validator, model_validator)
 
 from lossbench.errors import ConfigError, Location, LossbenchError, SuiteErrors, did_you_mean
 from lossbench.registry import add_import_dir
@@ -168,6 +169,33 @@ class GridConfig(_Strict):
 GRID_AXES = ("loss", "regularizer", "augmentation", "optimizer", "scenario")
 
 
+class SeedTarget(_Strict):
+    """The precision adaptive seeding aims for: the 95% interval of each cell's paired difference from the
+    baseline on `metric` no wider than ± `half_width`, in the metric's display unit (percentage points for
+    accuracies and ECE, nats for NLL, seconds for times)."""
+
+    metric: str = "test_acc"
+    half_width: float = Field(gt=0, allow_inf_nan=False)
+
+
+class AdaptiveSeeds(_Strict):
+    """`seeds: {min, max, target}`: every cell runs seeds 0 … min−1, then cells whose interval is still wider than
+    the target get the next seed number, round after round, up to max seeds (lossbench/adaptive_seeds.py).
+    `baseline` names the cell every other is compared with (default: the report's, `cross_entropy | none | none`
+    of each combination of the other axes)."""
+
+    min: int = Field(3, strict=True, ge=2, le=1000)
+    max: int = Field(10, strict=True, ge=2, le=1000)
+    target: SeedTarget
+    baseline: str | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> AdaptiveSeeds:
+        if self.max < self.min:
+            raise ValueError(f"max ({self.max}) is below min ({self.min}): a cell cannot run fewer seeds than min")
+        return self
+
+
 class Suite(_Strict):
     """A whole benchmark: data, model, training recipe, seeds and the grid."""
 
@@ -176,7 +204,11 @@ class Suite(_Strict):
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
-    seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1)
+    # A mapping is the adaptive form, anything else the plain list; the tags keep errors to the form written.
+    seeds: Annotated[
+        Annotated[list[Seed], Field(min_length=1), Tag("list")] | Annotated[AdaptiveSeeds, Tag("dict")],
+        Discriminator(lambda v: "dict" if isinstance(v, (dict, AdaptiveSeeds)) else "list"),
+    ] = Field(default_factory=lambda: [0])
     grid: GridConfig
     # Where each value came from (file line or command-line option), so later checks can point at it.
     _source: SuiteSource | None = PrivateAttr(None)
@@ -191,7 +223,9 @@ class Suite(_Strict):
 
     @field_validator("seeds")
     @classmethod
-    def _unique_seeds(cls, seeds: list[int]) -> list[int]:
+    def _unique_seeds(cls, seeds: list[int] | AdaptiveSeeds) -> list[int] | AdaptiveSeeds:
+        if isinstance(seeds, AdaptiveSeeds):
+            return seeds
         repeated = sorted({s for s in seeds if seeds.count(s) > 1}) if len(set(seeds)) != len(seeds) else []
         if repeated:
             raise ValueError(f"seed {repeated[0]} appears more than once; every seed is listed once")
@@ -202,6 +236,16 @@ class Suite(_Strict):
         return isinstance(other, Suite) and self.__dict__ == other.__dict__
 
     __hash__ = None  # type: ignore[assignment]
+
+    @property
+    def adaptive(self) -> AdaptiveSeeds | None:
+        """The adaptive-seeding rule, when `seeds` is one (None for a plain list)."""
+        return self.seeds if isinstance(self.seeds, AdaptiveSeeds) else None
+
+    @property
+    def seed_list(self) -> list[int]:
+        """Every seed a cell may run: the list, or 0 … max−1 under adaptive seeding."""
+        return list(range(self.seeds.max)) if isinstance(self.seeds, AdaptiveSeeds) else list(self.seeds)
 
     def locate(self, path: Sequence[Any]) -> Location:
         """Where the value at `path` came from: its file line, or the command-line option that set it."""
@@ -275,8 +319,9 @@ def _model_at(path: Sequence[Any]) -> type[BaseModel] | None:
         if field is None:
             return None
         ann = field.annotation
-        nested = next((a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type) and issubclass(a, BaseModel)),
-                      None)
+        # Union members may be Annotated (tagged); their __origin__ is the type itself.
+        members = [getattr(a, "__origin__", a) for a in getattr(ann, "__args__", (ann,))]
+        nested = next((a for a in members if isinstance(a, type) and issubclass(a, BaseModel)), None)
         if nested is None:
             return None
         model = nested
@@ -599,6 +644,25 @@ def _check_model_fit(source: SuiteSource, suite: Suite) -> list[ConfigError]:
     return errors
 
 
+def _check_seed_target(source: SuiteSource, suite: Suite) -> list[ConfigError]:
+    """Adaptive seeding's target metric must be one the report knows and every cell of this suite records."""
+    rule = suite.adaptive
+    if rule is None:
+        return []
+    from lossbench.report.measures import MEASURES
+
+    metric = rule.target.metric
+    where = source.locate(["seeds", "target", "metric"])
+    if metric not in MEASURES:
+        return [ConfigError(message=f"unknown metric '{metric}' for the seeds target", location=where, value=metric,
+                            allowed=list(MEASURES), suggestion=did_you_mean(metric, list(MEASURES)))]
+    if metric == "val_acc" and suite.dataset.val_fraction == 0:
+        return [ConfigError(message="the seeds target is val_acc, but dataset.val_fraction is 0: no cell measures "
+                                    "a validation accuracy", location=where, value=metric,
+                            details=["set dataset.val_fraction (e.g. 0.1) or aim at test_acc"])]
+    return []
+
+
 def _grid_size_error(source: SuiteSource) -> ConfigError | None:
     """The number of cells from the axis lengths alone, refused above MAX_CELLS before anything is expanded."""
     grid = source.data.get("grid")
@@ -606,7 +670,8 @@ def _grid_size_error(source: SuiteSource) -> ConfigError | None:
         return None
     seeds = source.data.get("seeds", [0])
     counts = {axis: len(grid[axis]) for axis in GRID_AXES if isinstance(grid.get(axis), list)}
-    counts["seeds"] = len(seeds) if isinstance(seeds, list) else 1
+    max_seeds = seeds.get("max", 10) if isinstance(seeds, dict) else 1
+    counts["seeds"] = len(seeds) if isinstance(seeds, list) else max_seeds if isinstance(max_seeds, int) else 1
     total = math.prod(max(n, 1) for n in counts.values())
     if total <= MAX_CELLS:
         return None
@@ -634,6 +699,8 @@ def parse_suite(source: SuiteSource) -> Suite:
     errors.extend(check_components(source))
     if suite is not None and not errors:
         errors.extend(_check_model_fit(source, suite))
+    if suite is not None:
+        errors.extend(_check_seed_target(source, suite))
     if errors or suite is None:
         raise SuiteErrors(_in_file_order(errors))
     suite._source = source
@@ -724,6 +791,6 @@ def suite_to_plain(suite: Suite) -> dict[str, Any]:
         "dataset": suite.dataset.model_dump(),
         "model": {"name": suite.model.name, **suite.model.params},
         "train": train,
-        "seeds": list(suite.seeds),
+        "seeds": suite.seeds.model_dump() if isinstance(suite.seeds, AdaptiveSeeds) else list(suite.seeds),
         "grid": grid,
     }

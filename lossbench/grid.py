@@ -111,7 +111,8 @@ def cell_id(config: dict[str, Any]) -> str:
 
 
 def expand(suite: Suite, dataset_identity: str) -> list[Cell]:
-    """Every cell of the suite, in grid order (loss slowest, seed fastest)."""
+    """Every cell of the suite, in grid order (loss slowest, seed fastest); under adaptive seeding every seed a
+    cell may run (0 … max−1)."""
     from lossbench.components import registries
 
     model = ResolvedComponent(suite.model.name, registries()["models"].resolve_params(suite.model.name, suite.model.params))
@@ -137,7 +138,7 @@ def expand(suite: Suite, dataset_identity: str) -> list[Cell]:
         augs = tuple(resolve(registries()["augmentations"], s) for s in aug_stack)
         opt = resolve(registries()["optimizers"], opt_spec)
         scenario = _scenario_stack(registries()["scenarios"], [*suite.dataset.scenarios(), *scenario_stack])
-        for seed in suite.seeds:
+        for seed in suite.seed_list:
             config = {
                 **shared,
                 "loss": loss.plain(),

@@ -23,6 +23,7 @@ class RunDisplay(Protocol):
     def cell_start(self, cell: Cell) -> None: ...
     def cell_event(self, cell: Cell, event: str, info: dict[str, Any]) -> None: ...
     def cell_end(self, cell: Cell, record: CellRecord) -> None: ...
+    def next_round(self, cells: int) -> None: ...
     def finish(self) -> None: ...
 
 
@@ -205,6 +206,12 @@ class RichDisplay:
         self.work.started_at = self.clock()
         self.live.start()
 
+    def next_round(self, cells: int) -> None:
+        """Adaptive seeding added a round of `cells` cells: the grid grows by that much."""
+        with self.view.lock:
+            self.work.total_cells += cells
+        self.console.print(f"[dim]next round of adaptive seeding: {cells} more cell(s)[/]")
+
     def cell_start(self, cell: Cell) -> None:
         with self.view.lock:
             self.view.cells[cell.id] = _RunningCell(_cell_name(cell))
@@ -276,6 +283,10 @@ class PlainDisplay:
         self.total = total
         self._print(f"{total} cell(s) to run, {skipped} already done")
 
+    def next_round(self, cells: int) -> None:
+        self.total += cells
+        self._print(f"next round of adaptive seeding: {cells} more cell(s)")
+
     def cell_start(self, cell: Cell) -> None:
         self.started += 1
         self.running.add(cell.id)
@@ -310,6 +321,7 @@ class SilentDisplay:
     def cell_start(self, cell: Cell) -> None: ...
     def cell_event(self, cell: Cell, event: str, info: dict[str, Any]) -> None: ...
     def cell_end(self, cell: Cell, record: CellRecord) -> None: ...
+    def next_round(self, cells: int) -> None: ...
     def finish(self) -> None: ...
 
 

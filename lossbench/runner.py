@@ -17,7 +17,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -34,6 +34,9 @@ from lossbench.machine import MachineSample, load_block
 from lossbench.progress import RunDisplay, SilentDisplay
 from lossbench.record import CellRecord
 from lossbench.store import ResultsStore, check_results_dir
+
+if TYPE_CHECKING:
+    from lossbench.seed_rounds import SeedRounds
 
 
 @dataclass(frozen=True)
@@ -239,7 +242,11 @@ class LocalExecutor:
 
 @dataclass
 class RunPlan:
-    """The cells of a suite and which of them still need to run."""
+    """The cells of a suite and which of them still need to run.
+
+    Under adaptive seeding (`rounds` set) `cells` holds every seed a cell may run (0 … max−1), `pending` the
+    first round still to train, and `rounds` decides each later round from the results.
+    """
 
     suite: Suite
     job: Job
@@ -248,10 +255,11 @@ class RunPlan:
     store: ResultsStore
     #: (file, why) for every file of cells/ that is not a cell record: ignored, and its cell (if any) retrained.
     ignored: list[tuple[Path, str]] = field(default_factory=list)
-
-    @property
-    def skipped(self) -> int:
-        return len(self.cells) - len(self.pending)
+    rounds: SeedRounds | None = None
+    #: Cells the plan needs that already have a final result.
+    skipped: int = 0
+    #: --force: earlier results are ignored (and overwritten).
+    forced: bool = False
 
 
 @dataclass
@@ -293,8 +301,23 @@ def plan(suite: Suite, out_dir: Path, *, force: bool = False, cache_dir: Path = 
             value=str(path),
             details=["move that directory away: lossbench does not remove what it did not write"],
         )
+    if suite.adaptive is not None:
+        from lossbench.seed_rounds import SeedRounds  # pandas and scipy, only for adaptive seeding
+
+        rounds = SeedRounds(suite.adaptive, cells)
+        kept = [] if force else _final_records(store, cells)
+        pending = rounds.pending(kept)
+        return RunPlan(suite, job, cells, pending, store, ignored=store.ignored_files(), rounds=rounds,
+                       skipped=len(rounds.required(rounds.decisions(kept))) - len(pending), forced=force)
     finished = set() if force else {c.id for c in cells if _is_final(store, c.id)}
-    return RunPlan(suite, job, cells, [c for c in cells if c.id not in finished], store, store.ignored_files())
+    pending = [c for c in cells if c.id not in finished]
+    return RunPlan(suite, job, cells, pending, store, ignored=store.ignored_files(),
+                   skipped=len(cells) - len(pending), forced=force)
+
+
+def _final_records(store: ResultsStore, cells: list[Cell]) -> list[CellRecord]:
+    records = (store.read_cell(c.id) for c in cells)
+    return [r for r in records if r is not None and r.is_final]
 
 
 def _located_data_error(suite: Suite, exc: DataError) -> DataError:
@@ -342,6 +365,8 @@ def run(run_plan: RunPlan, *, executor: Any = None, display: RunDisplay | None =
                 exc.details.insert(0, f"cell {cell.label} (seed {cell.seed}) ended {_outcome(record)}, but its "
                                       f"result could not be saved; the results saved before it are intact")
                 raise
+            if run_plan.rounds is not None:
+                run_plan.rounds.fresh[cell.id] = record
             store.rebuild_csv()
             summary.ran += 1
             summary.failed += record.status == "failed"
@@ -349,8 +374,14 @@ def run(run_plan: RunPlan, *, executor: Any = None, display: RunDisplay | None =
             display.cell_end(cell, record)
 
         try:
-            if run_plan.pending:
-                executor.run(run_plan.pending, run_plan.job, display.cell_start, display.cell_event, on_result)
+            pending, attempted = run_plan.pending, set()
+            while pending:
+                executor.run(pending, run_plan.job, display.cell_start, display.cell_event, on_result)
+                attempted.update(c.id for c in pending)
+                # A cell is tried at most once per run, even if an executor lost its result.
+                pending = [c for c in _next_round(run_plan) if c.id not in attempted]
+                if pending:
+                    display.next_round(len(pending))
         except BaseException:
             display.finish()
             with contextlib.suppress(ResultsWriteError):  # the first error is the one to report
@@ -361,3 +392,11 @@ def run(run_plan: RunPlan, *, executor: Any = None, display: RunDisplay | None =
     summary.records = [r for r in (store.read_cell(c.id) for c in run_plan.cells) if r is not None]
     return summary
 
+
+def _next_round(run_plan: RunPlan) -> list[Cell]:
+    """Adaptive seeding: the cells of the next round, decided from every result so far ([] once settled)."""
+    rounds = run_plan.rounds
+    if rounds is None:
+        return []
+    # With --force, results from before this run count for nothing: the rounds start again from seed 0.
+    return rounds.pending([] if run_plan.forced else _final_records(run_plan.store, rounds.cells))

@@ -318,3 +318,29 @@ def test_an_interrupt_keeps_finished_cells_and_cancels_the_others(cluster: Any, 
     assert ray.available_resources().get("CPU", 0) == 2
     resumed = runner.plan(load_suite(suite_file), out, check_device=False)
     assert [c.id for c in resumed.pending] == [c.id for c in resumed.cells if c.id not in display.ended]
+
+
+def test_adaptive_seeding_rounds_run_on_ray(cluster: Any, suite_file: Path, tmp_path: Path) -> None:
+    """Each round of adaptive seeding is one executor call; with a target no run reaches, both cells go to
+    max: round 1 trains seeds 0 and 1 of both, round 2 seed 2 of both (the baseline keeps pace)."""
+    adaptive = tmp_path / "adaptive.yaml"
+    adaptive.write_text(SUITE.replace("seeds: [0]", "seeds: {min: 2, max: 3, target: {half_width: 0.001}}"))
+
+    class Rounds(Recorder):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rounds = [0]
+
+        def next_round(self, cells: int) -> None:
+            self.rounds.append(len(self.ended))
+
+    display = Rounds()
+    out = tmp_path / "adaptive"
+    summary = runner.run(runner.plan(load_suite(adaptive), out, check_device=False), executor=RayExecutor(),
+                         display=display)
+    assert summary.ran == 6 and summary.failed == 0
+    assert display.rounds == [0, 4]
+    assert sorted((r.label, r.seed) for r in summary.records) == sorted(
+        (label, s) for label in ("cross_entropy | none | none", "mse(over=probabilities) | none | none")
+        for s in (0, 1, 2))
+    assert runner.plan(load_suite(adaptive), out, check_device=False).pending == []

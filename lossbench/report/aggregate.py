@@ -144,7 +144,7 @@ def summarize(rows: pd.DataFrame, axes: list[str], metrics: list[str], metric: M
     return table
 
 
-def _choose_baselines(summary: pd.DataFrame, axes: list[str],
+def choose_baselines(summary: pd.DataFrame, axes: list[str],
                       requested: str | None) -> tuple[dict[str, str], str | None, str | None]:
     """Map each label to the label of its baseline; also return the baseline to show and a note for the reader."""
     ranked = summary[summary["rank"].notna()]
@@ -257,7 +257,10 @@ def _analyse_source(results: Results, source: Source, metric: Measure, baseline:
     axes = list(results.axes)
     levels = _levels(rows, axes)
     summary = summarize(rows, axes, results.metrics, metric)
-    mapping, shown, note = _choose_baselines(summary, axes, baseline)
+    seeds = source.suite_file.get("seeds")
+    if baseline is None and isinstance(seeds, dict) and seeds.get("baseline"):
+        baseline = str(seeds["baseline"])  # adaptive seeding paired every cell with this one
+    mapping, shown, note = choose_baselines(summary, axes, baseline)
     comparisons = compare(rows, mapping, metric, list(summary["label"]))
     # Main effects are read against the baseline's level of each axis (the first level where it has none).
     reference = dict(DEFAULT_BASELINE)

@@ -517,6 +517,11 @@ def render(analyses: list[SourceAnalysis], results: Results, plots: dict[str, li
             ("Main effects", _effects(a)),
             ("Plots", _plots(plots.get(a.source.name, []))),
         ]
+        from lossbench.report.seeding import adaptive_rule, section
+
+        rule = adaptive_rule(a.source.suite_file)
+        if rule is not None:
+            sections.insert(4, ("Adaptive seeding", section(a, rule)))
         notes = _notes(a, results)
         if notes:
             sections.append(("Notes", notes))

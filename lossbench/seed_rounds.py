@@ -1,0 +1,127 @@
+"""The rounds of adaptive seeding over a run: which cells (grid point × seed) the next round trains.
+
+A thin layer between the runner and the pure rule in `adaptive_seeds`: it turns result records into per-seed
+values of the target metric, maps every grid point to its baseline the way the report does, and answers "what
+is still to run" from whatever has finished — so the first round, every later round and a resumed run are the
+same question asked of different files.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from lossbench.adaptive_seeds import PointDecision, SeedRule, decide
+from lossbench.config import AdaptiveSeeds
+from lossbench.errors import ConfigError, Location, did_you_mean
+from lossbench.grid import Cell
+from lossbench.record import CellRecord
+from lossbench.report.aggregate import DEFAULT_BASELINE, choose_baselines, normalize_label
+from lossbench.report.measures import TIMING_KEYS, measure
+
+
+def seed_rule(seeds: AdaptiveSeeds) -> SeedRule:
+    """The rule with the target half-width converted from the metric's display unit to its stored unit."""
+    return SeedRule(seeds.min, seeds.max, seeds.target.half_width / measure(seeds.target.metric).scale)
+
+
+def metric_value(record: CellRecord, metric: str) -> float | None:
+    """The value of `metric` in a result record, as the report reads it; None unless the cell is done and
+    recorded a finite number."""
+    if record.status != "done":
+        return None
+    value: Any = record.metric(metric)
+    if value is None and metric == "val_acc":
+        value = record.last_val_acc
+    if value is None and metric in TIMING_KEYS:
+        value = record.timing.get(metric)
+    if value is None and metric == "epoch_s" and record.timing.get("epochs_run"):
+        value = (record.timing.get("train_time_s") or math.nan) / record.timing["epochs_run"]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def point_baselines(points: pd.DataFrame, axes: list[str], requested: str | None) -> dict[str, str | None]:
+    """Each grid point's baseline (a baseline maps to itself; None where its context has none), chosen as the
+    report chooses: `requested`, else the `cross_entropy | none | none` point of each combination of the other
+    axes. `points` has a `label` column and one column per axis."""
+    labels = list(points["label"])
+    if requested is not None:
+        wanted = normalize_label(requested)
+        if wanted not in {normalize_label(x) for x in labels}:
+            raise ConfigError(message=f"seeds.baseline '{requested}' is not a cell of this grid",
+                              location=Location(path="seeds.baseline"), value=requested, allowed=labels,
+                              suggestion=did_you_mean(wanted, labels))
+    else:
+        is_default = pd.Series(True, index=points.index)
+        for axis, level in DEFAULT_BASELINE.items():
+            is_default &= points[axis] == level
+        if not is_default.any():
+            default = " | ".join(DEFAULT_BASELINE.values())
+            raise ConfigError(
+                message=f"adaptive seeding compares every cell with a baseline, and the grid has no `{default}` "
+                        "cell", location=Location(path="seeds.baseline"), allowed=labels,
+                details=["name one of the cells as seeds.baseline"])
+    mapping, _, _ = choose_baselines(points.assign(rank=1.0), axes, requested)
+    return {label: mapping.get(label) for label in labels}
+
+
+@dataclass
+class SeedRounds:
+    """Adaptive seeding over the cells of one suite (every grid point × seeds 0 … max−1)."""
+
+    seeds: AdaptiveSeeds
+    cells: list[Cell]
+    #: Records written by this run (all statuses): a cell that failed in this run is not retried by its later
+    #: rounds (it counts as finished without a value); the next run retries it.
+    fresh: dict[str, CellRecord] = field(default_factory=dict)
+    rule: SeedRule = field(init=False)
+    baselines: dict[str, str | None] = field(init=False)
+    _by_point: dict[tuple[str, int], Cell] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.rule = seed_rule(self.seeds)
+        points = pd.DataFrame([{"label": c.label, **c.axes} for c in self.cells if c.seed == 0])
+        self.baselines = point_baselines(points, list(self.cells[0].axes), self.seeds.baseline)
+        self._by_point = {(c.label, c.seed): c for c in self.cells}
+
+    @property
+    def points(self) -> int:
+        return len(self.baselines)
+
+    def values(self, kept: Iterable[CellRecord]) -> dict[str, dict[int, float | None]]:
+        """Per point, the target metric of every finished seed: `kept` final records (done, diverged) and this
+        run's records (failed ones too, as finished without a value)."""
+        out: dict[str, dict[int, float | None]] = {label: {} for label in self.baselines}
+        ids = {c.id for c in self.cells}
+        for record in [*kept, *self.fresh.values()]:
+            if record.id in ids:
+                out[record.label][int(record.seed)] = metric_value(record, self.seeds.target.metric)
+        return out
+
+    def decisions(self, kept: Iterable[CellRecord]) -> dict[str, PointDecision]:
+        return decide(self.values(kept), self.baselines, self.rule)
+
+    def required(self, decisions: Mapping[str, PointDecision]) -> list[Cell]:
+        """The cells the decisions ask for, in grid order."""
+        wanted = {(label, s) for label, d in decisions.items() for s in range(d.seeds)}
+        return [c for c in self.cells if (c.label, c.seed) in wanted]
+
+    def pending(self, kept: Iterable[CellRecord]) -> list[Cell]:
+        """The cells the next round trains: required now and not finished."""
+        kept = list(kept)
+        values = self.values(kept)
+        return [c for c in self.required(decide(values, self.baselines, self.rule)) if c.seed not in values[c.label]]
+
+    def bounds(self) -> tuple[int, int]:
+        """The fewest and the most trainings the rounds can take (every point at min, every point at max)."""
+        compared = {label for label, base in self.baselines.items() if base is not None and base != label}
+        references = {self.baselines[label] for label in compared}
+        grows = len(compared | references)  # type: ignore[operator]
+        return (self.points * self.rule.min_seeds,
+                grows * self.rule.max_seeds + (self.points - grows) * self.rule.min_seeds)
