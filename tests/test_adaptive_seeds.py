@@ -321,8 +321,10 @@ def test_adaptive_form_parses_and_round_trips(write_suite) -> None:
 
 @pytest.mark.parametrize(("seeds", "path", "words"), [
     ("{min: 4, max: 3, target: {half_width: 1}}", "seeds", "max (3) is below min (4)"),
-    ("{min: 1, max: 3, target: {half_width: 1}}", "seeds.min", "greater than or equal to 2"),
-    ("{min: 2, max: 3, target: {half_width: 0}}", "seeds.target.half_width", "greater than 0"),
+    ("{min: 1, max: 3, target: {half_width: 1}}", "seeds.min", "must be >= 2 (got 1)"),
+    ("{min: true, max: 3, target: {half_width: 1}}", "seeds.min", "must be an integer (got true)"),
+    ("{min: 2, max: 1001, target: {half_width: 1}}", "seeds.max", "must be <= 1000"),
+    ("{min: 2, max: 3, target: {half_width: 0}}", "seeds.target.half_width", "must be > 0"),
     ("{min: 2, max: 3}", "seeds.target", "missing required key 'target'"),
     ("{min: 2, mx: 3, target: {half_width: 1}}", "seeds.mx", "unknown key 'mx'"),
     ("{min: 2, max: 3, target: {metric: tst_acc, half_width: 1}}", "seeds.target.metric", "unknown metric"),
