@@ -426,3 +426,27 @@ def test_real_rounds_on_digits_sequential_and_with_jobs_agree(write_suite, tmp_p
             (label, s) for label in ("cross_entropy | none | none", "mse | none | none") for s in (0, 1, 2))
     assert _rows_without_timing(tmp_path / "local") == _rows_without_timing(tmp_path / "jobs")
     assert runner.plan(suite, tmp_path / "jobs", cache_dir=cache_dir).pending == []
+
+
+def test_displays_grow_with_each_round(write_suite, tmp_path: Path, cache_dir: Path) -> None:
+    import io
+
+    from rich.console import Console
+
+    from lossbench.progress import PlainDisplay, RichDisplay
+
+    suite = load_suite(write_suite(ADAPTIVE))
+    stream = io.StringIO()
+    summary = runner.run(runner.plan(suite, tmp_path / "plain", cache_dir=cache_dir),
+                         executor=FakeExecutor(_draw(NOISY)), display=PlainDisplay(stream))
+    lines = stream.getvalue().splitlines()
+    assert lines[0] == "8 cell(s) to run, 0 already done"
+    assert "next round of adaptive seeding: 2 more cell(s)" in lines
+    assert lines[-1].endswith(f"[grid {summary.ran}/{summary.ran}, eta 0 s]")
+
+    console = Console(file=io.StringIO(), width=120, force_terminal=True)
+    rich = RichDisplay(console, auto_refresh=False)
+    runner.run(runner.plan(suite, tmp_path / "rich", cache_dir=cache_dir), executor=FakeExecutor(_draw(NOISY)),
+               display=rich)
+    assert rich.work.total_cells == rich.work.finished_cells == summary.ran
+    assert "next round of adaptive seeding" in console.file.getvalue()
