@@ -347,6 +347,10 @@ class DisplayGroup:
         for d in self.displays:
             d.cell_end(cell, record)
 
+    def next_round(self, cells: int) -> None:
+        for d in self.displays:
+            d.next_round(cells)
+
     def finish(self) -> None:
         for d in self.displays:
             d.finish()

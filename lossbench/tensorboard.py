@@ -85,6 +85,9 @@ class TensorBoardWriter:
         writer.close()
         self.writers.pop(cell.id, None)
 
+    def next_round(self, cells: int) -> None:
+        """A round of adaptive seeding adds cells; each gets its own run as it starts."""
+
     def finish(self) -> None:
         for writer in self.writers.values():  # cells that never ended (interrupted): keep what they wrote
             writer.close()

@@ -433,7 +433,7 @@ def test_displays_grow_with_each_round(write_suite, tmp_path: Path, cache_dir: P
 
     from rich.console import Console
 
-    from lossbench.progress import PlainDisplay, RichDisplay
+    from lossbench.progress import DisplayGroup, PlainDisplay, RichDisplay
 
     suite = load_suite(write_suite(ADAPTIVE))
     stream = io.StringIO()
@@ -445,8 +445,8 @@ def test_displays_grow_with_each_round(write_suite, tmp_path: Path, cache_dir: P
     assert lines[-1].endswith(f"[grid {summary.ran}/{summary.ran}, eta 0 s]")
 
     console = Console(file=io.StringIO(), width=120, force_terminal=True)
-    rich = RichDisplay(console, auto_refresh=False)
+    rich, plain = RichDisplay(console, auto_refresh=False), PlainDisplay(io.StringIO())
     runner.run(runner.plan(suite, tmp_path / "rich", cache_dir=cache_dir), executor=FakeExecutor(_draw(NOISY)),
-               display=rich)
-    assert rich.work.total_cells == rich.work.finished_cells == summary.ran
+               display=DisplayGroup([rich, plain]))  # as with --tensorboard: every display hears of each round
+    assert rich.work.total_cells == rich.work.finished_cells == plain.total == summary.ran
     assert "next round of adaptive seeding" in console.file.getvalue()
