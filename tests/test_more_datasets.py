@@ -210,3 +210,15 @@ def test_asymmetric_noise_mappings_of_the_new_datasets() -> None:
 def test_without_files_and_with_downloads_off_the_error_says_what_to_do(name: str, tmp_path: Path) -> None:
     with pytest.raises(DataError, match="downloads are off"):
         load_dataset(name, None, cache_dir=tmp_path / "cache", download=False)
+
+
+def test_class_names_agree_with_torchvisions_datasets() -> None:
+    import torchvision.datasets
+
+    from lossbench.data.sources import EMNIST_CLASSES, Kmnist
+
+    for split, names in torchvision.datasets.EMNIST.classes_split_dict.items():
+        # torchvision keeps the unused label 0 of `letters` as "N/A"; lossbench shifts the letters down to 0.
+        expected = tuple(names[1:]) if split == "letters" else tuple(names)
+        assert EMNIST_CLASSES[split] == expected, split
+    assert Kmnist.class_names == tuple(torchvision.datasets.KMNIST.classes)
