@@ -387,6 +387,10 @@ def test_report_states_the_rule_the_seeds_and_who_reached_the_target(write_suite
     # The leaderboard shows the differing seed counts too.
     board = text.split("## Leaderboard", 1)[1].split("\n## ", 1)[0]
     assert f"| {noisy.seeds} |" in board and "| 2 |" in board
+    every_seed = text.split("## Every seed", 1)[1].split("\n## ", 1)[0]
+    assert "Cells ran different numbers of seeds" in every_seed
+    two_seeds = next(line for line in every_seed.splitlines() if line.startswith("| mse \\| none \\| none |"))
+    assert two_seeds.count(" — |") == noisy.seeds - 2  # the seeds only the noisy cell and the baseline ran
 
 
 def test_validate_prints_the_fewest_and_most_trainings(write_suite) -> None:

@@ -370,6 +370,9 @@ def _per_seed(a: SourceAnalysis) -> list[str]:
                      "deviation of every seed from its cell's median)"
                      + (f" — {flagged} here: it pulls its cell's mean and widens its interval." if flagged
                         else "; none here."))
+    if a.rows.groupby("label")["seed"].nunique().nunique() > 1:
+        lines[0] += (" Cells ran different numbers of seeds (as adaptive seeding decides): — marks a seed a cell "
+                     "did not run.")
     return lines + [""] + table(["cell", *[f"seed {s}" for s in seeds], "range"], table_rows)
 
 

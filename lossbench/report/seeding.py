@@ -72,6 +72,6 @@ def section(a: SourceAnalysis, rule: AdaptiveSeeds) -> list[str]:
     counts = {state: sum(d.state == state for d in found.values()) for state in ("reached", "max", "running")}
     lines += ["", f"{counts['reached']} cell(s) reached the target, {counts['max']} hit max"
               + (f", {counts['running']} are not settled" if counts["running"] else "") + ". Pairs: the seeds "
-              "finished in both the cell and its baseline, on which the interval rests; the comparison table "
-              "above uses the same seeds."]
+              "finished in both the cell and its baseline, on which the interval rests; the paired comparison "
+              "below uses the same seeds."]
     return lines
