@@ -124,6 +124,15 @@ def _parse_seeds(text: str | None) -> list[int] | None:
     return seeds
 
 
+def _parse_threads(text: str | None) -> int | str | None:
+    if text is None or text == "auto":
+        return text
+    if not text.isdigit() or int(text) < 1:
+        raise ConfigError(message=f"--threads {text!r}: must be auto or a whole number, 1 or more", value=text,
+                          allowed=["auto", "a whole number ≥ 1"], suggestion=did_you_mean(text, ["auto"]))
+    return int(text)
+
+
 def _fmt(value: Any, spec: str = ".4f") -> str:
     return "—" if value is None else format(value, spec)
 
@@ -192,6 +201,7 @@ def run(
     force: bool = typer.Option(False, "--force", "-f", help="Rerun every cell, even those with results."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Decoded-dataset cache (default ~/.cache/lossbench)."),
     plain: bool = typer.Option(False, "--plain", help="Plain progress lines even on a terminal."),
+    threads: Optional[str] = typer.Option(None, "--threads", help="torch threads per cell on the CPU: auto (one per core that other processes leave idle, chosen before each cell) or a whole number (overrides train.threads)."),
     jobs: int = typer.Option(1, "--jobs", "-j", help="Cells trained at once on this machine, each in its own process (the CPU threads are split between them; on a GPU they share it)."),
     executor: str = typer.Option("local", "--executor", metavar=_choices(EXECUTORS), autocompletion=_completer(EXECUTORS), help="local (this machine) or ray (a Ray cluster; docs/clusters.md)."),
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster: auto | ray://HOST:PORT | HOST:PORT (default: RAY_ADDRESS, else a new local instance)."),
@@ -212,7 +222,7 @@ def run(
 
             check_available()
         loaded = load_suite(suite, overrides or [], epochs=epochs, seeds=_parse_seeds(seeds), device=device,
-                            data_root=data_root)
+                            data_root=data_root, threads=_parse_threads(threads))
         from lossbench import runner  # after the suite: a malformed file is refused before torch loads (seconds)
         from lossbench.data.cache import DEFAULT_CACHE
 
@@ -220,7 +230,7 @@ def run(
         cluster = _cluster_executor(executor, address, cpus_per_cell, gpus_per_cell, ray_data)
         run_plan = runner.plan(loaded, out_dir, force=force, cache_dir=cache_dir or DEFAULT_CACHE,
                                check_device=cluster is None)
-        parallel = _parallel_executor(jobs, cluster)
+        parallel = _parallel_executor(jobs, cluster, loaded.train.threads)
     except LossbenchError as exc:
         _fail(exc, debug)
         return
@@ -314,7 +324,7 @@ def _cluster_executor(name: str, address: str | None, cpus_per_cell: float | Non
                        gpus_per_cell=gpus_per_cell or 0.0, data=ray_data or "object_store")  # type: ignore[arg-type]
 
 
-def _parallel_executor(jobs: int, cluster: Any) -> Any:
+def _parallel_executor(jobs: int, cluster: Any, threads: int | str) -> Any:
     """The executor that --jobs asks for: None for one cell at a time, a ProcessExecutor for several at once."""
     if jobs == 1:
         return None
@@ -323,7 +333,7 @@ def _parallel_executor(jobs: int, cluster: Any) -> Any:
                                   "--gpus-per-cell decide how many cells train at once")
     from lossbench.parallel import ProcessExecutor
 
-    return ProcessExecutor(jobs)
+    return ProcessExecutor(jobs, threads_per_job=threads if isinstance(threads, int) else None)
 
 
 @app.command(cls=_Command)

@@ -154,6 +154,9 @@ class TrainConfig(_Strict):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     #: torch.compile the model (how a cell trains, not what it is: cell ids do not include it).
     compile: Flag = False
+    #: torch threads per cell on the CPU: `auto` (one per core that other processes leave idle, chosen before
+    #: each cell; lossbench/threads.py) or a whole number. How a cell trains, not what it is: not in cell ids.
+    threads: Annotated[int, Field(strict=True, gt=0, le=1024)] | Literal["auto"] = "auto"
 
 
 class GridConfig(_Strict):
@@ -726,6 +729,7 @@ def load_suite(
     seeds: list[int] | None = None,
     device: str | None = None,
     data_root: str | None = None,
+    threads: int | str | None = None,
 ) -> Suite:
     """Read a suite file, apply command-line overrides (`train.epochs=2`) and options, and validate the result.
 
@@ -747,6 +751,8 @@ def load_suite(
         source.set_from_command_line(("train", "device"), device, f"--device {device}")
     if data_root is not None:
         source.set_from_command_line(("dataset", "root"), data_root, f"--data-root {data_root}")
+    if threads is not None:
+        source.set_from_command_line(("train", "threads"), threads, f"--threads {threads}")
     data = source.data
     if isinstance(data.get("dataset"), dict) and isinstance(data["dataset"].get("root"), str):
         # A relative data root in the file is relative to the suite file, so a suite works from any directory;

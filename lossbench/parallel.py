@@ -21,7 +21,6 @@ queue, so a worker that finishes early takes the next cell. Records travel back 
 from __future__ import annotations
 
 import multiprocessing
-import os
 import queue
 import signal
 import threading
@@ -37,6 +36,7 @@ import torch
 from lossbench.errors import ConfigError
 from lossbench.grid import Cell
 from lossbench.runner import DataRequest, Job, OnEvent, OnResult, execute_cell, failed_record
+from lossbench.threads import available_cores, choose_threads
 
 # How long the driver waits for a message before it checks that its workers are alive (seconds).
 _POLL_S = 0.2
@@ -49,22 +49,15 @@ _FORWARDED_EVENTS = ("cell_start", "epoch")
 _FORKSERVER_PRELOAD = ["lossbench.parallel", "torch._dynamo", "torchvision"]
 
 
-def available_cores() -> int:
-    """CPU cores this process may run on (its affinity mask where the OS has one)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
-
-
 @dataclass(frozen=True)
 class WorkerSpec:
     """What one worker process needs: its slot number, the job, its torch threads and its device (picklable)."""
 
     slot: int
     job: Job
-    threads: int
+    threads: int  # fixed, or the most that the `auto` thread policy may choose (this worker's share of the cores)
     device: str | None = None  # overrides the job's device, e.g. `cuda:1`; None keeps it
+    auto_threads: bool = False  # choose the threads before each cell from the idle cores (lossbench/threads.py)
 
 
 class ProcessExecutor:
@@ -90,13 +83,16 @@ class ProcessExecutor:
         self._prepared: DataRequest | None = None  # the data request already loaded into the cache by prepare()
 
     def threads_for(self, workers: int) -> int:
-        """Torch threads each of `workers` worker processes trains with."""
+        """Torch threads each of `workers` worker processes trains with (with `auto` threads: at most)."""
         return self.threads_per_job or max(1, available_cores() // max(workers, 1))
 
     def describe(self) -> str:
         """One line for the run header, e.g. `2 jobs × 1 torch thread`."""
         threads = self.threads_for(self.jobs)
-        return f"{self.jobs} jobs × {threads} torch thread{'s' if threads != 1 else ''}"
+        plural = "s" if threads != 1 else ""
+        if self.threads_per_job is None:
+            return f"{self.jobs} jobs × up to {threads} torch thread{plural} (auto)"
+        return f"{self.jobs} jobs × {threads} torch thread{plural}"
 
     def worker_specs(self, job: Job, workers: int) -> list[WorkerSpec]:
         """The workers of a run: threads split on the CPU; several GPUs shared round-robin."""
@@ -104,8 +100,9 @@ class ProcessExecutor:
         devices: list[str | None] = [None] * workers
         if options.device.type == "cuda" and options.device.index is None and torch.cuda.device_count() > 1:
             devices = [f"cuda:{slot % torch.cuda.device_count()}" for slot in range(workers)]
-        threads = self.threads_for(workers)
-        return [WorkerSpec(slot, job, threads, devices[slot]) for slot in range(workers)]
+        fixed = self.threads_per_job or (job.engine.threads if job.engine.threads != "auto" else None)
+        threads = fixed or self.threads_for(workers)
+        return [WorkerSpec(slot, job, threads, devices[slot], auto_threads=fixed is None) for slot in range(workers)]
 
     def prepare(self, job: Job) -> None:
         """Decode (or read) the dataset once here, so that the workers all find it in the cache instead of decoding
@@ -246,7 +243,8 @@ def _worker_main(spec: WorkerSpec, tasks: Any, messages: Any) -> None:
                 messages.put(("event", spec.slot, index, event, info))
 
         try:
-            record = execute_cell(cell, spec.job, data, options, progress)
+            threads = choose_threads("auto" if spec.auto_threads else spec.threads, share=spec.threads)
+            record = execute_cell(cell, spec.job, data, options, progress, threads)
         except KeyboardInterrupt:
             raise
         except BaseException as exc:  # the engine turns training errors into records; this is anything around it

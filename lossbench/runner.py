@@ -34,6 +34,7 @@ from lossbench.machine import MachineSample, load_block
 from lossbench.progress import RunDisplay, SilentDisplay
 from lossbench.record import CellRecord
 from lossbench.store import ResultsStore, check_results_dir
+from lossbench.threads import ThreadChoice, ThreadSetting, apply_threads, choose_threads
 
 if TYPE_CHECKING:
     from lossbench.seed_rounds import SeedRounds
@@ -85,11 +86,13 @@ class EngineSettings:
     batch_size: int
     eval_batch_size: int
     compile: bool = False
+    #: torch threads per cell on the CPU: `auto` or a whole number (lossbench/threads.py).
+    threads: ThreadSetting = "auto"
 
     @classmethod
     def from_suite(cls, suite: Suite) -> EngineSettings:
         t = suite.train
-        return cls(t.device, t.precision, t.epochs, t.batch_size, t.eval_batch_size, t.compile)
+        return cls(t.device, t.precision, t.epochs, t.batch_size, t.eval_batch_size, t.compile, t.threads)
 
     def options(self) -> EngineOptions:
         device = resolve_device(self.device)
@@ -175,11 +178,20 @@ def train_cell(cell: Cell, data: ImageData, options: EngineOptions, progress: Pr
 def execute_cell(
     cell: Cell, job: Job, data: ImageData, options: EngineOptions,
     progress: Callable[[str, dict[str, Any]], None] | None = None,
+    threads: ThreadChoice | None = None,
 ) -> CellRecord:
-    """Train one cell on data already on `options.device`; returns its complete result record."""
+    """Train one cell on data already on `options.device`; returns its complete result record.
+
+    `threads`, when given, is applied to torch before the cell and recorded with it (thread count, policy, ceiling
+    and the busy cores it saw); without it the cell trains with torch's current thread count."""
     started, before = _now(), MachineSample.now()
+    if threads is not None:
+        apply_threads(threads)
     result = train_cell(cell, data, options, progress)
-    record = _record(cell, job, result, options.precision, environment(options.device), started)
+    env = environment(options.device)
+    if threads is not None:
+        env.update(threads.as_env())
+    record = _record(cell, job, result, options.precision, env, started)
     record.load = load_block(before, MachineSample.now())
     return record
 
@@ -236,7 +248,9 @@ class LocalExecutor:
         data = (self._data or job.data.load()).to(options.device)
         for cell in cells:
             on_start(cell)
-            record = execute_cell(cell, job, data, options, lambda ev, info, c=cell: on_event(c, ev, info))
+            threads = choose_threads(job.engine.threads)
+            record = execute_cell(cell, job, data, options, lambda ev, info, c=cell: on_event(c, ev, info),
+                                  threads)
             on_result(cell, record)
 
 
