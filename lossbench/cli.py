@@ -202,6 +202,7 @@ def run(
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Decoded-dataset cache (default ~/.cache/lossbench)."),
     plain: bool = typer.Option(False, "--plain", help="Plain progress lines even on a terminal."),
     threads: Optional[str] = typer.Option(None, "--threads", help="torch threads per cell on the CPU: auto (one per core that other processes leave idle, chosen before each cell) or a whole number (overrides train.threads)."),
+    pack: Optional[int] = typer.Option(None, "--pack", help="Train up to N cells that share a model together as one batched model (a GPU lever; overrides train.pack; docs/performance.md)."),
     jobs: int = typer.Option(1, "--jobs", "-j", help="Cells trained at once on this machine, each in its own process (the CPU threads are split between them; on a GPU they share it)."),
     executor: str = typer.Option("local", "--executor", metavar=_choices(EXECUTORS), autocompletion=_completer(EXECUTORS), help="local (this machine) or ray (a Ray cluster; docs/clusters.md)."),
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster: auto | ray://HOST:PORT | HOST:PORT (default: RAY_ADDRESS, else a new local instance)."),
@@ -222,7 +223,7 @@ def run(
 
             check_available()
         loaded = load_suite(suite, overrides or [], epochs=epochs, seeds=_parse_seeds(seeds), device=device,
-                            data_root=data_root, threads=_parse_threads(threads))
+                            data_root=data_root, threads=_parse_threads(threads), pack=pack)
         from lossbench import runner  # after the suite: a malformed file is refused before torch loads (seconds)
         from lossbench.data.cache import DEFAULT_CACHE
 
@@ -231,6 +232,10 @@ def run(
         run_plan = runner.plan(loaded, out_dir, force=force, cache_dir=cache_dir or DEFAULT_CACHE,
                                check_device=cluster is None)
         parallel = _parallel_executor(jobs, cluster, loaded.train.threads)
+        if loaded.train.pack > 1 and (parallel is not None or cluster is not None):
+            raise ConfigError(message=f"train.pack {loaded.train.pack} (or --pack) trains packs in this process; "
+                                      "it does not combine with --jobs or --executor ray",
+                              details=["drop --jobs / --executor, or set --pack 1"])
     except LossbenchError as exc:
         _fail(exc, debug)
         return

@@ -157,6 +157,9 @@ class TrainConfig(_Strict):
     #: torch threads per cell on the CPU: `auto` (one per core that other processes leave idle, chosen before
     #: each cell; lossbench/threads.py) or a whole number. How a cell trains, not what it is: not in cell ids.
     threads: Annotated[int, Field(strict=True, gt=0, le=1024)] | Literal["auto"] = "auto"
+    #: Cells that share a model trained together as one batched model (1: one at a time; docs/performance.md).
+    #: How cells train, not what they are: not in cell ids.
+    pack: Annotated[int, Field(strict=True, gt=0, le=1024)] = 1
 
 
 class GridConfig(_Strict):
@@ -730,6 +733,7 @@ def load_suite(
     device: str | None = None,
     data_root: str | None = None,
     threads: int | str | None = None,
+    pack: int | None = None,
 ) -> Suite:
     """Read a suite file, apply command-line overrides (`train.epochs=2`) and options, and validate the result.
 
@@ -753,6 +757,8 @@ def load_suite(
         source.set_from_command_line(("dataset", "root"), data_root, f"--data-root {data_root}")
     if threads is not None:
         source.set_from_command_line(("train", "threads"), threads, f"--threads {threads}")
+    if pack is not None:
+        source.set_from_command_line(("train", "pack"), pack, f"--pack {pack}")
     data = source.data
     if isinstance(data.get("dataset"), dict) and isinstance(data["dataset"].get("root"), str):
         # A relative data root in the file is relative to the suite file, so a suite works from any directory;

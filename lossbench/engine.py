@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from lossbench.device import Normalizer, Precision, autocast, peak_memory_mb, synchronize
-from lossbench.evaluate import evaluator_for
+from lossbench.evaluate import EpochEvaluation, Evaluator, evaluator_for
 from lossbench.record import Status
 
 if TYPE_CHECKING:  # types only: importing these packages would import their registries
@@ -120,18 +120,7 @@ def train(parts: CellParts, loss_name: str, options: EngineOptions, progress: Pr
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
-    result = CellResult(status="done")
-    result.data = {"train": n, "val": 0 if data.val_x is None else int(data.val_x.shape[0]),
-                   "test": int(data.test_x.shape[0]), "classes": data.num_classes,
-                   "image_size": [data.channels, *data.image_size]}
-    if parts.scenario is not None:
-        scenario = dict(parts.scenario)
-        result.notes.extend(scenario.pop("notes"))
-        if scenario["noisy_labels"]:
-            result.notes.append("training labels are noisy: train_acc and train_loss are measured against the noisy "
-                                "training labels; every test metric uses the clean test labels")
-        result.metrics["scenario"] = scenario
-    result.notes.extend(evaluator.notes(loss_name))
+    result = start_result(parts, evaluator, loss_name)
     train_seconds = 0.0
     progress("cell_start", {"epochs": options.epochs, "steps_per_epoch": steps_per_epoch})
     for epoch in range(1, options.epochs + 1):
@@ -179,26 +168,61 @@ def train(parts: CellParts, loss_name: str, options: EngineOptions, progress: Pr
             result.error = f"training loss became {train_loss} in epoch {epoch}"
             progress("epoch", {"epoch": epoch, "train_loss": train_loss, "diverged": True})
             break
-        evaluation = evaluator.epoch(model)
-        record = EpochRecord(
-            epoch=epoch,
-            train_loss=train_loss,
-            train_acc=correct.item() / n if evaluator.measures_train_acc else None,
-            test_loss=evaluation.test_loss,
-            test_acc=evaluation.test_acc,
-            test_top5=evaluation.test_top5,
-            lr=lr,
-            epoch_s=time.perf_counter() - t0,
-            train_s=epoch_train_s,
-            penalty=(penalty_sum / n).item() if has_penalty else None,
-            val_acc=evaluation.val_acc,
-            val_loss=evaluation.val_loss,
-        )
-        if record.penalty is not None and train_loss + record.penalty > 0:
-            record.penalty_share = record.penalty / (train_loss + record.penalty)
+        record = epoch_record(epoch, train_loss, correct.item() / n if evaluator.measures_train_acc else None,
+                              evaluator.epoch(model), lr, t0, epoch_train_s,
+                              (penalty_sum / n).item() if has_penalty else None)
         result.history.append(record)
         progress("epoch", asdict(record))
+    return finish_result(result, model, evaluator, n, train_seconds, device)
 
+
+# The parts of a cell's result that every training loop shares (this one, and lossbench/packing.py's).
+
+
+def start_result(parts: CellParts, evaluator: Evaluator, loss_name: str) -> CellResult:
+    """A cell's result before its first epoch: the sizes of its data, and the notes on reading its metrics."""
+    data = parts.data
+    result = CellResult(status="done")
+    result.data = {"train": int(data.train_x.shape[0]),
+                   "val": 0 if data.val_x is None else int(data.val_x.shape[0]),
+                   "test": int(data.test_x.shape[0]), "classes": data.num_classes,
+                   "image_size": [data.channels, *data.image_size]}
+    if parts.scenario is not None:
+        scenario = dict(parts.scenario)
+        result.notes.extend(scenario.pop("notes"))
+        if scenario["noisy_labels"]:
+            result.notes.append("training labels are noisy: train_acc and train_loss are measured against the noisy "
+                                "training labels; every test metric uses the clean test labels")
+        result.metrics["scenario"] = scenario
+    result.notes.extend(evaluator.notes(loss_name))
+    return result
+
+
+def epoch_record(epoch: int, train_loss: float, train_acc: float | None, evaluation: EpochEvaluation, lr: float,
+                 t0: float, train_s: float, penalty: float | None) -> EpochRecord:
+    """One epoch's record; `t0` is the epoch's start (perf_counter), so epoch_s includes the evaluation."""
+    record = EpochRecord(
+        epoch=epoch,
+        train_loss=train_loss,
+        train_acc=train_acc,
+        test_loss=evaluation.test_loss,
+        test_acc=evaluation.test_acc,
+        test_top5=evaluation.test_top5,
+        lr=lr,
+        epoch_s=time.perf_counter() - t0,
+        train_s=train_s,
+        penalty=penalty,
+        val_acc=evaluation.val_acc,
+        val_loss=evaluation.val_loss,
+    )
+    if record.penalty is not None and train_loss + record.penalty > 0:
+        record.penalty_share = record.penalty / (train_loss + record.penalty)
+    return record
+
+
+def finish_result(result: CellResult, model: nn.Module, evaluator: Evaluator, n: int, train_seconds: float,
+                  device: torch.device) -> CellResult:
+    """Add the timings (`n` training images per epoch) and, for a finished cell, the final metrics."""
     epochs_run = len(result.history) + (1 if result.status == "diverged" else 0)
     result.timing = {
         "train_time_s": train_seconds,

@@ -88,11 +88,13 @@ class EngineSettings:
     compile: bool = False
     #: torch threads per cell on the CPU: `auto` or a whole number (lossbench/threads.py).
     threads: ThreadSetting = "auto"
+    #: Cells trained together as one batched model (lossbench/packing.py); 1 trains one cell at a time.
+    pack: int = 1
 
     @classmethod
     def from_suite(cls, suite: Suite) -> EngineSettings:
         t = suite.train
-        return cls(t.device, t.precision, t.epochs, t.batch_size, t.eval_batch_size, t.compile, t.threads)
+        return cls(t.device, t.precision, t.epochs, t.batch_size, t.eval_batch_size, t.compile, t.threads, t.pack)
 
     def options(self) -> EngineOptions:
         device = resolve_device(self.device)
@@ -196,6 +198,29 @@ def execute_cell(
     return record
 
 
+def execute_pack(
+    cells: list[Cell], job: Job, data: ImageData, options: EngineOptions,
+    progress: list[Callable[[str, dict[str, Any]], None]], threads: ThreadChoice | None = None,
+) -> list[CellRecord]:
+    """Train `cells` together as one batched model (lossbench/packing.py); one complete record per cell."""
+    from lossbench.packing import train_pack
+
+    started, before = _now(), MachineSample.now()
+    if threads is not None:
+        apply_threads(threads)
+    results = train_pack(cells, data, options, progress)
+    env = environment(options.device)
+    if threads is not None:
+        env.update(threads.as_env())
+    env["pack_size"] = len(cells)
+    load = load_block(before, MachineSample.now())  # the pack's, shared by its cells like its timing
+    records = [_record(cell, job, result, options.precision, dict(env), started)
+               for cell, result in zip(cells, results)]
+    for record in records:
+        record.load = dict(load)
+    return records
+
+
 def failed_record(cell: Cell, job: Job, error: str, traceback_text: str) -> CellRecord:
     """The record of a cell that failed outside the engine (an executor lost it or could not start it)."""
     return _record(cell, job, CellResult(status="failed", error=error, traceback=traceback_text),
@@ -232,7 +257,8 @@ OnResult = Callable[[Cell, CellRecord], None]
 
 
 class LocalExecutor:
-    """Trains the cells one after another in this process, on the dataset loaded once."""
+    """Trains the cells one after another in this process, on the dataset loaded once; with `train.pack` N > 1,
+    cells that share a model train N at a time as one batched model (lossbench/packing.py)."""
 
     def __init__(self, data: ImageData | None = None):
         self._data = data
@@ -246,12 +272,25 @@ class LocalExecutor:
             on_result: OnResult) -> None:
         options = job.engine.options()
         data = (self._data or job.data.load()).to(options.device)
-        for cell in cells:
-            on_start(cell)
+        if job.engine.pack > 1:
+            from lossbench.packing import group_cells
+
+            groups = group_cells(cells, job.engine.pack, options, data)
+        else:
+            groups = [[cell] for cell in cells]
+        for group in groups:
+            for cell in group:
+                on_start(cell)
             threads = choose_threads(job.engine.threads)
-            record = execute_cell(cell, job, data, options, lambda ev, info, c=cell: on_event(c, ev, info),
-                                  threads)
-            on_result(cell, record)
+            if len(group) == 1:
+                cell = group[0]
+                records = [execute_cell(cell, job, data, options, lambda ev, info, c=cell: on_event(c, ev, info),
+                                        threads)]
+            else:
+                records = execute_pack(group, job, data, options,
+                                       [lambda ev, info, c=cell: on_event(c, ev, info) for cell in group], threads)
+            for cell, record in zip(group, records):
+                on_result(cell, record)
 
 
 @dataclass
