@@ -306,6 +306,7 @@ def test_pipeline_indexes_the_epoch_parameters_by_batch_position() -> None:
     assert torch.equal(out[0], x[0].flip(-1)) and torch.equal(out[1], x[1])
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("name", [n for n in NAMES if n not in ("trivial_augment", "rand_augment")])
 def test_same_result_on_cpu_and_gpu(name: str) -> None:
