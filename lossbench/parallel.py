@@ -36,7 +36,8 @@ import torch
 from lossbench.errors import ConfigError
 from lossbench.grid import Cell
 from lossbench.runner import DataRequest, Job, OnEvent, OnResult, execute_cell, failed_record
-from lossbench.threads import available_cores, choose_threads
+from lossbench.machine import usable_cores
+from lossbench.threads import choose_threads
 
 # How long the driver waits for a message before it checks that its workers are alive (seconds).
 _POLL_S = 0.2
@@ -84,7 +85,7 @@ class ProcessExecutor:
 
     def threads_for(self, workers: int) -> int:
         """Torch threads each of `workers` worker processes trains with (with `auto` threads: at most)."""
-        return self.threads_per_job or max(1, available_cores() // max(workers, 1))
+        return self.threads_per_job or max(1, usable_cores() // max(workers, 1))
 
     def describe(self) -> str:
         """One line for the run header, e.g. `2 jobs × 1 torch thread`."""

@@ -24,6 +24,8 @@ from typing import Literal
 
 import torch
 
+from lossbench.machine import usable_cores
+
 ThreadSetting = int | Literal["auto"]
 #: How long `auto` watches the CPU counters before a cell (seconds): long enough to see a busy neighbour
 #: (the kernel counts in 10 ms ticks), short against a cell.
@@ -49,14 +51,6 @@ class ThreadChoice:
     def as_env(self) -> dict[str, object]:
         return {"threads": self.threads, "thread_policy": self.policy, "thread_ceiling": self.ceiling,
                 "busy_cores_at_start": None if self.busy_cores is None else round(self.busy_cores, 2)}
-
-
-def available_cores() -> int:
-    """CPU cores this process may run on (its affinity mask where the OS has one)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
 
 
 def threads_for_idle_cores(ceiling: int, total_cores: int, busy_cores: float) -> int:
@@ -142,7 +136,7 @@ def choose_threads(setting: ThreadSetting, share: int | None = None,
                    busy_cores: Callable[[], float] = busy_cores_of_others) -> ThreadChoice:
     """The threads for the next cell. `share` caps them (a worker's cores under --jobs; default: this process's
     cores and torch's thread count); a whole number in `setting` is used as given."""
-    cores = available_cores()
+    cores = usable_cores()
     ceiling = max(1, min(share if share is not None else torch_ceiling(), cores))
     if setting != "auto":
         return ThreadChoice(int(setting), "fixed", int(setting), None)

@@ -16,9 +16,9 @@ from conftest import REPO, TINY_SUITE
 from lossbench import runner
 from lossbench.config import load_suite
 from lossbench.errors import ConfigError
+from lossbench.machine import usable_cores
 from lossbench.threads import (
     ThreadChoice,
-    available_cores,
     busy_cores_of_others,
     choose_threads,
     parse_proc_stat,
@@ -83,7 +83,7 @@ def test_choose_threads_fixed_and_auto() -> None:
     assert choose_threads(3) == ThreadChoice(3, "fixed", 3, None)
     busy = choose_threads("auto", share=2, busy_cores=lambda: 1.0)
     assert busy.policy == "auto" and busy.busy_cores == 1.0
-    assert busy.threads == threads_for_idle_cores(min(2, available_cores()), available_cores(), 1.0)
+    assert busy.threads == threads_for_idle_cores(min(2, usable_cores()), usable_cores(), 1.0)
     idle = choose_threads("auto", share=1, busy_cores=lambda: 0.0)
     assert idle.threads == 1 and idle.ceiling == 1
 
