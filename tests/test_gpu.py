@@ -20,27 +20,31 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 _SUITE = TINY_SUITE.replace("  device: cpu\n", "  device: cuda\n").replace("epochs: 2", "epochs: 4")
 
 
-def _accuracies(write_suite, out: Path, cache_dir: Path, **overrides: object) -> dict[str, float]:
-    suite = load_suite(write_suite(_SUITE), **overrides)  # type: ignore[arg-type]
+def _accuracies(write_suite, out: Path, cache_dir: Path, overrides: tuple[str, ...] = (),
+                **options: object) -> dict[str, float]:
+    suite = load_suite(write_suite(_SUITE), overrides, **options)  # type: ignore[arg-type]
     summary = runner.run(runner.plan(suite, out, cache_dir=cache_dir))
     assert all(r["status"] == "done" for r in summary.records), [r["error"] for r in summary.records]
-    return {r["id"]: r["metrics"]["test_acc"] for r in summary.records}
+    return {r["label"]: r["metrics"]["test_acc"] for r in summary.records}
 
 
 def test_a_cell_trains_on_cuda_as_on_the_cpu(write_suite, tmp_path: Path, cache_dir: Path) -> None:
-    gpu = _accuracies(write_suite, tmp_path / "gpu", cache_dir)  # precision auto: bf16 autocast on CUDA
-    cpu = _accuracies(write_suite, tmp_path / "cpu", cache_dir, device="cpu")
-    assert gpu.keys() == cpu.keys()
-    for cell_id, acc in gpu.items():
-        assert acc == pytest.approx(cpu[cell_id], abs=0.08), cell_id
+    fp32 = ("train.precision=fp32",)
+    gpu = _accuracies(write_suite, tmp_path / "gpu", cache_dir, fp32)
+    cpu = _accuracies(write_suite, tmp_path / "cpu", cache_dir, fp32, device="cpu")
+    bf16 = _accuracies(write_suite, tmp_path / "bf16", cache_dir)  # precision auto: bf16 autocast on CUDA
+    assert gpu.keys() == cpu.keys() == bf16.keys()
+    for label, acc in gpu.items():
+        assert acc == pytest.approx(cpu[label], abs=0.05), label
+        assert bf16[label] == pytest.approx(acc, abs=0.1), label
 
 
 def test_packed_cells_on_cuda_match_their_sequential_run(write_suite, tmp_path: Path, cache_dir: Path) -> None:
     sequential = _accuracies(write_suite, tmp_path / "seq", cache_dir)
     packed = _accuracies(write_suite, tmp_path / "pack", cache_dir, pack=4)
     assert packed.keys() == sequential.keys()
-    for cell_id, acc in packed.items():
-        assert acc == pytest.approx(sequential[cell_id], abs=0.03), cell_id
+    for label, acc in packed.items():
+        assert acc == pytest.approx(sequential[label], abs=0.03), label
 
 
 def test_the_batched_forward_on_cuda_equals_each_model() -> None:
