@@ -12,7 +12,7 @@ import torch
 from conftest import TINY_SUITE
 from lossbench import runner
 from lossbench.config import load_suite
-from lossbench.models import MODELS
+from lossbench.models import MODELS, ModelFacts
 from lossbench.packing import batched_forward, stack_parameters
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
@@ -24,8 +24,8 @@ def _accuracies(write_suite, out: Path, cache_dir: Path, overrides: tuple[str, .
                 **options: object) -> dict[str, float]:
     suite = load_suite(write_suite(_SUITE), overrides, **options)  # type: ignore[arg-type]
     summary = runner.run(runner.plan(suite, out, cache_dir=cache_dir))
-    assert all(r["status"] == "done" for r in summary.records), [r["error"] for r in summary.records]
-    return {r["label"]: r["metrics"]["test_acc"] for r in summary.records}
+    assert all(r.status == "done" for r in summary.records), [r.error for r in summary.records]
+    return {r.label: r.metrics["test_acc"] for r in summary.records}
 
 
 def test_a_cell_trains_on_cuda_as_on_the_cpu(write_suite, tmp_path: Path, cache_dir: Path) -> None:
@@ -51,8 +51,8 @@ def test_the_batched_forward_on_cuda_equals_each_model() -> None:
     models = []
     for seed in range(4):
         torch.manual_seed(seed)
-        models.append(MODELS.build("tutorial_cnn", {}, in_channels=3, image_size=(32, 32), out_features=10)
-                      .build().cuda())
+        models.append(MODELS.build("tutorial_cnn", {}).build(ModelFacts(in_channels=3, image_size=(32, 32),
+                                                                         out_features=10)).cuda())
     alone = copy.deepcopy(models)
     x = torch.randn(4, 16, 3, 32, 32, device="cuda")
     out = batched_forward(models[0])(stack_parameters(models), x)

@@ -16,7 +16,7 @@ from torch import nn
 from conftest import REPO, TINY_SUITE
 from lossbench import runner
 from lossbench.config import load_suite
-from lossbench.models import MODELS
+from lossbench.models import MODELS, ModelFacts
 from lossbench.packing import batched_forward, group_cells, stack_parameters, why_not_packable
 
 #: A packed cell's test accuracy may differ from its sequential run's by this much (absolute): the batched kernels
@@ -30,7 +30,8 @@ def _models(count: int) -> list[nn.Module]:
     models = []
     for seed in range(count):
         torch.manual_seed(seed)
-        models.append(MODELS.build("tutorial_cnn", {}, in_channels=1, image_size=(8, 8), out_features=10).build())
+        models.append(MODELS.build("tutorial_cnn", {}).build(ModelFacts(in_channels=1, image_size=(8, 8),
+                                                                         out_features=10)))
     return models
 
 
@@ -57,10 +58,10 @@ def test_packed_smoke_suite_matches_a_sequential_run(tmp_path: Path, cache_dir: 
     smoke = REPO / "suites" / "smoke.yaml"
     sequential = runner.run(runner.plan(load_suite(smoke, device="cpu"), tmp_path / "seq", cache_dir=cache_dir))
     packed = runner.run(runner.plan(load_suite(smoke, device="cpu", pack=8), tmp_path / "pack", cache_dir=cache_dir))
-    seq = {r["id"]: r for r in sequential.records}
+    seq = {r.id: r.to_dict() for r in sequential.records}
     assert len(packed.records) == len(seq) == 8
     diffs = []
-    for record in packed.records:
+    for record in (r.to_dict() for r in packed.records):
         alone = seq[record["id"]]  # the same cell ids: packing is how cells train, not what they are
         assert record["status"] == alone["status"] == "done"
         assert record["env"]["pack_size"] == 8

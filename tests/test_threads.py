@@ -94,16 +94,18 @@ def test_every_record_says_its_threads_policy_and_the_busy_cores_it_saw(write_su
     fixed = runner.run(runner.plan(load_suite(write_suite(TINY_SUITE + "\n"), threads=1), tmp_path / "fixed",
                                    cache_dir=cache_dir))
     auto = runner.run(runner.plan(load_suite(write_suite()), tmp_path / "auto", cache_dir=cache_dir))
-    for record in fixed.records:
+    fixed_records = [r.to_dict() for r in fixed.records]
+    auto_records = [r.to_dict() for r in auto.records]
+    for record in fixed_records:
         env = record["env"]
         assert (env["threads"], env["thread_policy"], env["busy_cores_at_start"]) == (1, "fixed", None)
-    for record in auto.records:
+    for record in auto_records:
         env = record["env"]
         assert env["threads"] == 1 and env["thread_policy"] == "auto" and env["thread_ceiling"] == 1
         assert env["busy_cores_at_start"] >= 0.0
     # The thread policy is how a cell trains, not what it is: the same ids, the same metrics at equal threads.
-    assert [r["id"] for r in fixed.records] == [r["id"] for r in auto.records]
-    assert [r["metrics"] for r in fixed.records] == [r["metrics"] for r in auto.records]
+    assert [r["id"] for r in fixed_records] == [r["id"] for r in auto_records]
+    assert [r["metrics"] for r in fixed_records] == [r["metrics"] for r in auto_records]
 
 
 def test_train_threads_in_a_suite_is_validated(write_suite) -> None:
