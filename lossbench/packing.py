@@ -209,7 +209,7 @@ def _train_pack(cells: list[Cell], data: ImageData, options: EngineOptions,
                 if penalty is not None:
                     m.penalty_sum += penalty.detach() * b
                     m.has_penalty = True
-                m.correct += (outputs[i].detach().argmax(1) == labels[i]).sum()
+                m.correct += (m.parts.loss.to_logits(outputs[i].detach()).argmax(1) == labels[i]).sum()
             for m in live:
                 m.parts.optimizer.zero_grad(set_to_none=True)
             total.backward()
