@@ -235,6 +235,6 @@ def finish_result(result: CellResult, model: nn.Module, evaluator: Evaluator, n:
         result.metrics.update(evaluator.final(model))
         # Trainable parameters: the model's, and the loss's own (class layer, centres; 0 for most losses).
         result.metrics["model_params"] = sum(p.numel() for p in model.parameters())
-        result.metrics["loss_params"] = sum(p.numel() for p in loss_fn.parameters())
+        result.metrics["loss_params"] = sum(p.numel() for p in evaluator.loss.parameters())
         result.timing["eval_time_s"] = time.perf_counter() - t_eval
     return result

@@ -66,10 +66,12 @@ def why_not_packable(cell: Cell, options: EngineOptions) -> str | None:
     return None
 
 
-def pack_key(cell: Cell) -> str:
-    """Cells with the same key can share a pack: the same model and the same training split (a scenario's data is
-    drawn from the seed, so cells with a scenario must also share the seed)."""
-    key: dict[str, Any] = {"model": cell.config["model"]}
+def pack_key(cell: Cell, num_classes: int) -> str:
+    """Cells with the same key can share a pack: the same model with the same output width (a loss with its own
+    class layer makes the model end in its feature width instead of the classes) and the same training split (a
+    scenario's data is drawn from the seed, so cells with a scenario must also share the seed)."""
+    loss = registries()["losses"].build(cell.loss.name, cell.loss.params)
+    key: dict[str, Any] = {"model": cell.config["model"], "outputs": loss.output_dim(num_classes)}
     if cell.scenario:
         key["scenario"] = cell.config.get("scenario")
         key["seed"] = cell.seed
@@ -85,7 +87,7 @@ def group_cells(cells: list[Cell], pack: int, options: EngineOptions, data: Imag
     open_groups: dict[str, list[Cell]] = {}
     stateless: dict[str, bool] = {}
     for cell in cells:
-        key = pack_key(cell)
+        key = pack_key(cell, data.num_classes)
         if why_not_packable(cell, options) is not None:
             groups.append([cell])
             continue

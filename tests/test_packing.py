@@ -105,3 +105,25 @@ def test_bad_pack_values_are_refused_before_anything_trains(write_suite, tmp_pat
         assert done.returncode == 2, done.stderr
         assert message in done.stderr
         assert not out.exists()
+
+
+def test_losses_with_their_own_class_layer_pack_by_output_width(write_suite, tmp_path: Path, cache_dir: Path,
+                                                                 digits) -> None:
+    """arcface and center end the model in 128 features, cross-entropy in 10 classes: two packs, and each packed
+    cell trains with its loss's own parameters as in a sequential run."""
+    text = TINY_SUITE.replace("  loss: [cross_entropy, mse]", "  loss: [arcface, center, cross_entropy]").replace(
+        "{name: sgd, lr: 0.05, momentum: 0.9}", "{name: adam, lr: 0.003}").replace(
+        "  augmentation: [none, crop]", "  augmentation: [none]")
+    plan = runner.plan(load_suite(write_suite(text)), tmp_path / "unused", cache_dir=cache_dir)
+    groups = group_cells(plan.cells, 8, plan.job.engine.options(), digits)
+    assert sorted(sorted(c.loss.name for c in g) for g in groups) == [["arcface", "center"], ["cross_entropy"]]
+    sequential = runner.run(runner.plan(load_suite(write_suite(text)), tmp_path / "seq", cache_dir=cache_dir))
+    packed = runner.run(runner.plan(load_suite(write_suite(text), pack=8), tmp_path / "pack", cache_dir=cache_dir))
+    alone = {r.id: r for r in sequential.records}
+    for record in packed.records:
+        loss = record.axes["loss"]
+        assert record.status == "done"
+        assert record.env.get("pack_size", 1) == (1 if loss == "cross_entropy" else 2)
+        assert record.metrics["loss_params"] == alone[record.id].metrics["loss_params"]
+        assert (record.metrics["loss_params"] > 0) == (loss != "cross_entropy")
+        assert abs(record.metrics["test_acc"] - alone[record.id].metrics["test_acc"]) <= ACC_TOLERANCE
