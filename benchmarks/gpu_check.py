@@ -7,8 +7,8 @@ Steps, each a subprocess with its own time limit (the limits add up to under 8 m
 1. env        device name, torch/CUDA versions, nvidia-smi;
 2. data       decode the dataset once into the cache the later steps read (timed on its own);
 3. tests      the GPU-only tests (`pytest -m gpu`: CPU/GPU equality of augmentations, a cell and a pack on CUDA);
-4. throughput benchmarks/throughput.py on CUDA: the naive torchvision pipeline, the engine at fp32 and bf16, and
-              the engine with torch.compile;
+4. throughput benchmarks/throughput.py on CUDA: the naive torchvision pipeline, the engine at fp32 and bf16, the
+              engine with torch.compile, and its per-model row (resnet18);
 5. jobs N     a short grid (8 cells) with `--jobs 1`, `2` and `4` on the one GPU;
 6. pack       the same short grid with `--pack 8` (all 8 cells as one batched model);
 7. grid100    benchmarks/grid100.yaml shortened to fit (fewer epochs and seeds), with the fastest of step 5's jobs,
@@ -92,7 +92,8 @@ DRY = Sizes(
     grid_epochs=1,
     grid_seeds=(0,),
     throughput_args=("--dataset", "digits", "--train-images", "128", "--test-images", "64", "--batch-size", "32",
-                     "--warmup-epochs", "0", "--timed-epochs", "1", "--workers", "0"),
+                     "--warmup-epochs", "0", "--timed-epochs", "1", "--workers", "0", "--models", "small_cnn",
+                     "--model-images", "64"),
     limits={"env": 60, "data": 120, "tests": 300, "throughput": 300, "jobs": 300, "pack": 300, "grid100": 300},
 )
 
