@@ -71,8 +71,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Any:
     patch.setattr(ray_constants, "RAY_ENABLE_UV_RUN_RUNTIME_ENV", False, raising=False)
     # A short private directory: Ray's socket paths must stay under ~100 characters.
     temp_dir = tempfile.mkdtemp(prefix="lbray-", dir="/tmp")
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", _temp_dir=temp_dir,
-             object_store_memory=100 * 1024**2, logging_level="warning", log_to_driver=False)
+    _init_ray(ray, temp_dir)
     try:
         assert ray.util.get_node_ip_address() == "127.0.0.1"
         yield ray, marker_dir / "kill-once"
@@ -80,11 +79,33 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Any:
         started = _descendants(os.getpid())  # Ray's daemons, their workers and agents
         ray.shutdown()
         patch.undo()
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + _SLOW_MACHINE_S
         while (left := [p for p in started if _alive(p)]) and time.monotonic() < deadline:
             time.sleep(0.2)
         shutil.rmtree(temp_dir, ignore_errors=True)
         assert not left, f"processes left after ray.shutdown(): {left}"
+
+
+# How long a check waits for Ray to settle (processes gone, CPUs free) before it fails. Generous because on a busy
+# machine Ray's daemons take seconds to run; the checks still fail when the thing never happens.
+_SLOW_MACHINE_S = 60.0
+
+
+def _init_ray(ray: Any, temp_dir: str, attempts: int = 3) -> None:
+    """ray.init for the tests, tried again when Ray's node does not come up within its fixed 30 s.
+
+    Ray gives its raylet a hard-coded 30 s to register; on a machine busy with other work it sometimes needs more
+    ("The current node timed out during startup"). That says nothing about lossbench, so the fixture retries.
+    """
+    for attempt in range(attempts):
+        try:
+            ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", _temp_dir=temp_dir,
+                     object_store_memory=100 * 1024**2, logging_level="warning", log_to_driver=False)
+            return
+        except Exception as exc:
+            if "timed out during startup" not in str(exc) or attempt == attempts - 1:
+                raise
+            ray.shutdown()
 
 
 def _proc_stat(pid: int) -> tuple[int, str] | None:
@@ -311,8 +332,8 @@ def test_an_interrupt_keeps_finished_cells_and_cancels_the_others(cluster: Any, 
         runner.run(runner.plan(load_suite(suite_file), out, check_device=False), executor=RayExecutor(),
                    display=display)
     assert [p.stem for p in (out / "cells").glob("*.json")] == display.ended
-    # The other cell's task was cancelled: within a few seconds nothing holds the cluster's CPUs.
-    deadline = time.monotonic() + 10
+    # The other cell's task was cancelled: soon nothing holds the cluster's CPUs.
+    deadline = time.monotonic() + _SLOW_MACHINE_S
     while ray.available_resources().get("CPU", 0) < 2 and time.monotonic() < deadline:
         time.sleep(0.1)
     assert ray.available_resources().get("CPU", 0) == 2
