@@ -631,8 +631,14 @@ def _check_model_fit(source: SuiteSource, suite: Suite) -> list[ConfigError]:
             exc.location = source.locate(["grid", "regularizer", i])
             errors.append(exc)
         placements.append(placement)
-    root = Path(suite.dataset.root) if suite.dataset.root else None
-    shape = registries()["datasets"].get(suite.dataset.name).known_shape(root)
+    from lossbench.data.load import known_image_shape
+
+    dataset = suite.dataset
+    try:
+        shape = known_image_shape(dataset.name, dataset.root, image_size=dataset.image_size,
+                                  source_params=dataset.source_params)
+    except LossbenchError:
+        return errors  # an unusable root or source: the data checks of `validate` name it
     if shape is None or errors:
         return errors
     losses = [registries()["losses"].build(s.name, s.params) for s in suite.grid.loss]
@@ -644,8 +650,8 @@ def _check_model_fit(source: SuiteSource, suite: Suite) -> list[ConfigError]:
             if exc.message not in seen:
                 seen.add(exc.message)
                 exc.location = source.locate(["model", exc.parameter] if exc.parameter else ["model"])
-                exc.details.append(f"the dataset '{suite.dataset.name}' has {shape.channels}-channel images of "
-                                   f"{shape.height}×{shape.width} pixels and {shape.num_classes} classes")
+                exc.details.append(f"the dataset '{dataset.name}' gives the model images of "
+                                   f"{shape.height}×{shape.width} pixels")
                 errors.append(exc)
     return errors
 

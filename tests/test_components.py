@@ -108,10 +108,10 @@ def test_the_dataset_shape_comes_from_the_source_without_decoding(write_suite,
     from lossbench.data.base import ImageShape
 
     datasets = registries()["datasets"]
-    assert datasets.get("digits").known_shape(None) == ImageShape(1, 8, 8, 10)
-    assert datasets.get("cifar100").known_shape(None) == ImageShape(3, 32, 32, 100)
-    assert datasets.get("fashion_mnist").known_shape(None) == ImageShape(1, 28, 28, 10)
-    assert datasets.get("image_folder").known_shape(None) is None
+    assert datasets.get("digits")().known_shape(None) == ImageShape(1, 8, 8, 10)
+    assert datasets.get("cifar100")().known_shape(None) == ImageShape(3, 32, 32, 100)
+    assert datasets.get("fashion_mnist")().known_shape(None) == ImageShape(1, 28, 28, 10)
+    assert datasets.get("image_folder")().known_shape(None) is None
 
     def no_decoding(*args: object, **kwargs: object) -> None:
         raise AssertionError("validation decoded the dataset")

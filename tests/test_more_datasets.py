@@ -222,3 +222,100 @@ def test_class_names_agree_with_torchvisions_datasets() -> None:
         expected = tuple(names[1:]) if split == "letters" else tuple(names)
         assert EMNIST_CLASSES[split] == expected, split
     assert Kmnist.class_names == tuple(torchvision.datasets.KMNIST.classes)
+
+
+def write_kmnist(raw: Path) -> None:
+    """Torchvision's KMNIST/raw IDX files with a few 28x28 images."""
+    raw.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(2)
+    for prefix, n in (("train", 20), ("t10k", 10)):
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), False)
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", np.arange(n) % 10, False)
+
+
+def test_the_new_datasets_declare_their_shape_without_decoding(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from lossbench.data.base import ImageShape
+    from lossbench.data.load import known_image_shape
+
+    for name in ("svhn", "stl10", "kmnist", "emnist"):
+        monkeypatch.setattr(DATASETS.get(name), "decode", lambda *a, **k: pytest.fail("decoded the dataset"))
+    write_svhn(tmp_path / "svhn", {"train": 4, "test": 2})
+    write_stl10(tmp_path / "stl" / "stl10_binary", {"train": 2, "test": 1})
+    write_kmnist(tmp_path / "k" / "KMNIST" / "raw")
+    write_emnist(tmp_path / "e" / "EMNIST" / "raw", "letters", np.arange(4) % 26 + 1)
+    assert known_image_shape("svhn", tmp_path / "svhn") == ImageShape(3, 32, 32, 10)
+    assert known_image_shape("svhn", None, source_params={"extra": True}) == ImageShape(3, 32, 32, 10)
+    assert known_image_shape("stl10", tmp_path / "stl") == ImageShape(3, 96, 96, 10)
+    assert known_image_shape("kmnist", tmp_path / "k") == ImageShape(1, 28, 28, 10)
+    letters = known_image_shape("emnist", tmp_path / "e", source_params={"split": "letters"})
+    assert letters == ImageShape(1, 28, 28, 26)
+    assert known_image_shape("emnist", None, source_params={"split": "byclass"}) == ImageShape(1, 28, 28, 62)
+    # dataset.image_size resizes every image: the shape follows it.
+    assert known_image_shape("stl10", tmp_path / "stl", image_size=40) == ImageShape(3, 40, 40, 10)
+    # An image folder given as the root may hold any size: only decoding (or image_size) tells.
+    folder = tmp_path / "folder"
+    (folder / "train" / "a").mkdir(parents=True)
+    (folder / "test" / "a").mkdir(parents=True)
+    assert known_image_shape("svhn", folder) is None
+    assert known_image_shape("image_folder", folder) is None
+    resized = known_image_shape("image_folder", folder, image_size=12)
+    assert resized is not None and (resized.height, resized.width) == (12, 12)
+
+
+def validate(suite_text: str, tmp_path: Path) -> tuple[int, str]:
+    from typer.testing import CliRunner
+
+    from lossbench.cli import app
+
+    path = tmp_path / "suite.yaml"
+    path.write_text(suite_text, encoding="utf-8")
+    result = CliRunner().invoke(app, ["validate", str(path)])
+    return result.exit_code, result.output
+
+
+FIT_SUITE = """\
+name: fit
+dataset:
+  name: {name}
+  root: {root}
+{extra}model:
+  name: tutorial_cnn
+  padding: valid
+train: {{epochs: 1, batch_size: 8, device: cpu}}
+seeds: [0]
+grid:
+  loss: [cross_entropy]
+  regularizer: [none]
+  augmentation: [none]
+"""
+
+
+def test_validate_refuses_a_model_too_small_for_kmnist_images_naming_model_padding(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(DATASETS.get("kmnist"), "decode", lambda *a, **k: pytest.fail("decoded the dataset"))
+    write_kmnist(tmp_path / "k" / "KMNIST" / "raw")
+    # 28x28 images fit three valid-padded conv blocks; resized to 16x16 they do not.
+    code, output = validate(FIT_SUITE.format(name="kmnist", root=tmp_path / "k", extra=""), tmp_path)
+    assert code == 0, output
+    code, output = validate(FIT_SUITE.format(name="kmnist", root=tmp_path / "k", extra="  image_size: 16\n"),
+                            tmp_path)
+    assert code == 2, output
+    assert "at model.padding" in output and "too small for valid padding" in output and "16×16" in output
+
+
+def test_validate_refuses_a_model_too_small_for_an_image_folder_with_image_size(tmp_path: Path) -> None:
+    from PIL import Image
+
+    for split in ("train", "test"):
+        for cls in ("a", "b"):
+            (tmp_path / "f" / split / cls).mkdir(parents=True)
+            for i in range(2):
+                Image.new("RGB", (20, 20)).save(tmp_path / "f" / split / cls / f"{i}.png")
+    code, output = validate(FIT_SUITE.format(name="image_folder", root=tmp_path / "f", extra="  image_size: 12\n"),
+                            tmp_path)
+    assert code == 2, output
+    assert "at model.padding" in output and "12×12" in output
+    code, output = validate(FIT_SUITE.format(name="image_folder", root=tmp_path / "f", extra="  image_size: 24\n"),
+                            tmp_path)
+    assert code == 0, output

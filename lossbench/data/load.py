@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from lossbench.data.base import ImageData
+from lossbench.data.base import ImageData, ImageShape
 from lossbench.data.cache import cache_path, load_cached, store_cached
 from lossbench.data.sources import DATASETS, DatasetSource
 from lossbench.data.splits import check_subset, stratified_holdout, stratified_sample, subset_count
@@ -94,6 +94,22 @@ def dataset_identity(
     options = _Options(train_subset, test_subset, val_fraction, image_size, split_seed)
     source = _source(name, image_size, source_params)
     return f"{name}:{source.describe(_root_path(root))}{options.suffix()}"
+
+
+def known_image_shape(
+    name: str,
+    root: str | os.PathLike[str] | None,
+    *,
+    image_size: int | None = None,
+    source_params: Mapping[str, Any] | None = None,
+) -> ImageShape | None:
+    """The shape of the images `load_dataset` will give with these options, without decoding anything; None
+    when only decoding tells (e.g. an image folder without `image_size`). `image_size` makes every image that
+    square, whatever the source's own size."""
+    shape = _source(name, image_size, source_params).known_shape(_root_path(root))
+    if shape is None or image_size is None:
+        return shape
+    return replace(shape, height=image_size, width=image_size)
 
 
 def check_dataset_files(name: str, root: str | os.PathLike[str] | None) -> None:

@@ -67,18 +67,16 @@ class DatasetSource:
     #: The shape of the source's own images, when it is fixed (None: only decoding the files tells).
     shape: ClassVar[ImageShape | None] = None
 
-    @classmethod
-    def known_shape(cls, root: Path | None) -> ImageShape | None:
+    def known_shape(self, root: Path | None) -> ImageShape | None:
         """The images' shape without decoding anything, where the source knows it; None otherwise.
 
         A local image-folder copy of a torchvision dataset may hold other sizes, so only the source's own files
         (root unset, or torchvision's files) are trusted to have the source's shape."""
-        if cls.shape is None or (root is not None and not cls._holds_own_files(root)):
+        if self.shape is None or (root is not None and not self._holds_own_files(root)):
             return None
-        return cls.shape
+        return self.shape
 
-    @classmethod
-    def _holds_own_files(cls, root: Path) -> bool:
+    def _holds_own_files(self, root: Path) -> bool:
         return False
 
     def describe(self, root: Path | None) -> str:
@@ -163,8 +161,7 @@ class Digits(DatasetSource):
 
     shape = ImageShape(channels=1, height=8, width=8, num_classes=10)
 
-    @classmethod
-    def _holds_own_files(cls, root: Path) -> bool:
+    def _holds_own_files(self, root: Path) -> bool:
         return True  # the root is ignored
 
     def describe(self, root: Path | None) -> str:
@@ -210,10 +207,9 @@ class _TorchvisionSource(DatasetSource):
 
     torchvision_class: ClassVar[str]
 
-    @classmethod
-    def _holds_own_files(cls, root: Path) -> bool:
+    def _holds_own_files(self, root: Path) -> bool:
         try:
-            return not isinstance(cls()._locate(root), FolderRoot)
+            return not isinstance(self._locate(root), FolderRoot)
         except DataError:
             return False
 
@@ -477,6 +473,7 @@ class Kmnist(_IdxDataset):
 
     torchvision_class = "KMNIST"
     official_sizes = (60_000, 10_000)
+    shape = ImageShape(channels=1, height=28, width=28, num_classes=10)
     # The romanized names of the ten hiragana, in label order (torchvision's KMNIST.classes).
     class_names = ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo")
 
@@ -514,6 +511,12 @@ class Emnist(_IdxDataset):
 
     def describe(self, root: Path | None) -> str:
         return f"{self.split}:{super().describe(root)}"
+
+    def known_shape(self, root: Path | None) -> ImageShape | None:
+        """28x28 grayscale with the split's classes, for torchvision's files (not a local image folder)."""
+        if root is not None and not self._holds_own_files(root):
+            return None
+        return ImageShape(channels=1, height=28, width=28, num_classes=len(self.class_names))
 
     def _local_files(self, root: Path) -> str:
         return (f"IDX files emnist-{self.split}-train-images-idx3-ubyte[.gz], emnist-{self.split}-train-labels-"
@@ -571,6 +574,14 @@ class ImageFolder(DatasetSource):
 
     def describe(self, root: Path | None) -> str:
         return describe_folder(self._root(root))
+
+    def known_shape(self, root: Path | None) -> ImageShape | None:
+        """With `image_size`, every image is that square. The channels (RGB unless every image is grayscale) and
+        the classes (the folder names) are only known from the full listing and every header, which validation
+        reads separately; they do not decide whether a model fits, so RGB and two classes stand in for them."""
+        if self.image_size is None:
+            return None
+        return ImageShape(channels=3, height=self.image_size, width=self.image_size, num_classes=2)
 
     def check_files(self, root: Path | None) -> None:
         check_folder_images(self._root(root))

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lossbench.data.base import ImageData
+from lossbench.data.base import ImageData, ImageShape
 from lossbench.data.fingerprint import file_digest
 from lossbench.data.folder import is_archive
 from lossbench.data.sources import (
@@ -80,6 +80,7 @@ class Stl10(_TorchvisionSource):
     """STL-10: 5,000/8,000 labelled 96x96 RGB images, 10 classes; torchvision's stl10_binary/, a folder, or a download."""
 
     torchvision_class = "STL10"
+    shape = ImageShape(channels=3, height=SIDE, width=SIDE, num_classes=10)
 
     def _locate(self, root: Path | None) -> TorchvisionRoot | FolderRoot | Stl10Files:
         if root is None:

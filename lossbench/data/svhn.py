@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lossbench.data.base import ImageData
+from lossbench.data.base import ImageData, ImageShape
 from lossbench.data.fingerprint import file_digest
 from lossbench.data.folder import is_archive
 from lossbench.data.sources import (
@@ -77,6 +77,7 @@ class Svhn(_TorchvisionSource):
     """
 
     torchvision_class = "SVHN"
+    shape = ImageShape(channels=3, height=32, width=32, num_classes=10)
 
     def __init__(self, extra: bool = False):
         if not isinstance(extra, bool):
