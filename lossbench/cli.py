@@ -231,6 +231,7 @@ def run(
         cluster = _cluster_executor(executor, address, cpus_per_cell, gpus_per_cell, ray_data)
         run_plan = runner.plan(loaded, out_dir, force=force, cache_dir=cache_dir or DEFAULT_CACHE,
                                check_device=cluster is None)
+        run_plan.store.check_not_locked()  # a busy directory is refused before the header is printed
         parallel = _parallel_executor(jobs, cluster, loaded.train.threads)
         if loaded.train.pack > 1 and (parallel is not None or cluster is not None):
             raise ConfigError(message=f"train.pack {loaded.train.pack} (or --pack) trains packs in this process; "

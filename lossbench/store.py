@@ -163,13 +163,9 @@ class ResultsStore:
         try:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            f.seek(0)
-            holder = f.read().strip() or "another process"
+            error = self._locked_error(f)
             f.close()
-            raise ResultsLockedError(
-                message=f"results directory {self.root} is in use by {holder}",
-                details=["wait for that run to finish, or write elsewhere with --out DIR"],
-            ) from None
+            raise error from None
         try:
             f.seek(0)
             f.truncate()
@@ -184,6 +180,30 @@ class ResultsStore:
         # Holding the lock, any temp file left here belongs to a writer that died mid-write: remove it.
         for stale in [*self.root.glob(".*.tmp"), *self.cells_dir.glob(".*.tmp")]:
             stale.unlink(missing_ok=True)
+
+    def check_not_locked(self) -> None:
+        """Raise ResultsLockedError if another run holds the directory now. Writes nothing, takes nothing.
+
+        Lets `run` refuse a busy directory before it prints anything; the lock itself is taken by acquire_lock.
+        """
+        try:
+            f = open(self.root / ".lock", encoding="utf-8")
+        except OSError:  # no lock file (or none readable): nothing holds the directory
+            return
+        with f:
+            try:
+                # A shared probe: it fails only against a holder's exclusive lock, and two probes never collide.
+                fcntl.flock(f.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise self._locked_error(f) from None
+
+    def _locked_error(self, lock_file: io.TextIOBase) -> ResultsLockedError:
+        lock_file.seek(0)
+        holder = lock_file.read().strip() or "another process"
+        return ResultsLockedError(
+            message=f"results directory {self.root} is in use by {holder}",
+            details=["wait for that run to finish, or write elsewhere with --out DIR"],
+        )
 
     def release_lock(self) -> None:
         if self._lock_file is not None:

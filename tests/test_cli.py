@@ -145,6 +145,7 @@ def test_second_concurrent_run_is_refused(write_suite, tmp_path: Path, cache_dir
     with ResultsStore(out):
         result = invoke("run", str(write_suite()), "--out", str(out), "--cache-dir", str(cache_dir))
     assert result.exit_code == 2 and "in use by" in result.output
+    assert "cell(s)" not in result.output  # refused before the run's header, not after it
     assert not (out / "cells").exists()
 
 

@@ -75,6 +75,18 @@ def test_lock_excludes_a_second_run(tmp_path: Path) -> None:
         pass
 
 
+def test_lock_probe_sees_a_holder_and_takes_nothing(tmp_path: Path) -> None:
+    ResultsStore(tmp_path).check_not_locked()  # no lock file yet
+    assert not (tmp_path / ".lock").exists()
+    with ResultsStore(tmp_path):
+        with pytest.raises(ResultsLockedError) as info:
+            ResultsStore(tmp_path).check_not_locked()
+        assert "in use by lossbench pid" in info.value.render()
+    ResultsStore(tmp_path).check_not_locked()  # released
+    with ResultsStore(tmp_path):  # and the probe left nothing held
+        pass
+
+
 def test_lock_is_freed_when_its_process_dies(tmp_path: Path) -> None:
     code = f"from lossbench.store import ResultsStore; ResultsStore({str(tmp_path)!r}).acquire_lock(); import os; os._exit(0)"
     subprocess.run([sys.executable, "-c", code], check=True)
