@@ -118,7 +118,8 @@ def _header(a: SourceAnalysis, results: Results, out_dir: Path) -> list[str]:
     for r in recs:
         env = r.env
         if env.get("device"):
-            devices.append(f"{env['device']} ({env.get('device_name') or '?'}, {env.get('threads', '?')} threads)")
+            threads = env.get("threads", "?")
+            devices.append(f"{env['device']} ({env.get('device_name') or '?'}, {threads} thread{'' if threads == 1 else 's'})")
     versions = []
     for key in ("lossbench", "torch", "torchvision", "python"):
         vs = _values(recs, "env", key)
