@@ -190,12 +190,17 @@ def execute_cell(
     if threads is not None:
         apply_threads(threads)
     result = train_cell(cell, data, options, progress)
+    record = _record(cell, job, result, options.precision, _trained_env(options, threads), started)
+    record.load = load_block(before, MachineSample.now())
+    return record
+
+
+def _trained_env(options: EngineOptions, threads: ThreadChoice | None) -> dict[str, Any]:
+    """The environment block of a record: versions and device, plus the thread choice the cell trained with."""
     env = environment(options.device)
     if threads is not None:
         env.update(threads.as_env())
-    record = _record(cell, job, result, options.precision, env, started)
-    record.load = load_block(before, MachineSample.now())
-    return record
+    return env
 
 
 def execute_pack(
@@ -209,9 +214,7 @@ def execute_pack(
     if threads is not None:
         apply_threads(threads)
     results = train_pack(cells, data, options, progress)
-    env = environment(options.device)
-    if threads is not None:
-        env.update(threads.as_env())
+    env = _trained_env(options, threads)
     env["pack_size"] = len(cells)
     load = load_block(before, MachineSample.now())  # the pack's, shared by its cells like its timing
     records = [_record(cell, job, result, options.precision, dict(env), started)
