@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from lossbench.data.base import ImageData, ImageShape
-from lossbench.data.fingerprint import content_digest
+from lossbench.data.fingerprint import content_digest, file_digest
 from lossbench.data.folder import check_folder_images, describe_folder, is_archive, read_folder
 from lossbench.data.idx import IdxFiles, find_idx_files
 from lossbench.data.splits import stratified_holdout
@@ -249,6 +249,22 @@ class _TorchvisionSource(DatasetSource):
     def _describe_local(self, where: object) -> str:
         """The identity part of a source-specific location returned by `_locate`."""
         raise NotImplementedError
+
+    def _folder_root(self, root: Path) -> FolderRoot:
+        """`root` as an image folder or archive of this dataset's classes; a plain file is an error."""
+        if root.is_dir() or is_archive(root):
+            return FolderRoot(root)
+        raise DataError(f"dataset root {root} is a file but not an archive",
+                        details=[f"expected {self._local_files(root)}, or an image folder or archive"])
+
+    @staticmethod
+    def _files_identity(paths: tuple[Path, ...], official_md5: dict[str, str], kind: str) -> str:
+        """`torchvision` when every file has its official MD5 (the data a download gives), else `kind:` and 12
+        hex digits of the files' content."""
+        md5s = [file_digest(p, "md5") for p in paths]
+        if all(official_md5[p.name] == m for p, m in zip(paths, md5s, strict=True)):
+            return "torchvision"
+        return f"{kind}:{hashlib.sha256('|'.join(md5s).encode()).hexdigest()[:12]}"
 
     def _decode_local(self, where: object) -> ImageData:
         """Decode a source-specific location returned by `_locate`."""

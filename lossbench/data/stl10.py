@@ -8,7 +8,6 @@ The 100,000 unlabelled images are not used.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,8 +15,6 @@ import numpy as np
 import torch
 
 from lossbench.data.base import ImageData, ImageShape
-from lossbench.data.fingerprint import file_digest
-from lossbench.data.folder import is_archive
 from lossbench.data.sources import (
     DATASETS,
     FolderRoot,
@@ -92,10 +89,7 @@ class Stl10(_TorchvisionSource):
                 if missing:
                     raise DataError(f"{directory} holds only part of STL-10; missing: {', '.join(missing)}")
                 return Stl10Files(directory)
-        if root.is_dir() or is_archive(root):
-            return FolderRoot(root)
-        raise DataError(f"dataset root {root} is a file but not an archive",
-                        details=[f"expected {self._local_files(root)}, or an image folder or archive"])
+        return self._folder_root(root)
 
     def _local_files(self, root: Path) -> str:
         return f"torchvision's files: {root}/{BINARY_DIR}/train_X.bin, train_y.bin, test_X.bin and test_y.bin"
@@ -103,10 +97,7 @@ class Stl10(_TorchvisionSource):
     def _describe_local(self, where: object) -> str:
         """`torchvision` for the official files, else `bin:` and 12 hex digits of the files' content."""
         assert isinstance(where, Stl10Files)
-        md5s = [file_digest(p, "md5") for p in where.paths]
-        if all(_OFFICIAL_MD5[p.name] == m for p, m in zip(where.paths, md5s, strict=True)):
-            return "torchvision"
-        return f"bin:{hashlib.sha256('|'.join(md5s).encode()).hexdigest()[:12]}"
+        return self._files_identity(where.paths, _OFFICIAL_MD5, "bin")
 
     def _decode_local(self, where: object) -> ImageData:
         assert isinstance(where, Stl10Files)

@@ -7,7 +7,6 @@ digit 0 (mapped to 0, as torchvision does).
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,8 +14,6 @@ import numpy as np
 import torch
 
 from lossbench.data.base import ImageData, ImageShape
-from lossbench.data.fingerprint import file_digest
-from lossbench.data.folder import is_archive
 from lossbench.data.sources import (
     DATASETS,
     FolderRoot,
@@ -102,10 +99,7 @@ class Svhn(_TorchvisionSource):
                                 details=["set dataset.extra: false to train without extra_32x32.mat"]
                                 if missing == ["extra_32x32.mat"] else [])
             return SvhnFiles(tuple(root / n for n in self._file_names()), root / "test_32x32.mat")
-        if root.is_dir() or is_archive(root):
-            return FolderRoot(root)
-        raise DataError(f"dataset root {root} is a file but not an archive",
-                        details=[f"expected {self._local_files(root)}, or an image folder or archive"])
+        return self._folder_root(root)
 
     def _local_files(self, root: Path) -> str:
         return f"torchvision's files: {', '.join(f'{root}/{n}' for n in (*self._file_names(), 'test_32x32.mat'))}"
@@ -113,10 +107,7 @@ class Svhn(_TorchvisionSource):
     def _describe_local(self, where: object) -> str:
         """`torchvision` for the official files, else `mat:` and 12 hex digits of the files' content."""
         assert isinstance(where, SvhnFiles)
-        md5s = [file_digest(p, "md5") for p in where.paths]
-        if all(_OFFICIAL_MD5[p.name] == m for p, m in zip(where.paths, md5s, strict=True)):
-            return "torchvision"
-        return f"mat:{hashlib.sha256('|'.join(md5s).encode()).hexdigest()[:12]}"
+        return self._files_identity(where.paths, _OFFICIAL_MD5, "mat")
 
     def _decode_local(self, where: object) -> ImageData:
         assert isinstance(where, SvhnFiles)
