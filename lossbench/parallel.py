@@ -244,7 +244,8 @@ def _worker_main(spec: WorkerSpec, tasks: Any, messages: Any) -> None:
                 messages.put(("event", spec.slot, index, event, info))
 
         try:
-            threads = choose_threads("auto" if spec.auto_threads else spec.threads, share=spec.threads)
+            threads = choose_threads("auto" if spec.auto_threads else spec.threads, share=spec.threads,
+                                     on_cpu=options.device.type == "cpu")
             record = execute_cell(cell, spec.job, data, options, progress, threads)
         except KeyboardInterrupt:
             raise

@@ -284,7 +284,7 @@ class LocalExecutor:
         for group in groups:
             for cell in group:
                 on_start(cell)
-            threads = choose_threads(job.engine.threads)
+            threads = choose_threads(job.engine.threads, on_cpu=options.device.type == "cpu")
             if len(group) == 1:
                 cell = group[0]
                 records = [execute_cell(cell, job, data, options, lambda ev, info, c=cell: on_event(c, ev, info),

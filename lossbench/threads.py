@@ -45,7 +45,8 @@ class ThreadChoice:
     #: The most threads the policy could choose: this process's cores (its affinity mask, or its share under
     #: --jobs), capped by torch's thread count when lossbench first chose.
     ceiling: int
-    #: Cores that other processes kept busy just before the cell (None with a fixed count: not measured).
+    #: Cores that other processes kept busy just before the cell (None with a fixed count or off the CPU: not
+    #: measured).
     busy_cores: float | None
 
     def as_env(self) -> dict[str, object]:
@@ -133,13 +134,18 @@ def torch_ceiling() -> int:
 
 
 def choose_threads(setting: ThreadSetting, share: int | None = None,
-                   busy_cores: Callable[[], float] = busy_cores_of_others) -> ThreadChoice:
+                   busy_cores: Callable[[], float] = busy_cores_of_others, *, on_cpu: bool = True) -> ThreadChoice:
     """The threads for the next cell. `share` caps them (a worker's cores under --jobs; default: this process's
-    cores and torch's thread count); a whole number in `setting` is used as given."""
+    cores and torch's thread count); a whole number in `setting` is used as given.
+
+    A cell trained on a GPU (`on_cpu=False`) keeps the ceiling without sampling: its CPU threads only launch
+    device work, and the SAMPLE_S wait would be a real share of a short GPU cell."""
     cores = usable_cores()
     ceiling = max(1, min(share if share is not None else torch_ceiling(), cores))
     if setting != "auto":
         return ThreadChoice(int(setting), "fixed", int(setting), None)
+    if not on_cpu:
+        return ThreadChoice(ceiling, "auto", ceiling, None)
     seen = busy_cores()
     return ThreadChoice(threads_for_idle_cores(ceiling, cores, seen), "auto", ceiling, seen)
 

@@ -79,6 +79,16 @@ def test_busy_cores_are_read_from_the_counters_of_this_process_cores() -> None:
     assert seen == pytest.approx(expected, abs=0.05)
 
 
+def test_auto_off_the_cpu_keeps_the_ceiling_without_sampling() -> None:
+    def never() -> float:
+        raise AssertionError("a GPU cell must not wait to sample the CPU")
+
+    choice = choose_threads("auto", share=2, busy_cores=never, on_cpu=False)
+    assert choice == ThreadChoice(min(2, usable_cores()), "auto", min(2, usable_cores()), None)
+    with pytest.raises(AssertionError):
+        choose_threads("auto", share=2, busy_cores=never)  # on the CPU it samples
+
+
 def test_choose_threads_fixed_and_auto() -> None:
     assert choose_threads(3) == ThreadChoice(3, "fixed", 3, None)
     busy = choose_threads("auto", share=2, busy_cores=lambda: 1.0)
