@@ -105,6 +105,73 @@ def test_a_feature_on_its_class_weight_has_a_finite_gradient() -> None:
     assert torch.isfinite(x.grad).all() and torch.isfinite(loss.weight.grad).all()
 
 
+def _arcface_batch(angle: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Class weights W [3, 4] (float64), labels, and embeddings 3·(cos a·Ŵ_y + sin a·u) at `angle` a (radians)
+    from their class weight, u a unit vector perpendicular to Ŵ_y: at a = 0 exactly three times the weight."""
+    g = torch.Generator().manual_seed(0)
+    weight = torch.randn(3, 4, generator=g, dtype=torch.float64)
+    labels = torch.tensor([0, 1, 2, 0])
+    w = torch.nn.functional.normalize(weight, dim=1)[labels]
+    u = torch.randn(4, 4, generator=g, dtype=torch.float64)
+    u = torch.nn.functional.normalize(u - (u * w).sum(1, keepdim=True) * w, dim=1)
+    x = 3 * weight[labels] / weight[labels].norm(dim=1, keepdim=True) if angle == 0 else \
+        3 * (math.cos(angle) * w + math.sin(angle) * u)
+    return weight, labels, x
+
+
+def _arcface_reference(x: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, angle: float, scale: float,
+                       margin: float) -> torch.Tensor:
+    """Deng et al.'s loss written out in float64 with θ_y = acos(cos θ_y), which float64 resolves at these angles;
+    at a = 0 the target angle is the constant 0 (its zero subgradient: the loss has a kink there)."""
+    cos = torch.nn.functional.normalize(x, dim=1) @ torch.nn.functional.normalize(weight, dim=1).T
+    theta = torch.zeros(len(labels), 1, dtype=x.dtype) if angle == 0 else torch.acos(cos.gather(1, labels[:, None]))
+    logits = cos.scatter(1, labels[:, None], torch.cos(theta + margin))
+    return torch.nn.functional.cross_entropy(scale * logits, labels)
+
+
+def _loss_and_grads(fn, x: torch.Tensor, weight: torch.Tensor) -> tuple[float, torch.Tensor, torch.Tensor]:
+    """fn(x, w) -> (loss, the class weights it trained as [C, D], or [D, C] for PML); the loss and its gradients
+    to x and to the class weights [C, D], in float64."""
+    x = x.clone().requires_grad_()
+    value, w = fn(x, torch.nn.Parameter(weight.clone()))
+    value.backward()
+    grad_w = w.grad if w.shape == weight.shape else w.grad.T
+    return value.item(), x.grad.double(), grad_w.double()
+
+
+@pytest.mark.parametrize("angle", [0.0, 1e-4, 1e-3, 3e-3])
+def test_arcface_is_exact_near_its_class_weight(angle: float) -> None:
+    """Loss and gradients (to embeddings and class weights) agree with a float64 reference and with
+    pytorch-metric-learning's ArcFaceLoss at angles the old clamp of cos θ at 1 − 1e-6 (θ < 1.41e-3) got wrong."""
+    from pytorch_metric_learning.losses import ArcFaceLoss
+
+    scale, margin = 4.0, 0.5
+    weight, labels, x = _arcface_batch(angle)
+    ref = _loss_and_grads(lambda x, w: (_arcface_reference(x, w, labels, angle, scale, margin), w), x, weight)
+
+    def ours(x: torch.Tensor, w: torch.nn.Parameter):  # type: ignore[no-untyped-def]
+        loss = ArcFace(embedding_dim=4, scale=scale, margin=margin)
+        loss.setup(3)
+        loss.weight = w
+        return loss.hard(x, labels), w  # hard(): forward would cast float64 outputs to float32
+
+    def pml(x: torch.Tensor, w: torch.nn.Parameter):  # type: ignore[no-untyped-def]
+        loss = ArcFaceLoss(num_classes=3, embedding_size=4, margin=math.degrees(margin), scale=scale)
+        loss.W = torch.nn.Parameter(w.detach().T.clone())  # PML stores W as [D, C]
+        return loss(x, labels), loss.W
+
+    # float64: all three agree to rounding (at a = 0, acos of a cosine 1 ulp below 1 gives PML θ ≈ 1.5e-8).
+    for value, gx, gw in (_loss_and_grads(ours, x, weight), _loss_and_grads(pml, x, weight)):
+        assert value == pytest.approx(ref[0], rel=1e-7)
+        assert torch.allclose(gx, ref[1], rtol=0, atol=1e-8) and torch.allclose(gw, ref[2], rtol=0, atol=1e-8)
+    # float32, as training runs: within float32's resolution of the angle of unit vectors (~1e-7 rad), so
+    # gradients of size ~0.1 to 1e-4 absolute at a = 1e-4 and far better above.
+    value, gx, gw = _loss_and_grads(ours, x.float(), weight.float())
+    assert value == pytest.approx(ref[0], rel=2e-6)
+    assert ref[1].abs().max() > 0.05  # the target angle carries a real gradient here
+    assert torch.allclose(gx, ref[1], rtol=0, atol=1e-4) and torch.allclose(gw, ref[2], rtol=0, atol=1e-4)
+
+
 @pytest.mark.parametrize(("params", "match"), [
     ({"scale": 0.0}, "scale"), ({"margin": -0.1}, "margin"), ({"margin": 2.0}, "radians"), ({"embedding_dim": 0}, "dim"),
 ])

@@ -8,7 +8,11 @@ class count is known, under the cell's seed, and the optimizer trains them toget
 - `arcface` (Deng et al. 2019, eq. 3): class weights W_j and features x are L2-normalized, cos θ_j = Ŵ_j·x̂; the
   target class's logit is s·cos(θ_y + m), the others s·cos θ_j, then softmax cross-entropy. Where θ_y + m would
   pass π (cos(θ+m) is no longer decreasing in θ), the target logit is s·(cos θ_y − m·sin m) instead, as in the
-  authors' implementation (insightface), so the margin never rewards a larger angle.
+  authors' implementation (insightface), so the margin never rewards a larger angle. θ_y is computed as
+  2·atan2(‖x̂ − Ŵ_y‖, ‖x̂ + Ŵ_y‖), exact down to θ_y = 0 with a finite gradient everywhere (acos of the cosine
+  loses all precision below θ ≈ 3e-4 in float32 and its slope is infinite at 0). At θ_y = 0, where the loss has
+  a cone-shaped kink, the target angle contributes the zero subgradient; "0" is a chord ‖x̂ − Ŵ_y‖ within the
+  rounding of the normalization (4·eps·√D: 5e-6 rad in float32 at D = 128), below which its direction is noise.
 - `cosface` (Wang et al. 2018, eq. 4; "large margin cosine loss"): the target logit is s·(cos θ_y − m).
 - `center` (Wen et al. 2016, eq. 5): softmax cross-entropy on a linear class layer plus λ·L_C, with
   L_C = ½·mean_i ‖x_i − c_{y_i}‖² over the batch (the paper's ½·Σ_i divided by the batch size, so λ does not
@@ -34,11 +38,6 @@ from torch import nn
 
 from lossbench.losses import LOSSES
 from lossbench.losses.base import Loss
-
-# Cosines are kept this far inside [-1, 1] before sin θ = sqrt(1 − cos²θ): the square root's slope is infinite
-# at 0, and a feature exactly on its class weight would otherwise give a NaN gradient.
-_COS_LIMIT = 1.0 - 1e-6
-
 
 class ClassLayerLoss(Loss):
     """Base of losses that hold the class layer: the model outputs `embedding_dim` features."""
@@ -85,14 +84,17 @@ class _CosineMarginLoss(ClassLayerLoss):
     def to_logits(self, outputs: torch.Tensor) -> torch.Tensor:
         return self.scale * self.cosines(outputs.float())
 
-    def target_cosine(self, cos: torch.Tensor) -> torch.Tensor:
-        """The margin-adjusted cosine of the target class, from its cosine (elementwise)."""
+    def target_cosine(self, cos: torch.Tensor, feature: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """The margin-adjusted cosine of the target class, [B, 1], from its cosine [B, 1] and the L2-normalized
+        feature and target class weight [B, D] (for margins that need the angle itself)."""
         raise NotImplementedError
 
     def hard(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        cos = self.cosines(outputs)
-        target = cos.gather(1, labels[:, None])
-        logits = cos.scatter(1, labels[:, None], self.target_cosine(target))
+        self._require_setup()
+        features, weights = F.normalize(outputs, dim=1), F.normalize(self.weight, dim=1)  # type: ignore[arg-type]
+        cos = features @ weights.T
+        target = self.target_cosine(cos.gather(1, labels[:, None]), features, weights[labels])
+        logits = cos.scatter(1, labels[:, None], target)
         return F.cross_entropy(self.scale * logits, labels)
 
     def soft(self, outputs: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
@@ -108,13 +110,20 @@ class ArcFace(_CosineMarginLoss):
         if self.margin >= math.pi / 2:
             raise ValueError(f"margin is an angle in radians below pi/2, got {margin}")
 
-    def target_cosine(self, cos: torch.Tensor) -> torch.Tensor:
+    def target_cosine(self, cos: torch.Tensor, feature: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         m = self.margin
-        cos = cos.clamp(-_COS_LIMIT, _COS_LIMIT)
-        sin = (1.0 - cos * cos).sqrt()
-        shifted = cos * math.cos(m) - sin * math.sin(m)  # cos(θ + m)
-        # θ + m > π exactly when cos θ < cos(π − m); beyond it continue linearly (insightface's fallback).
-        return torch.where(cos > math.cos(math.pi - m), shifted, cos - m * math.sin(m))
+        # The angle between unit vectors from the chord lengths (Kahan's formula): exact at every angle, where
+        # acos(cos θ) loses all digits near 0 and its infinite slope at cos θ = 1 forced a clamp that was off by up
+        # to s·sin(m)·1.4e-3 and blocked the gradient within 1.4e-3 rad of the class weight.
+        chord = (feature - weight).norm(dim=1, keepdim=True)
+        # θ = 0 is a kink (a cone) where the loss has no gradient, only subgradients. A chord below the rounding
+        # of the normalization (a few ulps per component) is that point: its direction is rounding noise, so it
+        # counts as exactly 0 and the target angle contributes the zero subgradient. Above it nothing is clamped.
+        floor = 4 * torch.finfo(chord.dtype).eps * math.sqrt(feature.shape[1])
+        chord = torch.where(chord > floor, chord, torch.zeros_like(chord))
+        theta = 2 * torch.atan2(chord, (feature + weight).norm(dim=1, keepdim=True))
+        # Beyond θ + m = π, continue linearly (insightface's fallback) so a larger angle is never rewarded.
+        return torch.where(theta + m <= math.pi, torch.cos(theta + m), cos - m * math.sin(m))
 
 
 @LOSSES.register("cosface")
@@ -124,7 +133,7 @@ class CosFace(_CosineMarginLoss):
     def __init__(self, embedding_dim: int = 128, scale: float = 64.0, margin: float = 0.35):
         super().__init__(embedding_dim, scale, margin)
 
-    def target_cosine(self, cos: torch.Tensor) -> torch.Tensor:
+    def target_cosine(self, cos: torch.Tensor, feature: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         return cos - self.margin
 
 
