@@ -471,14 +471,8 @@ def check_components(source: SuiteSource) -> list[ConfigError]:
         else:
             errors.extend(_check_source_params(source, dataset))
             errors.extend(_subset_size_errors(source, dataset))
-    if isinstance(dataset, dict) and isinstance(dataset.get("root"), str) and not Path(dataset["root"]).exists():
-        errors.append(ConfigError(
-            message=f"dataset root {dataset['root']} does not exist",
-            location=source.locate(["dataset", "root"]),
-            value=dataset["root"],
-            details=["point --data-root / dataset.root at a local copy (torchvision's files, or a folder or "
-                     ".tar.gz/.zip archive with train/ and test/), or leave it unset to download into the cache"],
-        ))
+    if isinstance(dataset, dict) and isinstance(dataset.get("root"), str):
+        errors.extend(_root_errors(source, dataset["root"]))
     from lossbench.components import registries
 
     table = registries()
@@ -504,6 +498,24 @@ def check_components(source: SuiteSource) -> list[ConfigError]:
     errors.extend(_repeated_levels(source, levels))
     errors.extend(_check_combinations(source, valid))
     return errors
+
+
+def _root_errors(source: SuiteSource, root: str) -> list[ConfigError]:
+    """A dataset root that does not exist, or is neither a regular file nor a directory (a FIFO would block the
+    first read forever, a device such as /dev/zero never ends): refused before anything opens it."""
+    from lossbench.data.bounds import path_kind
+
+    hint = ("point --data-root / dataset.root at a local copy (torchvision's files, or a folder or .tar.gz/.zip "
+            "archive with train/ and test/), or leave it unset to download into the cache")
+    try:
+        kind = path_kind(Path(root))
+    except LossbenchError as exc:
+        return [ConfigError(message=exc.message, location=source.locate(["dataset", "root"]), value=root)]
+    if kind in ("file", "directory"):
+        return []
+    problem = "does not exist" if kind is None else f"is a {kind}, not a regular file or a directory"
+    return [ConfigError(message=f"dataset root {root} {problem}", location=source.locate(["dataset", "root"]),
+                        value=root, details=[hint])]
 
 
 def _all_finite(value: Any) -> bool:

@@ -33,6 +33,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from lossbench.data.bounds import check_root_kind
 from lossbench.data.fingerprint import file_digest, memoized_by_stat
 from lossbench.errors import DataError
 
@@ -159,6 +160,7 @@ def read_folder(
 
 
 def _check_root(path: Path) -> None:
+    check_root_kind(path)  # a FIFO named x.tar.gz would block tarfile's first read forever
     if not path.exists():
         raise DataError(f"dataset root {path} does not exist", details=[_EXPECTED])
     if path.is_file() and not is_archive(path):

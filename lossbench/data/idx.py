@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lossbench.data.bounds import not_file_or_directory
 from lossbench.errors import DataError
 
 _TYPES: dict[int, np.dtype] = {
@@ -94,6 +95,10 @@ def find_idx_files(directory: Path, prefix: str = "", test_name: str = "t10k") -
     found: list[Path | None] = []
     for split, kind, rank in parts:
         names = [f"{prefix}{split}-{kind}{sep}idx{rank}-ubyte{ext}" for ext in (".gz", "") for sep in ("-", ".")]
+        for n in names:
+            problem = not_file_or_directory(directory / n)
+            if problem:  # a FIFO would block the read, a device never end: name it rather than call it missing
+                raise DataError(f"IDX file {problem}", details=["replace it with the dataset's file"])
         found.append(next((directory / n for n in names if (directory / n).is_file()), None))
     if all(p is None for p in found):
         return None

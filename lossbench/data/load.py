@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from lossbench.data.base import ImageData, ImageShape
+from lossbench.data.bounds import check_root_kind
 from lossbench.data.cache import cache_path, load_cached, store_cached
 from lossbench.data.sources import DATASETS, DatasetSource
 from lossbench.data.splits import check_subset, stratified_holdout, stratified_sample, subset_count
@@ -244,7 +245,12 @@ def _source(name: str, image_size: int | None, params: Mapping[str, Any] | None 
 
 
 def _root_path(root: str | os.PathLike[str] | None) -> Path | None:
-    return None if root is None else Path(root).expanduser()
+    """`root` as a path, refused at once when it is a FIFO or a device (a read would block or never end)."""
+    if root is None:
+        return None
+    path = Path(root).expanduser()
+    check_root_kind(path)
+    return path
 
 
 def _check_decoded(data: ImageData) -> None:
