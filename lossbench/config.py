@@ -668,6 +668,23 @@ def _check_model_fit(source: SuiteSource, suite: Suite) -> list[ConfigError]:
     return errors
 
 
+def _check_data_memory(source: SuiteSource, suite: Suite) -> list[ConfigError]:
+    """The images resized to dataset.image_size fit in memory, where their count is known without reading them."""
+    dataset = suite.dataset
+    if dataset.image_size is None:
+        return []
+    from lossbench.data.load import check_resized_memory
+
+    try:
+        check_resized_memory(dataset.name, dataset.root, image_size=dataset.image_size,
+                             train_subset=dataset.train_subset, test_subset=dataset.test_subset,
+                             source_params=dataset.source_params)
+    except LossbenchError as exc:
+        return [ConfigError(message=exc.message, location=source.locate(["dataset", "image_size"]),
+                            value=dataset.image_size, details=exc.details)]
+    return []
+
+
 def _check_seed_target(source: SuiteSource, suite: Suite) -> list[ConfigError]:
     """Adaptive seeding's target metric must be one the report knows and every cell of this suite records."""
     rule = suite.adaptive
@@ -723,6 +740,7 @@ def parse_suite(source: SuiteSource) -> Suite:
     errors.extend(check_components(source))
     if suite is not None and not errors:
         errors.extend(_check_model_fit(source, suite))
+        errors.extend(_check_data_memory(source, suite))
     if suite is not None:
         errors.extend(_check_seed_target(source, suite))
     if errors or suite is None:

@@ -173,3 +173,133 @@ def test_a_truncated_archive_says_so(tmp_path: Path, cache_dir: Path) -> None:
     archive.write_bytes(archive.read_bytes()[:-2000])
     with pytest.raises(DataError, match="truncated"):
         load_dataset("image_folder", archive, cache_dir=cache_dir)
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG whose header declares width × height RGB pixels, with one tiny (invalid) data chunk: what a
+    decompression bomb looks like to a reader that trusts the header."""
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (len(body).to_bytes(4, "big") + kind + body
+                + zlib.crc32(kind + body).to_bytes(4, "big"))
+
+    ihdr = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([8, 2, 0, 0, 0])
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def test_the_decoded_pixels_of_a_dataset_are_bounded_in_total(tmp_path: Path) -> None:
+    """A hundred images each within the per-image limit, 8192×8192 by their headers: ~6.7e9 pixels (20 GB as RGB)
+    from a few KB of archive. Refused from the headers, by validate and by the reader, naming the limit."""
+    from lossbench.data.folder import MAX_DATASET_PIXELS
+
+    archive = tmp_path / "bomb.tar.gz"
+    src = folder(tmp_path / "src")
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(src / "test", arcname="test")
+        tar.add(src / "train", arcname="train")
+        for i in range(100):
+            data = png_header(8192, 8192)
+            info = tarfile.TarInfo(f"train/a/big{i:03d}.png")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    assert archive.stat().st_size < 30_000
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    for check in (check_folder_images, read_folder):
+        with pytest.raises(DataError) as caught:
+            check(archive)
+        text = caught.value.render()
+        assert f"over the limit of {MAX_DATASET_PIXELS:,} decoded pixels per dataset" in text, text
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before < 256 * 1024
+
+
+def test_an_image_folder_resized_beyond_memory_is_refused_before_decoding(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import lossbench.data.bounds as bounds
+
+    root = folder(tmp_path / "data", {"a": 20, "b": 20})
+    monkeypatch.setattr(bounds, "physical_memory_bytes", lambda: 2 * 2**20)  # a 2 MiB machine: 1 MiB for images
+    with pytest.raises(DataError, match=r"would take .* of memory, over the limit of 1\.0 MiB"):
+        read_folder(root, image_size=128)  # 80 images × 3 × 128² = 3.75 MiB
+    read_folder(root, image_size=16)
+
+
+def idx_bytes(shape: tuple[int, ...], body: bytes = b"", type_code: int = 0x08) -> bytes:
+    return bytes([0, 0, type_code, len(shape)]) + b"".join(d.to_bytes(4, "big") for d in shape) + body
+
+
+def idx_folder(root: Path, train_images: bytes, *, gz: bool = False, train_count: int = 2) -> Path:
+    import gzip
+
+    root.mkdir(parents=True, exist_ok=True)
+    files = {
+        "train-images-idx3-ubyte": train_images,
+        "train-labels-idx1-ubyte": idx_bytes((train_count,), bytes(train_count)),
+        "t10k-images-idx3-ubyte": idx_bytes((2, 28, 28), bytes(2 * 784)),
+        "t10k-labels-idx1-ubyte": idx_bytes((2,), bytes([0, 1])),
+    }
+    for name, data in files.items():
+        if gz:
+            (root / f"{name}.gz").write_bytes(gzip.compress(data, compresslevel=9))
+        else:
+            (root / name).write_bytes(data)
+    return root
+
+
+def test_a_gzipped_idx_bomb_is_refused_from_its_header(tmp_path: Path, cache_dir: Path) -> None:
+    """A header that declares 2 GiB of images, then 64 MiB of zeros gzipped to a few dozen KB: refused from the
+    header before the file is decompressed, by validate's identity and by the loader, naming the limit."""
+    import gzip
+
+    from lossbench.data.idx import MAX_IDX_BYTES
+    from lossbench.data.load import dataset_identity
+
+    root = tmp_path / "kmnist"
+    idx_folder(root, b"", gz=True, train_count=2)
+    (root / "train-images-idx3-ubyte.gz").write_bytes(
+        gzip.compress(idx_bytes((2 * 2**30 // 784, 28, 28), bytes(64 * 2**20)), compresslevel=9))
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for call in (lambda: dataset_identity("kmnist", root),
+                 lambda: load_dataset("kmnist", root, cache_dir=cache_dir)):
+        with pytest.raises(DataError) as caught:
+            call()
+        text = caught.value.render()
+        assert f"over the limit of {MAX_IDX_BYTES:,} bytes per IDX file" in text, text
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before < 32 * 1024
+
+
+def test_an_idx_header_whose_size_overflows_is_refused(tmp_path: Path, cache_dir: Path) -> None:
+    from lossbench.data.load import dataset_identity
+
+    root = idx_folder(tmp_path / "kmnist", idx_bytes((4194304, 4194304, 4194304), bytes(784)))
+    for call in (lambda: dataset_identity("kmnist", root),
+                 lambda: load_dataset("kmnist", root, cache_dir=cache_dir)):
+        with pytest.raises(DataError, match=r"4194304×4194304×4194304 uint8 values, .* over the limit"):
+            call()
+
+
+def test_a_dataset_without_training_images_is_an_error(tmp_path: Path, cache_dir: Path) -> None:
+    from lossbench.data.load import dataset_identity
+
+    root = idx_folder(tmp_path / "kmnist", idx_bytes((0, 28, 28)), train_count=0)
+    for call in (lambda: dataset_identity("kmnist", root),
+                 lambda: load_dataset("kmnist", root, cache_dir=cache_dir)):
+        with pytest.raises(DataError, match="train-images-idx3-ubyte holds no images"):
+            call()
+
+
+def test_cifar_resized_beyond_memory_is_refused_by_validate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import lossbench.data.bounds as bounds
+
+    monkeypatch.setattr(bounds, "physical_memory_bytes", lambda: 64 * 2**30)
+    suite = tmp_path / "suite.yaml"
+    suite.write_text("name: x\ndataset:\n  name: cifar10\n  image_size: 1024\nmodel: {name: small_cnn}\n"
+                     "train: {device: cpu}\ngrid: {loss: [cross_entropy]}\n")
+    result = CliRunner().invoke(app, ["validate", str(suite)])
+    text = " ".join(result.output.split())
+    assert result.exit_code == 2, text
+    # 60,000 images × 3 × 1024² bytes
+    assert "suite.yaml:4:3 at dataset.image_size" in text and "175.8 GiB of memory, over the limit of 32.0 GiB" in text
+    assert "Traceback" not in text
+    result = CliRunner().invoke(app, ["validate", str(suite), "dataset.image_size=64", "dataset.train_subset=0.1"])
+    assert result.exit_code == 0, result.output

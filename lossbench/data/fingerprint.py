@@ -50,19 +50,24 @@ def file_digest(path: Path, algorithm: str = "sha256") -> str:
     return memoized_by_stat(path, algorithm, compute)
 
 
-def content_digest(path: Path, algorithm: str = "md5") -> str:
+def content_digest(path: Path, algorithm: str = "md5", max_bytes: int | None = None) -> str:
     """Hex digest of what the file at `path` holds: its decompressed bytes when its name ends in `.gz`.
 
     The same data gzipped twice differs in its gzip header (a time stamp, a file name), so only the content
-    identifies a re-packaged copy of a dataset.
+    identifies a re-packaged copy of a dataset. With `max_bytes`, decompressing stops there: content beyond it
+    raises ValueError, so that a small file that inflates without end is not read to its end.
     """
     if not path.name.endswith(".gz"):
         return file_digest(path, algorithm)
 
     def compute() -> str:
         digest = hashlib.new(algorithm)
+        seen = 0
         with gzip.open(path, "rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
+                seen += len(chunk)
+                if max_bytes is not None and seen > max_bytes:
+                    raise ValueError(f"{path} decompresses to more than {max_bytes:,} bytes")
                 digest.update(chunk)
         return digest.hexdigest()
 

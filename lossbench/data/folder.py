@@ -3,14 +3,16 @@
 The two split folders may sit at the top or under one top-level folder (`cifar10/train/airplane/0001.jpg`), as
 archives usually wrap their content. `describe_folder` is cheap enough for every `lossbench validate`: it hashes
 an archive and reads member names only until both split folders have shown up (an archive's own sha256 names
-it, so the rest of the listing is not needed). `read_folder` reads the source once, front to back, and decodes
-on a thread pool while it reads (Pillow releases the GIL while it decodes); the full layout checks (class
-folders, unknown test classes) run on that same pass. `check_folder_images` is what `validate` adds: the full
+it, so the rest of the listing is not needed). `read_folder` reads the source once, front to back, with every
+image's header, then decodes on a thread pool (Pillow releases the GIL while it decodes); the full layout checks
+(class folders, unknown test classes) run on that same pass. `check_folder_images` is what `validate` adds: the full
 listing and every image's header, without decoding pixels.
 
 Bounds, checked before the bytes are read or the pixels decoded, so a hostile archive cannot exhaust memory: an
 image file may hold at most `MAX_IMAGE_FILE_BYTES` (as stored, or decompressed from an archive, per the member's
-header) and an image at most `MAX_IMAGE_PIXELS` pixels (per its header). A directory walk follows symbolic links
+header) and an image at most `MAX_IMAGE_PIXELS` pixels (per its header); a dataset's images together at most
+`MAX_DATASET_PIXELS` pixels, and what it keeps in memory (its files until decoded, its images after any resize)
+at most the memory budget of `lossbench.data.bounds`. A directory walk follows symbolic links
 but never reaches a directory twice: a link cycle (`train/a/loop -> ..`) is an error naming the link.
 """
 
@@ -33,7 +35,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from lossbench.data.bounds import check_root_kind
+from lossbench.data.bounds import check_fits_memory, check_root_kind
 from lossbench.data.fingerprint import file_digest, memoized_by_stat
 from lossbench.errors import DataError
 
@@ -47,6 +49,9 @@ _EXPECTED = "expected train/<class>/<image> and test/<class>/<image>, optionally
 MAX_IMAGE_FILE_BYTES = 64 * 2**20
 #: Largest image decoded, in pixels (8192 × 8192): a bigger one is an error from its header, before decoding.
 MAX_IMAGE_PIXELS = 8192 * 8192
+#: Largest number of pixels decoded for one dataset, summed over its images' headers (2**30, 3 GiB as RGB): a
+#: small archive of many large images is an error before the pixels past the limit are decoded.
+MAX_DATASET_PIXELS = 2**30
 #: How many bad files an error names before it gives only their count.
 _SHOWN = 5
 
@@ -111,13 +116,21 @@ def read_folder(
     _check_root(path)
     target = (image_size, image_size) if image_size else None
     listing: dict[str, int] = {}  # a tar may hold a name twice; the later member wins, as on extraction
+    files: dict[str, bytes] = {}
+    budget = _DatasetBudget(path, image_size)
+    # Every header is read and the totals checked before the first pixel is decoded: the read is the short part
+    # of the work (decoding takes several times longer), and an archive over a limit then costs no decoding.
+    for name, size, data in _read_files(path):
+        listing[name] = size
+        files.pop(name, None)
+        if data is not None:
+            budget.add(name, _declared_pixels(data), len(data))
+            files[name] = data
     futures: dict[str, Future[tuple[np.ndarray, bool]]] = {}
     pool = ThreadPoolExecutor(max_workers=_worker_count())
     try:
-        for name, size, data in _read_files(path):
-            listing[name] = size
-            if data is not None:
-                futures[name] = pool.submit(_decode_image, data, target, name)
+        for name in list(files):
+            futures[name] = pool.submit(_decode_image, files.pop(name), target, name)
         tree = _build_tree(path, list(listing.items()))
         # Only the images of the tree are awaited, so a broken file outside it is never an error. Every bad file
         # is collected, so that the error names them all at once instead of one per run.
@@ -157,6 +170,45 @@ def read_folder(
         y = torch.tensor([label_of[tree.images[i].label] for i in picked], dtype=torch.int64)
         splits[split] = (x, y)
     return tree.classes, splits
+
+
+class _DatasetBudget:
+    """Running totals of an image folder's images, checked as each header is read and before its pixels are
+    decoded: the decoded pixels against MAX_DATASET_PIXELS, and the bytes the dataset will keep (resized to
+    `image_size` when given; 3 channels, the most an image keeps) against the memory budget. A name a tar holds
+    twice counts twice, so the totals never undercount."""
+
+    def __init__(self, path: Path, image_size: int | None):
+        self.path, self.image_size = path, image_size
+        self.images = self.pixels = self.file_bytes = 0
+
+    def add(self, member: str, pixels: int, file_bytes: int = 0) -> None:
+        """Count one image of `pixels` (by its header) whose file, held until decoded, takes `file_bytes`."""
+        self.images += 1
+        self.pixels += pixels
+        self.file_bytes += file_bytes
+        if self.pixels > MAX_DATASET_PIXELS:
+            raise DataError(
+                f"{self.path}: its images hold more than {MAX_DATASET_PIXELS:,} pixels by their headers (reached at "
+                f"{member}, image {self.images:,}), over the limit of {MAX_DATASET_PIXELS:,} decoded pixels per "
+                "dataset",
+                details=["a folder this large does not fit in memory as a tensor; use fewer or smaller images"],
+            )
+        kept = self.images * self.image_size ** 2 if self.image_size else self.pixels
+        check_fits_memory(f"{self.path}: {self.images:,} images" + (
+            f" resized to {self.image_size}×{self.image_size}" if self.image_size else "") + " and their files",
+            3 * kept + self.file_bytes, hint="lower image_size, or use fewer images")
+
+
+def _declared_pixels(data: bytes) -> int:
+    """Pixels an image file declares in its header (0 when unreadable: its decode reports it)."""
+    try:
+        image = _open_checked(data, "")
+    except _BadImage:
+        return 0
+    width, height = image.size
+    image.close()
+    return width * height
 
 
 def _check_root(path: Path) -> None:
@@ -465,15 +517,19 @@ def check_folder_images(path: Path) -> None:
     _check_root(path)
     listing: dict[str, int] = {}
     bad: dict[str, _BadImage] = {}
+    budget = _DatasetBudget(path, None)
     for name, size, data in _read_files(path):
         listing[name] = size
         bad.pop(name, None)  # a tar may hold a name twice; the later member wins
         if data is None:
             continue
         try:
-            _open_checked(data, name).close()
+            image = _open_checked(data, name)
         except _BadImage as exc:
             bad[name] = exc
+            continue
+        budget.add(name, image.size[0] * image.size[1])
+        image.close()
     tree = _build_tree(path, list(listing.items()))
     used = [bad[e.member] for e in tree.images if e.member in bad]
     if used:

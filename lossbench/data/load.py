@@ -17,11 +17,11 @@ import torch
 import torch.nn.functional as F
 
 from lossbench.data.base import ImageData, ImageShape
-from lossbench.data.bounds import check_root_kind
+from lossbench.data.bounds import check_fits_memory, check_root_kind
 from lossbench.data.cache import cache_path, load_cached, store_cached
 from lossbench.data.sources import DATASETS, DatasetSource
 from lossbench.data.splits import check_subset, stratified_holdout, stratified_sample, subset_count
-from lossbench.errors import DataError, UnknownComponentError
+from lossbench.errors import DataError, LossbenchError, UnknownComponentError
 from lossbench.registry import component_params
 
 # Independent random streams per selection, so changing the test subset never changes the training images.
@@ -111,6 +111,36 @@ def known_image_shape(
     if shape is None or image_size is None:
         return shape
     return replace(shape, height=image_size, width=image_size)
+
+
+def check_resized_memory(
+    name: str,
+    root: str | os.PathLike[str] | None,
+    *,
+    image_size: int,
+    train_subset: int | float | None = None,
+    test_subset: int | float | None = None,
+    source_params: Mapping[str, Any] | None = None,
+) -> None:
+    """Raise DataError when the images resized to `image_size` would not fit in memory, where the image counts
+    and channels are known without reading the data (the official files of a torchvision dataset)."""
+    try:
+        source = _source(name, image_size, source_params)
+        path = _root_path(root)
+        shape = source.known_shape(path)
+    except LossbenchError:
+        return  # an unusable root or source is reported by the checks of its own
+    sizes = type(source).known_sizes(path) or (type(source).official_sizes if shape else None)
+    if sizes is None or shape is None:
+        return  # counted again from the decoded tensors, before they are resized
+    total = 0
+    for spec, size in ((train_subset, sizes[0]), (test_subset, sizes[1])):
+        # A count over the split's size is its own error, reported by validation beside this one.
+        total += size if spec is None else min(spec, size) if isinstance(spec, int) else subset_count(spec, size, "")
+    check_fits_memory(
+        f"{name} resized to image_size {image_size}: {total:,} images of {shape.channels}×{image_size}×{image_size}",
+        total * shape.channels * image_size ** 2,
+        hint="lower dataset.image_size, or take a subset (dataset.train_subset, dataset.test_subset)")
 
 
 def check_dataset_files(name: str, root: str | os.PathLike[str] | None) -> None:
@@ -217,6 +247,11 @@ def _prepare(data: ImageData, options: _Options) -> ImageData:
         val_x, val_y = train_x[held], train_y[held]
         train_x, train_y = train_x[keep], train_y[keep]
     if options.image_size is not None:
+        count = len(train_x) + len(test_x) + (0 if val_x is None else len(val_x))
+        check_fits_memory(
+            f"{data.name}: {count:,} images of {train_x.shape[1]}×{options.image_size}×{options.image_size} "
+            f"(image_size {options.image_size})", count * train_x.shape[1] * options.image_size ** 2,
+            hint="lower dataset.image_size, or take a subset (dataset.train_subset, dataset.test_subset)")
         train_x = resize_images(train_x, options.image_size)
         test_x = resize_images(test_x, options.image_size)
         val_x = None if val_x is None else resize_images(val_x, options.image_size)
@@ -261,6 +296,10 @@ def _check_decoded(data: ImageData) -> None:
                 f"dataset '{data.name}' decoded its {split} split as {x.dtype} {tuple(x.shape)} images and "
                 f"{y.dtype} {tuple(y.shape)} labels; expected [N,C,H,W] uint8 and [N] int64"
             )
+        if len(y) == 0:
+            # Zero images would train nothing and record the cell as diverged; say so before any cell runs.
+            raise DataError(f"dataset '{data.name}' has no {split} images",
+                            details=["a model needs training images to learn from and test images to be scored on"])
         if len(y) and (int(y.min()) < 0 or int(y.max()) >= len(data.classes)):
             raise DataError(f"dataset '{data.name}': {split} labels fall outside 0..{len(data.classes) - 1}")
     if data.train_x.shape[1:] != data.test_x.shape[1:]:

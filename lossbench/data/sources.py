@@ -408,7 +408,13 @@ class _IdxDataset(_TorchvisionSource):
     def _describe_local(self, where: object) -> str:
         """`torchvision` for the official release, else `idx:` and 12 hex digits of the files' content."""
         assert isinstance(where, IdxFiles)
-        md5s = tuple(content_digest(p, "md5") for p in where.paths)
+        headers = where.check_headers()  # before any content is hashed: a header may declare a bomb
+        try:
+            md5s = tuple(content_digest(p, "md5", max_bytes=h.header_bytes + h.data_bytes)
+                         for p, h in zip(where.paths, headers, strict=True))
+        except ValueError as exc:
+            raise DataError(f"IDX file {exc}, more than its header declares",
+                            details=["the file is damaged or not a dataset file"]) from None
         if self.official_md5 and md5s == self.official_md5:
             return "torchvision"
         for other, digests in self.other_md5:
