@@ -3,8 +3,8 @@
 `registries()` is the table `lossbench list`, suite validation and grid expansion all read; a new kind of
 component is one line there. `build_cell()` turns a cell (names and resolved parameters) and its dataset into
 the objects the training loop uses: the cell's training split (after its data scenarios), model, loss,
-regularizers, augmentation pipeline, optimizer over the model's *and the loss's* parameters, schedule, and the
-random streams.
+regularizers, augmentation pipeline, optimizer over the model's *and the loss's* parameters (two parameter
+groups: the loss's own weight decay for the latter), schedule, and the random streams.
 
 Seeding order (the pairing guarantee: the same seed gives every cell the same initial weights, data order,
 augmentation draws and dropout masks, whatever else the grid varies):
@@ -20,7 +20,6 @@ augmentation draws and dropout masks, whatever else the grid varies):
 
 from __future__ import annotations
 
-import itertools
 import math
 from functools import cache
 from typing import TYPE_CHECKING, Any
@@ -30,6 +29,8 @@ import numpy as np
 from lossbench.errors import ModelFitError
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from lossbench.data.base import ImageData, ImageShape
     from lossbench.engine import CellParts, EngineOptions
     from lossbench.grid import Cell
@@ -115,6 +116,18 @@ def check_model_shape(model_name: str, model_params: dict[str, Any], facts: Mode
                                     f"image; the loss needs ({facts.out_features},)")
 
 
+def parameter_groups(model: nn.Module, loss: Loss) -> list[dict[str, Any]]:
+    """The optimizer's parameter groups: the model's weights (the optimizer's own settings), then the loss's own
+    parameters, if any (class weights, centres), with the loss's `weight_decay` instead of the optimizer's, so
+    that a decay meant for the network does not act on them unasked. Both groups share the learning rate,
+    schedule, momentum and the optimizer's other state."""
+    groups: list[dict[str, Any]] = [{"params": list(model.parameters())}]
+    own = list(loss.parameters())
+    if own:
+        groups.append({"params": own, "weight_decay": loss.weight_decay})
+    return groups
+
+
 def build_cell(cell: Cell, data: ImageData, options: EngineOptions) -> CellParts:
     """Everything one cell trains with, on `options.device`, seeded as the module docstring says."""
     import torch
@@ -148,9 +161,8 @@ def build_cell(cell: Cell, data: ImageData, options: EngineOptions) -> CellParts
     loss = loss.to(options.device)
     augment = AugmentationPipeline([reg["augmentations"].build(a.name, a.params) for a in cell.augmentation],
                                    data.num_classes)
-    # A loss with parameters of its own (class centres, a learned temperature) trains with the model.
     optimizer = reg["optimizers"].build(cell.optimizer.name, cell.optimizer.params).build(
-        itertools.chain(model.parameters(), loss.parameters()), fused=options.device.type == "cuda"
+        parameter_groups(model, loss), fused=options.device.type == "cuda"
     )
     sched_spec = cell.config["train"]["schedule"]
     schedule = reg["schedules"].build(sched_spec["name"], sched_spec["params"]).build(

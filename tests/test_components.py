@@ -15,6 +15,7 @@ from lossbench.components import KINDS, build_cell, registries
 from lossbench.config import load_suite
 from lossbench.data import ImageData
 from lossbench.engine import EngineOptions
+from lossbench.errors import SuiteErrors
 from lossbench.grid import expand
 from lossbench.losses import LOSSES
 from lossbench.losses.classification import CrossEntropy
@@ -71,6 +72,41 @@ def test_the_optimizer_trains_the_loss_parameters_too(write_suite, digits: Image
     assert all(id(p) in optimized for p in parts.model.parameters())
     train(parts, cell.loss.name, options())
     assert parts.loss.offset.abs().sum() > 0  # it moved
+
+
+@pytest.mark.parametrize(("loss", "loss_decay"), [
+    ("{name: arcface, embedding_dim: 16}", 0.0),
+    ("{name: center, embedding_dim: 16}", 0.0),
+    ("{name: cosface, embedding_dim: 16, weight_decay: 0.2}", 0.2),
+    ("{name: center, embedding_dim: 16, weight_decay: 0.2}", 0.2),
+])
+def test_weight_decay_reaches_the_model_and_the_losses_own_parameters_only_when_set(
+        write_suite, digits: ImageData, loss: str, loss_decay: float) -> None:
+    """With zero gradients, one SGD step is the weight decay alone: p ← p − lr·wd·p. The optimizer's decay (0.5)
+    shrinks every model weight by 1 − 0.1·0.5; the loss's class weights and centres shrink by 1 − 0.1·(its own
+    weight_decay): not at all by default."""
+    text = TINY_SUITE.replace("[cross_entropy, mse]", f"[{loss}]").replace(
+        "{name: sgd, lr: 0.05, momentum: 0.9}", "{name: sgd, lr: 0.1, momentum: 0.0, weight_decay: 0.5}")
+    cell = expand(load_suite(write_suite(text)), "digits:sklearn")[0]
+    parts = build_cell(cell, digits, options())
+    model, own = list(parts.model.parameters()), list(parts.loss.parameters())
+    assert own and [len(g["params"]) for g in parts.optimizer.param_groups] == [len(model), len(own)]
+    before = [p.detach().clone() for p in model + own]
+    for p in model + own:
+        p.grad = torch.zeros_like(p)
+    parts.optimizer.step()
+    for p, old in zip(model, before):
+        torch.testing.assert_close(p.detach(), old * (1 - 0.1 * 0.5))
+    for p, old in zip(own, before[len(model):]):
+        torch.testing.assert_close(p.detach(), old * (1 - 0.1 * loss_decay))
+
+
+def test_a_negative_loss_weight_decay_is_located(write_suite) -> None:
+    text = TINY_SUITE.replace("[cross_entropy, mse]", "[{name: center, weight_decay: -0.1}]")
+    with pytest.raises(SuiteErrors) as info:
+        load_suite(write_suite(text))
+    rendered = info.value.errors[0].render()
+    assert "grid.loss[0]" in rendered and "weight_decay" in rendered and "-0.1" in rendered
 
 
 def test_build_cell_seeds_init_order_augmentation_and_dropout_from_the_seed(write_suite,

@@ -37,6 +37,10 @@ class Loss(nn.Module):
     embedding_dim: int = 128
     knn_k: int = 10
     knn_metric: Literal["cosine", "euclidean"] = "cosine"
+    #: Weight decay of the loss's own parameters (those `setup` creates), in an optimizer parameter group of
+    #: their own; the optimizer's weight_decay applies to the model's weights only. Losses with parameters take
+    #: it as a parameter (default 0).
+    weight_decay: float = 0.0
 
     def output_dim(self, num_classes: int) -> int:
         """Width of the model's final layer for this loss: C for logits, the embedding size otherwise."""
@@ -46,7 +50,8 @@ class Loss(nn.Module):
         """Create the loss's own trainable parameters for `num_classes` classes (nothing here).
 
         Called once per cell before training, after the model is built, under the cell's seed, so the loss's
-        initial parameters are the same for every cell of that seed; the optimizer trains them with the model's.
+        initial parameters are the same for every cell of that seed; the optimizer trains them with the model's
+        learning rate, schedule and momentum, in a parameter group whose weight decay is `weight_decay`.
         """
 
     def to_logits(self, outputs: torch.Tensor) -> torch.Tensor:

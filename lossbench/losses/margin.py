@@ -3,7 +3,7 @@
 The model ends in a feature layer of `embedding_dim` outputs; the loss holds what turns features into class
 scores, and `to_logits` applies it, so predictions, top-k accuracy, NLL and ECE are computed on those scores
 (argmax, as for any logit head). The loss's parameters are created by `setup(num_classes)` once the dataset's
-class count is known, under the cell's seed, and the optimizer trains them together with the model's.
+class count is known, under the cell's seed, and the optimizer trains them in a parameter group of their own.
 
 - `arcface` (Deng et al. 2019, eq. 3): class weights W_j and features x are L2-normalized, cos θ_j = Ŵ_j·x̂; the
   target class's logit is s·cos(θ_y + m), the others s·cos θ_j, then softmax cross-entropy. Where θ_y + m would
@@ -15,10 +15,19 @@ class count is known, under the cell's seed, and the optimizer trains them toget
   rounding of the normalization (4·eps·√D: 5e-6 rad in float32 at D = 128), below which its direction is noise.
 - `cosface` (Wang et al. 2018, eq. 4; "large margin cosine loss"): the target logit is s·(cos θ_y − m).
 - `center` (Wen et al. 2016, eq. 5): softmax cross-entropy on a linear class layer plus λ·L_C, with
-  L_C = ½·mean_i ‖x_i − c_{y_i}‖² over the batch (the paper's ½·Σ_i divided by the batch size, so λ does not
-  depend on it). The centres c_j are parameters trained by the optimizer with the model's learning rate (the
-  paper moves them with its own rate α; a gradient step on L_C is the same update with α tied to the
-  learning rate and λ).
+  L_C = ½·mean_i ‖x_i − c_{y_i}‖² over the batch (the paper's ½·Σ_i divided by the batch size B, so λ does not
+  depend on it). The centres c_j are parameters trained by the optimizer, which is not the paper's update: Wen
+  et al. move c_j by α·Σ_{i: y_i = j}(c_j − x_i) / (1 + n_j), n_j the number of class-j samples in the batch,
+  while a plain SGD step on λ·L_C moves it by lr·λ·Σ_{i: y_i = j}(c_j − x_i) / B. The divisor is the batch
+  size instead of 1 + n_j, so a class's centre moves in proportion to its share of the batch, and the
+  optimizer's momentum or Adam scaling acts on the centres as on every parameter it trains.
+
+The loss's own parameters (class weights W, the class layer and centres) form their own optimizer parameter
+group: same optimizer, learning rate, schedule, momentum and Adam state as the model, but their own weight decay,
+the loss's `weight_decay` parameter (default 0: arcface and cosface ignore the length of their class weights, so
+decay only shrinks it and thereby raises the effective step on their directions; decay pulls center loss's
+centres towards the origin, which the method does not ask for). The optimizer's `weight_decay` applies to the
+model's weights only.
 
 Evaluation scores: s·cos θ_j without margin (arcface, cosface) and the class layer's logits (center); the loss
 itself, for test_loss, is computed with the margin as in training. These losses take hard labels only.
@@ -40,15 +49,23 @@ from lossbench.losses import LOSSES
 from lossbench.losses.base import Loss
 
 class ClassLayerLoss(Loss):
-    """Base of losses that hold the class layer: the model outputs `embedding_dim` features."""
+    """Base of losses that hold the class layer: the model outputs `embedding_dim` features.
+
+    `weight_decay` is the weight decay of the loss's own parameters (class weights, centres) in their own
+    optimizer parameter group, applied by the optimizer's rule (L2 for sgd and adam, decoupled for adamw); the
+    optimizer's `weight_decay` applies to the model's weights only.
+    """
 
     soft_targets = False
 
-    def __init__(self, embedding_dim: int):
+    def __init__(self, embedding_dim: int, weight_decay: float = 0.0):
         super().__init__()
         if isinstance(embedding_dim, bool) or embedding_dim < 1:
             raise ValueError(f"embedding_dim must be >= 1, got {embedding_dim}")
+        if not weight_decay >= 0:
+            raise ValueError(f"weight_decay (of the loss's own parameters) must be >= 0, got {weight_decay}")
         self.embedding_dim = embedding_dim
+        self.weight_decay = float(weight_decay)
         self.num_classes = 0
 
     def output_dim(self, num_classes: int) -> int:
@@ -62,8 +79,8 @@ class ClassLayerLoss(Loss):
 class _CosineMarginLoss(ClassLayerLoss):
     """Normalized class weights W [C, D]; scores s·cos θ_j; a margin on the target class in training."""
 
-    def __init__(self, embedding_dim: int, scale: float, margin: float):
-        super().__init__(embedding_dim)
+    def __init__(self, embedding_dim: int, scale: float, margin: float, weight_decay: float = 0.0):
+        super().__init__(embedding_dim, weight_decay)
         if not scale > 0:
             raise ValueError(f"scale must be > 0, got {scale}")
         if not margin >= 0:
@@ -105,8 +122,8 @@ class _CosineMarginLoss(ClassLayerLoss):
 class ArcFace(_CosineMarginLoss):
     """Additive angular margin (Deng et al. 2019): target logit s·cos(θ_y + m) on normalized weights and features."""
 
-    def __init__(self, embedding_dim: int = 128, scale: float = 64.0, margin: float = 0.5):
-        super().__init__(embedding_dim, scale, margin)
+    def __init__(self, embedding_dim: int = 128, scale: float = 64.0, margin: float = 0.5, weight_decay: float = 0.0):
+        super().__init__(embedding_dim, scale, margin, weight_decay)
         if self.margin >= math.pi / 2:
             raise ValueError(f"margin is an angle in radians below pi/2, got {margin}")
 
@@ -130,8 +147,9 @@ class ArcFace(_CosineMarginLoss):
 class CosFace(_CosineMarginLoss):
     """Large margin cosine loss (Wang et al. 2018): target logit s·(cos θ_y − m) on normalized weights and features."""
 
-    def __init__(self, embedding_dim: int = 128, scale: float = 64.0, margin: float = 0.35):
-        super().__init__(embedding_dim, scale, margin)
+    def __init__(self, embedding_dim: int = 128, scale: float = 64.0, margin: float = 0.35,
+                 weight_decay: float = 0.0):
+        super().__init__(embedding_dim, scale, margin, weight_decay)
 
     def target_cosine(self, cos: torch.Tensor, feature: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         return cos - self.margin
@@ -141,8 +159,8 @@ class CosFace(_CosineMarginLoss):
 class CenterLoss(ClassLayerLoss):
     """Cross-entropy + λ·center loss (Wen et al. 2016): features pulled towards learnable class centres."""
 
-    def __init__(self, embedding_dim: int = 128, center_weight: float = 0.003):
-        super().__init__(embedding_dim)
+    def __init__(self, embedding_dim: int = 128, center_weight: float = 0.003, weight_decay: float = 0.0):
+        super().__init__(embedding_dim, weight_decay)
         if not center_weight >= 0:
             raise ValueError(f"center_weight (λ) must be >= 0, got {center_weight}")
         self.center_weight = float(center_weight)
