@@ -396,9 +396,20 @@ def validate(
                       f"difference from the baseline is within ±{target.half_width:g}{f' {unit}' if unit else ''} "
                       f"on {target.metric}) on {loaded.dataset.name} with {loaded.model.name}, "
                       f"{loaded.train.epochs} epoch(s) each", highlight=False)
+        console.print(_checkpoint_disk(run_plan), highlight=False)
         return
     console.print(f"[green]valid[/]: {len(cells)} cell(s) on {loaded.dataset.name} with {loaded.model.name}, "
                   f"{loaded.train.epochs} epoch(s) each", highlight=False)
+    console.print(_checkpoint_disk(run_plan), highlight=False)
+
+
+def _checkpoint_disk(run_plan: Any) -> str:
+    """What the run's checkpoints take on disk (weights × cells), so that nobody fills a disk by surprise."""
+    from lossbench.checkpoint import describe_disk, estimate_sizes
+
+    policy = run_plan.job.engine.checkpoint
+    return describe_disk(policy, estimate_sizes(run_plan.suite, run_plan.cells), len(run_plan.cells),
+                         run_plan.store.root)
 
 
 @app.command("list", cls=_Command)

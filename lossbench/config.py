@@ -142,6 +142,18 @@ class ModelConfig(BaseModel):
 DEVICE_SYNONYMS = {"gpu": "cuda", "nvidia": "cuda", "cuda:0": "cuda", "metal": "mps", "apple": "mps", "cpus": "cpu"}
 
 
+class CheckpointConfig(_Strict):
+    """`train.checkpoint`: what a cell saves of its training (lossbench/checkpoint.py; README "Checkpoints").
+
+    `every` N > 0 saves the whole training state every N epochs, so that a killed run resumes its cells from
+    there; 0 saves nothing mid-cell. `keep` is what stays once a cell ends: `final` its final weights, `last` its
+    final weights and its whole training state after the last epoch, `none` nothing.
+    """
+
+    every: Annotated[int, Field(strict=True, ge=0, le=MAX_EPOCHS)] = 0
+    keep: Literal["final", "last", "none"] = "final"
+
+
 class TrainConfig(_Strict):
     """How each cell trains."""
 
@@ -160,6 +172,8 @@ class TrainConfig(_Strict):
     #: Cells that share a model trained together as one batched model (1: one at a time; docs/performance.md).
     #: How cells train, not what they are: not in cell ids.
     pack: Annotated[int, Field(strict=True, gt=0, le=1024)] = 1
+    #: What each cell saves (how a cell trains, not what it is: not in cell ids).
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
 
 
 class GridConfig(_Strict):
@@ -704,6 +718,20 @@ def _check_seed_target(source: SuiteSource, suite: Suite) -> list[ConfigError]:
     return []
 
 
+def _check_checkpoint(source: SuiteSource, suite: Suite) -> list[ConfigError]:
+    """Mid-cell resume saves one cell's training state; a pack trains several cells as one model, so the two do
+    not combine (a pack's final weights are saved per cell all the same)."""
+    train = suite.train
+    if train.pack > 1 and train.checkpoint.every > 0:
+        return [ConfigError(
+            message=f"train.checkpoint.every {train.checkpoint.every} saves each cell's training state mid-cell, "
+                    f"which packed cells (train.pack {train.pack}) do not do",
+            location=source.locate(["train", "checkpoint", "every"]), value=train.checkpoint.every,
+            details=["set train.checkpoint.every to 0 (final weights are still saved per cell), or train.pack "
+                     "(--pack) to 1"])]
+    return []
+
+
 def _grid_size_error(source: SuiteSource) -> ConfigError | None:
     """The number of cells from the axis lengths alone, refused above MAX_CELLS before anything is expanded."""
     grid = source.data.get("grid")
@@ -743,6 +771,7 @@ def parse_suite(source: SuiteSource) -> Suite:
         errors.extend(_check_data_memory(source, suite))
     if suite is not None:
         errors.extend(_check_seed_target(source, suite))
+        errors.extend(_check_checkpoint(source, suite))
     if errors or suite is None:
         raise SuiteErrors(_in_file_order(errors))
     suite._source = source

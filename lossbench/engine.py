@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from lossbench.checkpoint import cpu_state
 from lossbench.device import Normalizer, Precision, autocast, peak_memory_mb, synchronize
 from lossbench.evaluate import EpochEvaluation, Evaluator, evaluator_for
 from lossbench.record import Status
@@ -100,6 +101,8 @@ class CellResult:
     diverged_epoch: int | None = None
     error: str | None = None
     traceback: str | None = None
+    #: A finished cell's final weights, {"model": state dict, "loss": state dict} on the CPU, for the runner to save.
+    weights: dict[str, dict[str, torch.Tensor]] | None = None
 
 
 ProgressFn = Callable[[str, dict[str, Any]], None]
@@ -237,4 +240,5 @@ def finish_result(result: CellResult, model: nn.Module, evaluator: Evaluator, n:
         result.metrics["model_params"] = sum(p.numel() for p in model.parameters())
         result.metrics["loss_params"] = sum(p.numel() for p in evaluator.loss.parameters())
         result.timing["eval_time_s"] = time.perf_counter() - t_eval
+        result.weights = {"model": cpu_state(model), "loss": cpu_state(evaluator.loss)}
     return result

@@ -75,6 +75,9 @@ class CellRecord:
     schema_version: int = SCHEMA_VERSION
     #: Keys of the file this version does not know, kept so that a rewrite loses nothing.
     extra: dict[str, Any] = field(default_factory=dict)
+    #: The cell's final-weights file (lossbench/checkpoint.py) as bytes, on its way from the process that trained
+    #: the cell to the one that writes the results directory; never part of the JSON.
+    weights: bytes | None = field(default=None, repr=False, compare=False)
 
     # -- derived values every reader needs -----------------------------------------------------------------------
 
@@ -120,7 +123,7 @@ class CellRecord:
         """The JSON object of the record, with the schema version under `schema`."""
         out: dict[str, Any] = {"schema": self.schema_version}
         for f in dataclasses.fields(self):
-            if f.name not in ("schema_version", "extra"):
+            if f.name not in ("schema_version", "extra", "weights"):
                 out[f.name] = getattr(self, f.name)
         out.update({k: v for k, v in self.extra.items() if k not in out})
         return out
@@ -154,7 +157,7 @@ class CellRecord:
             isinstance(v, str) for v in data["axes"].values()
         ):
             raise RecordError(message=f"{where}not a lossbench cell result (id, label or axes not text)")
-        known = {f.name for f in dataclasses.fields(cls)} - {"schema_version", "extra"}
+        known = {f.name for f in dataclasses.fields(cls)} - {"schema_version", "extra", "weights"}
         values = {k: v for k, v in data.items() if k in known}
         for name, empty in (("config", dict), ("notes", list), ("metrics", dict), ("history", list),
                             ("timing", dict), ("data", dict), ("load", dict), ("env", dict)):

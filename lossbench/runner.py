@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from lossbench import __version__
+from lossbench.checkpoint import CheckpointPolicy, checkpoint_path, final_payload, to_bytes
 from lossbench.components import build_cell
 from lossbench.config import Suite, suite_to_yaml
 from lossbench.data import ImageData, dataset_identity, load_dataset
@@ -33,7 +34,7 @@ from lossbench.grid import Cell, expand
 from lossbench.machine import MachineSample, load_block
 from lossbench.progress import RunDisplay, SilentDisplay
 from lossbench.record import CellRecord
-from lossbench.store import ResultsStore, check_results_dir
+from lossbench.store import ResultsStore, atomic_write_bytes, check_results_dir, write_error
 from lossbench.threads import ThreadChoice, ThreadSetting, apply_threads, choose_threads
 
 if TYPE_CHECKING:
@@ -90,11 +91,14 @@ class EngineSettings:
     threads: ThreadSetting = "auto"
     #: Cells trained together as one batched model (lossbench/packing.py); 1 trains one cell at a time.
     pack: int = 1
+    #: What each cell saves (train.checkpoint).
+    checkpoint: CheckpointPolicy = CheckpointPolicy()
 
     @classmethod
     def from_suite(cls, suite: Suite) -> EngineSettings:
         t = suite.train
-        return cls(t.device, t.precision, t.epochs, t.batch_size, t.eval_batch_size, t.compile, t.threads, t.pack)
+        return cls(t.device, t.precision, t.epochs, t.batch_size, t.eval_batch_size, t.compile, t.threads, t.pack,
+                   CheckpointPolicy(t.checkpoint.every, t.checkpoint.keep))
 
     def options(self) -> EngineOptions:
         device = resolve_device(self.device)
@@ -195,6 +199,13 @@ def execute_cell(
     return record
 
 
+def _final_weights(cell: Cell, job: Job, result: CellResult) -> bytes | None:
+    """The bytes of the cell's final-weights file, when the cell finished and the suite keeps its weights."""
+    if result.weights is None or not job.engine.checkpoint.saves_final:
+        return None
+    return to_bytes(final_payload(result.weights["model"], result.weights["loss"], cell.config, len(result.history)))
+
+
 def _trained_env(options: EngineOptions, threads: ThreadChoice | None) -> dict[str, Any]:
     """The environment block of a record: versions and device, plus the thread choice the cell trained with."""
     env = environment(options.device)
@@ -246,6 +257,7 @@ def _record(cell: Cell, job: Job, result: CellResult, precision: str, env: dict[
         notes=result.notes,
         metrics=result.metrics,
         history=[asdict(h) for h in result.history],
+        weights=_final_weights(cell, job, result),
         timing=result.timing,
         data=result.data,
         precision=precision,
@@ -415,6 +427,7 @@ def run(run_plan: RunPlan, *, executor: Any = None, display: RunDisplay | None =
 
         def on_result(cell: Cell, record: CellRecord) -> None:
             try:
+                _write_checkpoint(store, record)
                 store.write_cell(record)
             except ResultsWriteError as exc:
                 # The disk filled up or turned read-only mid-run: stop, and say what this cell measured.
@@ -447,6 +460,20 @@ def run(run_plan: RunPlan, *, executor: Any = None, display: RunDisplay | None =
         store.rebuild_csv()
     summary.records = [r for r in (store.read_cell(c.id) for c in run_plan.cells) if r is not None]
     return summary
+
+
+def _write_checkpoint(store: ResultsStore, record: CellRecord) -> None:
+    """Save the cell's final weights before its result, so that a final result always has its weights; a cell
+    trained again without final weights (diverged, failed, `keep: none`) loses the file of its earlier training."""
+    path = checkpoint_path(store.root, record.id)
+    if record.weights is not None:
+        atomic_write_bytes(path, record.weights)
+        record.weights = None  # written: the bytes need not stay in memory
+    else:
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise write_error(path, exc) from None
 
 
 def _next_round(run_plan: RunPlan) -> list[Cell]:

@@ -1,0 +1,209 @@
+"""What a cell keeps of its training: final weights, and the training state a killed run resumes from.
+
+Files, under `<results>/checkpoints/` (written by the run's driver, atomically like every other results file):
+  <cell-id>.pt          the final weights: {"format": 1, "model": state dict, "loss": state dict, "config": the
+                        cell record's resolved config, "epoch": epochs trained}; read with `load_final`
+  <cell-id>.resume.pt   the whole training state after an epoch (`train.checkpoint.every`): weights, optimizer,
+                        schedule, grad scaler, the random streams of data order, augmentation and dropout, and the
+                        history so far; a run that finds it continues the cell from there
+
+`train.checkpoint.keep` says what stays once a cell has ended: `final` (default) the final weights; `last` the final
+weights and the training state after the last epoch (<cell-id>.resume.pt, kept); `none` nothing (with `every` N
+the resume file lives only while its cell trains). A cell that diverged or failed has no final weights.
+
+Every file is a plain torch pickle of tensors, numbers and strings, loaded with `torch.load(weights_only=True)`:
+loading one never runs code. The worker that trains a cell serializes these files to bytes; the driver writes them
+into the results directory, so a cell trained on another machine (Ray) checkpoints into the driver's directory.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from lossbench.errors import LossbenchError
+from lossbench.store import atomic_write_bytes
+
+#: The layout version of both files; a file of another version is refused.
+FORMAT = 1
+#: The folder of the results directory that holds the checkpoints.
+CHECKPOINTS = "checkpoints"
+
+Keep = Literal["final", "last", "none"]
+
+
+@dataclass(frozen=True)
+class CheckpointPolicy:
+    """`train.checkpoint` as the runner and the engine use it (picklable)."""
+
+    #: Save the training state every this many epochs (0: never mid-cell).
+    every: int = 0
+    keep: Keep = "final"
+
+    @property
+    def saves_final(self) -> bool:
+        return self.keep in ("final", "last")
+
+
+class CheckpointError(LossbenchError):
+    """A checkpoint file that is missing, unreadable or not one lossbench wrote."""
+
+
+def checkpoint_path(results_dir: Path, cell_id: str) -> Path:
+    """Where the final weights of cell `cell_id` are saved in `results_dir`."""
+    return Path(results_dir) / CHECKPOINTS / f"{cell_id}.pt"
+
+
+def resume_path(results_dir: Path, cell_id: str) -> Path:
+    """Where the training state of cell `cell_id` is saved in `results_dir` (mid-cell, or kept with `keep: last`)."""
+    return Path(results_dir) / CHECKPOINTS / f"{cell_id}.resume.pt"
+
+
+def to_bytes(payload: dict[str, Any]) -> bytes:
+    """`payload` as the bytes of a torch file."""
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    return buffer.getvalue()
+
+
+def cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    """The module's state dict on the CPU, detached (the tensors themselves where they already are on the CPU)."""
+    return {k: v.detach().cpu() for k, v in module.state_dict().items()}
+
+
+def final_payload(model_state: dict[str, torch.Tensor], loss_state: dict[str, torch.Tensor],
+                  config: dict[str, Any], epoch: int) -> dict[str, Any]:
+    """The content of a final-weights file."""
+    return {"format": FORMAT, "model": model_state, "loss": loss_state, "config": config, "epoch": int(epoch)}
+
+
+def save_final(path: Path, model: nn.Module, loss: nn.Module, config: dict[str, Any], epoch: int) -> None:
+    """Write the final weights of `model` and `loss` with the cell's resolved `config` to `path`, atomically."""
+    atomic_write_bytes(Path(path), to_bytes(final_payload(cpu_state(model), cpu_state(loss), config, epoch)))
+
+
+def load_final(path: Path) -> dict[str, Any]:
+    """A final-weights file: {"format", "model", "loss", "config", "epoch"}, tensors on the CPU.
+
+    Raises CheckpointError for a file that is missing, unreadable, or not lossbench's final weights."""
+    payload = _load(Path(path))
+    missing = [k for k in ("model", "loss", "config", "epoch") if k not in payload]
+    if missing:
+        raise CheckpointError(message=f"{path} is not a lossbench final-weights file (it lacks {', '.join(missing)})",
+                              value=str(path))
+    return payload
+
+
+def _load(path: Path) -> dict[str, Any]:
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(message=f"checkpoint {path} does not exist", value=str(path)) from None
+    except Exception as exc:  # a truncated or foreign file: pickle, zip and torch each raise their own types
+        raise CheckpointError(message=f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}",
+                              value=str(path)) from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        version = payload.get("format") if isinstance(payload, dict) else None
+        raise CheckpointError(message=f"{path} is not a lossbench checkpoint of format {FORMAT} (format {version!r})",
+                              value=str(path))
+    return payload
+
+
+@dataclass(frozen=True)
+class CheckpointSizes:
+    """The disk a suite's checkpoints take, in bytes, from its models built on the `meta` device (no memory)."""
+
+    #: The final-weights files of all the cells, together.
+    final: int
+    #: The training-state files of all the cells, together (each: weights and optimizer state).
+    state: int
+    #: The largest training-state file of one cell.
+    largest_state: int
+
+
+def estimate_sizes(suite: Any, cells: list[Any]) -> CheckpointSizes | None:
+    """The checkpoint sizes of `cells` of `suite` (a config.Suite and its grid.Cells), or None when the image size
+    is not known without decoding the dataset."""
+    from lossbench.data.load import known_image_shape
+
+    dataset = suite.dataset
+    try:
+        shape = known_image_shape(dataset.name, dataset.root, image_size=dataset.image_size,
+                                  source_params=dataset.source_params)
+    except LossbenchError:
+        return None
+    if shape is None:
+        return None
+    sizes: dict[str, tuple[int, int]] = {}
+    final = state = largest = 0
+    for cell in cells:
+        key = repr([cell.config[k] for k in ("model", "loss", "optimizer", "regularizer")])
+        if key not in sizes:
+            sizes[key] = _cell_sizes(cell, suite.model.name, suite.model.params, shape)
+        weights, optimizer = sizes[key]
+        final += weights
+        state += weights + optimizer
+        largest = max(largest, weights + optimizer)
+    return CheckpointSizes(final, state, largest)
+
+
+def _cell_sizes(cell: Any, model_name: str, model_params: dict[str, Any], shape: Any) -> tuple[int, int]:
+    """(bytes of the weights, bytes of the optimizer state) of one cell whose images have `shape` (ImageShape)."""
+    import itertools
+
+    from lossbench.components import model_facts, registries
+    from lossbench.regularizers import RegularizerSet
+
+    reg = registries()
+    loss = reg["losses"].build(cell.loss.name, cell.loss.params)
+    dropout = RegularizerSet([reg["regularizers"].build(r.name, r.params) for r in cell.regularizer]).dropout()
+    facts = model_facts(shape, loss, dropout)
+    with torch.device("meta"):
+        model = reg["models"].build(model_name, model_params).build(facts)
+        loss.setup(shape.num_classes)
+        params = list(itertools.chain(model.parameters(), loss.parameters()))
+        optimizer = reg["optimizers"].build(cell.optimizer.name, cell.optimizer.params).build(params, fused=False)
+        for p in params:
+            p.grad = torch.zeros_like(p)
+        optimizer.step()  # optimizers create their state (momentum, moments) at the first step
+    weights = sum(_nbytes(t) for t in itertools.chain(model.state_dict().values(), loss.state_dict().values()))
+    slots = optimizer.state_dict()["state"].values()
+    return weights, sum(_nbytes(t) for s in slots for t in s.values() if isinstance(t, torch.Tensor))
+
+
+def _nbytes(t: torch.Tensor) -> int:
+    return t.numel() * t.element_size()
+
+
+def describe_disk(policy: CheckpointPolicy, sizes: CheckpointSizes | None, cells: int, directory: Path) -> str:
+    """One line for `validate`: what `train.checkpoint` will write to disk for `cells` cells, and how much."""
+    where = Path(directory) / CHECKPOINTS
+    if not policy.saves_final and policy.every == 0:
+        return "checkpoints: none (train.checkpoint.keep: none)"
+    if sizes is None:
+        return (f"checkpoints: {cells} cell(s) × the model's weights in {where} (the size is known once the data "
+                "is loaded)")
+    if policy.keep == "last":
+        kept = f"final weights and training state, {cells} cell(s): {_size(sizes.final + sizes.state)}"
+    elif policy.keep == "final":
+        kept = f"final weights, {cells} cell(s) × {_size(sizes.final // max(cells, 1))} = {_size(sizes.final)}"
+    else:
+        kept = "nothing kept once a cell ends"
+    line = f"checkpoints in {where}: {kept}"
+    if policy.every:
+        line += (f"; while a cell trains, its training state ({_size(sizes.largest_state)} at most) every "
+                 f"{policy.every} epoch(s)")
+    return line
+
+
+def _size(n: int) -> str:
+    """A byte count for people: 512 B, 3.4 kB, 45.1 MB, 1.20 GB (powers of 1000, like `ls -lh --si`)."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.{2 if unit == 'GB' else 1}f} {unit}"
+    return f"{n} B"
