@@ -68,6 +68,26 @@ def test_preact_block_is_bn_relu_conv_twice_plus_a_projection_of_the_preactivati
     torch.testing.assert_close(block(x), inner + nn.functional.conv2d(pre, block.shortcut.weight, stride=2))
 
 
+def test_wide_resnet_block_dropout_comes_after_the_second_bn_relu_as_in_the_paper() -> None:
+    """Training mode, dropout 0.5: the second convolution's input is BN-ReLU of the first convolution's output
+    (batch statistics unaffected by dropout) with each element either dropped (0) or scaled by 1/(1 − p) = 2."""
+    torch.manual_seed(0)
+    block = PreActBlock(4, 6, stride=1, dropout=0.5).train()
+    x = torch.randn(8, 4, 6, 6)
+    seen: list[torch.Tensor] = []
+    block.conv2.register_forward_pre_hook(lambda _, args: seen.append(args[0].detach()))
+    block(x)
+    with torch.no_grad():
+        activated = torch.relu(block.bn2(block.conv1(torch.relu(block.bn1(x)))))
+    kept = seen[0] != 0
+    assert 0.3 < kept[activated > 0].float().mean() < 0.7  # about half the positive activations survive
+    torch.testing.assert_close(seen[0][kept], 2 * activated[kept])
+    # The whole network wires its blocks with it.
+    net = MODELS.build("wide_resnet", {"depth": 10, "widen_factor": 1, "block_dropout": 0.3}).build(
+        ModelFacts(3, (8, 8), 10))
+    assert all(b.dropout.p == 0.3 for b in net.modules() if isinstance(b, PreActBlock))
+
+
 def test_wide_resnet_rejects_depths_that_are_not_6n_plus_4() -> None:
     with pytest.raises(ValueError, match="6n\\+4"):
         WideResNet(depth=20, widen_factor=2, in_channels=3, num_outputs=10)

@@ -8,7 +8,8 @@
   final BN-ReLU before pooling as in the paper.
 - `WideResNet` (Zagoruyko & Komodakis 2016): depth 6n+4, three stages of n pre-activation blocks with 16k, 32k
   and 64k channels after a 16-channel stem; WRN-28-10 is depth 28, widen factor 10 (36.5M parameters), WRN-16-4
-  depth 16, factor 4 (2.75M). `block_dropout` is the paper's dropout between a block's two convolutions.
+  depth 16, factor 4 (2.75M). `block_dropout` is the paper's dropout between a block's two convolutions, after
+  the second BN-ReLU (where the paper's figure 1(d) and the authors' code put it).
 
 Every network takes `in_channels` and ends in `num_outputs` units (classes, or feature width for losses that
 hold their own class layer); `classifier_dropout` puts dropout right before that final layer. Convolutions
@@ -51,8 +52,10 @@ class BasicBlock(nn.Module):
 
 
 class PreActBlock(nn.Module):
-    """BN-ReLU-conv3x3-[dropout]-BN-ReLU-conv3x3 plus the shortcut (a 1x1 conv of the pre-activated input where the
-    shape changes, else the input itself)."""
+    """BN-ReLU-conv3x3-BN-ReLU-[dropout]-conv3x3 plus the shortcut (a 1x1 conv of the pre-activated input where the
+    shape changes, else the input itself). The dropout sits after the second BN-ReLU, right before the second
+    convolution, as in Zagoruyko & Komodakis (2016, fig. 1d) and their code (models/wide-resnet.lua): placed before
+    the BN, it would change the batch statistics the BN normalizes with rather than perturb its output."""
 
     def __init__(self, in_channels: int, out_channels: int, stride: int, dropout: float = 0.0):
         super().__init__()
@@ -67,7 +70,7 @@ class PreActBlock(nn.Module):
         pre = torch.relu(self.bn1(x))
         skip = x if self.shortcut is None else self.shortcut(pre)
         out = self.conv1(pre)
-        out = self.conv2(torch.relu(self.bn2(self.dropout(out))))
+        out = self.conv2(self.dropout(torch.relu(self.bn2(out))))
         return out + skip
 
 
