@@ -174,6 +174,9 @@ class TrainConfig(_Strict):
     pack: Annotated[int, Field(strict=True, gt=0, le=1024)] = 1
     #: What each cell saves (how a cell trains, not what it is: not in cell ids).
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    #: Evaluate on the test split every N epochs, and always after the last one (1: every epoch). Evaluation takes
+    #: no part in training, so this changes the curves' points and the time, not the result: not in cell ids.
+    eval_every: Annotated[int, Field(strict=True, gt=0, le=MAX_EPOCHS)] = 1
 
 
 class GridConfig(_Strict):

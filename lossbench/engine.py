@@ -41,6 +41,12 @@ class EngineOptions:
     channels_last: bool = False
     #: Compile the model with torch.compile (meant for CUDA GPUs; on CPU it measured slower: docs/performance.md).
     compile: bool = False
+    #: Evaluate on the test split every this many epochs, and always after the last one (train.eval_every).
+    eval_every: int = 1
+
+    def evaluates(self, epoch: int) -> bool:
+        """Whether epoch `epoch` (1-based) ends with an evaluation on the test split."""
+        return epoch % self.eval_every == 0 or epoch == self.epochs
 
 
 @dataclass
@@ -67,18 +73,23 @@ class CellParts:
 
 @dataclass
 class EpochRecord:
-    """What one epoch measured. Losses in nats per sample; accuracies in [0, 1]; time in seconds."""
+    """What one epoch measured. Losses in nats per sample; accuracies in [0, 1]; time in seconds.
+
+    The test (and validation) fields are None in an epoch that was not evaluated (`train.eval_every`)."""
 
     epoch: int
     train_loss: float
     train_acc: float | None
-    test_loss: float
-    test_acc: float
-    test_top5: float
+    test_loss: float | None
+    test_acc: float | None
+    test_top5: float | None
     lr: float
+    #: Seconds of the whole epoch: training, its evaluation and the bookkeeping between them.
     epoch_s: float
     #: Seconds of training in this epoch, evaluation excluded (the device synchronized before and after).
     train_s: float | None = None
+    #: Seconds of this epoch's evaluation on the test (and validation) split; 0 when it was not evaluated.
+    eval_s: float | None = None
     penalty: float | None = None
     #: The penalty's share of the training objective, penalty / (train_loss + penalty); None without a penalty.
     penalty_share: float | None = None
@@ -124,7 +135,7 @@ def train(parts: CellParts, loss_name: str, options: EngineOptions, progress: Pr
         torch.cuda.reset_peak_memory_stats(device)
 
     result = start_result(parts, evaluator, loss_name)
-    train_seconds = 0.0
+    train_seconds = eval_seconds = 0.0
     progress("cell_start", {"epochs": options.epochs, "steps_per_epoch": steps_per_epoch})
     for epoch in range(1, options.epochs + 1):
         synchronize(device)
@@ -171,12 +182,14 @@ def train(parts: CellParts, loss_name: str, options: EngineOptions, progress: Pr
             result.error = f"training loss became {train_loss} in epoch {epoch}"
             progress("epoch", {"epoch": epoch, "train_loss": train_loss, "diverged": True})
             break
+        evaluation, epoch_eval_s = timed_evaluation(evaluator, model, options.evaluates(epoch))
+        eval_seconds += epoch_eval_s
         record = epoch_record(epoch, train_loss, correct.item() / n if evaluator.measures_train_acc else None,
-                              evaluator.epoch(model), lr, t0, epoch_train_s,
-                              (penalty_sum / n).item() if has_penalty else None)
+                              evaluation, lr, t0, epoch_train_s, (penalty_sum / n).item() if has_penalty else None,
+                              epoch_eval_s)
         result.history.append(record)
         progress("epoch", asdict(record))
-    return finish_result(result, model, evaluator, n, train_seconds, device)
+    return finish_result(result, model, evaluator, n, train_seconds, device, eval_seconds)
 
 
 # The parts of a cell's result that every training loop shares (this one, and lossbench/packing.py's).
@@ -201,22 +214,34 @@ def start_result(parts: CellParts, evaluator: Evaluator, loss_name: str) -> Cell
     return result
 
 
-def epoch_record(epoch: int, train_loss: float, train_acc: float | None, evaluation: EpochEvaluation, lr: float,
-                 t0: float, train_s: float, penalty: float | None) -> EpochRecord:
-    """One epoch's record; `t0` is the epoch's start (perf_counter), so epoch_s includes the evaluation."""
+def timed_evaluation(evaluator: Evaluator, model: nn.Module, evaluate: bool) -> tuple[EpochEvaluation | None, float]:
+    """(the epoch's evaluation, or None when this epoch is not evaluated; its seconds). The evaluation reads its
+    results on the host (.item()), so the time includes the device's work."""
+    if not evaluate:
+        return None, 0.0
+    t0 = time.perf_counter()
+    evaluation = evaluator.epoch(model)
+    return evaluation, time.perf_counter() - t0
+
+
+def epoch_record(epoch: int, train_loss: float, train_acc: float | None, evaluation: EpochEvaluation | None,
+                 lr: float, t0: float, train_s: float, penalty: float | None, eval_s: float = 0.0) -> EpochRecord:
+    """One epoch's record; `t0` is the epoch's start (perf_counter), so epoch_s includes the evaluation.
+    `evaluation` is None for an epoch that was not evaluated."""
     record = EpochRecord(
         epoch=epoch,
         train_loss=train_loss,
         train_acc=train_acc,
-        test_loss=evaluation.test_loss,
-        test_acc=evaluation.test_acc,
-        test_top5=evaluation.test_top5,
+        test_loss=None if evaluation is None else evaluation.test_loss,
+        test_acc=None if evaluation is None else evaluation.test_acc,
+        test_top5=None if evaluation is None else evaluation.test_top5,
         lr=lr,
         epoch_s=time.perf_counter() - t0,
         train_s=train_s,
+        eval_s=eval_s,
         penalty=penalty,
-        val_acc=evaluation.val_acc,
-        val_loss=evaluation.val_loss,
+        val_acc=None if evaluation is None else evaluation.val_acc,
+        val_loss=None if evaluation is None else evaluation.val_loss,
     )
     if record.penalty is not None and train_loss + record.penalty > 0:
         record.penalty_share = record.penalty / (train_loss + record.penalty)
@@ -224,14 +249,20 @@ def epoch_record(epoch: int, train_loss: float, train_acc: float | None, evaluat
 
 
 def finish_result(result: CellResult, model: nn.Module, evaluator: Evaluator, n: int, train_seconds: float,
-                  device: torch.device) -> CellResult:
-    """Add the timings (`n` training images per epoch) and, for a finished cell, the final metrics."""
+                  device: torch.device, epoch_eval_seconds: float = 0.0) -> CellResult:
+    """Add the timings (`n` training images per epoch) and, for a finished cell, the final metrics.
+
+    Timing keys, in seconds: `train_time_s` (the training steps), `epoch_eval_s` (the evaluations after epochs),
+    `final_eval_s` (the final metrics), `eval_time_s` (both evaluations together)."""
     epochs_run = len(result.history) + (1 if result.status == "diverged" else 0)
     result.timing = {
         "train_time_s": train_seconds,
         "img_per_s": n * epochs_run / train_seconds if train_seconds > 0 else 0.0,
         "epochs_run": epochs_run,
         "peak_mem_mb": peak_memory_mb(device),
+        "epoch_eval_s": epoch_eval_seconds,
+        "final_eval_s": 0.0,
+        "eval_time_s": epoch_eval_seconds,
     }
     if result.status == "done":
         t_eval = time.perf_counter()
@@ -239,6 +270,7 @@ def finish_result(result: CellResult, model: nn.Module, evaluator: Evaluator, n:
         # Trainable parameters: the model's, and the loss's own (class layer, centres; 0 for most losses).
         result.metrics["model_params"] = sum(p.numel() for p in model.parameters())
         result.metrics["loss_params"] = sum(p.numel() for p in evaluator.loss.parameters())
-        result.timing["eval_time_s"] = time.perf_counter() - t_eval
+        result.timing["final_eval_s"] = time.perf_counter() - t_eval
+        result.timing["eval_time_s"] = epoch_eval_seconds + result.timing["final_eval_s"]
         result.weights = {"model": cpu_state(model), "loss": cpu_state(evaluator.loss)}
     return result

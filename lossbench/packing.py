@@ -44,6 +44,7 @@ from lossbench.engine import (
     epoch_record,
     finish_result,
     start_result,
+    timed_evaluation,
 )
 from lossbench.evaluate import Evaluator, evaluator_for
 from lossbench.grid import Cell
@@ -136,6 +137,7 @@ class _PackedCell:
         self.evaluator: Evaluator = evaluator_for(self.parts.loss, self.parts.data, self.norm, options)
         self.result = start_result(self.parts, self.evaluator, cell.loss.name)
         self.train_seconds = 0.0
+        self.eval_seconds = 0.0
         self.active = True
         self.perm = torch.zeros(0, dtype=torch.long)
         self.aug_params: Any = None
@@ -233,14 +235,16 @@ def _train_pack(cells: list[Cell], data: ImageData, options: EngineOptions,
                 m.result.error = f"training loss became {train_loss} in epoch {epoch}"
                 report("epoch", {"epoch": epoch, "train_loss": train_loss, "diverged": True})
                 continue
-            record = epoch_record(epoch, train_loss, m.correct.item() / n, m.evaluator.epoch(m.parts.model), m.lr,
-                                  t0, train_s, (m.penalty_sum / n).item() if m.has_penalty else None)
+            evaluation, eval_s = timed_evaluation(m.evaluator, m.parts.model, options.evaluates(epoch))
+            m.eval_seconds += eval_s
+            record = epoch_record(epoch, train_loss, m.correct.item() / n, evaluation, m.lr, t0, train_s,
+                                  (m.penalty_sum / n).item() if m.has_penalty else None, eval_s)
             m.result.history.append(record)
             report("epoch", asdict(record))
         if not any(m.active for m in members):
             break
     for m in members:
-        finish_result(m.result, m.parts.model, m.evaluator, n, m.train_seconds, device)
+        finish_result(m.result, m.parts.model, m.evaluator, n, m.train_seconds, device, m.eval_seconds)
         m.result.notes.append(f"trained in a pack of {len(members)} cells as one batched model (train.pack); "
                               f"train_time_s and img_per_s are the pack's, shared by its cells")
     return [m.result for m in members]

@@ -13,6 +13,7 @@ import datetime as dt
 import platform
 import socket
 import subprocess
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -93,12 +94,14 @@ class EngineSettings:
     pack: int = 1
     #: What each cell saves (train.checkpoint).
     checkpoint: CheckpointPolicy = CheckpointPolicy()
+    #: Evaluate on the test split every this many epochs, and after the last one.
+    eval_every: int = 1
 
     @classmethod
     def from_suite(cls, suite: Suite) -> EngineSettings:
         t = suite.train
         return cls(t.device, t.precision, t.epochs, t.batch_size, t.eval_batch_size, t.compile, t.threads, t.pack,
-                   CheckpointPolicy(t.checkpoint.every, t.checkpoint.keep))
+                   CheckpointPolicy(t.checkpoint.every, t.checkpoint.keep), t.eval_every)
 
     def options(self) -> EngineOptions:
         device = resolve_device(self.device)
@@ -111,6 +114,7 @@ class EngineSettings:
             # Measured faster on CPU as well (docs/performance.md); MPS is left in the default layout.
             channels_last=device.type in ("cuda", "cpu"),
             compile=self.compile,
+            eval_every=self.eval_every,
         )
 
 
@@ -190,12 +194,13 @@ def execute_cell(
 
     `threads`, when given, is applied to torch before the cell and recorded with it (thread count, policy, ceiling
     and the busy cores it saw); without it the cell trains with torch's current thread count."""
-    started, before = _now(), MachineSample.now()
+    started, before, t0 = _now(), MachineSample.now(), time.perf_counter()
     if threads is not None:
         apply_threads(threads)
     result = train_cell(cell, data, options, progress)
     record = _record(cell, job, result, options.precision, _trained_env(options, threads), started)
     record.load = load_block(before, MachineSample.now())
+    add_wall_time(record, time.perf_counter() - t0)
     return record
 
 
@@ -204,6 +209,19 @@ def _final_weights(cell: Cell, job: Job, result: CellResult) -> bytes | None:
     if result.weights is None or not job.engine.checkpoint.saves_final:
         return None
     return to_bytes(final_payload(result.weights["model"], result.weights["loss"], cell.config, len(result.history)))
+
+
+def add_wall_time(record: CellRecord, seconds: float, pack_size: int = 1) -> None:
+    """Record the cell's share of the wall time (`cell_s`) and its overhead (`overhead_s`: building the model,
+    loss and optimizer, choosing threads, the record itself: whatever is neither training nor evaluation).
+
+    A pack's cells share its training time and overhead: each gets 1/`pack_size` of them and its own evaluation,
+    so the cell_s of a pack's cells add up to the pack's wall time. Seconds throughout."""
+    timing = record.timing
+    train = float(timing.get("train_time_s") or 0.0)
+    evaluation = float(timing.get("eval_time_s") or 0.0)
+    timing["overhead_s"] = max(seconds - train - evaluation, 0.0) / pack_size
+    timing["cell_s"] = train / pack_size + evaluation + timing["overhead_s"]
 
 
 def _trained_env(options: EngineOptions, threads: ThreadChoice | None) -> dict[str, Any]:
@@ -221,7 +239,7 @@ def execute_pack(
     """Train `cells` together as one batched model (lossbench/packing.py); one complete record per cell."""
     from lossbench.packing import train_pack
 
-    started, before = _now(), MachineSample.now()
+    started, before, t0 = _now(), MachineSample.now(), time.perf_counter()
     if threads is not None:
         apply_threads(threads)
     results = train_pack(cells, data, options, progress)
@@ -230,8 +248,11 @@ def execute_pack(
     load = load_block(before, MachineSample.now())  # the pack's, shared by its cells like its timing
     records = [_record(cell, job, result, options.precision, dict(env), started)
                for cell, result in zip(cells, results)]
+    # The pack's time that is neither its (shared) training nor any cell's own evaluation, shared equally.
+    shared = time.perf_counter() - t0 - sum(float(r.timing.get("eval_time_s") or 0.0) for r in records)
     for record in records:
         record.load = dict(load)
+        add_wall_time(record, shared + float(record.timing.get("eval_time_s") or 0.0), len(records))
     return records
 
 
@@ -408,11 +429,36 @@ def _is_final(store: ResultsStore, cell_id: str) -> bool:
     return record is not None and record.is_final
 
 
+@dataclass
+class RunClock:
+    """Where one run's wall time went, in seconds: recorded in runs.json so that a reader can check that the
+    cells' own times (their `cell_s`) and the run's other work add up to the wall time."""
+
+    started_at: str = field(default_factory=_now)
+    start: float = field(default_factory=time.perf_counter)
+    #: Loading (and decoding) the dataset before the first cell.
+    data_s: float = 0.0
+    #: Writing cell files and rebuilding results.csv.
+    write_s: float = 0.0
+    #: The sum of the `cell_s` of the cells this run trained.
+    cells_s: float = 0.0
+    cells: int = 0
+
+    def entry(self, jobs: int, interrupted: bool) -> dict[str, Any]:
+        wall = time.perf_counter() - self.start
+        return {"started_at": self.started_at, "finished_at": _now(), "wall_s": wall, "data_s": self.data_s,
+                "write_s": self.write_s, "cells_s": self.cells_s, "cells": self.cells, "jobs": jobs,
+                "other_s": wall - self.data_s - self.write_s - self.cells_s, "interrupted": interrupted}
+
+
 def run(run_plan: RunPlan, *, executor: Any = None, display: RunDisplay | None = None) -> RunSummary:
-    """Train the pending cells of a plan, writing each result as it arrives. Holds the directory's lock."""
+    """Train the pending cells of a plan, writing each result as it arrives. Holds the directory's lock.
+
+    A run that trains anything adds its entry to runs.json (RunClock), also when it is interrupted."""
     display = display or SilentDisplay()
     store = run_plan.store
     executor = executor or LocalExecutor()
+    clock = RunClock()
     if run_plan.pending and hasattr(executor, "prepare"):
         # The data stage completes before anything is written: a bad image or a subset larger than its split
         # must not leave a lock, a header-only results.csv or a suite.yaml behind.
@@ -420,12 +466,14 @@ def run(run_plan: RunPlan, *, executor: Any = None, display: RunDisplay | None =
             executor.prepare(run_plan.job)
         except DataError as exc:
             raise _located_data_error(run_plan.suite, exc) from None
+        clock.data_s = time.perf_counter() - clock.start
     summary = RunSummary(skipped=run_plan.skipped)
     with store:
         store.write_suite(suite_to_yaml(run_plan.suite))
         display.start(len(run_plan.pending), run_plan.skipped)
 
         def on_result(cell: Cell, record: CellRecord) -> None:
+            t_write = time.perf_counter()
             try:
                 _write_checkpoint(store, record)
                 store.write_cell(record)
@@ -437,6 +485,9 @@ def run(run_plan: RunPlan, *, executor: Any = None, display: RunDisplay | None =
             if run_plan.rounds is not None:
                 run_plan.rounds.fresh[cell.id] = record
             store.rebuild_csv()
+            clock.write_s += time.perf_counter() - t_write
+            clock.cells_s += float(record.timing.get("cell_s") or 0.0)
+            clock.cells += 1
             summary.ran += 1
             summary.failed += record.status == "failed"
             summary.diverged += record.status == "diverged"
@@ -455,9 +506,13 @@ def run(run_plan: RunPlan, *, executor: Any = None, display: RunDisplay | None =
             display.finish()
             with contextlib.suppress(ResultsWriteError):  # the first error is the one to report
                 store.rebuild_csv()
+                if clock.cells:
+                    store.record_run(clock.entry(_jobs(executor), interrupted=True))
             raise
         display.finish()
         store.rebuild_csv()
+        if clock.cells:
+            store.record_run(clock.entry(_jobs(executor), interrupted=False))
     summary.records = [r for r in (store.read_cell(c.id) for c in run_plan.cells) if r is not None]
     return summary
 
@@ -474,6 +529,12 @@ def _write_checkpoint(store: ResultsStore, record: CellRecord) -> None:
             path.unlink(missing_ok=True)
         except OSError as exc:
             raise write_error(path, exc) from None
+
+
+def _jobs(executor: Any) -> int:
+    """How many cells the executor trains at once (1 for the local executor)."""
+    jobs = getattr(executor, "jobs", 1)
+    return jobs if isinstance(jobs, int) and jobs > 0 else 1
 
 
 def _next_round(run_plan: RunPlan) -> list[Cell]:

@@ -4,6 +4,7 @@ Layout of `results/<suite>/`:
   cells/<cell-id>.json   one per cell × seed; written to a temp file, fsynced, then renamed into place
   results.csv            one row per cell file, rebuilt from cells/ whenever a cell is written
   suite.yaml             the resolved suite of the latest run
+  runs.json              one entry per run into the directory: its wall time and where it went (record_run)
   .lock                  held (flock) by the run writing here; the kernel frees it if that process dies
   .lossbench             the marker saying lossbench made this directory: lossbench writes only into an empty
                          directory, one with this marker, or one of its own written before the marker existed
@@ -38,6 +39,8 @@ CSV_COLUMNS = [
     "test_acc", "test_top5", "test_loss", "test_nll", "ece", "train_acc", "gap", "val_acc", "noise_rate",
     "epochs", "epochs_run", "train_time_s", "img_per_s", "peak_mem_mb", "device", "diverged_epoch", "error",
 ]
+#: The file listing every run into a results directory with its wall time (ResultsStore.record_run).
+RUNS_FILE = "runs.json"
 #: The file that marks a directory as a lossbench results directory.
 MARKER = ".lossbench"
 _MARKER_TEXT = "This directory holds lossbench results; lossbench writes here (cells/, results.csv, report.md, plots/).\n"
@@ -265,6 +268,10 @@ class ResultsStore:
     def write_suite(self, yaml_text: str) -> None:
         atomic_write_text(self.root / "suite.yaml", yaml_text)
 
+    def record_run(self, entry: dict[str, Any]) -> None:
+        """Append one run's entry (times in seconds, see runner.RunClock) to runs.json, atomically."""
+        atomic_write_text(self.root / RUNS_FILE, json.dumps([*read_runs(self.root), entry], indent=1) + "\n")
+
     def rebuild_csv(self) -> Path:
         """Regenerate results.csv from the cell files (one row each, sorted by label then seed)."""
         rows = sorted((csv_row(r) for r in self.records()), key=lambda r: (str(r["label"]), int(r["seed"])))
@@ -275,6 +282,16 @@ class ResultsStore:
         path = self.root / "results.csv"
         atomic_write_text(path, buf.getvalue())
         return path
+
+
+def read_runs(root: Path) -> list[dict[str, Any]]:
+    """The run entries of a results directory's runs.json, oldest first ([] when absent or unreadable: the file
+    only explains times, and a results directory without it is still whole)."""
+    try:
+        runs = json.loads((Path(root) / RUNS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    return [r for r in runs if isinstance(r, dict)] if isinstance(runs, list) else []
 
 
 def read_cell_file(path: Path) -> tuple[CellRecord | None, str | None]:

@@ -44,7 +44,7 @@ _RUN_SPECIFIC = {"timing", "env", "started_at", "finished_at", "load"}
 
 def _comparable(record: dict[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in record.items() if k not in _RUN_SPECIFIC}
-    out["history"] = [{k: v for k, v in h.items() if k not in ("epoch_s", "train_s")} for h in record["history"]]
+    out["history"] = [{k: v for k, v in h.items() if k not in ("epoch_s", "train_s", "eval_s")} for h in record["history"]]
     return out
 
 

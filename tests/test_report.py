@@ -76,8 +76,11 @@ class ResultsDir:
                                   "test_loss": 1.5 / e, "test_acc": acc * (0.7 + 0.3 * e / epochs),
                                   "test_top5": 1.0, "lr": 0.05, "epoch_s": 1.0, "penalty": None,
                                   "val_acc": None, "val_loss": None} for e in range(1, epochs + 1)]
-            record["timing"] = {"train_time_s": 3.0 + seed * 0.25, "img_per_s": 1200.0 - 10 * seed,
-                                "epochs_run": epochs, "peak_mem_mb": 512.0, "eval_time_s": 0.5}
+            train = 3.0 + seed * 0.25
+            record["timing"] = {"train_time_s": train, "img_per_s": 1200.0 - 10 * seed,
+                                "epochs_run": epochs, "peak_mem_mb": 512.0, "epoch_eval_s": 0.25 * epochs,
+                                "final_eval_s": 0.5, "eval_time_s": 0.5 + 0.25 * epochs, "overhead_s": 0.75,
+                                "cell_s": train + 0.5 + 0.25 * epochs + 0.75}
         if axes["loss"] == "mse":
             record["notes"] = ["loss 'mse' does not train softmax(outputs) as probabilities"]
         (self.root / "cells" / f"{rid}.json").write_text(json.dumps(record, indent=1))

@@ -18,6 +18,7 @@ from lossbench.report.measures import Measure, measure
 from lossbench.report.plots import Plot
 from lossbench.report.results import Results
 from lossbench.report.stats import ALPHA, CONFIDENCE, PairedTest
+from lossbench.store import read_runs
 
 #: Secondary leaderboard columns, after the ranking metric (skipped when it is the ranking metric or absent).
 LEADERBOARD_COLUMNS = ("test_acc", "test_top5", "test_nll", "ece", "gap", "epoch_s", "img_per_s", "peak_mem_mb")
@@ -108,7 +109,6 @@ def _header(a: SourceAnalysis, results: Results, out_dir: Path) -> list[str]:
     train = config.get("train") or {}
     suite_file = a.source.suite_file
     status = rows["status"].value_counts()
-    compute = sum(float(r.timing.get(k) or 0.0) for r in recs for k in ("train_time_s", "eval_time_s"))
     scenario_axes = [ax for ax in a.axes if ax not in DEFAULT_BASELINE and ax != "optimizer"]
     scenario = "; ".join(", ".join(a.levels[ax]) if ax == "scenario" else f"{ax}: {', '.join(a.levels[ax])}"
                          for ax in scenario_axes)
@@ -147,11 +147,61 @@ def _header(a: SourceAnalysis, results: Results, out_dir: Path) -> list[str]:
         ("machine load", _machine_load(recs)),
         ("versions", ", ".join(versions) or "—"),
         ("git commit", ", ".join(v[:12] for v in _values(recs, "env", "git_commit")) or "—"),
-        ("compute", f"{_duration(compute)} of training and evaluation in total"),
+        ("compute", _compute(recs)),
+        ("wall time", _wall_time(a.source.dirs)),
         ("run", f"{started[0]} → {finished[-1]}" if started and finished else "—"),
         ("results", dirs),
     ]
     return table(["", ""], ([k, cell_text(v)] for k, v in items), ["l", "l"])
+
+
+def _compute(recs: list[CellRecord]) -> str:
+    """The cells' time summed over cell files, and what it is made of: training, evaluation, the rest."""
+    timed = [r for r in recs if "cell_s" in r.timing]
+    if not timed:
+        total = sum(float(r.timing.get(k) or 0.0) for r in recs for k in ("train_time_s", "eval_time_s"))
+        return (f"{_duration(total)} of training and final evaluation in total (these cell files predate the "
+                "timing of per-epoch evaluation and overhead: the run took longer)")
+
+    def total(key: str, shared: bool = False) -> float:
+        # A pack's cells share its training time: each counts its share, so the sum is the pack's time once.
+        return sum(float(r.timing.get(key) or 0.0) / (int(r.env.get("pack_size") or 1) if shared else 1)
+                   for r in timed)
+
+    cells, train, evaluation, other = total("cell_s"), total("train_time_s", True), total("eval_time_s"), \
+        total("overhead_s")
+    text = (f"{_duration(cells)} summed over {len(timed)} cell file(s): training {_duration(train)}, evaluation "
+            f"{_duration(evaluation)} (after evaluated epochs and the final metrics), other per-cell work "
+            f"{_duration(other)} (building the model, loss and optimizer, choosing threads)")
+    if len(timed) < len(recs):
+        text += f"; {len(recs) - len(timed)} older cell file(s) without these times are not counted"
+    return text
+
+
+def _wall_time(dirs: list[Path]) -> str:
+    """The wall time of the latest run into each results directory, split as runs.json records it."""
+    parts = []
+    for directory in dirs:
+        runs = read_runs(directory)
+        if not runs:
+            continue
+        r = runs[-1]
+        try:
+            wall, cells_s, data_s, write_s = (float(r[k]) for k in ("wall_s", "cells_s", "data_s", "write_s"))
+        except (KeyError, TypeError, ValueError):
+            continue
+        jobs = int(r.get("jobs") or 1)
+        text = (f"latest run{f' into `{Path(directory).name}/`' if len(dirs) > 1 else ''} ({r.get('started_at', '?')}"
+                f"{', interrupted' if r.get('interrupted') else ''}): {_duration(wall)} for {r.get('cells', '?')} "
+                f"cell file(s) — {_duration(cells_s)} in the cells, {_duration(data_s)} loading data, "
+                f"{_duration(write_s)} writing results, {_duration(max(wall - cells_s - data_s - write_s, 0.0))} "
+                "other")
+        if jobs > 1:
+            text += f"; {jobs} cells trained at once, so the cells' time adds up to more than the wall time"
+        if len(runs) > 1:
+            text += f" ({len(runs)} runs into this directory in all)"
+        parts.append(text)
+    return "; ".join(parts) or "— (no runs.json: written by an older lossbench, or by no run)"
 
 
 def _results_place(directory: Path, out_dir: Path) -> str:
@@ -242,7 +292,8 @@ def _leaderboard(a: SourceAnalysis, results: Results) -> list[str]:
                      *[x.show(row[f"{x.name}_mean"]) + (flag if x.name in TIMING_COLUMNS else "") for x in extra]])
     lines = [f"Ranked by {m.heading} ({'higher' if m.higher_is_better is not False else 'lower'} is better). "
              "In brackets the 95% t-interval of the mean over seeds (n−1 degrees of freedom); the other columns are "
-             "means over the same seeds. Gap = clean training accuracy − test accuracy (overfitting)."
+             "means over the same seeds. Gap = clean training accuracy − test accuracy (overfitting). Seconds per epoch "
+             "count the training and the evaluation after the epoch (averaged over the epochs, evaluated or not)."
              + (" Intervals are cut at the metric's possible range." if m.bounds else "")]
     if m.higher_is_better is None:
         lines.append(f"(Whether higher or lower `{m.name}` is better is not known to lossbench; ranked high to low.)")

@@ -56,7 +56,9 @@ _KNOWN = [
     Measure("gap", "train−test gap", "pp", "pp", 100.0, 2, False),
     Measure("train_time_s", "train time", "s", "s", 1.0, 1, False),
     Measure("eval_time_s", "eval time", "s", "s", 1.0, 2, False),
-    Measure("epoch_s", "time per epoch", "s", "s", 1.0, 2, False),
+    Measure("epoch_s", "train+eval per epoch", "s", "s", 1.0, 2, False),
+    Measure("cell_s", "cell time", "s", "s", 1.0, 1, False),
+    Measure("overhead_s", "overhead", "s", "s", 1.0, 2, False),
     Measure("img_per_s", "throughput", "img/s", "img/s", 1.0, 0, True),
     Measure("peak_mem_mb", "peak memory", "MiB", "MiB", 1.0, 0, False),
     Measure("epochs_run", "epochs run", "", "", 1.0, 0, None),
@@ -64,7 +66,7 @@ _KNOWN = [
 MEASURES: dict[str, Measure] = {m.name: m for m in _KNOWN}
 
 #: Timing columns read from a record's `timing` block (the rest come from `metrics`); epoch_s is derived.
-TIMING_KEYS = ("train_time_s", "eval_time_s", "img_per_s", "peak_mem_mb", "epochs_run")
+TIMING_KEYS = ("train_time_s", "eval_time_s", "overhead_s", "cell_s", "img_per_s", "peak_mem_mb", "epochs_run")
 
 
 def measure(name: str) -> Measure:

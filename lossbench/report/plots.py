@@ -93,6 +93,7 @@ def _learning_curves(analysis: SourceAnalysis, records: dict[str, CellRecord], o
     ax_acc, ax_loss = fig.subplots(1, 2)
     colors = _palette(len(labels))
     handles = []
+    sparse_any = False
     loss_range = [math.inf, 0.0]
     for label, color in zip(labels, colors):
         histories = [r.history for r in _done_records(analysis, records, label)]
@@ -104,18 +105,25 @@ def _learning_curves(analysis: SourceAnalysis, records: dict[str, CellRecord], o
         loss = np.array([[h[e]["train_loss"] for e in range(epochs)] for h in histories], dtype=float)
         style = "--" if label == analysis.baseline else "-"
         name = label + (" (baseline)" if label == analysis.baseline else "")
-        (line,) = ax_acc.plot(x, acc.mean(0), style, color=color, lw=1.8, label=name)
+        # Test accuracy exists only at evaluated epochs (train.eval_every): the curve joins those, marked.
+        evaluated = np.isfinite(acc).all(axis=0)
+        sparse = not evaluated.all()
+        sparse_any |= sparse
+        (line,) = ax_acc.plot(x[evaluated], acc[:, evaluated].mean(0), style, color=color, lw=1.8, label=name,
+                              marker="o" if sparse else None, ms=3)
         ax_loss.plot(x, loss.mean(0), style, color=color, lw=1.8)
         finite = loss[np.isfinite(loss) & (loss > 0)]
         if finite.size:
             loss_range = [min(loss_range[0], float(finite.min())), max(loss_range[1], float(finite.max()))]
         if len(histories) > 1:
-            ax_acc.fill_between(x, acc.min(0), acc.max(0), color=color, alpha=0.15, lw=0)
+            ax_acc.fill_between(x[evaluated], acc[:, evaluated].min(0), acc[:, evaluated].max(0), color=color,
+                                alpha=0.15, lw=0)
             ax_loss.fill_between(x, loss.min(0), loss.max(0), color=color, alpha=0.15, lw=0)
         handles.append(line)
     if not handles:
         return None
-    ax_acc.set(xlabel="epoch", ylabel="test accuracy (%)", title="Test accuracy")
+    ax_acc.set(xlabel="epoch", ylabel="test accuracy (%)",
+               title="Test accuracy" + (" (at the evaluated epochs)" if sparse_any else ""))
     low, high = loss_range
     # A log axis helps only across decades; over a narrower range it leaves the axis with one or two labels.
     log = math.isfinite(low) and high / low > 10

@@ -249,6 +249,19 @@ def _drop_relabelled(records: dict[str, CellRecord], source_name: dict[str, str]
                             f"its latest run: {', '.join(sorted(ids))}")
 
 
+def epoch_seconds(record: CellRecord) -> float:
+    """Seconds per epoch, training and the evaluations after epochs together (final metrics excluded: they are
+    once per cell). Files written before evaluation was timed per epoch give training alone (NaN if unknown)."""
+    timing = record.timing
+    epochs = _number(timing.get("epochs_run"))
+    if not epochs or not epochs > 0:
+        return math.nan
+    train = _number(timing.get("train_time_s"))
+    if "epoch_eval_s" not in timing:
+        return train / epochs
+    return (train + _number(timing.get("epoch_eval_s"))) / epochs
+
+
 def _frame(records: dict[str, CellRecord], paths: dict[str, Path], source_name: dict[str, str],
            axes: list[str]) -> pd.DataFrame:
     rows = []
@@ -275,7 +288,6 @@ def _frame(records: dict[str, CellRecord], paths: dict[str, Path], source_name: 
             row["m:val_acc"] = _number(rec.last_val_acc) if done else math.nan
         for key in TIMING_KEYS:
             row[f"m:{key}"] = _number(rec.timing.get(key)) if done else math.nan
-        epochs = row["m:epochs_run"]
-        row["m:epoch_s"] = row["m:train_time_s"] / epochs if done and epochs and epochs > 0 else math.nan
+        row["m:epoch_s"] = epoch_seconds(rec) if done else math.nan
         rows.append(row)
     return pd.DataFrame(rows)
