@@ -5,10 +5,10 @@
   embeddings, and the prediction is their argmax.
 
 An evaluator owns the per-epoch metrics (test loss, top-1, top-5, validation accuracy), the final metrics
-(NLL, ECE, per-class accuracy, confusion matrix, reliability bins, train accuracy and gap) and the notes that
-explain how they were computed. Every metric of one evaluation uses one tie rule: the predicted class is the
-*lowest-index* class among those with the highest score (`metrics.predicted_class`), and top-k takes the k
-highest with the same order, so top-1, the confusion matrix, per-class accuracy and ECE always agree.
+(NLL, ECE, Brier score, per-class accuracy, confusion matrix, reliability bins, train accuracy and gap) and the
+notes that explain how they were computed. Every metric of one evaluation uses one tie rule: the predicted class
+is the *lowest-index* class among those with the highest score (`metrics.predicted_class`), and top-k takes the
+k highest with the same order, so top-1, the confusion matrix, per-class accuracy and ECE always agree.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from torch import nn
 from lossbench.device import Normalizer, autocast
 from lossbench.embedding_eval import evaluate_retrieval, knn_class_scores, knn_probabilities
 from lossbench.metrics import (
+    brier_score,
     confusion_matrix,
     expected_calibration_error,
     per_class_accuracy,
@@ -111,6 +112,7 @@ class Evaluator:
             "test_loss": test_loss.item(),
             "test_nll": F.nll_loss(log_probs, labels).item(),
             "ece": expected_calibration_error(probs, labels, predicted, bins=CALIBRATION_BINS).item(),
+            "brier": brier_score(probs, labels).item(),
             "train_acc": train_acc,
             "gap": train_acc - test_acc,
             "per_class_acc": [None if math.isnan(v) else v for v in per_class_accuracy(confusion).tolist()],
@@ -177,10 +179,10 @@ class EmbeddingEvaluator(Evaluator):
         return [
             f"loss '{loss_name}' has an embedding head: test_acc, test_top5, per-class accuracy and the "
             f"confusion matrix come from k-NN (k={self.loss.knn_k}, {self.loss.knn_metric}) against the "
-            "training-set embeddings; test_nll and ece are computed on the k-NN class probabilities (rank-weighted "
-            "neighbour votes v with add-one smoothing, p_c = (v_c + 1) / (sum v + C)); train_acc is leave-one-out "
-            "k-NN on the clean training set; test_loss is the training loss on test embeddings in batches of the "
-            "training batch size; per-epoch train_acc is not measured"
+            "training-set embeddings; test_nll, ece and brier are computed on the k-NN class probabilities "
+            "(rank-weighted neighbour votes v with add-one smoothing, p_c = (v_c + 1) / (sum v + C)); train_acc "
+            "is leave-one-out k-NN on the clean training set; test_loss is the training loss on test embeddings in "
+            "batches of the training batch size; per-epoch train_acc is not measured"
         ]
 
     def _knn(self) -> dict[str, Any]:

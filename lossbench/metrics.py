@@ -1,5 +1,5 @@
-"""Evaluation metrics on class scores: top-k accuracy, expected calibration error, reliability bins, per-class
-accuracy, confusion matrix. Inputs are tensors on any device; outputs are tensors (the caller syncs once).
+"""Evaluation metrics on class scores: top-k accuracy, expected calibration error, Brier score, reliability bins,
+per-class accuracy, confusion matrix. Inputs are tensors on any device; outputs are tensors (the caller syncs once).
 
 One tie rule for all of them: among classes of equal score the lowest index ranks first. `predicted_class` is
 torch's argmax (documented to return the first maximal index); `topk_correct` ranks with a stable sort, so its
@@ -31,20 +31,40 @@ def _confidence(probs: torch.Tensor, predicted: torch.Tensor | None) -> tuple[to
     return probs.gather(1, predicted[:, None]).squeeze(1), predicted
 
 
+def _bin_index(confidence: torch.Tensor, bins: int) -> torch.Tensor:
+    # Bin b holds confidences in (b/bins, (b+1)/bins]; confidence exactly 0 cannot occur for a max over classes.
+    return (confidence * bins).ceil().long().clamp_(1, bins) - 1
+
+
 def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, predicted: torch.Tensor | None = None,
                                bins: int = 15) -> torch.Tensor:
-    """ECE with equal-width confidence bins on (0, 1]: Σ_b (n_b / N) · |accuracy_b − mean confidence_b|.
+    """ECE with equal-width confidence bins on (0, 1]: Σ_b (n_b / N) · |accuracy_b − mean confidence_b|, a
+    fraction in [0, 1].
 
     The confidence is the probability of the predicted class (`predicted`, by default `predicted_class(probs)`).
+    Bins are right-closed, (b/bins, (b+1)/bins], as Guo et al. (2017) define them and as their reference code
+    bins, so a confidence of exactly 1.0 falls in the top bin with those just below it. torchmetrics'
+    MulticlassCalibrationError bins [b/bins, (b+1)/bins) and puts exactly 1.0 in a bin of its own; the two agree
+    wherever no confidence sits on a bin edge, and differ when some softmax rounds to 1.0 — in float32 from a
+    logit gap of about 17 on. We keep Guo's convention because it makes ECE continuous in the probabilities: a
+    confidence of 1.0 and one of 1 − 1e-8 (the same prediction, rounded or not) land in the same bin.
     """
     confidence, predicted = _confidence(probs, predicted)
     correct = (predicted == labels).to(probs.dtype)
-    # Bin b holds confidences in (b/bins, (b+1)/bins]; confidence exactly 0 cannot occur for a max over classes.
-    index = (confidence * bins).ceil().long().clamp_(1, bins) - 1
+    index = _bin_index(confidence, bins)
     count = torch.zeros(bins, dtype=probs.dtype, device=probs.device).index_add_(0, index, torch.ones_like(confidence))
     conf_sum = torch.zeros_like(count).index_add_(0, index, confidence)
     acc_sum = torch.zeros_like(count).index_add_(0, index, correct)
     return (conf_sum - acc_sum).abs().sum() / probs.shape[0]
+
+
+def brier_score(probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Brier score (Brier 1950, the multi-class form): Σ_c (p_c − 1[c = y])² per sample, averaged over samples;
+    in [0, 2], lower is better. It is C times the mean over classes that the `mse` loss on probabilities trains.
+    """
+    # Σ_c p_c² − 2·p_y + 1 needs no one-hot [N, C] tensor.
+    p_y = probs.gather(1, labels[:, None]).squeeze(1)
+    return (probs.pow(2).sum(dim=1) - 2 * p_y + 1).mean()
 
 
 def reliability_bins(probs: torch.Tensor, labels: torch.Tensor, predicted: torch.Tensor | None = None,
@@ -52,7 +72,7 @@ def reliability_bins(probs: torch.Tensor, labels: torch.Tensor, predicted: torch
     """Per-bin count, mean confidence and accuracy (the data of a reliability diagram), binned as ECE is."""
     confidence, predicted = _confidence(probs, predicted)
     correct = (predicted == labels).to(probs.dtype)
-    index = (confidence * bins).ceil().long().clamp_(1, bins) - 1
+    index = _bin_index(confidence, bins)
     count = torch.zeros(bins, dtype=probs.dtype, device=probs.device).index_add_(0, index, torch.ones_like(confidence))
     conf = torch.zeros_like(count).index_add_(0, index, confidence) / count.clamp(min=1)
     acc = torch.zeros_like(count).index_add_(0, index, correct) / count.clamp(min=1)

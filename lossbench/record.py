@@ -56,8 +56,8 @@ class CellRecord:
     traceback: str | None = None
     #: Sentences that explain how metrics were computed for this cell (k-NN heads, noisy labels, ...).
     notes: list[str] = field(default_factory=list)
-    #: Final metrics (test_acc, test_top5, test_loss, test_nll, ece, train_acc, gap, per_class_acc, confusion,
-    #: reliability, ...); empty unless the status is done.
+    #: Final metrics (test_acc, test_top5, test_loss, test_nll, ece, brier, train_acc, gap, per_class_acc,
+    #: confusion, reliability, ...); empty unless the status is done.
     metrics: dict[str, Any] = field(default_factory=dict)
     #: One entry per epoch (see engine.EpochRecord).
     history: list[dict[str, Any]] = field(default_factory=list)

@@ -36,8 +36,9 @@ from lossbench.record import AXES, CellRecord
 #: results.csv columns, in order. Metrics of failed or diverged cells are empty.
 CSV_COLUMNS = [
     "id", "label", "loss", "regularizer", "augmentation", "optimizer", "scenario", "seed", "status",
-    "test_acc", "test_top5", "test_loss", "test_nll", "ece", "train_acc", "gap", "val_acc", "noise_rate",
-    "epochs", "epochs_run", "train_time_s", "img_per_s", "peak_mem_mb", "device", "diverged_epoch", "error",
+    "test_acc", "test_top5", "test_loss", "test_nll", "ece", "brier", "train_acc", "gap", "val_acc",
+    "noise_rate", "epochs", "epochs_run", "train_time_s", "img_per_s", "peak_mem_mb", "device", "diverged_epoch",
+    "error",
 ]
 #: The file listing every run into a results directory with its wall time (ResultsStore.record_run).
 RUNS_FILE = "runs.json"
@@ -334,7 +335,7 @@ def csv_row(record: CellRecord) -> dict[str, Any]:
     for axis in AXES:
         # Results written before the scenario axis existed trained on the clean data.
         row[axis] = record.axes.get(axis, "none" if axis == "scenario" else None)
-    for key in ("test_acc", "test_top5", "test_loss", "test_nll", "ece", "train_acc", "gap"):
+    for key in ("test_acc", "test_top5", "test_loss", "test_nll", "ece", "brier", "train_acc", "gap"):
         row[key] = record.metric(key)
     for key in ("train_time_s", "img_per_s", "peak_mem_mb"):
         row[key] = record.timing.get(key)

@@ -24,7 +24,7 @@ EPOCH_SCALARS = {
     "penalty_share": "train/penalty_share", "epoch_s": "time/epoch_s",
 }
 #: Final metrics shown as hparams metrics (tags `final/<name>`), when the cell has them.
-FINAL_METRICS = ("test_acc", "test_top5", "test_nll", "ece", "gap", "train_acc", "precision_at_1", "map_at_r")
+FINAL_METRICS = ("test_acc", "test_top5", "test_nll", "ece", "brier", "gap", "train_acc", "precision_at_1", "map_at_r")
 
 
 def check_available(option: str = "--tensorboard") -> None:

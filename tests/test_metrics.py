@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+from sklearn.metrics import brier_score_loss
 from sklearn.metrics import confusion_matrix as sk_confusion
 
 from lossbench.metrics import (
+    brier_score,
     confusion_matrix,
     expected_calibration_error,
     per_class_accuracy,
@@ -50,6 +52,50 @@ def test_ece_by_hand() -> None:
 def test_perfectly_calibrated_confident_predictions_have_zero_ece() -> None:
     probs = F.one_hot(torch.tensor([0, 1, 2]), 3).double()
     assert expected_calibration_error(probs, torch.tensor([0, 1, 2])).item() == 0.0
+
+
+def test_ece_matches_torchmetrics_away_from_probability_one() -> None:
+    """Random softmax probabilities (none at exactly 1.0 or on a bin edge): torchmetrics' binning and ours agree."""
+    from torchmetrics.classification import MulticlassCalibrationError
+
+    g = torch.Generator().manual_seed(3)
+    for scale in (1.0, 2.0, 4.0):
+        probs = (scale * torch.randn(500, 7, generator=g)).softmax(dim=1)
+        labels = torch.randint(0, 7, (500,), generator=g)
+        assert probs.max() < 1.0
+        theirs = MulticlassCalibrationError(num_classes=7, n_bins=15, norm="l1")(probs, labels)
+        torch.testing.assert_close(expected_calibration_error(probs, labels, bins=15), theirs, rtol=0, atol=1e-6)
+
+
+def test_ece_at_exactly_probability_one_follows_guo_et_al() -> None:
+    """softmax([30, −30]) is exactly 1.0 in float32. By hand, our right-closed bins put it with the confidence
+    0.9526 of softmax([3, 0]) in the top bin (14/15, 1]: |mean confidence − accuracy| = |0.9763 − 1/2| = 0.4763.
+    torchmetrics keeps 1.0 in a bin of its own: ½·|1 − 0| + ½·|0.9526 − 1| = 0.5237. The documented difference."""
+    from torchmetrics.classification import MulticlassCalibrationError
+
+    probs = torch.tensor([[30.0, -30.0], [3.0, 0.0]]).softmax(dim=1)
+    labels = torch.tensor([1, 0])
+    assert probs[0, 0].item() == 1.0
+    p = 1 / (1 + np.exp(-3.0))
+    ours = expected_calibration_error(probs, labels, bins=15).item()
+    assert abs(ours - abs((1.0 + p) / 2 - 0.5)) < 1e-6 and abs(ours - 0.4763) < 1e-4
+    theirs = MulticlassCalibrationError(num_classes=2, n_bins=15, norm="l1")(probs, labels).item()
+    assert abs(theirs - (0.5 * 1.0 + 0.5 * (1 - p))) < 1e-6 and abs(theirs - 0.5237) < 1e-4
+
+
+def test_brier_score_by_hand_and_against_sklearn() -> None:
+    # By hand: (0.7−1)² + 0.2² + 0.1² = 0.14 and 0.1² + (0.3−1)² + 0.6² = 0.86; mean 0.5.
+    probs = torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]], dtype=torch.float64)
+    assert abs(brier_score(probs, torch.tensor([0, 1])).item() - 0.5) < 1e-12
+    g = torch.Generator().manual_seed(4)
+    probs = (2 * torch.randn(300, 5, generator=g)).softmax(dim=1)
+    labels = torch.randint(0, 5, (300,), generator=g)
+    expected = brier_score_loss(labels.numpy(), probs.numpy(), labels=list(range(5)))
+    assert abs(brier_score(probs, labels).item() - expected) < 1e-6
+    # The mse loss on probabilities is the Brier score divided by the number of classes.
+    from lossbench.losses import LOSSES
+
+    assert abs(LOSSES.build("mse", {})(probs.log(), labels).item() - expected / 5) < 1e-6
 
 
 def test_topk_against_manual_ranking() -> None:

@@ -170,7 +170,10 @@ class _SquareLoss(Loss):
 
 @LOSSES.register("mse")
 class MeanSquaredError(_SquareLoss):
-    """Squared error to one-hot targets, mean over classes; on softmax probabilities (Brier) or raw outputs.
+    """Squared error to one-hot targets, mean over classes; on softmax probabilities or raw outputs.
+
+    On probabilities (the default) this is the Brier score divided by the number of classes C: the Brier score
+    sums the squared errors over classes (the `brier` metric), the loss averages them.
 
     On raw outputs (`over: outputs`) this is the square loss of Hui & Belkin (2021): (1/C)·[k·(f_y − M)² +
     Σ_{c≠y} f_c²], with k weighting the true class and M its target value (both 1 by default; they suggest

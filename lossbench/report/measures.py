@@ -53,6 +53,7 @@ _KNOWN = [
     Measure("test_nll", "test NLL", "nats", "nats", 1.0, 3, False),
     Measure("test_loss", "test loss", "", "", 1.0, 4, False),
     Measure("ece", "ECE", "%", "pp", 100.0, 2, False, (0.0, 1.0)),
+    Measure("brier", "Brier score", "", "", 1.0, 4, False, (0.0, 2.0)),
     Measure("gap", "train−test gap", "pp", "pp", 100.0, 2, False),
     Measure("train_time_s", "train time", "s", "s", 1.0, 1, False),
     Measure("eval_time_s", "eval time", "s", "s", 1.0, 2, False),
