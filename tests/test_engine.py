@@ -42,7 +42,7 @@ def test_cell_trains_and_reports_everything(write_suite, small: ImageData) -> No
     assert result.status == "done", result.traceback
     m = result.metrics
     assert m["test_acc"] > 0.5  # ten classes: chance is 0.1
-    assert 0 <= m["ece"] <= 1 and m["test_nll"] > 0 and m["test_top5"] >= m["test_acc"]
+    assert 0 <= m["ece"] <= 1 and m["test_nll"] > 0 and m["test_top5"] >= m["test_acc"] and 0 < m["brier"] < 2
     assert abs(m["gap"] - (m["train_acc"] - m["test_acc"])) < 1e-12
     assert len(m["per_class_acc"]) == 10 and len(m["confusion"]) == 10
     assert sum(map(sum, m["confusion"])) == 200
