@@ -77,17 +77,21 @@ def write_report(dirs: list[Path], out: Path | None = None, *, baseline: str | N
     elif fmt == "latex":
         atomic_write_text(target, formats.leaderboard_latex(analyses))
     else:
-        figures = {}
+        figures, tuning_figures = {}, {}
         if plots:
+            from lossbench.report import tuning, tuning_plots
             from lossbench.report.plots import make_plots
 
             multi = len(analyses) > 1
             for a in analyses:
                 subdir = f"plots/{_slug(a.source.name)}" if multi else "plots"
                 figures[a.source.name] = make_plots(a, results.records, out_dir, subdir)
-        atomic_write_text(target, markdown.render(analyses, results, figures, out_dir))
+                study = tuning.load_study(a, results)
+                if study is not None:
+                    tuning_figures[a.source.name] = tuning_plots.make_plots(study, out_dir, subdir)
+        atomic_write_text(target, markdown.render(analyses, results, figures, out_dir, tuning_figures))
         summary = out_dir / FORMATS["csv"][0]
         atomic_write_text(summary, formats.summary_csv(analyses))
         written.append(summary)
-        written += [out_dir / p.path for plist in figures.values() for p in plist]
+        written += [out_dir / p.path for plist in (*figures.values(), *tuning_figures.values()) for p in plist]
     return written

@@ -137,7 +137,7 @@ def _header(a: SourceAnalysis, results: Results, out_dir: Path) -> list[str]:
         ("data", _data_sizes(recs)),
         ("scenario", scenario or "none (the dataset as loaded)"),
         ("model", _params(config.get("model"))),
-        ("training", f"{train.get('epochs', '?')} epochs, batch {train.get('batch_size', '?')}, schedule "
+        ("training", f"{train.get('epochs', '?')} epochs, batch {_batch_sizes(recs)}, schedule "
                      f"{_params(schedule)}, precision {' / '.join(_values(recs, 'precision')) or '?'}"),
         ("optimizer", ", ".join(a.levels.get("optimizer", [])) or "—"),
         ("learning rate", _learning_rates(recs)),
@@ -237,16 +237,33 @@ def _data_sizes(recs: list[CellRecord]) -> str:
     return text
 
 
+def _batch_sizes(recs: list[CellRecord]) -> str:
+    """The batch size, or its range where cells differ (tuned per cell)."""
+    sizes = sorted({int(b) for r in recs if (b := (r.config.get("train") or {}).get("batch_size")) is not None})
+    if len(sizes) > 1:
+        return f"{sizes[0]}–{sizes[-1]} (differs by cell)"
+    return str(sizes[0]) if sizes else "?"
+
+
 def _learning_rates(recs: list[CellRecord]) -> str:
-    """The learning rate at the end of the first and of the last epoch, per optimizer setting."""
-    seen: dict[str, str] = {}
+    """The learning rate at the end of the first and of the last epoch, per optimizer setting; its range over
+    the cells where they differ (tuned per cell)."""
+    ends: dict[str, list[tuple[float, int, float, int]]] = {}
     for r in recs:
         history = [h for h in r.history if h.get("lr") is not None]
-        if not history:
-            continue
-        key = str(r.axes.get("optimizer", ""))
-        seen.setdefault(key, f"{history[0]['lr']:.3g} after epoch {history[0]['epoch']} → {history[-1]['lr']:.3g} "
-                             f"after epoch {history[-1]['epoch']}")
+        if history:
+            ends.setdefault(str(r.axes.get("optimizer", "")), []).append(
+                (history[0]["lr"], history[0]["epoch"], history[-1]["lr"], history[-1]["epoch"]))
+    seen: dict[str, str] = {}
+    for key, found in ends.items():
+        first, first_epoch, last, last_epoch = found[0]
+        if len({(a, c) for a, _, c, _ in found}) == 1:
+            seen[key] = f"{first:.3g} after epoch {first_epoch} → {last:.3g} after epoch {last_epoch}"
+        else:
+            low, high = min(a for a, *_ in found), max(a for a, *_ in found)
+            seen[key] = (f"{low:.3g}–{high:.3g} after epoch {first_epoch} (differs by cell) → "
+                         f"{min(c for *_, c, _ in found):.3g}–{max(c for *_, c, _ in found):.3g} after epoch "
+                         f"{last_epoch}")
     if not seen:
         return "—"
     if len(seen) == 1:
@@ -548,8 +565,10 @@ def _notes(a: SourceAnalysis, results: Results) -> list[str]:
     return [f"- {n}" for n in notes]
 
 
-def render(analyses: list[SourceAnalysis], results: Results, plots: dict[str, list[Plot]], out_dir: Path) -> str:
-    """The whole report.md; `plots` maps a source name to its figures (paths relative to out_dir)."""
+def render(analyses: list[SourceAnalysis], results: Results, plots: dict[str, list[Plot]], out_dir: Path,
+           tuning_plots: dict[str, list[Plot]] | None = None) -> str:
+    """The whole report.md; `plots` maps a source name to its figures (paths relative to out_dir), and
+    `tuning_plots` to those of its Tuning section."""
     suites = list(dict.fromkeys(a.source.suite for a in analyses))
     m = analyses[0].metric
     lines = [f"# lossbench report: {', '.join(suites)}", ""]
@@ -577,6 +596,12 @@ def render(analyses: list[SourceAnalysis], results: Results, plots: dict[str, li
         rule = adaptive_rule(a.source.suite_file)
         if rule is not None:
             sections.insert(4, ("Adaptive seeding", section(a, rule)))
+        from lossbench.report import tuning
+
+        study = tuning.load_study(a, results)
+        if study is not None:
+            figures = (tuning_plots or {}).get(a.source.name, [])
+            sections.insert(2, ("Tuning", tuning.section(study, analyses, figures)))
         notes = _notes(a, results)
         if notes:
             sections.append(("Notes", notes))

@@ -37,6 +37,8 @@ class Source:
     dirs: list[Path]
     #: The parsed suite.yaml of the first directory that has one ({} when none does).
     suite_file: dict[str, Any] = field(default_factory=dict)
+    #: Whether its cells are the final cells of a tuning run (their config holds a `tuned` block).
+    tuned: bool = False
 
 
 @dataclass
@@ -103,10 +105,21 @@ def _hash(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+def is_tuned(record: CellRecord) -> bool:
+    """Whether the record is a final cell of a tuning run: its config holds the `tuned` block."""
+    return isinstance(record.config.get("tuned"), dict)
+
+
 def _shared_config(record: CellRecord) -> dict[str, Any]:
     """What every cell of one run shares: the configuration without the grid axes and the seed (dataset
-    identity and options, model, training recipe)."""
-    return {k: v for k, v in record.config.items() if k != "seed" and k not in record.axes}
+    identity and options, model, training recipe). A tuned cell's chosen values differ from cell to cell by
+    design, so they are left out too: every leaf named like the last part of a tuned path (`train.batch_size` →
+    `batch_size`), and the `tuned` block itself."""
+    shared = {k: v for k, v in record.config.items() if k not in ("seed", "tuned") and k not in record.axes}
+    if not is_tuned(record):
+        return shared
+    tuned_names = {str(path).rsplit(".", 1)[-1] for path in (record.config["tuned"].get("params") or {})}
+    return {leaf: v for leaf, v in _flatten(shared).items() if leaf.rsplit(".", 1)[-1] not in tuned_names}
 
 
 def _group_hash(record: CellRecord) -> str:
@@ -150,12 +163,12 @@ def load_results(dirs: list[Path]) -> Results:
     records = {rid: rec for rid, (_, rec) in found.items()}
     # One source per suite, dataset and shared configuration, in the order their directories were given:
     # directories of the same run merge their seeds, a run with other settings stands beside them.
-    keys: dict[tuple[str, str, str], list[Path]] = {}
-    shared: dict[tuple[str, str, str], dict[str, Any]] = {}
-    source_key: dict[str, tuple[str, str, str]] = {}
+    keys: dict[tuple[str, str, str, bool], list[Path]] = {}
+    shared: dict[tuple[str, str, str, bool], dict[str, Any]] = {}
+    source_key: dict[str, tuple[str, str, str, bool]] = {}
     position = {d: i for i, d in enumerate(suite_files)}
     for rid, rec in sorted(records.items(), key=lambda kv: (position[record_dir[kv[0]]], _started(kv[1]), kv[0])):
-        key = (rec.suite or "?", rec.dataset, _hash(_shared_config(rec)))
+        key = (rec.suite or "?", rec.dataset, _hash(_shared_config(rec)), is_tuned(rec))
         source_key[rid] = key
         shared.setdefault(key, _shared_config(rec))
         dirs_of_key = keys.setdefault(key, [])
@@ -163,6 +176,8 @@ def load_results(dirs: list[Path]) -> Results:
             dirs_of_key.append(record_dir[rid])
     sources = _name_sources(keys, shared, suite_files)
     name_of = {key: src.name for key, src in zip(keys, sources)}
+    # Tuned sources first: their final cells are the verdict; an untuned run beside them is the comparison.
+    sources.sort(key=lambda s: not s.tuned)
     source_name = {rid: name_of[key] for rid, key in source_key.items()}
 
     _drop_relabelled(records, source_name, warnings)
@@ -180,12 +195,17 @@ def load_results(dirs: list[Path]) -> Results:
 def _drop_earlier_runs(cells: list[tuple[Path, CellRecord]], directory: Path,
                        warnings: list[str]) -> list[tuple[Path, CellRecord]]:
     """The cells of a directory that share the settings of its latest run: files of an earlier run with other
-    settings (say fewer epochs) stay in cells/ but must not be averaged with, or ranked beside, the new ones."""
-    if not cells:
-        return cells
-    latest = max(cells, key=lambda pr: _finished(pr[1]))[1]
-    want = (latest.suite, _hash(_shared_config(latest)))
-    kept = [(p, r) for p, r in cells if (r.suite, _hash(_shared_config(r))) == want]
+    settings (say fewer epochs) stay in cells/ but must not be averaged with, or ranked beside, the new ones.
+    Tuned and untuned cells are two runs that are both kept (the latest of each): the report shows how tuning
+    changed the ranking."""
+    kept = []
+    for tuned in (False, True):
+        group = [(p, r) for p, r in cells if is_tuned(r) == tuned]
+        if not group:
+            continue
+        latest = max(group, key=lambda pr: _finished(pr[1]))[1]
+        want = (latest.suite, _hash(_shared_config(latest)))
+        kept += [(p, r) for p, r in group if (r.suite, _hash(_shared_config(r))) == want]
     if len(kept) < len(cells):
         warnings.append(f"ignored {len(cells) - len(kept)} cell file(s) in {directory} from an earlier run with "
                         "other settings (suite, dataset options, model or training recipe) than its latest run")
@@ -201,20 +221,26 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: value}
 
 
-def _name_sources(keys: dict[tuple[str, str, str], list[Path]], shared: dict[tuple[str, str, str], dict[str, Any]],
+def _name_sources(keys: dict[tuple[str, str, str, bool], list[Path]],
+                  shared: dict[tuple[str, str, str, bool], dict[str, Any]],
                   suite_files: dict[Path, dict[str, Any]]) -> list[Source]:
     """Name each source by what tells it apart: its dataset, else its suite, else both; sources that still share
-    a name get the settings in which they differ, e.g. `smoke (epochs=2)`."""
-    suites = {s for s, _, _ in keys}
-    datasets = {d for _, d, _ in keys}
+    a name get `tuned` / `untuned` where one of them is tuned, then the settings in which they differ, e.g.
+    `smoke (epochs=2)`."""
+    suites = {s for s, _, _, _ in keys}
+    datasets = {d for _, d, _, _ in keys}
+    pairs = {(s, d) for s, d, _, _ in keys}
     base = {}
-    for suite, dataset, h in keys:
-        if len(datasets) == len({(s, d) for s, d, _ in keys}):
-            base[(suite, dataset, h)] = dataset
-        elif len(suites) == len({(s, d) for s, d, _ in keys}):
-            base[(suite, dataset, h)] = suite
+    for key in keys:
+        suite, dataset = key[0], key[1]
+        if len(datasets) == len(pairs):
+            base[key] = dataset
+        elif len(suites) == len(pairs):
+            base[key] = suite
         else:
-            base[(suite, dataset, h)] = f"{suite} · {dataset}"
+            base[key] = f"{suite} · {dataset}"
+    base = {k: f"{name} · {'tuned' if k[3] else 'untuned'}" if any(
+        base[o] == name and o[3] != k[3] for o in keys) else name for k, name in base.items()}
     out = []
     for key, dirs in keys.items():
         name = base[key]
@@ -226,7 +252,7 @@ def _name_sources(keys: dict[tuple[str, str, str], list[Path]], shared: dict[tup
             shown = ", ".join(f"{leaf.rsplit('.', 1)[-1]}={flat[key].get(leaf)}" for leaf in differ[:3])
             name = f"{name} ({shown}{', …' if len(differ) > 3 else ''})"
         suite_file = next((suite_files[d] for d in dirs if suite_files.get(d)), {})
-        out.append(Source(key[0], key[1], name, dirs, suite_file))
+        out.append(Source(key[0], key[1], name, dirs, suite_file, tuned=key[3]))
     return out
 
 

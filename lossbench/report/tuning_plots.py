@@ -1,0 +1,236 @@
+"""The Tuning section's figures: best-so-far curves (one panel per loss) and one sensitivity plot per tuned
+parameter (the tuning metric of every trial against the value it tried, one colour per loss).
+
+Built like the report's other figures: matplotlib's object interface on the Agg canvas, written atomically.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from matplotlib.transforms import blended_transform_factory
+
+from lossbench.report.plots import Plot, _palette, _save, _wrap
+from lossbench.report.tuning import (
+    EDGE_SHARE,
+    MAX_LEGEND,
+    MAX_PANELS,
+    RISE_WINDOW,
+    CellTuning,
+    Range,
+    Study,
+    best_so_far,
+)
+
+PRUNED_NOTE = "hollow: pruned (the value it had reached when stopped, after fewer epochs)"
+
+
+def make_plots(study: Study, out_dir: Path, subdir: str) -> list[Plot]:
+    """The best-so-far curves and one sensitivity plot per tuned parameter, as PNGs under out_dir/subdir."""
+    plots = []
+    curve = best_so_far_plot(study, out_dir, f"{subdir}/tuning_best_so_far.png")
+    if curve is not None:
+        plots.append(curve)
+    for path in study.paths:
+        plot = sensitivity_plot(study, path, out_dir, f"{subdir}/tuning_{_slug(path)}.png")
+        if plot is not None:
+            plots.append(plot)
+    return plots
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "param"
+
+
+def _losses(study: Study) -> list[str]:
+    return list(dict.fromkeys(c.loss for c in study.cells))
+
+
+def _rest_of_label(cell: CellTuning) -> str:
+    """The label without its loss part: what tells cells of one loss apart within its panel."""
+    parts = cell.label.split(" | ")
+    return " | ".join(parts[1:]) if len(parts) > 1 and parts[0] == cell.loss else cell.label
+
+
+def best_so_far_plot(study: Study, out_dir: Path, rel: str) -> Plot | None:
+    """One panel per loss (shared y axis), one step line per cell: the best tuning metric among its complete
+    trials up to each trial number; the last window of the budget is shaded and rising curves are drawn thick."""
+    m = study.metric
+    sign = 1.0 if study.higher else -1.0
+    curves = []
+    for cell in study.cells:
+        done = study.complete(cell)
+        if not len(done):
+            continue
+        x, y = best_so_far(list(done["trial"]), list(study.oriented(pd.to_numeric(done[m.name]))))
+        curves.append((cell, x, sign * y * m.scale, study.rise(cell).status == "rising"))
+    if not curves:
+        return None
+    losses = [loss for loss in _losses(study) if any(c.loss == loss for c, *_ in curves)]
+    shown, left_out = losses[:MAX_PANELS], losses[MAX_PANELS:]
+    cols = min(3, len(shown))
+    rows = math.ceil(len(shown) / cols)
+    fig = Figure(figsize=(4.6 * cols, 3.4 * rows + 0.6))
+    axes = np.atleast_1d(fig.subplots(rows, cols, sharey=True, squeeze=False)).ravel()
+    last = max(int(x[-1]) for _, x, _, _ in curves)
+    budget = study.budget or last + 1
+    window = max(2, math.ceil(RISE_WINDOW * budget))
+    for ax, loss in zip(axes, shown):
+        mine = [c for c in curves if c[0].loss == loss]
+        colors = _palette(len(mine))
+        for i, ((cell, x, y, rising), color) in enumerate(zip(mine, colors)):
+            # Extend each curve to the last trial of the budget: the best so far holds until then.
+            xs, ys = np.append(x, max(budget - 1, x[-1])), np.append(y, y[-1])
+            name = _rest_of_label(cell) if len(mine) > 1 else "best so far"
+            name = _wrap(name, 34) + (" — still rising" if rising else "")
+            ax.step(xs, ys, where="post", color=color, lw=2.6 if rising else 1.5,
+                    label=name if i < MAX_LEGEND else None)
+            improved = np.r_[True, np.diff(y) != 0]
+            ax.plot(x[improved], y[improved], "o", color=color, ms=3.5)
+        ax.axvspan(budget - window - 0.5, budget - 0.5, color="#999999", alpha=0.15, lw=0)
+        ax.set_title(_wrap(loss, 40), fontsize=10)
+        ax.set_xlim(-0.5, budget - 0.5)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.grid(alpha=0.3)
+        if len(mine) > 1 or any(r for *_, r in mine):
+            extra = len(mine) - MAX_LEGEND
+            ax.legend(fontsize=7, loc="lower right", frameon=True, framealpha=0.85,
+                      title=f"+{extra} more not named" if extra > 0 else None, title_fontsize=7)
+    for ax in axes[len(shown):]:
+        ax.set_visible(False)
+    for ax in axes[:len(shown)]:
+        ax.set_xlabel("trial")
+        if ax.get_subplotspec().is_first_col():
+            ax.set_ylabel(f"best {m.heading} so far")
+    fig.suptitle(f"Best-so-far {m.title} per cell — {study.analysis.source.name} (validation split; shaded: the "
+                 f"last {window} trials of the {budget}-trial budget)", fontsize=11)
+    fig.tight_layout()
+    _save(fig, out_dir / rel)
+    caption = (f"For each cell, the best {m.title} among its complete trials up to each trial (dots where it "
+               f"improved), one panel per loss. A curve still climbing in the shaded last {window} trials "
+               "(drawn thick) means the budget was too small for that cell.")
+    if left_out:
+        caption += f" {len(left_out)} further loss(es) not drawn: {', '.join(left_out)}."
+    return Plot(rel, "Best-so-far curves", caption)
+
+
+def _positions(values: pd.Series, rng: Range | None) -> tuple[np.ndarray, list[str] | None]:
+    """x positions: the values themselves, or for categorical values their index among the choices."""
+    numeric = pd.to_numeric(values, errors="coerce")
+    if (rng is None or rng.choices is None) and numeric.notna().all():
+        return numeric.to_numpy(dtype=float), None
+    choices = [str(c) for c in rng.choices] if rng is not None and rng.choices else []
+    for v in values.astype(str):
+        if v not in choices:
+            choices.append(v)
+    return np.array([float(choices.index(str(v))) for v in values]), choices
+
+
+def _category_key(value: Any) -> str:
+    """A categorical value as tuning.csv and the `tuned` block may spell it (64 vs 64.0)."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def sensitivity_plot(study: Study, path: str, out_dir: Path, rel: str) -> Plot | None:
+    """The tuning metric of every trial against its value of `path`: filled complete, hollow pruned, × failed
+    (at the foot of the axis: no value), a star at each cell's chosen trial; one colour per loss; the range's
+    bounds dashed and its outer EDGE_SHARE shaded."""
+    m = study.metric
+    rows = []
+    for cell in study.cells:
+        trials = cell.trials
+        if path not in trials or not len(trials):
+            continue
+        used = trials[trials[path].notna()]
+        rows += [{"loss": cell.loss, "label": cell.label, "trial": int(t), "state": s, "x": v,
+                  "y": pd.to_numeric(pd.Series([y]), errors="coerce").iloc[0] if m.name in used else math.nan,
+                  "chosen": cell.chosen_trial == int(t)}
+                 for t, s, v, y in zip(used["trial"], used["state"], used[path],
+                                       used[m.name] if m.name in used else [math.nan] * len(used))]
+    if not rows:
+        return None
+    frame = pd.DataFrame(rows)
+    rng = study.space.get(path)
+    if rng is not None and rng.choices is not None:
+        frame["x"] = frame["x"].map(_category_key)
+        rng = Range(rng.path, choices=tuple(_category_key(c) for c in rng.choices))
+    x, categories = _positions(frame["x"], rng)
+    if categories is not None:
+        # Spread the trials of one category sideways (a fixed offset per trial number, so reruns draw the same).
+        x = x + ((frame["trial"].to_numpy() * 0.618) % 1.0 - 0.5) * 0.35
+    frame["px"] = x
+    frame["py"] = frame["y"] * m.scale
+    losses = [loss for loss in _losses(study) if loss in set(frame["loss"])]
+    colors = dict(zip(losses, _palette(len(losses))))
+    fig = Figure(figsize=(8.8, 4.6))
+    ax = fig.subplots()
+    log = rng is not None and rng.log and categories is None and (frame["px"] > 0).all()
+    if rng is not None and rng.choices is None and rng.low is not None and rng.high is not None:
+        low, high = float(rng.low), float(rng.high)
+        if log:
+            inner_low, inner_high = low * (high / low) ** EDGE_SHARE, high / (high / low) ** EDGE_SHARE
+        else:
+            inner_low, inner_high = low + EDGE_SHARE * (high - low), high - EDGE_SHARE * (high - low)
+        ax.axvspan(low, inner_low, color="#ff7f0e", alpha=0.12, lw=0)
+        ax.axvspan(inner_high, high, color="#ff7f0e", alpha=0.12, lw=0)
+        for bound in (low, high):
+            ax.axvline(bound, color="#666666", ls="--", lw=1)
+    foot = blended_transform_factory(ax.transData, ax.transAxes)
+    for loss in losses:
+        mine = frame[frame["loss"] == loss]
+        color = colors[loss]
+        ok = mine[(mine["state"] == "complete") & mine["py"].notna()]
+        ax.scatter(ok["px"], ok["py"], s=26, color=color, alpha=0.75, lw=0)
+        pruned = mine[(mine["state"] == "pruned") & mine["py"].notna()]
+        ax.scatter(pruned["px"], pruned["py"], s=30, facecolors="none", edgecolors=color, lw=1.1, alpha=0.9)
+        # Failed trials (and pruned ones without a value) have no metric: a × at the foot of the axis.
+        failed = mine[(mine["state"] == "failed") | ((mine["state"] == "pruned") & mine["py"].isna())]
+        ax.scatter(failed["px"], np.full(len(failed), 0.03), s=34, marker="x", color=color, lw=1.3,
+                   transform=foot, clip_on=False)
+        chosen = mine[mine["chosen"] & mine["py"].notna()]
+        ax.scatter(chosen["px"], chosen["py"], s=170, marker="*", color=color, edgecolors="black", lw=0.8,
+                   zorder=5)
+    if log:
+        ax.set_xscale("log")
+    if categories is not None:
+        ax.set_xticks(range(len(categories)), categories)
+        ax.set_xlim(-0.6, len(categories) - 0.4)
+    ax.set_xlabel(path + (" (log scale)" if log else ""))
+    ax.set_ylabel(m.heading if m.name.startswith("val") else f"{m.heading} (validation)")
+    ax.grid(alpha=0.3)
+    handles: list[Any] = [Line2D([], [], ls="", marker="o", color=colors[loss], label=_wrap(loss, 28))
+                          for loss in losses]
+    handles += [
+        Line2D([], [], ls="", marker="o", color="#555555", label="complete trial"),
+        Line2D([], [], ls="", marker="o", markerfacecolor="none", markeredgecolor="#555555",
+               label=_wrap(PRUNED_NOTE, 28)),
+        Line2D([], [], ls="", marker="x", color="#555555", label="failed (no value)"),
+        Line2D([], [], ls="", marker="*", markersize=12, color="#555555", markeredgecolor="black",
+               label="chosen trial of a cell"),
+    ]
+    if rng is not None and rng.choices is None:
+        handles.append(Patch(color="#ff7f0e", alpha=0.25, label=f"outer {EDGE_SHARE:.0%} of the range"))
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False,
+              ncol=1 if len(handles) <= 18 else 2)
+    ax.set_title(_wrap(f"{m.title.capitalize()} against {path} — {study.analysis.source.name}", 70), fontsize=11)
+    fig.tight_layout()
+    _save(fig, out_dir / rel)
+    counts = frame["state"].value_counts()
+    cells = frame["label"].nunique()
+    text = (f"Every trial of the {cells} cell(s) that tune `{path}`: its {m.title} against the value it "
+            f"tried ({int(counts.get('complete', 0))} complete, {int(counts.get('pruned', 0))} pruned, "
+            f"{int(counts.get('failed', 0))} failed), one colour per loss; stars mark each cell's chosen trial.")
+    if rng is not None and rng.choices is None:
+        text += f" Dashed: the range's bounds; shaded: its outer {EDGE_SHARE:.0%}" + (
+            " on the log scale." if rng.log else ".")
+    return Plot(rel, f"Sensitivity to {path}", text)
