@@ -2,7 +2,9 @@
 
 Layout of `results/<suite>/`:
   cells/<cell-id>.json   one per cell × seed; written to a temp file, fsynced, then renamed into place
-  results.csv            one row per cell file, rebuilt from cells/ whenever a cell is written
+  results.csv            one row per cell file, derived from cells/: a run rewrites it sorted when it starts and
+                         ends, appends a row per new cell in between (at constant cost per cell), and rewrites it
+                         at most every few seconds when a cell's row changes; it can always be rebuilt
   suite.yaml             the resolved suite of the latest run
   runs.json              one entry per run into the directory: its wall time and where it went (record_run)
   .lock                  held (flock) by the run writing here; the kernel frees it if that process dies
@@ -22,7 +24,9 @@ import io
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -143,6 +147,15 @@ def check_results_dir(root: Path) -> None:
     )
 
 
+@dataclass
+class DirectoryScan:
+    """What one pass over cells/ found: every cell record by id, and the files that are not one."""
+
+    records: dict[str, CellRecord] = field(default_factory=dict)
+    #: (file, why) for every file of cells/ that is not a cell record; lossbench leaves them as they are.
+    ignored: list[tuple[Path, str]] = field(default_factory=list)
+
+
 class ResultsStore:
     """Reads and writes one results directory. Knows nothing about training."""
 
@@ -150,6 +163,7 @@ class ResultsStore:
         self.root = Path(root)
         self.cells_dir = self.root / "cells"
         self._lock_file: io.TextIOWrapper | None = None
+        self._csv: ResultsCsv | None = None
 
     # -- lock -------------------------------------------------------------------------------------------------
 
@@ -251,14 +265,25 @@ class ResultsStore:
 
     def ignored_files(self) -> list[tuple[Path, str]]:
         """(file, why) for every file of cells/ that is not a cell record; lossbench leaves them as they are."""
-        out = []
-        for path in sorted(self.cells_dir.glob("*")):
-            if path.name.startswith(".") and path.name.endswith(".tmp"):
+        return self.scan().ignored
+
+    def scan(self) -> DirectoryScan:
+        """Read every file of cells/ once: the records by id and the files that are not one. Also keeps the rows
+        of results.csv in memory, so that a run that follows (`open_csv`, `add_cell`) reads no cell file again.
+        Raises RecordSchemaError on a file of a newer schema."""
+        scan = DirectoryScan()
+        names = sorted(os.listdir(self.cells_dir)) if self.cells_dir.is_dir() else []
+        for name in names:
+            if name.startswith(".") and name.endswith(".tmp"):
                 continue  # a temp file of a writer (or one that died: the next lock holder removes it)
+            path = self.cells_dir / name
             record, why = read_cell_file(path)
             if record is None:
-                out.append((path, why or "not a cell record"))
-        return out
+                scan.ignored.append((path, why or "not a cell record"))
+            else:
+                scan.records[record.id] = record
+        self._csv = ResultsCsv(self.root / "results.csv", {i: csv_row(r) for i, r in scan.records.items()})
+        return scan
 
     def finished_ids(self) -> set[str]:
         """Ids of cells whose result is final (done or diverged); failed cells are retried by the next run."""
@@ -275,14 +300,32 @@ class ResultsStore:
 
     def rebuild_csv(self) -> Path:
         """Regenerate results.csv from the cell files (one row each, sorted by label then seed)."""
-        rows = sorted((csv_row(r) for r in self.records()), key=lambda r: (str(r["label"]), int(r["seed"])))
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-        path = self.root / "results.csv"
-        atomic_write_text(path, buf.getvalue())
+        self.scan()
+        assert self._csv is not None
+        self._csv.rewrite()
+        return self._csv.path
+
+    # -- results.csv during a run: constant cost per cell ---------------------------------------------------------
+
+    def open_csv(self) -> None:
+        """Start keeping results.csv for a run: rewrite it sorted from the rows in memory (from `scan`, which runs
+        now if no scan has), so that rows can be appended to it. Call while holding the lock."""
+        if self._csv is None:
+            self.scan()
+        assert self._csv is not None
+        self._csv.rewrite()
+
+    def add_cell(self, record: CellRecord) -> Path:
+        """Write a cell's file, then its row of results.csv; costs the same at the 10th cell as at the 100,000th."""
+        path = self.write_cell(record)
+        if self._csv is not None:
+            self._csv.put(csv_row(record))
         return path
+
+    def close_csv(self) -> None:
+        """Leave results.csv complete and sorted (one rewrite, from memory); the end of a run, also a failed one."""
+        if self._csv is not None:
+            self._csv.close()
 
 
 def read_runs(root: Path) -> list[dict[str, Any]]:
@@ -340,3 +383,86 @@ def csv_row(record: CellRecord) -> dict[str, Any]:
     for key in ("train_time_s", "img_per_s", "peak_mem_mb"):
         row[key] = record.timing.get(key)
     return {k: row.get(k) for k in CSV_COLUMNS}
+
+
+def csv_text(rows: list[dict[str, Any]], header: bool = True) -> str:
+    """results.csv lines for `rows` (already flat, in CSV_COLUMNS), with the header line first if asked."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    if header:
+        writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+class ResultsCsv:
+    """results.csv kept in step with the cell files at a constant cost per cell.
+
+    The rows live in memory, keyed by cell id. A new cell's row is appended to the file with one write; a row that
+    changes (a failed cell trained again) waits for the next full rewrite, which is atomic and happens at most
+    every `min_interval_s` seconds (and no more often than 20 times its own duration, so that rewriting 100,000
+    rows stays a small share of the run), plus once by `close`. A reader, or a crash at any moment, therefore
+    finds the previous complete file or that file plus whole appended rows: always a valid CSV whose every row
+    matches a cell file, possibly one version behind. The next run rewrites it from the cell files.
+    """
+
+    def __init__(self, path: Path, rows: dict[str, dict[str, Any]], *, min_interval_s: float = 5.0,
+                 clock: Callable[[], float] = time.monotonic):
+        self.path = Path(path)
+        self.rows = rows
+        self.min_interval_s = min_interval_s
+        self.clock = clock
+        self._in_file: set[str] = set()  # ids whose current row is in the file
+        self._stale = True  # the file lacks a change (a replaced row) or is not sorted
+        self._next_rewrite = 0.0
+        self._fd: int | None = None
+
+    def rewrite(self) -> None:
+        """Write every row, sorted by label then seed, atomically (the old file stays whole until the rename)."""
+        started = self.clock()
+        self._close_fd()
+        rows = sorted(self.rows.values(), key=lambda r: (str(r["label"]), int(r["seed"])))
+        atomic_write_text(self.path, csv_text(rows))
+        self._in_file = set(self.rows)
+        self._stale = False
+        took = self.clock() - started
+        self._next_rewrite = self.clock() + max(self.min_interval_s, 20 * took)
+
+    def put(self, row: dict[str, Any]) -> None:
+        """Take the row of a cell just written: append it, or note the change for the next rewrite."""
+        cell_id = row["id"]
+        replaced = cell_id in self.rows
+        self.rows[cell_id] = row
+        self._stale = True  # appended rows are unsorted; close() sorts them
+        if replaced:
+            self._in_file.discard(cell_id)
+            if self.clock() >= self._next_rewrite:
+                self.rewrite()
+            return
+        self._append(row)
+        if len(self._in_file) < len(self.rows) and self.clock() >= self._next_rewrite:
+            self.rewrite()  # a changed row has waited long enough
+
+    def _append(self, row: dict[str, Any]) -> None:
+        line = csv_text([row], header=False).encode("utf-8")
+        try:
+            if self._fd is None:
+                if not self.path.is_file():
+                    atomic_write_text(self.path, csv_text([]))
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+            # One write of a whole line: a process killed around it leaves the line whole or absent.
+            os.write(self._fd, line)
+        except OSError as exc:
+            raise write_error(self.path, exc) from None
+        self._in_file.add(row["id"])
+
+    def close(self) -> None:
+        """Rewrite the file sorted if anything changed since the last rewrite, and let go of it."""
+        if self._stale:
+            self.rewrite()
+        self._close_fd()
+
+    def _close_fd(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
