@@ -219,6 +219,23 @@ class AdaptiveSeeds(_Strict):
         return self
 
 
+class CorruptionsConfig(_Strict):
+    """`evaluate.corruptions`: which corruptions (lossbench/shift/corruptions.py; default all) at which
+    severities 1–5 (default all five)."""
+
+    names: list[str] | None = Field(None, min_length=1)
+    #: 1–5, checked with the names (lossbench/shift/checks.py) so the message lists the allowed values.
+    severities: list[Annotated[int, Field(strict=True)]] = Field(default_factory=lambda: [1, 2, 3, 4, 5], min_length=1)
+
+
+class EvaluateConfig(_Strict):
+    """`evaluate:` what every trained cell is also scored on: corrupted copies of its test split and
+    out-of-distribution inputs (datasets of the registry or generated images; lossbench/shift/)."""
+
+    corruptions: CorruptionsConfig | None = None
+    ood: list[Component] = Field(default_factory=list)
+
+
 class Suite(_Strict):
     """A whole benchmark: data, model, training recipe, seeds and the grid."""
 
@@ -233,6 +250,8 @@ class Suite(_Strict):
         Discriminator(lambda v: "dict" if isinstance(v, (dict, AdaptiveSeeds)) else "list"),
     ] = Field(default_factory=lambda: [0])
     grid: GridConfig
+    #: Evaluation under shift and out of distribution after training (not part of what a cell is: no cell id).
+    evaluate: EvaluateConfig | None = None
     # Where each value came from (file line or command-line option), so later checks can point at it.
     _source: SuiteSource | None = PrivateAttr(None)
 
@@ -718,7 +737,10 @@ def _check_seed_target(source: SuiteSource, suite: Suite) -> list[ConfigError]:
         return [ConfigError(message="the seeds target is val_acc, but dataset.val_fraction is 0: no cell measures "
                                     "a validation accuracy", location=where, value=metric,
                             details=["set dataset.val_fraction (e.g. 0.1) or aim at test_acc"])]
-    return []
+    from lossbench.shift.checks import shift_metric_error
+
+    unmeasured = shift_metric_error(metric, suite, where)
+    return [unmeasured] if unmeasured else []
 
 
 def _check_checkpoint(source: SuiteSource, suite: Suite) -> list[ConfigError]:
@@ -775,6 +797,10 @@ def parse_suite(source: SuiteSource) -> Suite:
     if suite is not None:
         errors.extend(_check_seed_target(source, suite))
         errors.extend(_check_checkpoint(source, suite))
+    if suite is not None and suite.evaluate is not None:
+        from lossbench.shift.checks import check_evaluate
+
+        errors.extend(check_evaluate(source, suite))
     if errors or suite is None:
         raise SuiteErrors(_in_file_order(errors))
     suite._source = source
@@ -865,7 +891,7 @@ def suite_to_plain(suite: Suite) -> dict[str, Any]:
     train = suite.train.model_dump()
     train["optimizer"] = spec_to_plain(suite.train.optimizer)
     train["schedule"] = spec_to_plain(suite.train.schedule)
-    return {
+    plain = {
         "name": suite.name,
         "description": suite.description,
         "dataset": suite.dataset.model_dump(),
@@ -874,3 +900,8 @@ def suite_to_plain(suite: Suite) -> dict[str, Any]:
         "seeds": suite.seeds.model_dump() if isinstance(suite.seeds, AdaptiveSeeds) else list(suite.seeds),
         "grid": grid,
     }
+    if suite.evaluate is not None:
+        plain["evaluate"] = {"corruptions": suite.evaluate.corruptions.model_dump()
+                             if suite.evaluate.corruptions else None,
+                             "ood": [spec_to_plain(s) for s in suite.evaluate.ood]}
+    return plain

@@ -36,6 +36,7 @@ from lossbench.grid import Cell, expand
 from lossbench.machine import MachineSample, load_block
 from lossbench.progress import RunDisplay, SilentDisplay
 from lossbench.record import CellRecord
+from lossbench.shift.evaluate import ShiftPlan
 from lossbench.store import ResultsStore, atomic_write_bytes, check_results_dir, write_error
 from lossbench.threads import ThreadChoice, ThreadSetting, apply_threads, choose_threads
 
@@ -126,6 +127,8 @@ class Job:
     suite_name: str
     data: DataRequest
     engine: EngineSettings
+    #: The suite's `evaluate:` block, scored on each cell's model right after training (None: no such block).
+    evaluate: ShiftPlan | None = None
 
 
 def environment(device: torch.device) -> dict[str, Any]:
@@ -172,14 +175,21 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def train_cell(cell: Cell, data: ImageData, options: EngineOptions, progress: ProgressFn | None = None) -> CellResult:
-    """Build and train one cell. An exception (while building or training) becomes a `failed` result.
+def train_cell(cell: Cell, data: ImageData, options: EngineOptions, progress: ProgressFn | None = None,
+               shift: ShiftPlan | None = None) -> CellResult:
+    """Build and train one cell, then score `shift` (the suite's `evaluate:` block) on the trained model. An
+    exception (while building or training) becomes a `failed` result.
 
     `sys.exit()` in a user's loss or component is an exception of its cell too: only Ctrl-C stops the grid.
     """
     try:
         parts = build_cell(cell, data, options)
-        return train(parts, cell.loss.name, options, progress or (lambda event, info: None))
+        result = train(parts, cell.loss.name, options, progress or (lambda event, info: None))
+        if shift is not None and result.status == "done":
+            from lossbench.shift.evaluate import score_into
+
+            score_into(result.metrics, result.notes, shift, parts.model, parts.loss, data, options)
+        return result
     except KeyboardInterrupt:
         raise
     except BaseException as exc:
@@ -198,8 +208,12 @@ def execute_cell(
     started, before, t0 = _now(), MachineSample.now(), time.perf_counter()
     if threads is not None:
         apply_threads(threads)
-    result = train_cell(cell, data, options, progress)
+    result = train_cell(cell, data, options, progress, job.evaluate)
     record = _record(cell, job, result, options.precision, _trained_env(options, threads), started)
+    if job.evaluate is not None:
+        from lossbench.shift.evaluate import stamp_checkpoint
+
+        stamp_checkpoint(record.metrics, record.weights)
     record.load = load_block(before, MachineSample.now())
     add_wall_time(record, time.perf_counter() - t0)
     return record
@@ -376,11 +390,16 @@ def plan(suite: Suite, out_dir: Path, *, force: bool = False, cache_dir: Path = 
             resolve_precision(suite.train.precision, resolve_device(suite.train.device))
     except ValueError as exc:
         raise ConfigError(message=str(exc), location=suite.locate(["train", "device"])) from None
-    job = Job(suite.name, DataRequest.from_suite(suite, cache_dir), EngineSettings.from_suite(suite))
+    job = Job(suite.name, DataRequest.from_suite(suite, cache_dir), EngineSettings.from_suite(suite),
+              ShiftPlan.from_suite(suite, cache_dir))
     try:
         identity = job.data.identity()
     except DataError as exc:
         raise _located_data_error(suite, exc) from None
+    if suite.evaluate is not None:
+        from lossbench.shift.checks import check_ood_data
+
+        check_ood_data(suite)
     cells = expand(suite, identity)
     check_results_dir(out_dir)
     store = ResultsStore(out_dir)

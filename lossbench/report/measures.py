@@ -63,6 +63,15 @@ _KNOWN = [
     Measure("img_per_s", "throughput", "img/s", "img/s", 1.0, 0, True),
     Measure("peak_mem_mb", "peak memory", "MiB", "MiB", 1.0, 0, False),
     Measure("epochs_run", "epochs run", "", "", 1.0, 0, None),
+    # Under shift and out of distribution (lossbench/shift/evaluate.py): means over the evaluated corruptions ×
+    # severities, and over the OOD sources.
+    Measure("corrupt_acc", "corrupted acc", "%", "pp", 100.0, 2, True, (0.0, 1.0)),
+    Measure("corrupt_nll", "corrupted NLL", "nats", "nats", 1.0, 3, False),
+    Measure("corrupt_ece", "corrupted ECE", "%", "pp", 100.0, 2, False, (0.0, 1.0)),
+    Measure("ood_auroc_msp", "OOD AUROC (MSP)", "%", "pp", 100.0, 2, True, (0.0, 1.0)),
+    Measure("ood_fpr95_msp", "OOD FPR95 (MSP)", "%", "pp", 100.0, 2, False, (0.0, 1.0)),
+    Measure("ood_auroc_energy", "OOD AUROC (energy)", "%", "pp", 100.0, 2, True, (0.0, 1.0)),
+    Measure("ood_fpr95_energy", "OOD FPR95 (energy)", "%", "pp", 100.0, 2, False, (0.0, 1.0)),
 ]
 MEASURES: dict[str, Measure] = {m.name: m for m in _KNOWN}
 
