@@ -91,11 +91,22 @@ def check_dropout_placement(model_name: str, placement: DropoutPlacement) -> Non
             value=unsupported[0], allowed=sorted(model_cls.dropout_places))
 
 
-def check_model_shape(model_name: str, model_params: dict[str, Any], facts: ModelFacts) -> None:
+#: A model checked by a CPU forward pass has at most this many parameters (about 200 MB of float32 weights)...
+CPU_CHECK_MAX_PARAMETERS = 50_000_000
+#: ... and images of at most this many pixels; anything larger is checked on the meta device (docs/performance.md).
+CPU_CHECK_MAX_PIXELS = 128 * 128
+
+
+def check_model_shape(model_name: str, model_params: dict[str, Any], facts: ModelFacts,
+                      device: str | None = None) -> None:
     """Raise ModelFitError when the model cannot take the images as configured or returns the wrong width.
 
-    The model is built on the `meta` device and runs one forward pass there: every shape is checked, no memory
-    is allocated and nothing is computed. `parameter` of the error names the model parameter to blame, if any.
+    The model is built on the `meta` device first (no memory, no compute) to count its parameters. A model of up
+    to CPU_CHECK_MAX_PARAMETERS on images of up to CPU_CHECK_MAX_PIXELS then runs one zero image through a real
+    CPU forward pass (tens of milliseconds for the built-in models); a larger one runs its forward pass on the
+    meta device, which checks every shape without computing but costs seconds the first time in a process
+    (torch loads its decompositions and torch._dynamo). `device` forces "cpu" or "meta". The global random state
+    is left as it was. `parameter` of the error names the model parameter to blame, if any.
     """
     import torch
 
@@ -103,15 +114,23 @@ def check_model_shape(model_name: str, model_params: dict[str, Any], facts: Mode
 
     builder = registries()["models"].build(model_name, model_params)
     try:
-        with torch.device("meta"):
-            out = builder.build(facts)(torch.zeros(2, facts.in_channels, *facts.image_size))
+        with torch.random.fork_rng(devices=[]):
+            if device is None:
+                with torch.device("meta"):
+                    size = sum(p.numel() for p in builder.build(facts).parameters())
+                pixels = facts.image_size[0] * facts.image_size[1]
+                cheap = size <= CPU_CHECK_MAX_PARAMETERS and pixels <= CPU_CHECK_MAX_PIXELS
+                device = "cpu" if cheap else "meta"
+            with torch.device(device), torch.no_grad():
+                model = builder.build(facts).eval()  # one image: batch norm in training mode needs two
+                out = model(torch.zeros(1, facts.in_channels, *facts.image_size))
     except IncompatibleInput as exc:
         raise ModelFitError(message=f"model '{model_name}': {exc}", value=model_params.get(exc.parameter or ""),
                             parameter=exc.parameter) from None
     except (RuntimeError, ValueError) as exc:
         raise ModelFitError(message=f"model '{model_name}' does not fit images of {facts.in_channels}×"
                                     f"{facts.image_size[0]}×{facts.image_size[1]}: {exc}") from None
-    if tuple(out.shape) != (2, facts.out_features):
+    if tuple(out.shape) != (1, facts.out_features):
         raise ModelFitError(message=f"model '{model_name}' returns outputs of shape {tuple(out.shape[1:])} per "
                                     f"image; the loss needs ({facts.out_features},)")
 

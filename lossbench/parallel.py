@@ -13,6 +13,10 @@ queue, so a worker that finishes early takes the next cell. Records travel back 
 - Results do not depend on which worker trains a cell or on what trains beside it. Float reductions on the CPU do
   depend on the number of torch threads, so a parallel run matches a sequential run bit for bit when both give a
   cell the same number of threads (`threads_per_job`, or `torch.set_num_threads` for the sequential run).
+- Workers that stay: inside `with executor:` (the runner holds it for a whole run) the workers started by the
+  first `run` call train the cells of every later call too (adaptive seeding's rounds, tuning trials), so the
+  processes start and load the data once per run, not once per round. Outside a `with`, each call starts and
+  stops its own workers.
 - Ctrl-C: the workers ignore SIGINT; the driver hands on the records that already arrived (they are saved),
   terminates the workers it started and raises KeyboardInterrupt again. A worker that dies mid-cell (killed for
   memory, say) costs only its cell, which is recorded `failed` and rerun by the next run.
@@ -82,6 +86,26 @@ class ProcessExecutor:
         self.threads_per_job = threads_per_job
         self.start_method = start_method
         self._prepared: DataRequest | None = None  # the data request already loaded into the cache by prepare()
+        self._pool: _WorkerPool | None = None  # the workers, kept between calls inside `with`
+        self._kept = 0  # depth of `with executor:` blocks
+        #: Worker processes started over this executor's life (a run that keeps its workers starts `jobs`).
+        self.workers_started = 0
+
+    def __enter__(self) -> ProcessExecutor:
+        """Keep the workers between `run` calls until the block ends."""
+        self._kept += 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._kept -= 1
+        if self._kept == 0:
+            self.close()
+
+    def close(self) -> None:
+        """Let the workers finish and exit (those that do not within a grace period are terminated)."""
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            pool.stop(graceful=True)
 
     def threads_for(self, workers: int) -> int:
         """Torch threads each of `workers` worker processes trains with (with `auto` threads: at most)."""
@@ -118,33 +142,69 @@ class ProcessExecutor:
             return
         if self._prepared != job.data:
             self.prepare(job)
-        context = multiprocessing.get_context(self.start_method)
-        if self.start_method == "forkserver":
-            context.set_forkserver_preload(_FORKSERVER_PRELOAD)  # type: ignore[attr-defined]
-        tasks = context.Queue()
-        messages = context.Queue()
+        if self._pool is not None and self._pool.job != job:
+            self.close()  # workers hold another job's data
+        if self._pool is None:
+            self._pool = _WorkerPool(self, job)
+        pool = self._pool
+        pool.start(min(self.jobs, len(cells)))
         for index, cell in enumerate(cells):
-            tasks.put((index, cell))
-        specs = self.worker_specs(job, min(self.jobs, len(cells)))
-        for _ in specs:
-            tasks.put(None)
-        with _sigint_ignored():  # inherited by the children (and the fork server): Ctrl-C reaches the driver only
-            workers = {spec.slot: context.Process(target=_worker_main, args=(spec, tasks, messages),
-                                                  name=f"lossbench-worker-{spec.slot}", daemon=True)
-                       for spec in specs}
-            for process in workers.values():
-                process.start()
-        session = _Session(cells, job, workers, messages, on_start, on_event, on_result)
+            pool.tasks.put((index, cell))
+        session = _Session(cells, job, pool.workers, pool.messages, on_start, on_event, on_result)
+        finished = False
         try:
             session.drive()
+            finished = True
         except KeyboardInterrupt:
             session.deliver_finished()
             raise
         finally:
-            _stop(workers.values(), graceful=not session.pending)
-            for q in (tasks, messages):
-                q.cancel_join_thread()  # cells still queued for terminated workers must not block our exit
-                q.close()
+            if not finished or not self._kept:
+                self._pool = None
+                pool.stop(graceful=finished)
+
+
+class _WorkerPool:
+    """The worker processes of one job, with their task and message queues; grows up to `jobs` workers."""
+
+    def __init__(self, executor: ProcessExecutor, job: Job):
+        self.executor, self.job = executor, job
+        self.context = multiprocessing.get_context(executor.start_method)
+        if executor.start_method == "forkserver":
+            self.context.set_forkserver_preload(_FORKSERVER_PRELOAD)  # type: ignore[attr-defined]
+        self.tasks = self.context.Queue()
+        self.messages = self.context.Queue()
+        self.workers: dict[int, BaseProcess] = {}
+        self._next_slot = 0
+
+    def start(self, wanted: int) -> None:
+        """Have `wanted` live workers: those that died in an earlier call are replaced, and the pool grows (it
+        never shrinks within a run). A new worker's thread share counts every worker the pool then holds."""
+        for slot in [slot for slot, p in self.workers.items() if p.exitcode is not None]:
+            del self.workers[slot]
+        missing = wanted - len(self.workers)
+        if missing <= 0:
+            return
+        specs = self.executor.worker_specs(self.job, len(self.workers) + missing)[len(self.workers):]
+        with _sigint_ignored():  # inherited by the children (and the fork server): Ctrl-C reaches the driver only
+            for spec in specs:
+                spec = replace(spec, slot=self._next_slot)
+                self._next_slot += 1
+                process = self.context.Process(target=_worker_main, args=(spec, self.tasks, self.messages),
+                                               name=f"lossbench-worker-{spec.slot}", daemon=True)
+                process.start()
+                self.workers[spec.slot] = process
+                self.executor.workers_started += 1
+
+    def stop(self, graceful: bool) -> None:
+        """Tell each worker to exit after its cell (graceful), else terminate them; then close the queues."""
+        if graceful:
+            for _ in self.workers:
+                self.tasks.put(None)
+        _stop(self.workers.values(), graceful=graceful)
+        for q in (self.tasks, self.messages):
+            q.cancel_join_thread()  # cells still queued for terminated workers must not block our exit
+            q.close()
 
 
 class _Session:

@@ -81,7 +81,9 @@ class RayExecutor:
     `HOST:PORT` (the head's GCS address, from a node of the cluster) or None (Ray's own choice: `RAY_ADDRESS` if
     set, otherwise a new single-machine instance). When Ray is already initialized in this process the executor
     uses that connection and leaves it open; otherwise it connects (or starts an instance) for the run and
-    disconnects after it. `cpus_per_cell` (> 0) and `gpus_per_cell` (>= 0; a
+    disconnects after it. Inside `with executor:` (the runner holds it for a whole run) the connection, the
+    dataset in the object store and the progress actor stay from one `run` call to the next (adaptive seeding's
+    rounds, tuning trials) and are let go when the block ends. `cpus_per_cell` (> 0) and `gpus_per_cell` (>= 0; a
     fraction below 1 shares a GPU, above 1 a whole number) are the Ray resources of one cell; a CPU cell trains with
     floor(cpus_per_cell) torch threads (at least one). `data` chooses how the dataset reaches the workers (see the
     module docs); `local_data` is an already loaded dataset to put into the object store instead of loading it on
@@ -127,6 +129,32 @@ class RayExecutor:
         self.data = data
         self.max_retries = max_retries
         self._local_data = local_data
+        self._kept = 0  # depth of `with executor:` blocks
+        self._connected_here = False  # this executor called ray.init, so close() shuts Ray down
+        self._data_refs: tuple[Any, list[Any]] | None = None  # (the job's DataRequest, [its object ref])
+        self._sink: Any = None  # the progress actor
+
+    def __enter__(self) -> RayExecutor:
+        """Keep the connection, the data in the object store and the progress actor between `run` calls."""
+        self._kept += 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._kept -= 1
+        if self._kept == 0:
+            self.close()
+
+    def close(self) -> None:
+        """Let go of the progress actor and the data, and disconnect if this executor connected."""
+        ray = self._ray
+        if self._sink is not None:
+            with contextlib.suppress(Exception):
+                ray.kill(self._sink)
+        self._sink, self._data_refs = None, None
+        if self._connected_here:
+            self._connected_here = False
+            with contextlib.suppress(Exception):
+                ray.shutdown()
 
     def describe(self) -> str:
         """One line for the run header, e.g. `Ray (auto) · 1 CPU + 0.25 GPU per cell`."""
@@ -150,15 +178,15 @@ class RayExecutor:
                         "asks for none",
                 details=["give each cell a GPU or a share of one, e.g. --gpus-per-cell 1 or --gpus-per-cell 0.25"],
             )
-        started_here = not ray.is_initialized()
-        if started_here:
+        if not ray.is_initialized():
             self._connect()
+            self._connected_here = True
         try:
             self._check_fits()
             self._run(cells, job, on_start, on_event, on_result)
         finally:
-            if started_here:
-                ray.shutdown()
+            if not self._kept:
+                self.close()
 
     # -- driver side ----------------------------------------------------------------------------------------------
 
@@ -190,13 +218,15 @@ class RayExecutor:
         from lossbench.runner import failed_record
 
         ray = self._ray
-        if self.data == "object_store":
+        if self._data_refs is None or self._data_refs[0] != job.data:
             # Wrapped in a list so that Ray hands the worker the reference, not the value: a worker keeps the
-            # tensors it fetched for the next cell of the same run.
-            data_refs = [ray.put(self._local_data or job.data.load())]
-        else:
-            data_refs = []
-        sink = ray.remote(num_cpus=0)(_EventSink).remote()
+            # tensors it fetched for the next cell of the same run (and of its later rounds).
+            refs = [ray.put(self._local_data or job.data.load())] if self.data == "object_store" else []
+            self._data_refs = (job.data, refs)
+        data_refs = self._data_refs[1]
+        if self._sink is None:
+            self._sink = ray.remote(num_cpus=0)(_EventSink).remote()
+        sink = self._sink
         task = ray.remote(_train_on_worker)
         threads = max(1, int(self.cpus_per_cell))
         pending: dict[Any, Cell] = {
@@ -216,9 +246,9 @@ class RayExecutor:
                 try:
                     events = ray.get(sink.drain.remote()) if sink is not None else []
                 except ray.exceptions.RayActorError:  # its node was lost: train on, without progress events
-                    events, sink = [], None
+                    events, sink, self._sink = [], None, None
                 for cell_id, event, info in events:
-                    if cell_id in finished:
+                    if cell_id in finished or cell_id not in by_id:  # late events of a cancelled earlier call
                         continue
                     cell = by_id[cell_id]
                     if cell_id not in started:
@@ -242,9 +272,6 @@ class RayExecutor:
             for ref in pending:
                 with contextlib.suppress(Exception):
                     ray.cancel(ref, force=True)
-            if sink is not None:
-                with contextlib.suppress(Exception):
-                    ray.kill(sink)
 
 
 def _describe_failure(exc: BaseException) -> tuple[str, str]:

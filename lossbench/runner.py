@@ -517,13 +517,15 @@ def run(run_plan: RunPlan, *, executor: Any = None, display: RunDisplay | None =
 
         try:
             pending, attempted = run_plan.pending, set()
-            while pending:
-                executor.run(pending, run_plan.job, display.cell_start, display.cell_event, on_result)
-                attempted.update(c.id for c in pending)
-                # A cell is tried at most once per run, even if an executor lost its result.
-                pending = [c for c in _next_round(run_plan) if c.id not in attempted]
-                if pending:
-                    display.next_round(len(pending))
+            # An executor that can keep its workers (processes, a Ray connection) keeps them for every round.
+            with executor if hasattr(executor, "__enter__") else contextlib.nullcontext():
+                while pending:
+                    executor.run(pending, run_plan.job, display.cell_start, display.cell_event, on_result)
+                    attempted.update(c.id for c in pending)
+                    # A cell is tried at most once per run, even if an executor lost its result.
+                    pending = [c for c in _next_round(run_plan) if c.id not in attempted]
+                    if pending:
+                        display.next_round(len(pending))
         except BaseException:
             display.finish()
             with contextlib.suppress(ResultsWriteError):  # the first error is the one to report

@@ -33,11 +33,42 @@ def test_forward_and_backward_give_every_parameter_a_gradient(name: str, out_fea
 
 
 @pytest.mark.parametrize("name", ALL_MODELS)
-def test_rgb_32px_images_fit_and_the_meta_shape_check_agrees(name: str) -> None:
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+def test_rgb_32px_images_fit_and_the_shape_check_agrees(name: str, device: str) -> None:
     facts = ModelFacts(in_channels=3, image_size=(32, 32), out_features=100)
-    check_model_shape(name, {}, facts)  # on the meta device: no memory, no compute
+    state = torch.get_rng_state()
+    check_model_shape(name, {}, facts, device=device)
+    assert torch.equal(torch.get_rng_state(), state)  # the check draws no random numbers a cell would see
     out = MODELS.build(name, {}).build(facts)(torch.rand(2, 3, 32, 32))
     assert out.shape == (2, 100)
+
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_the_cpu_and_meta_shape_checks_agree_on_tiny_images(name: str) -> None:
+    outcomes = []
+    for device in ("cpu", "meta"):
+        try:
+            check_model_shape(name, {}, ModelFacts(1, (2, 2), 10), device=device)  # pooling may go below 1 pixel
+            outcomes.append("fits")
+        except ModelFitError as exc:
+            assert "does not fit images of 1×2×2" in exc.message or exc.parameter is not None
+            outcomes.append("does not fit")
+    assert outcomes[0] == outcomes[1]
+
+
+def test_the_shape_check_of_a_suite_does_not_import_torch_dynamo() -> None:
+    """The CPU forward pass of the built-in models needs neither torch._dynamo nor the meta decompositions
+    (seconds at start-up); a subprocess, since this test process may have imported them already."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys; from lossbench.config import load_suite; load_suite('suites/smoke.yaml'); "
+            "print('torch._dynamo' in sys.modules, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parent.parent)
+    assert out.stdout.split() == ["False", "True"]  # torch was used for the check, _dynamo was not
 
 
 @pytest.mark.parametrize("name", ALL_MODELS)

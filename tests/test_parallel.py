@@ -202,3 +202,37 @@ def test_workers_share_one_gpu_or_spread_over_several(write_suite, tmp_path: Pat
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     specs = executor.worker_specs(job, 3)
     assert [s.device for s in specs] == ["cuda:0", "cuda:1", "cuda:0"] and {s.threads for s in specs} == {2}
+
+
+def test_workers_stay_for_every_round_of_a_run(write_suite, tmp_path: Path, cache_dir: Path) -> None:
+    """Adaptive seeding calls the executor once per round; the same two workers train every round."""
+    text = TINY_SUITE.replace("epochs: 2", "epochs: 1").replace("train_subset: 400", "train_subset: 100")
+    text = text.replace("seeds: [0]", "seeds: {min: 2, max: 3, target: {half_width: 0.0001}}")
+    plan = _plan(write_suite, cache_dir, tmp_path / "out", text)
+    rounds: list[int] = []
+
+    class Rounds(SilentDisplay):
+        def next_round(self, cells: int) -> None:
+            rounds.append(cells)
+            rounds.append(len(multiprocessing.active_children()))
+
+    executor = ProcessExecutor(2, threads_per_job=1)
+    summary = runner.run(plan, executor=executor, display=Rounds())
+    assert summary.ran == 12 and summary.failed == 0  # 4 points × 3 seeds: round 1 seeds 0-1, round 2 seed 2
+    assert rounds[0] == 4 and rounds[1] >= 2  # the workers are still alive between the rounds
+    assert executor.workers_started == 2
+    assert not [p for p in multiprocessing.active_children() if p.name.startswith("lossbench-worker")]
+
+
+def test_outside_a_with_block_each_call_has_its_own_workers(write_suite, tmp_path: Path, cache_dir: Path) -> None:
+    plan = _plan(write_suite, cache_dir, tmp_path / "out", TINY_SUITE.replace("epochs: 2", "epochs: 1"))
+    executor = ProcessExecutor(1, threads_per_job=1)
+    got: list[str] = []
+    for cell in plan.pending[:2]:
+        executor.run([cell], plan.job, lambda c: None, lambda *a: None, lambda c, r: got.append(r.status))
+        assert not [p for p in multiprocessing.active_children() if p.name.startswith("lossbench-worker")]
+    with executor:
+        for cell in plan.pending[2:]:
+            executor.run([cell], plan.job, lambda c: None, lambda *a: None, lambda c, r: got.append(r.status))
+    assert got == ["done"] * 4 and executor.workers_started == 3
+    assert not [p for p in multiprocessing.active_children() if p.name.startswith("lossbench-worker")]

@@ -341,7 +341,8 @@ def test_an_interrupt_keeps_finished_cells_and_cancels_the_others(cluster: Any, 
     assert [c.id for c in resumed.pending] == [c.id for c in resumed.cells if c.id not in display.ended]
 
 
-def test_adaptive_seeding_rounds_run_on_ray(cluster: Any, suite_file: Path, tmp_path: Path) -> None:
+def test_adaptive_seeding_rounds_run_on_ray(cluster: Any, suite_file: Path, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """Each round of adaptive seeding is one executor call; with a target no run reaches, both cells go to
     max: round 1 trains seeds 0 and 1 of both, round 2 seed 2 of both (the baseline keeps pace)."""
     adaptive = tmp_path / "adaptive.yaml"
@@ -357,11 +358,55 @@ def test_adaptive_seeding_rounds_run_on_ray(cluster: Any, suite_file: Path, tmp_
 
     display = Rounds()
     out = tmp_path / "adaptive"
-    summary = runner.run(runner.plan(load_suite(adaptive), out, check_device=False), executor=RayExecutor(),
+    import ray
+
+    executor = RayExecutor()
+    puts, real_put = [], ray.put
+    monkeypatch.setattr(ray, "put", lambda value, **kw: puts.append(1) or real_put(value, **kw))
+    summary = runner.run(runner.plan(load_suite(adaptive), out, check_device=False), executor=executor,
                          display=display)
     assert summary.ran == 6 and summary.failed == 0
     assert display.rounds == [0, 4]
+    assert len(puts) == 1  # the dataset went into the object store once, for both rounds
+    assert executor._sink is None and executor._data_refs is None  # let go when the run ended
     assert sorted((r.label, r.seed) for r in summary.records) == sorted(
         (label, s) for label in ("cross_entropy | none | none", "mse(over=probabilities) | none | none")
         for s in (0, 1, 2))
     assert runner.plan(load_suite(adaptive), out, check_device=False).pending == []
+
+
+def test_one_connection_serves_every_call_inside_a_with_block(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Adaptive rounds and tuning trials call `run` many times: Ray is started (or connected to) once for them
+    all when the executor is held with `with`, and once per call otherwise."""
+    calls: list[str] = []
+
+    class FakeRay:
+        initialized = False
+
+        def is_initialized(self) -> bool:
+            return self.initialized
+
+        def init(self, **kwargs: Any) -> None:
+            calls.append("init")
+            self.initialized = True
+
+        def shutdown(self) -> None:
+            calls.append("shutdown")
+            self.initialized = False
+
+    executor = RayExecutor()
+    monkeypatch.setattr(executor, "_ray", FakeRay())
+    monkeypatch.setattr(executor, "_check_fits", lambda: None)
+    monkeypatch.setattr(executor, "_run", lambda *args: calls.append("run"))
+    from types import SimpleNamespace
+
+    job = SimpleNamespace(engine=SimpleNamespace(device="cpu"))  # all that run() reads before _run
+    for _ in range(2):
+        executor.run([], job, lambda c: None, lambda *a: None, lambda c, r: None)  # type: ignore[arg-type]
+    assert calls == ["init", "run", "shutdown"] * 2
+    calls.clear()
+    with executor:
+        for _ in range(3):
+            executor.run([], job, lambda c: None, lambda *a: None, lambda c, r: None)  # type: ignore[arg-type]
+        assert calls == ["init", "run", "run", "run"]
+    assert calls[-1] == "shutdown"

@@ -2,12 +2,18 @@
 
 Dataset identities enter every cell id, so they are asked for often; hashing a 100 MB archive each time would
 make `validate` slow. A result is remembered under the file's stat (inode, size, mtime, ctime).
+
+Slower checks (listing a compressed archive, reading 60,000 image headers) are also remembered across runs, in
+small files of `<cache>/checks/` keyed by the identity of what was checked (`remembered_check`).
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import json
+import os
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -72,3 +78,38 @@ def content_digest(path: Path, algorithm: str = "md5", max_bytes: int | None = N
         return digest.hexdigest()
 
     return memoized_by_stat(path, f"{algorithm}-content", compute)
+
+
+#: Bump when what a remembered check proves changes; older entries are then simply not found.
+CHECKS_FORMAT = 1
+
+
+def remembered_check(key: str, compute: Callable[[], str], cache_dir: Path | None = None) -> str:
+    """`compute()` for `key`, kept in `<cache_dir>/checks/` so that later runs skip it.
+
+    `key` must name everything the result depends on (the content's identity, the limits checked against);
+    `compute` raises when the check fails, and a failure is never remembered, so a broken dataset is reported
+    again on every run. A missing or unreadable cache is no error: the check is simply run.
+    """
+    if cache_dir is None:
+        from lossbench.data.cache import DEFAULT_CACHE
+
+        cache_dir = DEFAULT_CACHE
+    full_key = f"{CHECKS_FORMAT}|{key}"
+    path = cache_dir / "checks" / f"{hashlib.sha256(full_key.encode()).hexdigest()[:24]}.json"
+    try:
+        entry = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(entry, dict) and entry.get("key") == full_key and isinstance(entry.get("value"), str):
+            return entry["value"]
+    except (OSError, ValueError):
+        pass
+    value = compute()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump({"key": full_key, "value": value}, f)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only cache costs only speed
+    return value

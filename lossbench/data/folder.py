@@ -6,7 +6,9 @@ an archive and reads member names only until both split folders have shown up (a
 it, so the rest of the listing is not needed). `read_folder` reads the source once, front to back, with every
 image's header, then decodes on a thread pool (Pillow releases the GIL while it decodes); the full layout checks
 (class folders, unknown test classes) run on that same pass. `check_folder_images` is what `validate` adds: the full
-listing and every image's header, without decoding pixels.
+listing and every image's header, without decoding pixels. Both slow checks (an archive's layout, every header)
+are remembered across runs under the identity of what they read (`content_key`), so a second `validate` of the
+same archive or folder skips them.
 
 Bounds, checked before the bytes are read or the pixels decoded, so a hostile archive cannot exhaust memory: an
 image file may hold at most `MAX_IMAGE_FILE_BYTES` (as stored, or decompressed from an archive, per the member's
@@ -36,7 +38,7 @@ import numpy as np
 import torch
 
 from lossbench.data.bounds import check_fits_memory, check_root_kind
-from lossbench.data.fingerprint import file_digest, memoized_by_stat
+from lossbench.data.fingerprint import file_digest, memoized_by_stat, remembered_check
 from lossbench.errors import DataError
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".zip")
@@ -101,8 +103,26 @@ def describe_folder(path: Path) -> str:
         finally:
             names.close()
 
-    memoized_by_stat(path, "layout", check_layout)
+    memoized_by_stat(path, "layout", lambda: remembered_check(f"layout|{content_key(path)}", check_layout))
     return f"folder:{name}:{file_digest(path)[:12]}"
+
+
+def content_key(path: Path) -> str:
+    """What identifies the files of an image folder or archive for remembered checks, and the limits they were
+    checked against. An archive: its size and sha256 (its member list follows from its bytes, and the digest is
+    computed for the dataset identity anyway). A directory: a hash of its member list with each file's size and
+    mtime, so that an image added, removed or rewritten gives another key."""
+    limits = f"{MAX_IMAGE_FILE_BYTES}|{MAX_IMAGE_PIXELS}|{MAX_DATASET_PIXELS}|{','.join(sorted(IMAGE_SUFFIXES))}"
+    if path.is_file():
+        return f"archive|{path.stat().st_size}|{file_digest(path)}|{limits}"
+    digest = hashlib.sha256()
+    for name, size in _list_directory(path):
+        try:
+            mtime = (path / name).stat().st_mtime_ns
+        except OSError:
+            mtime = -1
+        digest.update(f"{name}\t{size}\t{mtime}\n".encode())
+    return f"directory|{digest.hexdigest()}|{limits}"
 
 
 def read_folder(
@@ -512,9 +532,18 @@ def check_folder_images(path: Path) -> None:
     """What `validate` checks of an image folder beyond its layout: the full listing (class folders, empty and
     single classes) and the header of every image (format, size limits), without decoding any pixels.
 
-    Raises DataError naming the first few bad files and their count.
+    Raises DataError naming the first few bad files and their count. A folder or archive that passed is
+    remembered (`content_key`): checking it again costs one listing (a directory) or one hash (an archive).
     """
     _check_root(path)
+    # Only what depends on the files is remembered; the memory budget is this machine's, so it is checked anew.
+    images, pixels = map(int, remembered_check(f"images|{content_key(path)}", lambda: _check_images(path)).split())
+    check_fits_memory(f"{path}: {images:,} images and their files", 3 * pixels,
+                      hint="lower image_size, or use fewer images")
+
+
+def _check_images(path: Path) -> str:
+    """`<images> <pixels>` of an image folder whose listing and headers pass; raises DataError otherwise."""
     listing: dict[str, int] = {}
     bad: dict[str, _BadImage] = {}
     budget = _DatasetBudget(path, None)
@@ -534,6 +563,7 @@ def check_folder_images(path: Path) -> None:
     used = [bad[e.member] for e in tree.images if e.member in bad]
     if used:
         raise _bad_images_error(path, used, len(tree.images))
+    return f"{budget.images} {budget.pixels}"
 
 
 def _plain_reason(exc: BaseException) -> str:
