@@ -170,6 +170,8 @@ def test_section_with_protocol_tables_and_plots(tmp_path: Path) -> None:
     assert "Side by side" not in text
     # Setup states the per-cell recipe values as ranges rather than one cell's.
     assert "| learning rate | 0.00012–0.01 after epoch 1 (differs by cell)" in text
+    assert ("| optimizer | sgd(lr=0.03) before tuning; tuned per cell: train.optimizer.lr, train.optimizer.momentum, "
+            "train.batch_size, loss.gamma (see Tuning) |") in text
     # Every tuning plot is written, is a real PNG, and is linked from the section.
     pngs = sorted(p.name for p in (root / "plots").glob("tuning_*.png"))
     assert pngs == ["tuning_best_so_far.png", "tuning_loss.gamma.png", "tuning_train.batch_size.png",
@@ -359,3 +361,17 @@ def test_short_names_keep_the_parts_that_differ() -> None:
     assert short_names(["ce | l2 | none", "ce | none | crop"]) == {"ce | l2 | none": "l2 | none",
                                                                    "ce | none | crop": "none | crop"}
     assert short_names(["ce | none | none"]) == {"ce | none | none": "ce | none | none"}
+
+
+def test_many_losses_get_one_panel_each(tmp_path: Path) -> None:
+    root = tmp_path / "many"
+    d = TunedDir(root, trials=4, space={"train.optimizer.lr": SPACE["train.optimizer.lr"]})
+    losses = ["cross_entropy", "focal", "hinge", "mse", "arcface", "cosface", "poly1"]
+    for i, loss in enumerate(losses):
+        d.cell(loss, _trials([10 ** -(1 + i / 3)] * 4, [0.5, 0.6 + i / 100, 0.7, 0.65]), [0.9, 0.91])
+    d.write_csv()
+    write_report([root])
+    section = _tuning_section((root / "report.md").read_text(encoding="utf-8"))
+    # Past FACET_LOSSES losses one colour each cannot be told apart: one panel per loss, the others in grey.
+    assert "one panel per loss, the other losses' complete trials in grey" in section
+    assert (root / "plots" / "tuning_train.optimizer.lr.png").stat().st_size > 20000

@@ -139,7 +139,7 @@ def _header(a: SourceAnalysis, results: Results, out_dir: Path) -> list[str]:
         ("model", _params(config.get("model"))),
         ("training", f"{train.get('epochs', '?')} epochs, batch {_batch_sizes(recs)}, schedule "
                      f"{_params(schedule)}, precision {' / '.join(_values(recs, 'precision')) or '?'}"),
-        ("optimizer", ", ".join(a.levels.get("optimizer", [])) or "—"),
+        ("optimizer", (", ".join(a.levels.get("optimizer", [])) or "—") + _tuned_note(recs)),
         ("learning rate", _learning_rates(recs)),
         ("seeds", f"{', '.join(str(s) for s in seeds)} ({len(seeds)} seed{'s' if len(seeds) != 1 else ''})"),
         ("cells", f"{len(a.summary)} grid points, {len(rows)} cell files: {counts}"),
@@ -235,6 +235,13 @@ def _data_sizes(recs: list[CellRecord]) -> str:
     if len({int(b.get('train', 0)) for b in blocks}) > 1:
         text += "; the training count varies with the scenario"
     return text
+
+
+def _tuned_note(recs: list[CellRecord]) -> str:
+    """For tuned cells: which recipe values were tuned per cell, so the optimizer line is not read as theirs."""
+    paths = list(dict.fromkeys(p for r in recs if isinstance(r.config.get("tuned"), dict)
+                               for p in r.config["tuned"].get("params") or {}))
+    return f" before tuning; tuned per cell: {', '.join(paths)} (see Tuning)" if paths else ""
 
 
 def _batch_sizes(recs: list[CellRecord]) -> str:

@@ -500,8 +500,9 @@ def _rise_text(study: Study) -> list[str]:
                            f"{study.metric.show(sign * rises[lbl].end)}" for lbl in rising)
         lines.append(f"⚠ **The budget was too small**: {len(rising)} of {len(rises)} curves "
                      f"{'was' if len(rising) == 1 else 'were'} still rising at "
-                     f"the last trial ({detail}). Their best configurations are likely not their best possible; "
-                     f"rerun with a larger `tune.trials`.")
+                     f"the last trial ({detail}). "
+                     + ("Its best configuration is" if len(rising) == 1 else "Their best configurations are")
+                     + " likely not the best possible; rerun with a larger `tune.trials`.")
     else:
         lines.append(f"No curve was still rising at its last trial: {study.budget} trials per cell were enough "
                      "by this rule" + (f" ({len(unjudged)} not judged: too few complete trials)." if unjudged

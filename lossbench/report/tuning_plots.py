@@ -30,6 +30,8 @@ from lossbench.report.tuning import (
     best_so_far,
 )
 
+#: More losses than this and a sensitivity plot gets one panel per loss (one colour each would not be told apart).
+FACET_LOSSES = 6
 PRUNED_NOTE = "hollow: pruned (the value it had reached when stopped, after fewer epochs)"
 
 
@@ -122,6 +124,36 @@ def best_so_far_plot(study: Study, out_dir: Path, rel: str) -> Plot | None:
     return Plot(rel, "Best-so-far curves", caption)
 
 
+def _shade_range(ax: Any, rng: Range | None, log: bool) -> None:
+    """The range's bounds (dashed) and its outer EDGE_SHARE at each end (shaded), on the log scale if `log`."""
+    if rng is None or rng.choices is not None or rng.low is None or rng.high is None:
+        return
+    low, high = float(rng.low), float(rng.high)
+    if log:
+        inner_low, inner_high = low * (high / low) ** EDGE_SHARE, high / (high / low) ** EDGE_SHARE
+    else:
+        inner_low, inner_high = low + EDGE_SHARE * (high - low), high - EDGE_SHARE * (high - low)
+    ax.axvspan(low, inner_low, color="#ff7f0e", alpha=0.12, lw=0)
+    ax.axvspan(inner_high, high, color="#ff7f0e", alpha=0.12, lw=0)
+    for bound in (low, high):
+        ax.axvline(bound, color="#666666", ls="--", lw=1)
+
+
+def _draw_trials(ax: Any, trials: pd.DataFrame, color: Any) -> None:
+    """One loss's trials: filled complete, hollow pruned, × failed at the foot of the axis, ★ chosen."""
+    ok = trials[(trials["state"] == "complete") & trials["py"].notna()]
+    ax.scatter(ok["px"], ok["py"], s=26, color=color, alpha=0.75, lw=0, zorder=2)
+    pruned = trials[(trials["state"] == "pruned") & trials["py"].notna()]
+    ax.scatter(pruned["px"], pruned["py"], s=30, facecolors="none", edgecolors=color, lw=1.1, alpha=0.9, zorder=2)
+    # Failed trials (and pruned ones without a value) have no metric: a × at the foot of the axis.
+    failed = trials[(trials["state"] == "failed") | ((trials["state"] == "pruned") & trials["py"].isna())]
+    foot = blended_transform_factory(ax.transData, ax.transAxes)
+    ax.scatter(failed["px"], np.full(len(failed), 0.03), s=34, marker="x", color=color, lw=1.3, transform=foot,
+               clip_on=False, zorder=3)
+    chosen = trials[trials["chosen"] & trials["py"].notna()]
+    ax.scatter(chosen["px"], chosen["py"], s=170, marker="*", color=color, edgecolors="black", lw=0.8, zorder=5)
+
+
 def _positions(values: pd.Series, rng: Range | None) -> tuple[np.ndarray, list[str] | None]:
     """x positions: the values themselves, or for categorical values their index among the choices."""
     numeric = pd.to_numeric(values, errors="coerce")
@@ -171,45 +203,45 @@ def sensitivity_plot(study: Study, path: str, out_dir: Path, rel: str) -> Plot |
     frame["px"] = x
     frame["py"] = frame["y"] * m.scale
     losses = [loss for loss in _losses(study) if loss in set(frame["loss"])]
-    colors = dict(zip(losses, _palette(len(losses))))
-    fig = Figure(figsize=(8.8, 4.6))
-    ax = fig.subplots()
+    # Facets tell the losses apart by panel: strong colours (tab10, repeating) read better than tab20's pale ones.
+    colors = dict(zip(losses, _palette(len(losses)) if len(losses) <= FACET_LOSSES
+                      else [_palette(10)[i % 10] for i in range(len(losses))]))
     log = rng is not None and rng.log and categories is None and (frame["px"] > 0).all()
-    if rng is not None and rng.choices is None and rng.low is not None and rng.high is not None:
-        low, high = float(rng.low), float(rng.high)
+    facets = len(losses) > FACET_LOSSES
+    if facets:
+        shown = losses[:MAX_PANELS]
+        cols = min(4, len(shown))
+        rows = math.ceil(len(shown) / cols)
+        fig = Figure(figsize=(3.6 * cols + 2.6, 2.9 * rows + 0.7))
+        panels = list(np.atleast_1d(fig.subplots(rows, cols, sharex=True, sharey=True, squeeze=False)).ravel())
+        for ax in panels[len(shown):]:
+            ax.set_visible(False)
+        groups = [(ax, [loss]) for ax, loss in zip(panels, shown)]
+    else:
+        fig = Figure(figsize=(8.8, 4.6))
+        groups = [(fig.subplots(), losses)]
+    for ax, group in groups:
+        _shade_range(ax, rng, log)
+        if facets:
+            # The other losses' complete trials in grey: where this loss stands against the rest.
+            rest = frame[~frame["loss"].isin(group) & (frame["state"] == "complete") & frame["py"].notna()]
+            ax.scatter(rest["px"], rest["py"], s=10, color="#cccccc", lw=0, zorder=1)
+            ax.set_title(_wrap(group[0], 36), fontsize=9)
+        for loss in group:
+            _draw_trials(ax, frame[frame["loss"] == loss], colors[loss])
         if log:
-            inner_low, inner_high = low * (high / low) ** EDGE_SHARE, high / (high / low) ** EDGE_SHARE
-        else:
-            inner_low, inner_high = low + EDGE_SHARE * (high - low), high - EDGE_SHARE * (high - low)
-        ax.axvspan(low, inner_low, color="#ff7f0e", alpha=0.12, lw=0)
-        ax.axvspan(inner_high, high, color="#ff7f0e", alpha=0.12, lw=0)
-        for bound in (low, high):
-            ax.axvline(bound, color="#666666", ls="--", lw=1)
-    foot = blended_transform_factory(ax.transData, ax.transAxes)
-    for loss in losses:
-        mine = frame[frame["loss"] == loss]
-        color = colors[loss]
-        ok = mine[(mine["state"] == "complete") & mine["py"].notna()]
-        ax.scatter(ok["px"], ok["py"], s=26, color=color, alpha=0.75, lw=0)
-        pruned = mine[(mine["state"] == "pruned") & mine["py"].notna()]
-        ax.scatter(pruned["px"], pruned["py"], s=30, facecolors="none", edgecolors=color, lw=1.1, alpha=0.9)
-        # Failed trials (and pruned ones without a value) have no metric: a × at the foot of the axis.
-        failed = mine[(mine["state"] == "failed") | ((mine["state"] == "pruned") & mine["py"].isna())]
-        ax.scatter(failed["px"], np.full(len(failed), 0.03), s=34, marker="x", color=color, lw=1.3,
-                   transform=foot, clip_on=False)
-        chosen = mine[mine["chosen"] & mine["py"].notna()]
-        ax.scatter(chosen["px"], chosen["py"], s=170, marker="*", color=color, edgecolors="black", lw=0.8,
-                   zorder=5)
-    if log:
-        ax.set_xscale("log")
-    if categories is not None:
-        ax.set_xticks(range(len(categories)), categories)
-        ax.set_xlim(-0.6, len(categories) - 0.4)
-    ax.set_xlabel(path + (" (log scale)" if log else ""))
-    ax.set_ylabel(m.heading if m.name.startswith("val") else f"{m.heading} (validation)")
-    ax.grid(alpha=0.3)
-    handles: list[Any] = [Line2D([], [], ls="", marker="o", color=colors[loss], label=_wrap(loss, 28))
-                          for loss in losses]
+            ax.set_xscale("log")
+        if categories is not None:
+            ax.set_xticks(range(len(categories)), categories)
+            ax.set_xlim(-0.6, len(categories) - 0.4)
+        ax.grid(alpha=0.3)
+        spec = ax.get_subplotspec()
+        if spec.is_last_row() or not facets:
+            ax.set_xlabel(path + (" (log scale)" if log else ""), fontsize=9 if facets else None)
+        if spec.is_first_col():
+            ax.set_ylabel(m.heading if m.name.startswith("val") else f"{m.heading} (validation)")
+    handles: list[Any] = [] if facets else [
+        Line2D([], [], ls="", marker="o", color=colors[loss], label=_wrap(loss, 28)) for loss in losses]
     handles += [
         Line2D([], [], ls="", marker="o", color="#555555", label="complete trial"),
         Line2D([], [], ls="", marker="o", markerfacecolor="none", markeredgecolor="#555555",
@@ -218,18 +250,29 @@ def sensitivity_plot(study: Study, path: str, out_dir: Path, rel: str) -> Plot |
         Line2D([], [], ls="", marker="*", markersize=12, color="#555555", markeredgecolor="black",
                label="chosen trial of a cell"),
     ]
+    if facets:
+        handles.append(Line2D([], [], ls="", marker="o", color="#cccccc", label="other losses' trials"))
     if rng is not None and rng.choices is None:
         handles.append(Patch(color="#ff7f0e", alpha=0.25, label=f"outer {EDGE_SHARE:.0%} of the range"))
-    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False,
-              ncol=1 if len(handles) <= 18 else 2)
-    ax.set_title(_wrap(f"{m.title.capitalize()} against {path} — {study.analysis.source.name}", 70), fontsize=11)
-    fig.tight_layout()
+    title = _wrap(f"{m.title.capitalize()} against {path} — {study.analysis.source.name}", 70)
+    if facets:
+        fig.suptitle(title + " (one panel per loss)", fontsize=11)
+        fig.tight_layout(rect=(0, 0, 1 - 2.4 / fig.get_figwidth(), 1))
+        fig.legend(handles=handles, loc="upper left", bbox_to_anchor=(1 - 2.3 / fig.get_figwidth(), 0.95),
+                   fontsize=8, frameon=False)
+    else:
+        ax = groups[0][0]
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+        ax.set_title(title, fontsize=11)
+        fig.tight_layout()
     _save(fig, out_dir / rel)
     counts = frame["state"].value_counts()
     cells = frame["label"].nunique()
     text = (f"Every trial of the {cells} cell(s) that tune `{path}`: its {m.title} against the value it "
             f"tried ({int(counts.get('complete', 0))} complete, {int(counts.get('pruned', 0))} pruned, "
-            f"{int(counts.get('failed', 0))} failed), one colour per loss; stars mark each cell's chosen trial.")
+            f"{int(counts.get('failed', 0))} failed), "
+            + ("one panel per loss, the other losses' complete trials in grey" if facets else "one colour per loss")
+            + "; stars mark each cell's chosen trial.")
     if rng is not None and rng.choices is None:
         text += f" Dashed: the range's bounds; shaded: its outer {EDGE_SHARE:.0%}" + (
             " on the log scale." if rng.log else ".")
