@@ -359,7 +359,7 @@ def test_run_writes_the_report_unless_told_not_to(tmp_path: Path) -> None:
     second = runner.invoke(app, args)  # both cells are done: nothing trains, the report is written
     assert second.exit_code == 0, second.output
     text = (out / "report.md").read_text(encoding="utf-8")
-    assert "# lossbench report: tiny" in text and "| cross_entropy \\| none \\| none (baseline) |" in text
+    assert "# lossbench report: tiny" in text and "| cross_entropy \\| none \\| none (baseline)" in text
     assert f"report: {out / 'report.md'}" in second.output.replace("\n", "")
 
 
@@ -373,7 +373,7 @@ def test_intervals_are_cut_at_the_metric_range(tmp_path: Path) -> None:
     # mean 35%, t-interval [−83.49%, 153.49%] on paper: shown cut to [0, 100]; the ± keeps the spread.
     assert "| 2 | mse \\| none \\| none | 35.00 [0.00, 100.00] | 3 |" in text
     # Δ −59.67 pp, paired interval [−169.37, +50.04] on paper: a difference of accuracies cannot pass −100 pp.
-    assert "| mse \\| none \\| none | -59.67 | [-100.00, +50.04] |" in text
+    assert "| mse \\| none \\| none | -59.67 | [-100.00, +50.04] (95.0%) |" in text
     row = next(r for r in csv.DictReader(io.StringIO((tmp_path / "summary.csv").read_text(encoding="utf-8")))
                if r["label"].startswith("mse"))
     assert float(row["test_acc_ci_low"]) < 0  # the machine-readable statistics are not cut

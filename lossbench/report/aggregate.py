@@ -16,12 +16,15 @@ import pandas as pd
 from lossbench.errors import ReportError, did_you_mean
 from lossbench.report.measures import Measure, measure
 from lossbench.report.results import Results, Source
-from lossbench.report.stats import PairedTest, holm, paired_t, t_interval, verdict
+from lossbench.report.stats import PairedTest, holm, holm_confidences, paired_t, t_interval, verdict
 
 #: The default baseline: plain cross-entropy, no regularizer, no augmentation (label `cross_entropy | none | none`).
 DEFAULT_BASELINE = {"loss": "cross_entropy", "regularizer": "none", "augmentation": "none"}
 #: The axis every pivot table puts in its rows.
 ROW_AXIS = "loss"
+#: A cell whose mean test accuracy is at most this far above chance (1 / classes) learned nothing usable: it is
+#: flagged, and left out of the best cell and the main effects (as a fraction: 0.02 is 2 percentage points).
+CHANCE_MARGIN = 0.02
 
 
 @dataclass
@@ -33,6 +36,10 @@ class Comparison:
     test: PairedTest
     p_holm: float | None
     verdict: str
+    #: The same paired test with its interval at the Holm-consistent level `confidence` (stats.holm_confidences):
+    #: it excludes 0 exactly when the verdict says better or worse. None when untested.
+    adjusted: PairedTest | None = None
+    confidence: float | None = None
 
 
 @dataclass
@@ -87,6 +94,24 @@ class SourceAnalysis:
 
     def ranked(self) -> pd.DataFrame:
         return self.summary[self.summary["rank"].notna()]
+
+    def at_chance(self) -> list[str]:
+        """Labels of the ranked cells whose mean test accuracy is within CHANCE_MARGIN of chance, in rank order."""
+        ranked = self.ranked()
+        return list(ranked.loc[ranked["at_chance"], "label"]) if "at_chance" in ranked else []
+
+    def best(self) -> pd.Series | None:
+        """The best ranked cell that is not at chance (None when every ranked cell is)."""
+        ranked = self.ranked()
+        if "at_chance" in ranked:
+            ranked = ranked[~ranked["at_chance"].astype(bool)]
+        return None if ranked.empty else ranked.iloc[0]
+
+    @property
+    def chance(self) -> float | None:
+        """Chance accuracy, 1 / classes, when every cell of the source has the same known number of classes."""
+        classes = self.rows["classes"].dropna().unique() if "classes" in self.rows else []
+        return 1.0 / float(classes[0]) if len(classes) == 1 and classes[0] > 0 else None
 
 
 def normalize_label(label: str) -> str:
@@ -193,10 +218,14 @@ def compare(rows: pd.DataFrame, mapping: dict[str, str], metric: Measure, order:
             continue
         a, b = by_label.get(label, empty), by_label.get(base, empty)
         seeds = sorted(set(a.index) & set(b.index))
-        tests.append((label, base, paired_t(a.loc[seeds].to_numpy(), b.loc[seeds].to_numpy())))
-    adjusted = holm([t.p for _, _, t in tests])
+        tests.append((label, base, a.loc[seeds].to_numpy(), b.loc[seeds].to_numpy()))
+    tests = [(label, base, x, y, paired_t(x, y)) for label, base, x, y in tests]
+    adjusted = holm([t.p for *_, t in tests])
+    levels = holm_confidences([t.p for *_, t in tests])
     higher = metric.higher_is_better is not False
-    return [Comparison(label, base, t, p, verdict(t, p, higher)) for (label, base, t), p in zip(tests, adjusted)]
+    return [Comparison(label, base, t, p, verdict(t, p, higher),
+                       None if level is None else paired_t(x, y, confidence=level), level)
+            for (label, base, x, y, t), p, level in zip(tests, adjusted, levels)]
 
 
 def pivots(summary: pd.DataFrame, levels: dict[str, list[str]], metric: Measure) -> list[Pivot]:
@@ -241,6 +270,8 @@ def main_effects(rows: pd.DataFrame, summary: pd.DataFrame, levels: dict[str, li
 def _paired_marginal(per_seed: pd.DataFrame, level_cells: list[str], ref_cells: list[str]) -> PairedTest:
     """Per seed, the mean over a level's cells minus the mean over the reference level's cells; only seeds on
     which every one of those cells is done enter, so each seed averages over the same grid points."""
+    if not level_cells or not ref_cells:
+        return PairedTest(0, math.nan, None, None, None, None, "no cell of the level is above chance")
     wanted = level_cells + ref_cells
     missing = [c for c in wanted if c not in per_seed.index]
     if missing:
@@ -260,6 +291,7 @@ def _analyse_source(results: Results, source: Source, metric: Measure, baseline:
     seeds = source.suite_file.get("seeds")
     if baseline is None and isinstance(seeds, dict) and seeds.get("baseline"):
         baseline = str(seeds["baseline"])  # adaptive seeding paired every cell with this one
+    summary["at_chance"] = _at_chance(rows, summary)
     mapping, shown, note = choose_baselines(summary, axes, baseline)
     comparisons = compare(rows, mapping, metric, list(summary["label"]))
     # Main effects are read against the baseline's level of each axis (the first level where it has none).
@@ -271,5 +303,14 @@ def _analyse_source(results: Results, source: Source, metric: Measure, baseline:
     return SourceAnalysis(
         source=source, metric=metric, summary=summary, unranked=unranked, rows=rows, axes=axes, levels=levels,
         baseline=shown, baseline_note=note, comparisons=comparisons, pivots=pivots(summary, levels, metric),
-        effects=main_effects(rows, summary, levels, metric, reference),
+        effects=main_effects(rows, summary[~summary["at_chance"]], levels, metric, reference),
     )
+
+
+def _at_chance(rows: pd.DataFrame, summary: pd.DataFrame) -> pd.Series:
+    """Per summary row, whether the cell's mean test accuracy is at most CHANCE_MARGIN above 1 / its classes."""
+    if "test_acc_mean" not in summary or "classes" not in rows:
+        return pd.Series(False, index=summary.index)
+    classes = rows.groupby("label")["classes"].max()
+    chance = 1.0 / summary["label"].map(classes)
+    return (summary["test_acc_mean"] <= chance + CHANCE_MARGIN).fillna(False).astype(bool)

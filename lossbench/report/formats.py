@@ -66,7 +66,10 @@ def report_json(analyses: list[SourceAnalysis], results: Results) -> str:
         unranked = [{k: _clean(r[k]) for k in ("label", "seed", "status", "diverged_epoch", "error", "id")}
                     for _, r in a.unranked.iterrows()]
         comparisons = [{"label": c.label, "baseline": c.baseline, **(_test(c.test) or {}),
-                        "p_holm": _clean(c.p_holm), "verdict": c.verdict} for c in a.comparisons]
+                        "p_holm": _clean(c.p_holm), "verdict": c.verdict,
+                        "holm_confidence": _clean(c.confidence),
+                        "holm_ci_low": _clean(c.adjusted.low) if c.adjusted else None,
+                        "holm_ci_high": _clean(c.adjusted.high) if c.adjusted else None} for c in a.comparisons]
         effects = {axis: [{"level": e.level, "cells": e.cells, "mean": _clean(e.mean), "reference": e.reference,
                            "delta": _clean(e.delta), "diff": _test(e.diff)} for e in effs]
                    for axis, effs in a.effects.items()}

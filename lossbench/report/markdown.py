@@ -13,7 +13,7 @@ import pandas as pd
 
 from lossbench.machine import overloaded
 from lossbench.record import STATUSES, CellRecord
-from lossbench.report.aggregate import DEFAULT_BASELINE, SourceAnalysis
+from lossbench.report.aggregate import CHANCE_MARGIN, DEFAULT_BASELINE, SourceAnalysis
 from lossbench.report.measures import Measure, measure
 from lossbench.report.plots import Plot
 from lossbench.report.results import Results
@@ -307,10 +307,12 @@ def _leaderboard(a: SourceAnalysis, results: Results) -> list[str]:
     summary = a.summary
     extra = [measure(c) for c in LEADERBOARD_COLUMNS if c != m.name and f"{c}_mean" in summary.columns]
     loaded = _loaded_seeds(a, results)
+    chance = set(a.at_chance())
     headers = ["#", "cell", f"{m.heading}, mean [95% CI]", "seeds", *[x.heading for x in extra]]
     rows = []
     for _, row in a.ranked().iterrows():
-        name = cell_text(row["label"]) + (" (baseline)" if row["label"] == a.baseline else "")
+        name = cell_text(row["label"]) + (" (baseline)" if row["label"] == a.baseline else "") + (
+            " ✗ at chance" if row["label"] in chance else "")
         flag = f" {LOAD_MARK}" if row["label"] in loaded else ""
         rows.append([int(row["rank"]), name, _mean_ci(m, row), _seeds_cell(row),
                      *[x.show(row[f"{x.name}_mean"]) + (flag if x.name in TIMING_COLUMNS else "") for x in extra]])
@@ -326,6 +328,9 @@ def _leaderboard(a: SourceAnalysis, results: Results) -> list[str]:
     lines.append("")
     lines += table(headers, rows, ["r", "l", "r", "r"] + ["r"] * len(extra)) if rows else [
         "No cell finished: nothing to rank."]
+    if chance:
+        lines += ["", f"✗ At chance: {len(chance)} cell(s) have a {_chance_text(a)}: they learned nothing usable. "
+                      "They stay ranked here, but the headline's best cell and the main effects leave them out."]
     if loaded and any(x.name in TIMING_COLUMNS for x in extra):
         worst = max(load for seeds in loaded.values() for _, load, _ in seeds)
         lines += ["", f"{LOAD_MARK} Times measured on a loaded machine: while {len(loaded)} of these cells ran, the "
@@ -347,36 +352,67 @@ def _leaderboard(a: SourceAnalysis, results: Results) -> list[str]:
 
 
 def _summary_line(a: SourceAnalysis) -> str:
-    """One sentence a reader can stop at: the best cell, and whether it is told apart from the baseline."""
+    """One sentence a reader can stop at: the best cell, and whether it is told apart from its baseline — never
+    stronger than the data: with fewer than two paired seeds it says that no test was possible."""
     m = a.metric
     ranked = a.ranked()
     if ranked.empty:
         return "**In short:** no cell finished, so there is nothing to rank."
-    best = ranked.iloc[0]
+    chance = a.at_chance()
+    best = a.best()
+    if best is None:
+        return (f"**In short:** every finished cell is at chance level ({_chance_text(a)}): no cell learned "
+                "anything usable, so none is named best.")
     seeds = int(best["n_done"])
     head = (f"**In short:** the best cell by {m.title} is `{best['label']}` ({m.show(best[f'{m.name}_mean'])}"
-            f"{' ' + m.unit if m.unit and m.unit != '%' else m.unit}, {seeds} seed{'s' if seeds != 1 else ''})")
-    if a.baseline is None:
-        return head + "; there is no baseline to compare it with."
-    if best["label"] == a.baseline:
-        worse = sum(c.verdict == "worse" for c in a.comparisons)
-        return (head + f", which is the baseline; {worse} of the {len(a.comparisons)} other cells are "
-                "detectably worse (paired t-test, Holm-adjusted, α = 0.05).")
-    comparison = next((c for c in a.comparisons if c.label == best["label"]), None)
+            f"{' ' + m.unit if m.unit and m.unit != '%' else m.unit}, {seeds} seed{'s' if seeds != 1 else ''}"
+            + (f"; {len(chance)} cell(s) at chance level left out" if chance else "") + ")")
+    comparisons = a.comparisons
+    if not comparisons:
+        return head + ("; there is no other cell to compare it with." if a.baseline is not None
+                       else "; there is no baseline to compare it with.")
+    if not any(c.test.tested for c in comparisons):
+        most = max(c.test.n for c in comparisons)
+        if most < 2:
+            return (head + f"; **no test was possible**: each comparison with the baseline rests on {most} paired "
+                    "seed(s), and a paired t-test needs two or more, so the differences below are single draws. "
+                    f"Run more seeds to test them: the same `lossbench run` of suite `{a.source.suite}` with "
+                    "`--seeds 0,1,2` (finished cells are kept).")
+        return head + "; no comparison with the baseline could be tested (the paired comparison says why)."
+    baselines = list(dict.fromkeys(c.baseline for c in comparisons))
+    if best["label"] in baselines:
+        own = [c for c in comparisons if c.baseline == best["label"]]
+        tested = [c for c in own if c.test.tested]
+        worse = sum(c.verdict == "worse" for c in tested)
+        which = "the baseline" if len(baselines) == 1 else "a baseline (of the cells that share its other axes)"
+        text = (f", which is {which}; {worse} of the {len(tested)} cell(s) tested against it "
+                f"{'is' if len(tested) == 1 else 'are'} detectably worse (paired t-test, Holm-adjusted, α = {ALPHA})")
+        if len(own) > len(tested):
+            text += f"; {len(own) - len(tested)} could not be tested (too few paired seeds)"
+        return head + text + "."
+    comparison = next((c for c in comparisons if c.label == best["label"]), None)
     if comparison is None:
-        return head + f"; it was not compared with the baseline `{a.baseline}`."
-    diff, interval = _diff(m, comparison.test)
+        return head + "; it was not compared with a baseline."
+    base = comparison.baseline
+    diff, interval = _diff(m, comparison.adjusted or comparison.test)
     unit = f" {m.diff_unit}" if m.diff_unit else ""
-    evidence = f"Δ {diff}{unit}" + (f", 95% CI {interval}" if interval != "—" else "") + (
+    level = f"{comparison.confidence:.1%} Holm-adjusted CI" if comparison.confidence else "CI"
+    evidence = f"Δ {diff}{unit}" + (f", {level} {interval}" if interval != "—" else "") + (
         f", p (Holm) {_p(comparison.p_holm)}" if comparison.p_holm is not None else "")
     if comparison.verdict in ("better", "worse"):
-        reading = f"it is detectably {comparison.verdict} than the baseline `{a.baseline}`"
+        reading = f"it is detectably {comparison.verdict} than the baseline `{base}`"
     elif comparison.verdict.startswith("no detectable"):
-        reading = (f"it is **not distinguishable** from the baseline `{a.baseline}` with "
-                   f"{comparison.test.n} paired seeds")
+        reading = f"it is **not distinguishable** from the baseline `{base}` with {comparison.test.n} paired seeds"
     else:
-        reading = f"against the baseline `{a.baseline}`: {comparison.verdict}"
+        reading = f"against the baseline `{base}`: {comparison.verdict}"
     return f"{head}; {reading} ({evidence})."
+
+
+def _chance_text(a: SourceAnalysis) -> str:
+    """`within 2 points of chance, 1/10 = 10.00%`."""
+    chance = a.chance
+    where = f", 1/{round(1 / chance)} = {chance * 100:.2f}%" if chance else ""
+    return f"test accuracy within {CHANCE_MARGIN * 100:g} points of chance{where}"
 
 
 def _loaded_seeds(a: SourceAnalysis, results: Results) -> dict[str, list[tuple[int, float, int]]]:
@@ -415,6 +451,8 @@ def _per_seed(a: SourceAnalysis) -> list[str]:
     rows = a.rows[a.rows["status"] == "done"].dropna(subset=[m.name])
     if rows.empty:
         return ["No cell finished: no per-seed values."]
+    if int(a.summary["n_seeds"].max()) <= 1:
+        return [f"One seed per cell: the leaderboard above shows every value of {m.title}."]
     values = rows.pivot_table(index="label", columns="seed", values=m.name, aggfunc="first")
     order = [x for x in a.summary["label"] if x in values.index]
     values = values.loc[order]
@@ -494,17 +532,20 @@ def _comparisons(a: SourceAnalysis) -> list[str]:
     unit_text = f", in {m.diff_unit}" if m.diff_unit else ""
     delta = f"Δ = cell − baseline in {m.title}{unit_text}, paired on seed over the seeds both cells finished"
     if tested:
-        lines.append(f"{delta}; {CONFIDENCE:.0%} interval from the paired t distribution; two-sided p, then "
-                     f"Holm-adjusted over the {tested} tested comparison(s) of this table; verdict at α = {ALPHA} "
-                     "after Holm.")
+        lines.append(f"{delta}; two-sided p of the paired t-test, then Holm-adjusted over the {tested} tested "
+                     f"comparison(s) of this table; verdict at α = {ALPHA} after Holm. The interval is Holm-adjusted "
+                     "too: a paired t interval at the level of the comparison's Holm step (shown in brackets; at "
+                     f"least {CONFIDENCE:.0%}), so it excludes 0 exactly when the verdict is better or worse.")
     else:
         lines.append(f"{delta}. No comparison could be tested; the verdicts say why.")
     lines.append("")
-    headers = ["cell", *(["baseline"] if len(baselines) > 1 else []), f"Δ {m.title}{unit}", f"95% CI{unit}", "p",
-               "p (Holm)", "seeds", "verdict"]
+    headers = ["cell", *(["baseline"] if len(baselines) > 1 else []), f"Δ {m.title}{unit}",
+               f"Holm-adjusted CI{unit}", "p", "p (Holm)", "seeds", "verdict"]
     rows = []
     for c in a.comparisons:
-        diff, interval = _diff(m, c.test)
+        diff, interval = _diff(m, c.adjusted or c.test)
+        if c.confidence is not None and interval != "—":
+            interval += f" ({c.confidence:.1%})"
         rows.append([cell_text(c.label), *([cell_text(c.baseline)] if len(baselines) > 1 else []), diff, interval,
                      _p(c.test.p), _p(c.p_holm), c.test.n, c.verdict])
     align = ["l", *(["l"] if len(baselines) > 1 else []), "r", "r", "r", "r", "r", "l"]
@@ -519,7 +560,12 @@ def _effects(a: SourceAnalysis) -> list[str]:
     lines = [f"Each level's mean {m.heading} over its cells (every cell weighs the same, whatever the other axes) "
              "and Δ, its difference from the reference level's mean. The 95% interval pairs the two levels on seed "
              "and uses the seeds on which every cell involved finished (column seeds); where some seeds diverged or "
-             "failed it need not be centred on Δ.", ""]
+             "failed it need not be centred on Δ. These intervals are unadjusted: each holds at 95% on its own, not "
+             "jointly."]
+    if a.at_chance():
+        lines[-1] += (f" Cells at chance level are left out ({', '.join(f'`{x}`' for x in a.at_chance())}): a cell "
+                      "that learned nothing would pull its levels down whatever they do.")
+    lines.append("")
     for axis, effects in a.effects.items():
         ref = effects[0].reference
         lines += [f"**{axis}** (reference: `{ref}`)", ""]
@@ -532,7 +578,8 @@ def _effects(a: SourceAnalysis) -> list[str]:
                 interval = _diff(m, e.diff)[1]
                 seeds = str(e.diff.n)
             rows.append([cell_text(e.level), e.cells, m.show(e.mean), diff, interval, seeds])
-        lines += table(["level", "cells", f"mean {m.heading}", f"Δ vs reference{unit}", f"95% CI{unit}", "seeds"],
+        lines += table(["level", "cells", f"mean {m.heading}", f"Δ vs reference{unit}", f"95% CI{unit}, unadjusted",
+                        "seeds"],
                        rows)
         lines.append("")
     return lines[:-1]

@@ -303,6 +303,8 @@ def _frame(records: dict[str, CellRecord], paths: dict[str, Path], source_name: 
             "diverged_epoch": rec.diverged_epoch,
             "error": rec.error.strip().splitlines()[0] if rec.error and rec.error.strip() else None,
             "file": str(paths[rid]),
+            # The number of classes of the data the cell was tested on (chance accuracy is its inverse).
+            "classes": _number(rec.data.get("classes")),
         }
         for axis in axes:
             row[axis] = str(rec.axes.get(axis, "—"))

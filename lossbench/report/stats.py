@@ -138,3 +138,22 @@ def verdict(test: PairedTest, adjusted_p: float | None, higher_is_better: bool, 
     if adjusted_p < alpha:
         return "better" if (test.mean_diff > 0) == higher_is_better else "worse"
     return f"no detectable difference with n={test.n} seeds"
+
+
+def holm_confidences(pvalues: Sequence[float | None], alpha: float = ALPHA) -> list[float | None]:
+    """The confidence level of each comparison's interval that agrees with Holm's verdict (None where untested).
+
+    Holm tests the i-th smallest of m p-values (i from 0) at α/(m − i) and stops at the first it cannot reject.
+    The interval of a rejected comparison is taken at 1 − α/(m − i), so it excludes 0; every comparison from the
+    first accepted one, at index k, on is taken at 1 − α/(m − k), which its p-value (≥ the k-th one's ≥ α/(m − k))
+    cannot beat, so it contains 0. An interval therefore excludes 0 exactly when Holm rejects, and each is at least
+    as wide as the unadjusted (1 − α) interval."""
+    tested = sorted((p, i) for i, p in enumerate(pvalues) if p is not None)
+    m = len(tested)
+    levels: list[float | None] = [None] * len(pvalues)
+    stop: int | None = None
+    for rank, (p, i) in enumerate(tested):
+        if stop is None and not p < alpha / (m - rank):
+            stop = rank
+        levels[i] = 1 - alpha / (m - (rank if stop is None else stop))
+    return levels
