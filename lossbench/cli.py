@@ -1,4 +1,4 @@
-"""The `lossbench` command: run, report, validate, list. A thin shell over the library; the only place that prints
+"""The `lossbench` command: run, report, evaluate, validate, list. A thin shell over the library; the only place that prints
 errors and chooses exit codes (0 ok, 1 a cell failed, 2 bad input, 130 interrupted)."""
 
 from __future__ import annotations
@@ -309,6 +309,61 @@ def report(
         return
     beside = f" (+ {len(files) - 1} file(s) beside it: summary, plots)" if len(files) > 1 else ""
     console.print(f"report: {files[0]}{beside}", highlight=False, soft_wrap=True)
+
+
+@app.command(cls=_Command)
+def evaluate(
+    results_dir: Path = typer.Argument(..., metavar="RESULTS_DIR", help="A results directory written by `lossbench run` (with checkpoints/)."),
+    suite: Optional[Path] = typer.Option(None, "--suite", help="Suite whose evaluate: block to score (default: RESULTS_DIR/suite.yaml); its dataset must be the one the cells trained on."),
+    data_root: Optional[str] = typer.Option(None, "--data-root", help="As for run."),
+    device: Optional[str] = typer.Option(None, "--device", "-d", metavar=_choices(DEVICES), autocompletion=_completer(DEVICES), help="Where to evaluate (overrides train.device)."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Decoded-dataset cache (default ~/.cache/lossbench)."),
+    no_report: bool = typer.Option(False, "--no-report", help="Do not rewrite report.md at the end."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+) -> None:
+    """Score the saved final weights of every finished cell on an evaluate: block (corruptions, OOD) without
+    retraining; the new metrics are added to the cell files, beside what they had."""
+    from lossbench.config import load_suite
+    from lossbench.errors import ReportError
+    from lossbench.store import is_lossbench_dir
+
+    try:
+        if not results_dir.is_dir() or not is_lossbench_dir(results_dir):
+            raise ReportError(message=f"{results_dir} is not a lossbench results directory",
+                              value=str(results_dir), details=["give the directory `lossbench run` wrote, e.g. "
+                                                               "results/shift-smoke"])
+        suite_file = suite or results_dir / "suite.yaml"
+        loaded = load_suite(suite_file, data_root=data_root, device=device)
+        if loaded.evaluate is None:
+            raise ConfigError(message=f"{suite_file} has no evaluate: block: nothing to score",
+                              details=["give --suite FILE with one, e.g. evaluate: {corruptions: {names: "
+                                       "[gaussian_noise]}, ood: [uniform_noise]}"])
+        from lossbench.data.cache import DEFAULT_CACHE
+        from lossbench.shift.checks import check_ood_data
+        from lossbench.shift.evaluate import evaluate_directory
+
+        check_ood_data(loaded)
+
+        def on_cell(label: str, seed: int, i: int, n: int) -> None:
+            console.print(f"scoring {escape(label)} · seed {seed} ({i + 1}/{n})", highlight=False)
+
+        summary = evaluate_directory(results_dir, loaded, cache_dir or DEFAULT_CACHE, on_cell)
+    except LossbenchError as exc:
+        _fail(exc, debug)
+        return
+    for label, seed, why in summary.skipped:
+        err_console.print(f"[yellow]skipped:[/] {escape(label)} · seed {seed}: {escape(why)}", highlight=False)
+    console.print(f"scored {len(summary.scored)} cell(s), skipped {len(summary.skipped)} · results: "
+                  f"{results_dir / 'cells'}", highlight=False)
+    if summary.scored and not no_report:
+        from lossbench.report import write_report
+
+        try:
+            files = write_report([results_dir])
+        except LossbenchError as exc:
+            _fail(exc, debug)
+            return
+        console.print(f"report: {files[0]}", highlight=False)
 
 
 def _cluster_executor(name: str, address: str | None, cpus_per_cell: float | None, gpus_per_cell: float | None,

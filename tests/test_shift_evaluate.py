@@ -175,3 +175,62 @@ def test_run_stamps_the_checkpoint_hash(write_suite, tmp_path: Path, cache_dir: 
     sha = hashlib.sha256(checkpoint_path(tmp_path / "out", record.id).read_bytes()).hexdigest()
     assert record.metrics["shift_checkpoint_sha256"] == sha == record.metrics["shift"]["checkpoint_sha256"]
     assert record.metrics["shift"]["evaluations"][-1]["checkpoint_sha256"] == sha
+
+
+def test_lossbench_evaluate_adds_metrics_without_retraining(write_suite, tmp_path: Path, cache_dir: Path) -> None:
+    """`lossbench evaluate DIR --suite FILE`: the cell files keep their training results and earlier shift
+    entries, gain the new block's entries with the checkpoint's sha256; rescoring the run's own block from the
+    checkpoint gives the numbers the run scored on the model in memory."""
+    import hashlib
+    import json
+
+    from typer.testing import CliRunner
+
+    from lossbench import runner
+    from lossbench.checkpoint import checkpoint_path
+    from lossbench.cli import app
+
+    tiny = (TINY_SUITE.replace("loss: [cross_entropy, mse]", "loss: [cross_entropy]")
+            .replace("augmentation: [none, crop]", "augmentation: [none]").replace("epochs: 2", "epochs: 1"))
+    out = tmp_path / "out"
+    suite = load_suite(write_suite(tiny + EVALUATE))
+    (trained,) = runner.run(runner.plan(suite, out, cache_dir=cache_dir)).records
+    before = json.loads((out / "cells" / f"{trained.id}.json").read_text())
+    other = write_suite(tiny + "evaluate:\n  corruptions: {names: [pixelate], severities: [2]}\n  ood: [blank]\n",
+                        name="other.yaml")
+    cli = CliRunner()
+    result = cli.invoke(app, ["evaluate", str(out), "--suite", str(other), "--cache-dir", str(cache_dir)])
+    assert result.exit_code == 0, result.output
+    assert "scored 1 cell(s)" in result.output
+    after = json.loads((out / "cells" / f"{trained.id}.json").read_text())
+    assert {k for k in before if before[k] != after[k]} == {"metrics"}
+    kept = {k: v for k, v in before["metrics"].items() if not k.startswith(("shift", "corrupt_", "ood_"))}
+    assert {k: after["metrics"][k] for k in kept} == kept
+    shift = after["metrics"]["shift"]
+    assert shift["corruptions"]["contrast"] == before["metrics"]["shift"]["corruptions"]["contrast"]
+    assert set(shift["corruptions"]["pixelate"]) == {"2"} and set(shift["ood"]) == {"uniform_noise", "blank"}
+    sha = hashlib.sha256(checkpoint_path(out, trained.id).read_bytes()).hexdigest()
+    assert [e["checkpoint_sha256"] for e in shift["evaluations"]] == [sha, sha]
+    assert after["metrics"]["shift_checkpoint_sha256"] == sha
+    # The run's own block again, from the checkpoint: the same numbers as on the model in memory.
+    result = cli.invoke(app, ["evaluate", str(out), "--cache-dir", str(cache_dir), "--no-report"])
+    assert result.exit_code == 0, result.output
+    again = json.loads((out / "cells" / f"{trained.id}.json").read_text())["metrics"]["shift"]
+    assert again["corruptions"]["contrast"] == before["metrics"]["shift"]["corruptions"]["contrast"]
+    assert again["corruptions"]["gaussian_noise"] == before["metrics"]["shift"]["corruptions"]["gaussian_noise"]
+    assert again["ood"]["uniform_noise"] == before["metrics"]["shift"]["ood"]["uniform_noise"]
+    assert len(again["evaluations"]) == 3
+
+
+def test_lossbench_evaluate_bad_input(write_suite, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from lossbench.cli import app
+
+    cli = CliRunner()
+    result = cli.invoke(app, ["evaluate", str(tmp_path)])
+    assert result.exit_code == 2 and "not a lossbench results directory" in result.output
+    (tmp_path / "res").mkdir()
+    (tmp_path / "res" / ".lossbench").write_text("")
+    result = cli.invoke(app, ["evaluate", str(tmp_path / "res"), "--suite", str(write_suite())])
+    assert result.exit_code == 2 and "no evaluate: block" in result.output

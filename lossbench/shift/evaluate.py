@@ -299,7 +299,7 @@ def evaluate_directory(results_dir: Path, suite: Suite, cache_dir: Path,
     file atomically with everything it had plus the new metrics. Holds the directory's lock meanwhile.
 
     Cells whose data differs from the suite's dataset, or without a final checkpoint, are skipped and listed."""
-    from lossbench.checkpoint import checkpoint_path, load_final
+    from lossbench.checkpoint import CheckpointError, checkpoint_path, load_final
     from lossbench.runner import DataRequest, EngineSettings
     from lossbench.store import ResultsStore
 
@@ -328,8 +328,13 @@ def evaluate_directory(results_dir: Path, suite: Suite, cache_dir: Path,
             if on_cell is not None:
                 on_cell(record.label, record.seed, i, len(todo))
             sha = file_sha256(path)
-            payload = load_final(path)
-            model, loss = rebuild_model(payload["config"], payload, data, options)
+            try:
+                payload = load_final(path)
+                model, loss = rebuild_model(payload["config"], payload, data, options)
+            except (CheckpointError, RuntimeError, KeyError) as exc:
+                # A foreign, truncated or mismatched file: this cell cannot be scored, the others can.
+                summary.skipped.append((record.label, record.seed, f"{path.name}: {exc}"))
+                continue
             block = plan.score(model, loss, data, options)
             # Reread just before writing: the file on disk is the one to extend.
             current = store.read_cell(record.id) or record
