@@ -234,6 +234,50 @@ class EvaluateConfig(_Strict):
 
     corruptions: CorruptionsConfig | None = None
     ood: list[Component] = Field(default_factory=list)
+MAX_TRIALS = 10_000
+Number = Annotated[int, Field(strict=True)] | Annotated[float, Field(strict=True, allow_inf_nan=False)]
+
+
+class ParamRange(_Strict):
+    """One tuned parameter: a range `{low, high}` (whole numbers when both ends are, else real numbers; `log: true`
+    samples uniformly on the log scale) or a list of `choices`."""
+
+    low: Number | None = None
+    high: Number | None = None
+    log: Flag = False
+    choices: list[Any] | None = Field(None, min_length=1)
+
+    @model_validator(mode="after")
+    def _one_form(self) -> ParamRange:
+        if self.choices is not None:
+            if self.low is not None or self.high is not None or self.log:
+                raise ValueError("give either choices or low/high (with log), not both")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError("give low and high (e.g. {low: 1.0e-4, high: 1.0, log: true}) or choices: [...]")
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"log: true needs low > 0, got {self.low}")
+        return self
+
+    @property
+    def is_int(self) -> bool:
+        """A whole-number range (both ends written as integers)."""
+        return self.choices is None and isinstance(self.low, int) and isinstance(self.high, int)
+
+
+class TuneConfig(_Strict):
+    """`tune:`: every grid cell gets the same number of trials on the validation split, then its best values are
+    trained with the suite's seeds and tested (lossbench/tune.py). Metrics: val_acc and val_top5 are maximised,
+    val_nll, val_ece and val_loss minimised."""
+
+    trials: Annotated[int, Field(strict=True, gt=0, le=MAX_TRIALS)]
+    metric: Literal["val_acc", "val_top5", "val_nll", "val_ece", "val_loss"] = "val_acc"
+    sampler: Literal["tpe", "random", "grid", "qmc"] = "tpe"
+    pruner: Literal["none", "median", "hyperband"] = "none"
+    seed: Seed = 0
+    space: dict[str, ParamRange] = Field(min_length=1)
 
 
 class Suite(_Strict):
@@ -252,6 +296,7 @@ class Suite(_Strict):
     grid: GridConfig
     #: Evaluation under shift and out of distribution after training (not part of what a cell is: no cell id).
     evaluate: EvaluateConfig | None = None
+    tune: TuneConfig | None = None
     # Where each value came from (file line or command-line option), so later checks can point at it.
     _source: SuiteSource | None = PrivateAttr(None)
 
@@ -354,13 +399,17 @@ def read_suite_file(path: str | Path) -> SuiteSource:
 def _model_at(path: Sequence[Any]) -> type[BaseModel] | None:
     """The schema class that owns the mapping at `path` (for listing allowed keys)."""
     model: type[BaseModel] = Suite
+    mapping_key = False
     for key in path:
-        if isinstance(key, int):
+        if isinstance(key, int) or mapping_key:
+            mapping_key = False
             continue
         field = model.model_fields.get(str(key))
         if field is None:
             return None
         ann = field.annotation
+        if getattr(ann, "__origin__", None) is dict:  # a mapping of models (tune.space): its keys are the user's
+            ann, mapping_key = ann.__args__[1], True
         # Union members may be Annotated (tagged); their __origin__ is the type itself.
         members = [getattr(a, "__origin__", a) for a in getattr(ann, "__args__", (ann,))]
         nested = next((a for a in members if isinstance(a, type) and issubclass(a, BaseModel)), None)
@@ -790,7 +839,8 @@ def parse_suite(source: SuiteSource) -> Suite:
         suite = Suite.model_validate(source.data)
     except ValidationError as exc:
         errors.extend(_structural_errors(source, exc))
-    errors.extend(check_components(source))
+    component_errors = check_components(source)
+    errors.extend(component_errors)
     if suite is not None and not errors:
         errors.extend(_check_model_fit(source, suite))
         errors.extend(_check_data_memory(source, suite))
@@ -801,10 +851,33 @@ def parse_suite(source: SuiteSource) -> Suite:
         from lossbench.shift.checks import check_evaluate
 
         errors.extend(check_evaluate(source, suite))
+    tuned = suite if suite is not None else _suite_without_bad_ranges(source)
+    if tuned is not None and tuned.tune is not None and not component_errors:
+        from lossbench.tuning_space import check_tune
+
+        errors.extend(check_tune(source, tuned))
     if errors or suite is None:
         raise SuiteErrors(_in_file_order(errors))
     suite._source = source
     return suite
+
+
+def _suite_without_bad_ranges(source: SuiteSource) -> Suite | None:
+    """The suite with the malformed ranges of tune.space left out, so that the other paths are still checked in
+    the same pass; None when anything else is malformed too."""
+    tune = source.data.get("tune")
+    if not isinstance(tune, dict) or not isinstance(tune.get("space"), dict):
+        return None
+    space = {}
+    for path, value in tune["space"].items():
+        try:
+            space[path] = ParamRange.model_validate(value)
+        except ValidationError:
+            continue
+    try:
+        return Suite.model_validate({**source.data, "tune": {**tune, "space": space}})
+    except ValidationError:
+        return None
 
 
 def _in_file_order(errors: list[ConfigError]) -> list[ConfigError]:
@@ -904,4 +977,7 @@ def suite_to_plain(suite: Suite) -> dict[str, Any]:
         plain["evaluate"] = {"corruptions": suite.evaluate.corruptions.model_dump()
                              if suite.evaluate.corruptions else None,
                              "ood": [spec_to_plain(s) for s in suite.evaluate.ood]}
+    if suite.tune is not None:
+        plain["tune"] = {**suite.tune.model_dump(exclude={"space"}),
+                         "space": {path: r.model_dump(exclude_none=True) for path, r in suite.tune.space.items()}}
     return plain

@@ -43,6 +43,9 @@ class EngineOptions:
     compile: bool = False
     #: Evaluate on the test split every this many epochs, and always after the last one (train.eval_every).
     eval_every: int = 1
+    #: Measure the test split (each epoch and at the end). A tuning trial sets it False: it is judged on the
+    #: validation split only, and the test split is never read while tuning.
+    evaluate_test: bool = True
 
     def evaluates(self, epoch: int) -> bool:
         """Whether epoch `epoch` (1-based) ends with an evaluation on the test split."""
@@ -80,6 +83,7 @@ class EpochRecord:
     epoch: int
     train_loss: float
     train_acc: float | None
+    #: None when the test split is not evaluated (a tuning trial).
     test_loss: float | None
     test_acc: float | None
     test_top5: float | None
@@ -95,6 +99,10 @@ class EpochRecord:
     penalty_share: float | None = None
     val_acc: float | None = None
     val_loss: float | None = None
+    val_top5: float | None = None
+    #: Validation NLL of the head's class probabilities (nats per sample) and ECE (in [0, 1]).
+    val_nll: float | None = None
+    val_ece: float | None = None
 
 
 @dataclass
@@ -117,14 +125,18 @@ class CellResult:
 
 
 ProgressFn = Callable[[str, dict[str, Any]], None]
+#: Asked after each epoch's record; True ends training there (a tuning trial its pruner stops), status `done`.
+StopFn = Callable[[EpochRecord], bool]
 
 
 def _quiet(event: str, info: dict[str, Any]) -> None:
     return None
 
 
-def train(parts: CellParts, loss_name: str, options: EngineOptions, progress: ProgressFn = _quiet) -> CellResult:
-    """Train and evaluate one cell. A non-finite training loss ends it as `diverged`; exceptions propagate."""
+def train(parts: CellParts, loss_name: str, options: EngineOptions, progress: ProgressFn = _quiet,
+          should_stop: StopFn | None = None) -> CellResult:
+    """Train and evaluate one cell. A non-finite training loss ends it as `diverged`; exceptions propagate.
+    `should_stop`, asked after every epoch, may end training early (the result then has fewer epochs)."""
     device, data, model, loss_fn = options.device, parts.data, parts.model, parts.loss
     n = int(data.train_x.shape[0])
     steps_per_epoch = math.ceil(n / options.batch_size)
@@ -189,6 +201,8 @@ def train(parts: CellParts, loss_name: str, options: EngineOptions, progress: Pr
                               epoch_eval_s)
         result.history.append(record)
         progress("epoch", asdict(record))
+        if should_stop is not None and epoch < options.epochs and should_stop(record):
+            break
     return finish_result(result, model, evaluator, n, train_seconds, device, eval_seconds)
 
 
@@ -242,6 +256,9 @@ def epoch_record(epoch: int, train_loss: float, train_acc: float | None, evaluat
         penalty=penalty,
         val_acc=None if evaluation is None else evaluation.val_acc,
         val_loss=None if evaluation is None else evaluation.val_loss,
+        val_top5=None if evaluation is None else evaluation.val_top5,
+        val_nll=None if evaluation is None else evaluation.val_nll,
+        val_ece=None if evaluation is None else evaluation.val_ece,
     )
     if record.penalty is not None and train_loss + record.penalty > 0:
         record.penalty_share = record.penalty / (train_loss + record.penalty)
@@ -264,7 +281,11 @@ def finish_result(result: CellResult, model: nn.Module, evaluator: Evaluator, n:
         "final_eval_s": 0.0,
         "eval_time_s": epoch_eval_seconds,
     }
-    if result.status == "done":
+    if result.status == "done" and not evaluator.options.evaluate_test:
+        # A tuning trial: its last epoch's validation figures are its result; nothing is measured on test.
+        last = asdict(result.history[-1]) if result.history else {}
+        result.metrics.update({k: v for k, v in last.items() if k.startswith("val_") and v is not None})
+    elif result.status == "done":
         t_eval = time.perf_counter()
         result.metrics.update(evaluator.final(model))
         # Trainable parameters: the model's, and the loss's own (class layer, centres; 0 for most losses).

@@ -46,11 +46,14 @@ CALIBRATION_BINS = 15
 class EpochEvaluation:
     """What one epoch's evaluation measured. Losses in nats per sample; accuracies in [0, 1]."""
 
-    test_loss: float
-    test_acc: float
-    test_top5: float
+    test_loss: float | None
+    test_acc: float | None
+    test_top5: float | None
     val_loss: float | None = None
     val_acc: float | None = None
+    val_top5: float | None = None
+    val_nll: float | None = None
+    val_ece: float | None = None
 
 
 class Evaluator:
@@ -82,18 +85,34 @@ class Evaluator:
         return []
 
     def epoch(self, model: nn.Module) -> EpochEvaluation:
-        """Test loss, top-1 and top-5 (and validation loss and accuracy when there is a validation split)."""
-        labels = self.data.test_y
-        test = self._evaluate_test(model)
-        _, test_loss, scores = test
-        n = labels.shape[0]
-        result = EpochEvaluation(test_loss.item(), topk_correct(scores, labels, 1).item() / n,
-                                 topk_correct(scores, labels, 5).item() / n)
+        """Test loss, top-1 and top-5 (None each without `options.evaluate_test`), and with a validation split its
+        loss, top-1, top-5, NLL and ECE."""
+        if self.options.evaluate_test:
+            labels = self.data.test_y
+            _, test_loss, scores = self._evaluate_test(model)
+            n = labels.shape[0]
+            result = EpochEvaluation(test_loss.item(), topk_correct(scores, labels, 1).item() / n,
+                                     topk_correct(scores, labels, 5).item() / n)
+        else:
+            self._prepare(model)
+            result = EpochEvaluation(None, None, None)
         if self.data.val_x is not None and self.data.val_x.shape[0] > 0:
-            val_loss, val_scores = self._scored(self.outputs(model, self.data.val_x), self.data.val_y)
+            labels = self.data.val_y
+            val_loss, val_scores = self._scored(self.outputs(model, self.data.val_x), labels)
+            n = labels.shape[0]
+            log_probs = self._log_probabilities(val_scores)
             result.val_loss = val_loss.item()
-            result.val_acc = topk_correct(val_scores, self.data.val_y, 1).item() / self.data.val_y.shape[0]
+            result.val_acc = topk_correct(val_scores, labels, 1).item() / n
+            result.val_top5 = topk_correct(val_scores, labels, 5).item() / n
+            result.val_nll = F.nll_loss(log_probs, labels).item()
+            result.val_ece = expected_calibration_error(log_probs.exp(), labels, predicted_class(val_scores),
+                                                        bins=CALIBRATION_BINS).item()
         return result
+
+    def _log_probabilities(self, scores: torch.Tensor) -> torch.Tensor:
+        """The head's log class probabilities [N, C] from its class scores (what NLL and ECE are computed on, as
+        in `final`)."""
+        raise NotImplementedError
 
     def final(self, model: nn.Module) -> dict[str, Any]:
         """The final metrics of the trained model; every one of them predicts with `predicted_class`."""
@@ -151,6 +170,9 @@ class LogitsEvaluator(Evaluator):
         return [f"loss '{loss_name}' does not train softmax(outputs) as probabilities; test NLL and ECE are "
                 "computed on softmax(outputs) all the same"]
 
+    def _log_probabilities(self, scores: torch.Tensor) -> torch.Tensor:
+        return scores.log_softmax(dim=1)
+
     def _scored(self, outputs: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         batch = self.options.eval_batch_size
         total = torch.zeros((), device=outputs.device)
@@ -205,6 +227,9 @@ class EmbeddingEvaluator(Evaluator):
             idx = order[start : start + batch]
             total += self.loss(outputs[idx], labels[idx]).detach() * idx.shape[0]
         return total / max(n, 1)
+
+    def _log_probabilities(self, scores: torch.Tensor) -> torch.Tensor:
+        return knn_probabilities(scores).log()
 
     def _scored(self, outputs: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         assert self._train_emb is not None

@@ -58,6 +58,20 @@ def _stack_label(stack: tuple[ResolvedComponent, ...]) -> str:
 
 
 @dataclass(frozen=True)
+class TrialLink:
+    """Where a tuning trial reports its validation metric after each epoch (lossbench/tune.py): the study's
+    storage URL, the study, the trial's id there, the metric, and the pruner that may stop it."""
+
+    storage: str
+    study: str
+    trial_id: int
+    metric: str
+    pruner: str
+    #: Epochs every trial may train (the pruner's maximum resource).
+    epochs: int
+
+
+@dataclass(frozen=True)
 class Cell:
     """One training run: a point of the grid with one seed."""
 
@@ -72,6 +86,8 @@ class Cell:
     #: Data scenarios of this cell (dataset-level ones first), in the order they apply; () for the clean data.
     scenario: tuple[ResolvedComponent, ...] = ()
     has_scenario_axis: bool = False
+    #: Set on a tuning trial: it is judged on the validation split only and reports each epoch to its study.
+    trial: TrialLink | None = None
 
     @property
     def label(self) -> str:

@@ -57,6 +57,8 @@ def why_not_packable(cell: Cell, options: EngineOptions) -> str | None:
     """Why this cell must train on its own (a short reason), or None when it can join a pack."""
     if options.precision == "fp16":
         return "fp16 needs a loss scaler per cell"
+    if "tuned" in cell.config and cell.config["train"]["batch_size"] != options.batch_size:
+        return "its tuned batch size is its own"
     reg = registries()
     if getattr(reg["losses"].get(cell.loss.name), "head", "logits") != "logits":
         return "embedding losses are evaluated by k-NN per cell"

@@ -17,7 +17,7 @@ import subprocess
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -183,8 +183,20 @@ def train_cell(cell: Cell, data: ImageData, options: EngineOptions, progress: Pr
     `sys.exit()` in a user's loss or component is an exception of its cell too: only Ctrl-C stops the grid.
     """
     try:
+        should_stop = None
+        if cell.trial is not None or "tuned" in cell.config:
+            # A tuned cell or a trial carries its own recipe: its batch size may be a tuned value.
+            recipe = cell.config["train"]
+            options = replace(options, epochs=recipe["epochs"], batch_size=recipe["batch_size"])
+        if cell.trial is not None:
+            from lossbench.tune import epoch_reporter
+
+            # A tuning trial: validation only (the test split is never read), a report to its study each epoch,
+            # and no scoring under shift.
+            options, shift = replace(options, evaluate_test=False), None
+            should_stop = epoch_reporter(cell.trial)
         parts = build_cell(cell, data, options)
-        result = train(parts, cell.loss.name, options, progress or (lambda event, info: None))
+        result = train(parts, cell.loss.name, options, progress or (lambda event, info: None), should_stop)
         if shift is not None and result.status == "done":
             from lossbench.shift.evaluate import score_into
 
@@ -374,6 +386,8 @@ class RunSummary:
 
     records: list[CellRecord] = field(default_factory=list)
     ran: int = 0
+    #: Tuning trials trained by this run (a suite with `tune:`); not among `records`.
+    trials: int = 0
     skipped: int = 0
     failed: int = 0
     diverged: int = 0
@@ -413,19 +427,24 @@ def plan(suite: Suite, out_dir: Path, *, force: bool = False, cache_dir: Path = 
             details=["move that directory away: lossbench does not remove what it did not write"],
         )
     scan = store.scan()  # the one read of every cell file: the run works from memory after this
+    pending, rounds, skipped = _schedule(suite, cells, scan.records, force)
+    return RunPlan(suite, job, cells, pending, store, ignored=scan.ignored, existing=scan.records, rounds=rounds,
+                   skipped=skipped, forced=force)
+
+
+def _schedule(suite: Suite, cells: list[Cell], records: dict[str, CellRecord],
+              force: bool) -> tuple[list[Cell], SeedRounds | None, int]:
+    """(cells still to train, the adaptive rounds or None, cells skipped because they have a final result)."""
     if suite.adaptive is not None:
         from lossbench.seed_rounds import SeedRounds  # pandas and scipy, only for adaptive seeding
 
         rounds = SeedRounds(suite.adaptive, cells)
-        kept = [] if force else _final_records(scan.records, cells)
+        kept = [] if force else _final_records(records, cells)
         pending = rounds.pending(kept)
-        return RunPlan(suite, job, cells, pending, store, ignored=scan.ignored, existing=scan.records,
-                       rounds=rounds, skipped=len(rounds.required(rounds.decisions(kept))) - len(pending),
-                       forced=force)
-    finished = set() if force else {r.id for r in _final_records(scan.records, cells)}
+        return pending, rounds, len(rounds.required(rounds.decisions(kept))) - len(pending)
+    finished = set() if force else {r.id for r in _final_records(records, cells)}
     pending = [c for c in cells if c.id not in finished]
-    return RunPlan(suite, job, cells, pending, store, ignored=scan.ignored, existing=scan.records,
-                   skipped=len(cells) - len(pending), forced=force)
+    return pending, None, len(cells) - len(pending)
 
 
 def _final_records(records: dict[str, CellRecord], cells: list[Cell]) -> list[CellRecord]:
@@ -492,7 +511,17 @@ def run(run_plan: RunPlan, *, executor: Any = None, display: RunDisplay | None =
     with store:
         store.write_suite(suite_to_yaml(run_plan.suite))
         store.open_csv()
-        display.start(len(run_plan.pending), run_plan.skipped)
+        tuner = None
+        if run_plan.suite.tune is not None:
+            from lossbench.tune import Tuner
+
+            tuner = Tuner(run_plan.suite.tune, run_plan.cells, store.root, run_plan.suite.train.epochs,
+                          run_plan.suite.seed_list)
+            tuner.recover()
+            # Before tuning the verdict cells are unknown; the grid's cells are their count.
+            display.start(tuner.trials_left() + len(run_plan.pending) + run_plan.skipped, 0)
+        else:
+            display.start(len(run_plan.pending), run_plan.skipped)
 
         def on_result(cell: Cell, record: CellRecord) -> None:
             t_write = time.perf_counter()
@@ -515,7 +544,13 @@ def run(run_plan: RunPlan, *, executor: Any = None, display: RunDisplay | None =
             summary.diverged += record.status == "diverged"
             display.cell_end(cell, record)
 
+        def on_trial(record: CellRecord) -> None:
+            clock.cells_s += float(record.timing.get("cell_s") or 0.0)
+            clock.cells += 1
+
         try:
+            if tuner is not None:
+                _tune(run_plan, tuner, executor, display, on_result, on_trial, summary)
             pending, attempted = run_plan.pending, set()
             # An executor that can keep its workers (processes, a Ray connection) keeps them for every round.
             with executor if hasattr(executor, "__enter__") else contextlib.nullcontext():
@@ -559,6 +594,21 @@ def _jobs(executor: Any) -> int:
     """How many cells the executor trains at once (1 for the local executor)."""
     jobs = getattr(executor, "jobs", 1)
     return jobs if isinstance(jobs, int) and jobs > 0 else 1
+
+
+def _tune(run_plan: RunPlan, tuner: Any, executor: Any, display: RunDisplay, on_result: OnResult,
+          on_trial: Callable[[CellRecord], None], summary: RunSummary) -> None:
+    """Tune every grid cell (lossbench/tune.py), then point the plan at the verdict cells it chose."""
+    from lossbench.tune import run_tuning
+
+    outcome = run_tuning(tuner, run_plan.job, executor, display, on_trial)
+    summary.trials = outcome.trials_run
+    run_plan.cells = outcome.cells
+    run_plan.pending, run_plan.rounds, run_plan.skipped = _schedule(run_plan.suite, outcome.cells,
+                                                                    run_plan.existing, run_plan.forced)
+    summary.skipped = run_plan.skipped
+    for cell, record in outcome.failed:
+        on_result(cell, record)
 
 
 def _next_round(run_plan: RunPlan) -> list[Cell]:

@@ -1,0 +1,316 @@
+"""Equal-budget tuning on real data (8×8 digits): the `tune:` block's validation, trials as cells, the study's
+bookkeeping (exact budgets, resume after a kill), pruning, and the test split never read while tuning."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+import torch
+
+from lossbench.config import load_suite
+from lossbench.errors import ConfigError, SuiteErrors
+from lossbench.grid import expand
+from lossbench.runner import LocalExecutor, plan, run
+from lossbench.tuning_space import TUNING_SEED_BASE, grid_cell_id, parse_path, with_values
+
+TUNED = """\
+name: tuned
+dataset:
+  name: digits
+  train_subset: 400
+  val_fraction: 0.25
+model:
+  name: small_cnn
+train:
+  epochs: 2
+  batch_size: 64
+  optimizer: {name: sgd, lr: 0.05, momentum: 0.9}
+  device: cpu
+  threads: 1
+seeds: [0, 1]
+tune:
+  trials: 3
+  metric: val_acc
+  sampler: tpe
+  pruner: none
+  seed: 0
+  space:
+    train.optimizer.lr: {low: 1.0e-3, high: 0.5, log: true}
+    loss.gamma: {low: 0.0, high: 4.0}
+grid:
+  loss: [cross_entropy, focal]
+"""
+
+
+def errors_of(path: Path) -> list[ConfigError]:
+    with pytest.raises(ConfigError) as info:
+        load_suite(path)
+    exc = info.value
+    return exc.errors if isinstance(exc, SuiteErrors) else [exc]
+
+
+def rows(out: Path) -> list[dict[str, str]]:
+    with open(out / "tuning.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def records(out: Path) -> list[dict[str, Any]]:
+    return [json.loads(p.read_text()) for p in sorted((out / "cells").glob("*.json"))]
+
+
+# -- the tune: block ---------------------------------------------------------------------------------------------
+
+
+def test_valid_block_round_trips_into_suite_yaml(write_suite) -> None:
+    from lossbench.config import suite_to_plain
+
+    suite = load_suite(write_suite(TUNED))
+    assert suite.tune is not None and suite.tune.trials == 3 and suite.tune.space["loss.gamma"].high == 4.0
+    plain = suite_to_plain(suite)["tune"]
+    assert plain["space"]["train.optimizer.lr"] == {"low": 1.0e-3, "high": 0.5, "log": True}
+    assert plain["pruner"] == "none" and plain["trials"] == 3
+
+
+def test_every_mistake_of_the_block_in_one_pass(write_suite) -> None:
+    text = (TUNED.replace("val_fraction: 0.25", "val_fraction: 0")
+            .replace("loss.gamma: {low: 0.0, high: 4.0}",
+                     "loss.gama: {low: 0.0, high: 4.0}\n    optimiser.lr: {low: 0.1, high: 1.0}\n"
+                     "    train.optimizer.momentum: {low: 0.9, high: 0.5}\n    train.epochs: {low: 1, high: 3}\n"
+                     "    train.batch_size: {choices: [32, 0]}"))
+    errors = errors_of(write_suite(text))
+    messages = [e.render() for e in errors]
+    text_all = "\n".join(messages)
+    assert "val_fraction is 0" in text_all
+    assert "loss.gama applies to no cell" in text_all and "gamma" in text_all  # did you mean
+    assert "'optimiser.lr' names no tunable parameter" in text_all
+    assert "low (0.9) must be below high (0.5)" in text_all
+    assert "train.epochs is not tunable" in text_all
+    assert "0 is not a batch size" in text_all
+    assert all(e.location is not None and e.location.line for e in errors), messages
+
+
+def test_a_tuned_parameter_may_not_also_be_a_grid_level(write_suite) -> None:
+    errors = errors_of(write_suite(TUNED.replace("loss: [cross_entropy, focal]",
+                                                 "loss: [cross_entropy, {name: focal, gamma: 2}]")))
+    assert len(errors) == 1 and "grid.loss.1 sets gamma=2" in errors[0].message
+
+
+def test_values_are_checked_against_the_component(write_suite) -> None:
+    errors = errors_of(write_suite(TUNED.replace("loss.gamma: {low: 0.0, high: 4.0}",
+                                                 "loss.gamma: {choices: [1.0, fast]}")))
+    assert len(errors) == 1 and "loss.gamma = 'fast'" in errors[0].message
+
+
+def test_grid_sampler_needs_points(write_suite) -> None:
+    errors = errors_of(write_suite(TUNED.replace("sampler: tpe", "sampler: grid")))
+    assert len(errors) == 2 and all("range of real numbers" in e.message for e in errors)
+    text = TUNED.replace("sampler: tpe", "sampler: grid").replace("trials: 3", "trials: 5").replace(
+        "{low: 1.0e-3, high: 0.5, log: true}", "{choices: [0.01, 0.1]}").replace(
+        "{low: 0.0, high: 4.0}", "{choices: [0.0, 2.0]}")
+    errors = errors_of(write_suite(text))
+    assert len(errors) == 1 and "4 point(s)" in errors[0].message
+
+
+def test_paths_and_values_land_in_the_cell(write_suite) -> None:
+    suite = load_suite(write_suite(TUNED))
+    ce, ce1, focal, _ = expand(suite, "digits")
+    assert parse_path("train.batch_size").param is None
+    assert grid_cell_id(ce) == grid_cell_id(ce1) != grid_cell_id(focal)
+    tuned = with_values(focal, {"train.optimizer.lr": 0.2, "loss.gamma": 3.5, "train.batch_size": 32}, 7)
+    assert tuned.config["optimizer"]["params"]["lr"] == 0.2 == tuned.optimizer.params["lr"]
+    assert tuned.config["loss"]["params"]["gamma"] == 3.5 == tuned.loss.params["gamma"]
+    assert tuned.config["train"]["batch_size"] == 32 and tuned.seed == 7 == tuned.config["seed"]
+    assert tuned.label == focal.label and tuned.axes == focal.axes and tuned.id != focal.id
+    assert focal.config["optimizer"]["params"]["lr"] == 0.05  # the grid cell is untouched
+    # cross_entropy has no gamma: the path does not apply, nothing is added.
+    assert "gamma" not in with_values(ce, {"loss.gamma": 3.5}, 0).config["loss"]["params"]
+
+
+# -- a whole tuned run ----------------------------------------------------------------------------------------------
+
+
+def test_tuned_run_budgets_files_and_seeds(write_suite, tmp_path: Path, cache_dir: Path) -> None:
+    suite = load_suite(write_suite(TUNED))
+    out = tmp_path / "out"
+    summary = run(plan(suite, out, cache_dir=cache_dir))
+    assert summary.trials == 6 and summary.ran == 4 and summary.failed == 0
+    table = rows(out)
+    assert list(table[0]) == ["cell", "cell_id", "trial", "state", "train.optimizer.lr", "loss.gamma", "val_acc",
+                              "epochs"]
+    by_cell: dict[str, list[dict[str, str]]] = {}
+    for row in table:
+        by_cell.setdefault(row["cell"], []).append(row)
+    assert {k: [r["trial"] for r in v] for k, v in by_cell.items()} == {
+        "cross_entropy | none | none": ["0", "1", "2"], "focal | none | none": ["0", "1", "2"]}
+    assert all(r["state"] == "complete" and r["epochs"] == "2" for r in table)
+    assert all(r["loss.gamma"] == "" for r in by_cell["cross_entropy | none | none"])
+    assert all(r["loss.gamma"] != "" for r in by_cell["focal | none | none"])
+    finals = records(out)
+    assert len(finals) == 4 and sorted(r["seed"] for r in finals) == [0, 0, 1, 1]
+    results_csv = (out / "results.csv").read_text().splitlines()
+    assert len(results_csv) == 5  # the final cells only: trials are not cell results
+    for record in finals:
+        tuned = record["config"]["tuned"]
+        assert record["label"] in by_cell and record["status"] == "done"
+        assert set(tuned) == {"study", "cell_id", "trial", "trials", "epochs", "metric", "direction", "value",
+                              "params", "tuning_seeds", "sampler", "pruner"}
+        assert tuned["trials"] == 3 and tuned["epochs"] == 6 and tuned["metric"] == "val_acc"
+        assert tuned["tuning_seeds"] == [TUNING_SEED_BASE] and record["seed"] not in tuned["tuning_seeds"]
+        chosen = by_cell[record["label"]][tuned["trial"]]
+        assert chosen["cell_id"] == tuned["cell_id"]
+        assert float(chosen["val_acc"]) == tuned["value"] == max(float(r["val_acc"]) for r in by_cell[record["label"]])
+        assert float(chosen["train.optimizer.lr"]) == tuned["params"]["train.optimizer.lr"] \
+            == record["config"]["optimizer"]["params"]["lr"]
+        if record["label"].startswith("focal"):
+            assert tuned["params"]["loss.gamma"] == record["config"]["loss"]["params"]["gamma"]
+        assert "test_acc" in record["metrics"]
+    # The same command again: everything is done, nothing is asked or trained.
+    again = run(plan(suite, out, cache_dir=cache_dir))
+    assert again.trials == 0 and again.ran == 0 and again.skipped == 4
+    assert rows(out) == table
+    # A larger budget continues the same studies: the first trials are kept as they were.
+    bigger = load_suite(write_suite(TUNED.replace("trials: 3", "trials: 4"), name="bigger.yaml"))
+    more = run(plan(bigger, out, cache_dir=cache_dir))
+    assert more.trials == 2 and [r for r in rows(out) if r["trial"] != "3"] == table
+
+
+class _Untouchable(torch.Tensor):
+    """A tensor whose values may not be read: moving it and asking its shape are allowed, anything else raises."""
+
+    @classmethod
+    def __torch_function__(cls, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        if func in (torch.Tensor.to,):
+            return args[0]
+        if func in (torch.Tensor.shape.__get__, torch.Tensor.size, torch.Tensor.dim):  # type: ignore[attr-defined]
+            with torch._C.DisableTorchFunctionSubclass():
+                return func(*args, **(kwargs or {}))
+        raise RuntimeError(f"the test split was read ({getattr(func, '__name__', func)})")
+
+
+def test_tuning_never_reads_the_test_split(write_suite, tmp_path: Path, cache_dir: Path) -> None:
+    suite = load_suite(write_suite(TUNED.replace("seeds: [0, 1]", "seeds: [0]")))
+    run_plan = plan(suite, tmp_path / "out", cache_dir=cache_dir)
+    data = run_plan.job.data.load()
+    poisoned = replace(data, test_x=data.test_x.as_subclass(_Untouchable),
+                       test_y=data.test_y.as_subclass(_Untouchable))
+    summary = run(run_plan, executor=LocalExecutor(poisoned))
+    table = rows(tmp_path / "out")
+    assert summary.trials == 6 and len(table) == 6 and all(r["state"] == "complete" for r in table)
+    # The verdict does read it (that is its job), which proves the poison works.
+    finals = records(tmp_path / "out")
+    assert len(finals) == 2 and all(r["status"] == "failed" and "test split was read" in r["error"] for r in finals)
+
+
+# -- the study: resume and pruning ------------------------------------------------------------------------------------
+
+
+def test_a_trial_in_flight_at_a_kill_is_asked_again_and_counted_once(write_suite, tmp_path: Path) -> None:
+    from lossbench.tune import Tuner
+
+    suite = load_suite(write_suite(TUNED))
+    assert suite.tune is not None
+    cells = expand(suite, "digits")
+    first = Tuner(suite.tune, cells, tmp_path, 2, suite.seed_list)
+    asked = first.ask_round(1)  # one trial per cell, asked, never told: the process dies here
+    assert len(asked) == 2
+    second = Tuner(suite.tune, cells, tmp_path, 2, suite.seed_list)
+    assert second.recover() == 2 and second.trials_left() == 6
+    retry = second.ask_round(1)
+    for old, new in zip(asked, retry):  # the same values, asked again
+        assert (new.config["optimizer"], new.config["loss"]) == (old.config["optimizer"], old.config["loss"])
+    for cs in second.studies:
+        lost = [t for t in cs.study.get_trials() if t.user_attrs.get("lost")]
+        assert len(lost) == 1 and lost[0].state == optuna.trial.TrialState.FAIL
+        assert cs.counted() == []  # the lost trial is not counted
+
+
+def test_sigkill_mid_tuning_then_resume(write_suite, tmp_path: Path, cli_env: dict[str, str]) -> None:
+    suite = write_suite(TUNED.replace("seeds: [0, 1]", "seeds: [0]"))
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "lossbench", "run", str(suite), "--out", str(out), "--plain", "--no-report"]
+    proc = subprocess.Popen(command, env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    done_lines = 0
+    deadline = time.monotonic() + 240
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        done_lines += line.strip().startswith("done:")
+        if done_lines == 2 or time.monotonic() > deadline:
+            break
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert done_lines == 2
+    before = rows(out)
+    assert 2 <= len(before) <= 3  # the kill may land just after a third trial was told
+    resumed = subprocess.run(command, env=cli_env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    after = rows(out)
+    assert len(after) == 6
+    assert sorted((r["cell_id"], r["trial"]) for r in after) == sorted(
+        (c, str(t)) for c in {r["cell_id"] for r in after} for t in range(3))
+    assert all(row in after for row in before)  # told trials are kept as they were, never retrained
+    assert len(records(out)) == 2
+
+
+def _record(epoch: int, val_acc: float) -> Any:
+    from lossbench.engine import EpochRecord
+
+    return EpochRecord(epoch=epoch, train_loss=1.0, train_acc=None, test_loss=None, test_acc=None, test_top5=None,
+                       lr=0.1, epoch_s=0.0, val_acc=val_acc)
+
+
+@pytest.mark.parametrize("pruner", ["median", "hyperband"])
+def test_a_trial_worse_than_its_peers_is_stopped(tmp_path: Path, pruner: str) -> None:
+    """Reported the way a worker reports (from the study in storage): peers at 0.9 every epoch, then a trial at 0.1."""
+    from lossbench.grid import TrialLink
+    from lossbench.tune import epoch_reporter, make_pruner, storage_url
+
+    url = storage_url(tmp_path)
+    study = optuna.create_study(study_name="s", storage=url, direction="maximize", pruner=make_pruner(pruner, 9))
+    for _ in range(6):
+        trial = study.ask()
+        stop = epoch_reporter(TrialLink(url, "s", trial._trial_id, "val_acc", pruner, 9))
+        assert stop is not None
+        for epoch in range(1, 10):
+            if stop(_record(epoch, 0.9)):
+                break
+        study.tell(trial, 0.9)
+    trial = study.ask()
+    stop = epoch_reporter(TrialLink(url, "s", trial._trial_id, "val_acc", pruner, 9))
+    assert stop is not None
+    stopped_at = next((e for e in range(1, 10) if stop(_record(e, 0.1))), None)
+    assert stopped_at is not None and stopped_at < 9
+    assert epoch_reporter(TrialLink(url, "s", trial._trial_id, "val_acc", "none", 9)) is None
+
+
+def test_pruned_trials_are_recorded_with_the_epochs_they_trained(write_suite, tmp_path: Path,
+                                                                  cache_dir: Path) -> None:
+    """Learning rates from 1e-5 to 0.3 for 4 epochs: with median pruning, trials after the first three that fall
+    below the median of the finished ones stop early, and their cost is the epochs they trained."""
+    text = (TUNED.replace("epochs: 2", "epochs: 4").replace("pruner: none", "pruner: median")
+            .replace("trials: 3", "trials: 6").replace("loss: [cross_entropy, focal]", "loss: [cross_entropy]")
+            .replace("seeds: [0, 1]", "seeds: [0]").replace("    loss.gamma: {low: 0.0, high: 4.0}\n", "")
+            .replace("sampler: tpe", "sampler: grid")
+            .replace("{low: 1.0e-3, high: 0.5, log: true}", "{choices: [1.0e-5, 0.3, 0.2, 0.25, 2.0e-5, 0.1]}"))
+    out = tmp_path / "out"
+    run(plan(load_suite(write_suite(text)), out, cache_dir=cache_dir))
+    table = rows(out)
+    assert len(table) == 6
+    pruned = [r for r in table if r["state"] == "pruned"]
+    complete = [r for r in table if r["state"] == "complete"]
+    assert pruned and all(int(r["epochs"]) < 4 for r in pruned) and all(r["epochs"] == "4" for r in complete)
+    assert all(r["trial"] not in ("0", "1", "2") for r in pruned)  # three finished trials before any stops
+    assert max(float(r["val_acc"]) for r in pruned) < max(float(r["val_acc"]) for r in complete)
+    tuned = records(out)[0]["config"]["tuned"]
+    assert tuned["epochs"] == sum(int(r["epochs"]) for r in table) and tuned["pruner"] == "median"
