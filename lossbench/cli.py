@@ -178,14 +178,17 @@ def _cells_table(records: list[CellRecord], title: str, width: int | None = None
 def _cells_text(run_plan: Any) -> str:
     """How many trainings a run plans: the cell count, or its range under adaptive seeding."""
     rounds = run_plan.rounds
+    tune = run_plan.suite.tune
+    tuning = "" if tune is None else (f"{tune.trials} tuning trial(s) per grid point on the validation split "
+                                      f"({tune.sampler}, {tune.metric}, pruner {tune.pruner}), then ")
     if rounds is None:
-        return f"{len(run_plan.cells)} cell(s)"
+        return f"{tuning}{len(run_plan.cells)} cell(s)"
     from lossbench.report.measures import measure
 
     low, high = rounds.bounds()
     rule = rounds.seeds
     unit = measure(rule.target.metric).diff_unit
-    return (f"{rounds.points} grid point(s) × {rule.min}–{rule.max} adaptive seeds ({low}–{high} trainings, "
+    return (f"{tuning}{rounds.points} grid point(s) × {rule.min}–{rule.max} adaptive seeds ({low}–{high} trainings, "
             f"until ±{rule.target.half_width:g}{f' {unit}' if unit else ''} on {rule.target.metric})")
 
 
@@ -233,6 +236,12 @@ def run(
                                check_device=cluster is None)
         run_plan.store.check_not_locked()  # a busy directory is refused before the header is printed
         parallel = _parallel_executor(jobs, cluster, loaded.train.threads)
+        if cluster is not None and loaded.tune is not None and loaded.tune.pruner != "none":
+            raise ConfigError(message=f"tune.pruner {loaded.tune.pruner} stops trials from the process that trains "
+                                      "them, through the study file in the results directory, which Ray workers on "
+                                      "other machines cannot reach",
+                              location=loaded.locate(["tune", "pruner"]),
+                              details=["tune with pruner: none on Ray, or prune on one machine with --jobs N"])
         if loaded.train.pack > 1 and (parallel is not None or cluster is not None):
             raise ConfigError(message=f"train.pack {loaded.train.pack} (or --pack) trains packs in this process; "
                                       "it does not combine with --jobs or --executor ray",
@@ -268,6 +277,7 @@ def run(
         raise typer.Exit(130) from None
     console.print(_cells_table(summary.records, f"{loaded.name} — {len(summary.records)} cell(s)", console.width))
     console.print(
+        f"{f'tuning trials {summary.trials} (tuning.csv) · ' if summary.trials else ''}"
         f"ran {summary.ran}, skipped {summary.skipped}, diverged {summary.diverged}, failed {summary.failed} · "
         f"results: {out_dir / 'results.csv'}",
         highlight=False,
@@ -440,6 +450,8 @@ def validate(
             axis = f"{axis} (fixed)"
         table.add_row(axis, str(len(values)), ", ".join(values))
     console.print(table)
+    if loaded.tune is not None:
+        _print_tuned_paths(loaded, cells)
     if rounds:
         from lossbench.report.measures import measure
 
@@ -465,6 +477,23 @@ def _checkpoint_disk(run_plan: Any) -> str:
     policy = run_plan.job.engine.checkpoint
     return describe_disk(policy, estimate_sizes(run_plan.suite, run_plan.cells), len(run_plan.cells),
                          run_plan.store.root)
+
+
+def _print_tuned_paths(loaded: Any, cells: list[Any]) -> None:
+    """Which parameters each grid point tunes, and the cost in epochs (trials × grid points × epochs, at most)."""
+    from lossbench.tuning_space import cell_paths
+
+    tune = loaded.tune
+    table = Table(title=f"tuning: {tune.trials} trial(s) per grid point, {tune.sampler} sampler, {tune.metric}, "
+                        f"pruner {tune.pruner}")
+    table.add_column("grid point")
+    table.add_column("tunes")
+    points = {c.label: cell_paths(c, tune.space) for c in cells}
+    for label, paths in points.items():
+        table.add_row(escape(label), ", ".join(paths))
+    console.print(table)
+    console.print(f"tuning costs at most {tune.trials} × {len(points)} × {loaded.train.epochs} = "
+                  f"{tune.trials * len(points) * loaded.train.epochs:,} epochs", highlight=False)
 
 
 @app.command("list", cls=_Command)

@@ -205,11 +205,12 @@ def check_tune(source: SuiteSource, suite: Suite) -> list[ConfigError]:
         having = [(at, s) for at, s in levels if target.param in {p.name for p in registry.params(s.name)}]
         if not having:
             names = sorted({p.name for _, s in levels for p in registry.params(s.name)})
+            close = did_you_mean(target.param, names)
             errors.append(ConfigError(
                 message=f"{path} applies to no cell: no {registry.singular} of this suite has a parameter "
                         f"'{target.param}' ({', '.join(dict.fromkeys(s.name for _, s in levels))})",
                 location=where, value=path, allowed=[f"{path.rsplit('.', 1)[0]}.{n}" for n in names] or None,
-                suggestion=did_you_mean(target.param, names)))
+                suggestion=f"{path.rsplit('.', 1)[0]}.{close}" if close else None))
             continue
         for at, component in having:
             if target.param in component.params and at[0] == "grid":
