@@ -375,3 +375,25 @@ def test_many_losses_get_one_panel_each(tmp_path: Path) -> None:
     # Past FACET_LOSSES losses one colour each cannot be told apart: one panel per loss, the others in grey.
     assert "one panel per loss, the other losses' complete trials in grey" in section
     assert (root / "plots" / "tuning_train.optimizer.lr.png").stat().st_size > 20000
+
+
+def test_ranges_from_the_study_storage_when_suite_yaml_has_no_tune_block(tmp_path: Path) -> None:
+    import optuna
+
+    root = tmp_path / "later-untuned"
+    d = TunedDir(root)
+    d.cell("cross_entropy", _trials([0.01, 0.95], [0.5, 0.9]), [0.95, 0.96])
+    d.write_csv()
+    # An untuned run into the same directory later replaced suite.yaml; Optuna's storage still holds the ranges.
+    (root / "suite.yaml").write_text("name: tuned-test\ndataset: {name: digits}\n", encoding="utf-8")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(storage=f"sqlite:///{root / 'tuning.db'}", study_name="cell-a")
+    dists = {"train.optimizer.lr": optuna.distributions.FloatDistribution(1e-4, 1.0, log=True),
+             "train.batch_size": optuna.distributions.CategoricalDistribution([64, 128, 256])}
+    study.tell(study.ask(dists), 0.5)
+    write_report([root], plots=False)
+    section = _tuning_section((root / "report.md").read_text(encoding="utf-8"))
+    assert "**Search space** (from the study's record in tuning.db" in section
+    assert "| `train.optimizer.lr` | [0.0001, 1] (log scale) | the one cell |" in section
+    assert "widen the range of train.optimizer.lr for cross_entropy | none | none: its best value 0.95 lies in the " \
+           "highest 10%" in section

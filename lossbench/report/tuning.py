@@ -30,6 +30,8 @@ from lossbench.report.plots import Plot
 from lossbench.report.results import Results, is_tuned
 
 TUNING_CSV = "tuning.csv"
+#: Optuna's SQLite study storage beside the cell files (read only as a fallback for the ranges).
+STUDY_DB = "tuning.db"
 #: tuning.csv columns before the tuned paths; after them come the tuning metric and `epochs`.
 LEADING_COLUMNS = ("cell", "cell_id", "trial", "state")
 TRIAL_STATES = ("complete", "pruned", "failed")
@@ -92,6 +94,31 @@ def read_space(suite_file: dict[str, Any]) -> dict[str, Range]:
         elif spec.get("low") is not None and spec.get("high") is not None:
             out[str(path)] = Range(str(path), float(spec["low"]), float(spec["high"]), bool(spec.get("log")))
     return out
+
+
+def read_study_space(path: Path) -> dict[str, Range]:
+    """The ranges the trials were drawn from, as Optuna recorded them in the study storage at `path` (the last
+    recorded distribution of each parameter); {} when the file is absent or unreadable. Opened read-only."""
+    import sqlite3
+
+    if not path.is_file():
+        return {}
+    try:
+        from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+        from optuna.distributions import json_to_distribution
+
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+            rows = db.execute("SELECT param_name, distribution_json FROM trial_params ORDER BY param_id").fetchall()
+        out: dict[str, Range] = {}
+        for name, text in rows:
+            dist = json_to_distribution(text)
+            if isinstance(dist, CategoricalDistribution):
+                out[name] = Range(name, choices=tuple(dist.choices))
+            elif isinstance(dist, (FloatDistribution, IntDistribution)):
+                out[name] = Range(name, float(dist.low), float(dist.high), bool(dist.log))
+        return out
+    except Exception:  # noqa: BLE001 — any unreadable storage means the same: the ranges are not known
+        return {}
 
 
 @dataclass(frozen=True)
@@ -207,6 +234,8 @@ class Study:
     epochs_per_trial: int | None
     csv_files: list[Path] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    #: Where the ranges come from, for the reader.
+    space_from: str = "`tune.space` in suite.yaml"
 
     @property
     def higher(self) -> bool:
@@ -292,12 +321,20 @@ def load_study(analysis: SourceAnalysis, results: Results) -> Study | None:
     direction = _first(blocks, "direction") or ("minimize" if measure(metric_name).higher_is_better is False
                                                 else "maximize")
     space = read_space(source.suite_file)
+    space_from = "`tune.space` in suite.yaml"
+    if not space:
+        # suite.yaml is the latest run's: an untuned run into the same directory replaced it. The study's own
+        # record of the ranges is still in tuning.db.
+        for directory in source.dirs:
+            space = space or read_study_space(Path(directory) / STUDY_DB)
+        space_from = f"the study's record in {STUDY_DB}: suite.yaml is of a later run without `tune:`"
     paths = [c for c in trials.columns if c not in (*LEADING_COLUMNS, metric_name, "epochs")]
     for b in blocks:
         paths += [p for p in (b.get("params") or {}) if p not in paths]
     paths += [p for p in space if p not in paths]
     if not space:
-        problems.append("suite.yaml holds no `tune.space` ranges: no edge-of-range check")
+        problems.append(f"neither suite.yaml nor {STUDY_DB} records the ranges (`tune.space`): no edge-of-range "
+                        "check")
     budget = _first(blocks, "trials", tune.get("trials"))
     cells = _cells(trials, recs, metric_name, direction)
     train = (recs[0].config.get("train") or {}) if recs else {}
@@ -310,7 +347,7 @@ def load_study(analysis: SourceAnalysis, results: Results) -> Study | None:
         tuning_seeds=sorted({int(s) for b in blocks for s in (b.get("tuning_seeds") or [])}),
         verdict_seeds=sorted({r.seed for r in recs}),
         data=next((r.data for r in recs if r.data), {}),
-        epochs_per_trial=train.get("epochs"), csv_files=files, problems=problems,
+        epochs_per_trial=train.get("epochs"), csv_files=files, problems=problems, space_from=space_from,
     )
 
 
@@ -453,7 +490,8 @@ def _space_table(study: Study) -> list[str]:
         users = [c for c in study.cells if path in c.params or (
             path in c.trials and c.trials[path].notna().any())]
         rng = study.space.get(path)
-        who = (f"all {len(study.cells)}" if len(users) == len(study.cells)
+        every = f"all {len(study.cells)}" if len(study.cells) > 1 else "the one cell"
+        who = (every if len(users) == len(study.cells)
                else ", ".join(f"`{cell_text(names[c.label])}`" for c in users) or "none")
         rows.append([f"`{path}`", cell_text(rng.describe()) if rng else "— (not in suite.yaml)", who])
     return table(["parameter", "range", "cells that tune it"], rows, ["l", "l", "l"])
@@ -551,7 +589,7 @@ def section(study: Study, analyses: Sequence[SourceAnalysis], plots: Sequence[Pl
     elif study.space:
         lines += [f"No chosen value lies in the outer {EDGE_SHARE:.0%} of its range (categorical choices are not "
                   "checked).", ""]
-    lines += ["**Search space** (from `tune.space` in suite.yaml):", "", *_space_table(study), ""]
+    lines += [f"**Search space** (from {study.space_from}):", "", *_space_table(study), ""]
     lines += [f"**Chosen values per cell** — the best complete trial of each cell by {study.metric.title}; "
               "— marks a parameter that does not apply to the cell; ⚠ a value at the edge of its range; epochs "
               "counts every epoch its trials trained, pruned ones included.", "", *_best_table(study, warnings), ""]
