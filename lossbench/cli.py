@@ -268,7 +268,8 @@ def run(
 
         display = DisplayGroup([display, TensorBoardWriter(tensorboard)])
     try:
-        summary = runner.run(run_plan, executor=cluster or parallel, display=display)
+        summary = runner.run(run_plan, executor=cluster or parallel, display=display,
+                             startup_s=runner.process_age_s())
     except LossbenchError as exc:
         _fail(exc, debug)
         return

@@ -216,6 +216,7 @@ def start_result(parts: CellParts, evaluator: Evaluator, loss_name: str) -> Cell
     result.data = {"train": int(data.train_x.shape[0]),
                    "val": 0 if data.val_x is None else int(data.val_x.shape[0]),
                    "test": int(data.test_x.shape[0]), "classes": data.num_classes,
+                   "class_names": [str(c) for c in data.classes],
                    "image_size": [data.channels, *data.image_size]}
     if parts.scenario is not None:
         scenario = dict(parts.scenario)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import os
 import platform
 import socket
 import subprocess
@@ -475,6 +476,9 @@ class RunClock:
 
     started_at: str = field(default_factory=_now)
     start: float = field(default_factory=time.perf_counter)
+    #: The process's time before the run: interpreter start, imports, loading and planning the suite (0 when the
+    #: caller does not say, e.g. a library call inside a longer process).
+    startup_s: float = 0.0
     #: Loading (and decoding) the dataset before the first cell.
     data_s: float = 0.0
     #: Writing cell files (and checkpoints) and their rows of results.csv.
@@ -484,20 +488,34 @@ class RunClock:
     cells: int = 0
 
     def entry(self, jobs: int, interrupted: bool) -> dict[str, Any]:
-        wall = time.perf_counter() - self.start
-        return {"started_at": self.started_at, "finished_at": _now(), "wall_s": wall, "data_s": self.data_s,
+        wall = time.perf_counter() - self.start + self.startup_s
+        return {"started_at": self.started_at, "finished_at": _now(), "wall_s": wall, "startup_s": self.startup_s,
+                "data_s": self.data_s,
                 "write_s": self.write_s, "cells_s": self.cells_s, "cells": self.cells, "jobs": jobs,
-                "other_s": wall - self.data_s - self.write_s - self.cells_s, "interrupted": interrupted}
+                "other_s": wall - self.startup_s - self.data_s - self.write_s - self.cells_s,
+                "interrupted": interrupted}
 
 
-def run(run_plan: RunPlan, *, executor: Any = None, display: RunDisplay | None = None) -> RunSummary:
+def process_age_s() -> float:
+    """Seconds since this process started (Linux: /proc; 0 elsewhere): the run's startup, for its RunClock."""
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return max(uptime - float(fields[19]) / os.sysconf("SC_CLK_TCK"), 0.0)
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def run(run_plan: RunPlan, *, executor: Any = None, display: RunDisplay | None = None,
+        startup_s: float = 0.0) -> RunSummary:
     """Train the pending cells of a plan, writing each result as it arrives. Holds the directory's lock.
 
-    A run that trains anything adds its entry to runs.json (RunClock), also when it is interrupted."""
+    A run that trains anything adds its entry to runs.json (RunClock), also when it is interrupted; `startup_s` is
+    the process's time before this call (the CLI passes process_age_s())."""
     display = display or SilentDisplay()
     store = run_plan.store
     executor = executor or LocalExecutor()
-    clock = RunClock()
+    clock = RunClock(startup_s=startup_s)
     if run_plan.pending and hasattr(executor, "prepare"):
         # The data stage completes before anything is written: a bad image or a subset larger than its split
         # must not leave a lock, a header-only results.csv or a suite.yaml behind.

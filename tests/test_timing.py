@@ -46,6 +46,7 @@ def test_cell_times_add_up_to_the_run_wall_time(write_suite, tmp_path: Path, cac
     assert entry["cells"] == 4 and entry["cells_s"] == pytest.approx(cells)
     # Measured from outside, the run's wall time is the cells plus what the run records besides them, and that
     # remainder (loading data, writing files, everything else) is all the run leaves unexplained.
+    assert entry["startup_s"] == 0  # a library call: the caller did not say how long its process ran before
     recorded = entry["cells_s"] + entry["data_s"] + entry["write_s"] + entry["other_s"]
     assert recorded == pytest.approx(entry["wall_s"])
     assert entry["wall_s"] <= wall

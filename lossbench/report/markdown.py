@@ -188,14 +188,16 @@ def _wall_time(dirs: list[Path]) -> str:
         r = runs[-1]
         try:
             wall, cells_s, data_s, write_s = (float(r[k]) for k in ("wall_s", "cells_s", "data_s", "write_s"))
+            startup = float(r.get("startup_s") or 0.0)
         except (KeyError, TypeError, ValueError):
             continue
         jobs = int(r.get("jobs") or 1)
+        other = max(wall - startup - cells_s - data_s - write_s, 0.0)
         text = (f"latest run{f' into `{Path(directory).name}/`' if len(dirs) > 1 else ''} ({r.get('started_at', '?')}"
                 f"{', interrupted' if r.get('interrupted') else ''}): {_duration(wall)} for {r.get('cells', '?')} "
-                f"cell file(s) — {_duration(cells_s)} in the cells, {_duration(data_s)} loading data, "
-                f"{_duration(write_s)} writing results, {_duration(max(wall - cells_s - data_s - write_s, 0.0))} "
-                "other")
+                f"cell file(s) — " + (f"{_duration(startup)} starting (imports, planning), " if startup else "")
+                + f"{_duration(data_s)} loading data, {_duration(cells_s)} in the cells, {_duration(write_s)} writing "
+                f"results, {_duration(other)} other; writing this report came after")
         if jobs > 1:
             text += f"; {jobs} cells trained at once, so the cells' time adds up to more than the wall time"
         if len(runs) > 1:

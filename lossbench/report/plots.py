@@ -28,8 +28,6 @@ from lossbench.store import atomic_write_bytes
 #: How many cells the learning curves and reliability diagrams show (the best ones, plus the baseline).
 CURVE_CELLS = 6
 RELIABILITY_CELLS = 3
-#: The bar chart shows at most this many cells (the best ones); the leaderboard lists them all.
-BAR_CELLS = 30
 #: Confusion matrices with more classes than this carry no numbers in their squares (they would not be legible).
 ANNOTATE_CLASSES = 20
 DPI = 110
@@ -161,57 +159,110 @@ def _palette(n: int) -> list[Any]:
     return [cmap(i % cmap.N) for i in range(n)]
 
 
+def _outlier_edge(values: np.ndarray, higher_is_better: bool | None) -> float | None:
+    """Where the axis breaks so that far-off cells do not flatten the others: beyond 3 interquartile ranges from
+    the quartiles on the bad side (None when no value lies beyond, or there are fewer than 4 values)."""
+    finite = values[np.isfinite(values)]
+    if finite.size < 4:
+        return None
+    q1, q3 = np.percentile(finite, [25, 75])
+    iqr = max(q3 - q1, 1e-9 * max(abs(q3), 1.0))
+    if higher_is_better is False:
+        edge = q3 + 3 * iqr
+        return float(edge) if (finite > edge).any() else None
+    edge = q1 - 3 * iqr
+    return float(edge) if (finite < edge).any() else None
+
+
 def _bar_chart(analysis: SourceAnalysis, records: dict[str, CellRecord], out_dir: Path,
                subdir: str) -> Plot | None:
+    """Every cell as a dot at its mean with its 95% interval as a line (a dot needs no zero on its axis); cells
+    without a result as a labelled row; cells far off on the bad side drawn at the axis break with their value."""
     m = analysis.metric
-    ranked = analysis.ranked().head(BAR_CELLS)
+    ranked = analysis.ranked()
     if ranked.empty:
         return None
-    if analysis.baseline is not None and analysis.baseline not in set(ranked["label"]):
-        base = analysis.ranked()[analysis.ranked()["label"] == analysis.baseline]
-        ranked = pd.concat([ranked, base])
-    means = ranked[f"{m.name}_mean"].to_numpy(dtype=float) * m.scale
-    # Error bars stop at the metric's possible range (an accuracy interval can reach below 0% on paper).
-    low = np.array([m.clip(v) for v in ranked[f"{m.name}_ci_low"].to_numpy(dtype=float)]) * m.scale
-    high = np.array([m.clip(v) for v in ranked[f"{m.name}_ci_high"].to_numpy(dtype=float)]) * m.scale
-    has_ci = ~np.isnan(low)
-    y = np.arange(len(ranked))[::-1]
-    fig = Figure(figsize=(9, 1.2 + 0.38 * len(ranked)))
+    unranked = analysis.summary[analysis.summary["rank"].isna()]
+    rows = pd.concat([ranked, unranked])
+    chance = set(analysis.at_chance())
+    means = rows[f"{m.name}_mean"].to_numpy(dtype=float) * m.scale
+    # Intervals stop at the metric's possible range (an accuracy interval can reach below 0% on paper).
+    low = np.array([m.clip(v) for v in rows[f"{m.name}_ci_low"].to_numpy(dtype=float)]) * m.scale
+    high = np.array([m.clip(v) for v in rows[f"{m.name}_ci_high"].to_numpy(dtype=float)]) * m.scale
+    has_ci = np.isfinite(low)
+    edge = _outlier_edge(means, m.higher_is_better)
+    worse_side = 1.0 if m.higher_is_better is False else -1.0
+    far = np.isfinite(means) & (edge is not None) & ((means - (edge or 0.0)) * worse_side > 0)
+    bulk = np.isfinite(means) & ~far
+    lo = np.nanmin(np.where(has_ci & bulk, low, np.where(bulk, means, np.nan)))
+    hi = np.nanmax(np.where(has_ci & bulk, high, np.where(bulk, means, np.nan)))
+    pad = max((hi - lo) * 0.08, 1e-6 + abs(hi) * 0.002)
+    start, end = lo - pad, hi + 3.5 * pad  # room on the right for the printed values
+    if far.any():  # the break: outliers sit at the bad edge of the axis, past a gap
+        if worse_side < 0:
+            start = lo - 6 * pad
+        else:
+            end = hi + 9 * pad
+    if m.bounds is not None:
+        start, end = max(start, m.bounds[0] * m.scale - pad), min(end, m.bounds[1] * m.scale + pad)
+    n = len(rows)
+    y = np.arange(n)[::-1]
+    fig = Figure(figsize=(9.5, 1.4 + 0.3 * n))
     ax = fig.subplots()
-    colors = ["#d62728" if lbl == analysis.baseline else "#1f77b4" for lbl in ranked["label"]]
-    ax.barh(y, means, color=colors, alpha=0.85)
-    if has_ci.any():
-        ax.errorbar(means[has_ci], y[has_ci], xerr=[means[has_ci] - low[has_ci], high[has_ci] - means[has_ci]],
-                    fmt="none", ecolor="black", elinewidth=1.2, capsize=3)
-    ax.set_yticks(y, [lbl + (" (baseline)" if lbl == analysis.baseline else "") for lbl in ranked["label"]],
-                  fontsize=9)
-    lo = np.nanmin(np.where(has_ci, low, means))
-    hi = np.nanmax(np.where(has_ci, high, means))
-    pad = max((hi - lo) * 0.15, 1e-6 + abs(hi) * 0.002)
-    # Differences between cells are often a fraction of the value: start the axis near the data, and say so.
-    start = lo - pad if m.higher_is_better is not False or lo - pad > 0 else 0.0
-    end = hi + 2.5 * pad  # room for the printed values
-    if m.unit == "%" and hi <= 100:
-        end = min(end, 100.0)
-    ax.set_xlim(max(start, 0.0) if lo >= 0 else start, end)
-    ax.set_ylim(-0.6, len(ranked) - 0.4)
-    # Each value is printed just right of its bar or interval, where no error bar can cross it.
-    right = np.where(has_ci, high, means)
-    for yi, v, x in zip(y, means, right):
-        ax.annotate(f"{v:,.{m.digits}f}", (x, yi), xytext=(4, 0), textcoords="offset points", va="center",
+    ax.set_xlim(start, end)
+    ax.set_ylim(-0.7, n - 0.3)
+    break_x = start + 2 * pad if worse_side < 0 else end - 5.5 * pad
+    for yi, label, mean, lo_i, hi_i, ci, out in zip(y, rows["label"], means, low, high, has_ci, far):
+        color = ("#d62728" if label == analysis.baseline else "#7f7f7f" if label in chance else "#1f77b4")
+        if not np.isfinite(mean):
+            ax.text(start + pad, yi, "no result (every seed diverged or failed)", va="center", fontsize=8,
+                    color="#d62728", style="italic")
+            continue
+        text = f"{mean:,.{m.digits}f}" + (" (at chance)" if label in chance else "")
+        if out:
+            ax.plot([break_x], [yi], "<" if worse_side < 0 else ">", color=color, ms=7)
+            ax.annotate(text + " — beyond the axis break", (break_x, yi), xytext=(8 if worse_side < 0 else -8, 0),
+                        textcoords="offset points", va="center", ha="left" if worse_side < 0 else "right",
+                        fontsize=8, color=color)
+            continue
+        if ci:
+            ax.plot([lo_i, hi_i], [yi, yi], color=color, lw=1.6, solid_capstyle="butt")
+        ax.plot([mean], [yi], "o", color=color, ms=5)
+        ax.annotate(text, (hi_i if ci else mean, yi), xytext=(5, 0), textcoords="offset points", va="center",
                     fontsize=8, annotation_clip=False)
-    zero_note = "" if ax.get_xlim()[0] == 0 else " — axis does not start at 0"
-    ax.set_xlabel(f"{m.heading}{zero_note}")
+    if far.any():  # a zig-zag on the axis and a shaded band mark the break
+        gap = (start + 4 * pad, start + 5 * pad) if worse_side < 0 else (end - 7.5 * pad, end - 6.5 * pad)
+        ax.axvspan(*gap, color="#dddddd", alpha=0.8, lw=0)
+        # No tick beyond the break: its positions do not measure the far-off cells.
+        kept = [t for t in ax.get_xticks() if (t >= gap[1] if worse_side < 0 else t <= gap[0]) and start <= t <= end]
+        ax.set_xticks(kept)
+    if analysis.chance is not None and m.name == "test_acc" and start <= analysis.chance * m.scale <= end:
+        ax.axvline(analysis.chance * m.scale, color="#7f7f7f", ls="--", lw=1)
+        ax.text(analysis.chance * m.scale, n - 0.35, " chance", fontsize=8, color="#7f7f7f", va="bottom")
+    names = [lbl + (" (baseline)" if lbl == analysis.baseline else "") for lbl in rows["label"]]
+    ax.set_yticks(y, names, fontsize=8 if n > 30 else 9)
+    note = "" if not far.any() else (
+        f"; {int(far.sum())} far-off cell(s) at the axis break with their value")
+    ax.set_xlabel(f"{m.heading} — dot: mean, line: 95% t-interval over seeds{note}")
     ax.grid(axis="x", alpha=0.3)
-    ci = ("error bars: 95% t-interval over seeds" if has_ci.any()
-          else "one seed: no confidence interval")
-    ax.set_title(f"{m.title[0].upper()}{m.title[1:]} by cell — {analysis.source.name} ({ci})", fontsize=11)
+    ci_text = "" if has_ci.any() else " (one seed: no intervals)"
+    ax.set_title(f"{m.title[0].upper()}{m.title[1:]} of every cell — {analysis.source.name}{ci_text}", fontsize=11)
     fig.tight_layout()
     path = f"{subdir}/{m.name}_bars.png"
     _save(fig, out_dir / path)
-    shown = f"the {len(ranked)} best cells" if len(analysis.ranked()) > len(ranked) else "every ranked cell"
-    return Plot(path, f"{m.title[0].upper()}{m.title[1:]} with 95% confidence intervals",
-                f"Mean {m.heading} of {shown}" + ("; the baseline in red." if analysis.baseline else "."))
+    extra = []
+    if analysis.baseline:
+        extra.append("the baseline in red")
+    if chance:
+        extra.append("cells at chance level in grey")
+    if len(unranked):
+        extra.append(f"{len(unranked)} cell(s) without a result named in red")
+    if far.any():
+        extra.append(f"{int(far.sum())} cell(s) far below the rest drawn at the axis break, so that they do not "
+                     "flatten the differences among the others")
+    return Plot(path, f"{m.title[0].upper()}{m.title[1:]} of every cell with 95% confidence intervals",
+                f"Mean {m.heading} of all {n} cells, best first (a dot for the mean, a line for its interval: the "
+                "axis need not start at 0)" + ("; " + "; ".join(extra) if extra else "") + ".")
 
 
 def _heatmap(analysis: SourceAnalysis, records: dict[str, CellRecord], out_dir: Path,
@@ -278,6 +329,8 @@ def _reliability(analysis: SourceAnalysis, records: dict[str, CellRecord], out_d
         return None
     fig = Figure(figsize=(4.2 * len(cells), 6.2))
     grid = fig.subplots(2, len(cells), sharex=True, squeeze=False, gridspec_kw={"height_ratios": [3, 1.3]})
+    # One count scale for every panel: a bin of 20 predictions is as tall in each.
+    most = max(float(count.max()) for _, (count, _, _) in cells)
     summary = analysis.summary.set_index("label")
     for column, (label, (count, conf, acc)) in enumerate(cells):
         ax, ax_count = grid[0, column], grid[1, column]
@@ -306,7 +359,7 @@ def _reliability(analysis: SourceAnalysis, records: dict[str, CellRecord], out_d
         # Under the diagram, how many predictions each bin holds (log scale: the top bin often holds most).
         ax_count.bar(centers[used], count[used], width=width * 0.9, color="#7f7f7f")
         ax_count.set_yscale("log")
-        ax_count.set_ylim(0.5, count.max() * 8)
+        ax_count.set_ylim(0.5, most * 8)
         for x, c in zip(centers, count):
             ax_count.text(x, max(c, 0.5) * 1.3, f"{int(c):,}" if c else "0", ha="center", va="bottom",
                           fontsize=6, rotation=90 if n_bins > 10 else 0, color="#bbbbbb" if not c else "black")
@@ -325,6 +378,19 @@ def _reliability(analysis: SourceAnalysis, records: dict[str, CellRecord], out_d
                 f"Accuracy against confidence on the test set for the {len(cells)} best cells; bars under the "
                 "diagonal mean over-confidence. A bar's opacity is its share of the predictions and the lower panel "
                 "counts them per bin (log scale), so a bin of a few images is seen as such; hatched bins are empty.")
+
+
+def _numbers(k: int) -> list[str]:
+    return [str(i) for i in range(k)]
+
+
+def _class_names(recs: list[CellRecord], k: int) -> list[str]:
+    """The class names the cells recorded (`data.class_names`); the indices for files written before names were
+    recorded."""
+    names = next((r.data.get("class_names") for r in recs if len(r.data.get("class_names") or []) == k), None)
+    if not names:
+        return _numbers(k)
+    return [str(n) for n in names]
 
 
 def _confusion(analysis: SourceAnalysis, records: dict[str, CellRecord], out_dir: Path,
@@ -348,8 +414,10 @@ def _confusion(analysis: SourceAnalysis, records: dict[str, CellRecord], out_dir
     image = ax.imshow(share, cmap="Blues", vmin=0, vmax=100)
     step = max(1, k // 25)
     ticks = list(range(0, k, step))
-    ax.set_xticks(ticks, [str(t) for t in ticks], fontsize=8)
-    ax.set_yticks(ticks, [str(t) for t in ticks], fontsize=8)
+    names = _class_names(_done_records(analysis, records, label), k)
+    ax.set_xticks(ticks, [names[t] for t in ticks], fontsize=8, rotation=45 if names != _numbers(k) else 0,
+                  ha="right" if names != _numbers(k) else "center", rotation_mode="anchor")
+    ax.set_yticks(ticks, [names[t] for t in ticks], fontsize=8)
     ax.set(xlabel="predicted class", ylabel="true class")
     if k <= ANNOTATE_CLASSES:
         for i in range(k):
