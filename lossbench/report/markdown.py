@@ -538,6 +538,12 @@ def _comparisons(a: SourceAnalysis) -> list[str]:
                      f"comparison(s) of this table; verdict at α = {ALPHA} after Holm. The interval is Holm-adjusted "
                      "too: a paired t interval at the level of the comparison's Holm step (shown in brackets; at "
                      f"least {CONFIDENCE:.0%}), so it excludes 0 exactly when the verdict is better or worse.")
+        seeds = a.source.suite_file.get("seeds")
+        target = seeds.get("target") if isinstance(seeds, dict) else None
+        if isinstance(target, dict) and target.get("metric", "test_acc") == m.name:
+            lines[-1] += (" Adaptive seeding chose each cell's seeds by stopping on its paired interval of this "
+                          "metric; the intervals and p-values here do not account for that stopping and can be "
+                          "optimistic (the Adaptive seeding section's interval does: docs/adaptive-seeds.md).")
     else:
         lines.append(f"{delta}. No comparison could be tested; the verdicts say why.")
     lines.append("")
