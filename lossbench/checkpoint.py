@@ -21,13 +21,16 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import nn
 
 from lossbench.errors import LossbenchError
 from lossbench.store import atomic_write_bytes
+
+if TYPE_CHECKING:
+    from lossbench.engine import CellParts
 
 #: The layout version of both files; a file of another version is refused.
 FORMAT = 1
@@ -48,6 +51,12 @@ class CheckpointPolicy:
     @property
     def saves_final(self) -> bool:
         return self.keep in ("final", "last")
+
+    def saves_state_after(self, epoch: int, epochs: int) -> bool:
+        """Whether a cell of `epochs` epochs saves its training state after `epoch` (1-based)."""
+        if epoch == epochs:
+            return self.keep == "last"
+        return self.every > 0 and epoch % self.every == 0
 
 
 class CheckpointError(LossbenchError):
@@ -99,18 +108,91 @@ def load_final(path: Path) -> dict[str, Any]:
     return payload
 
 
-def _load(path: Path) -> dict[str, Any]:
+def capture_training(parts: CellParts, scaler: torch.amp.GradScaler, epoch: int, train_seconds: float,
+                     eval_seconds: float, history: list[dict[str, Any]]) -> dict[str, Any]:
+    """Everything a cell's training continues from after `epoch`: the content of a training-state file, less the
+    config (the runner adds it). Tensors are copied to the CPU; the random streams are read, not advanced."""
+    device = next(iter(parts.model.parameters()), torch.zeros(0)).device
+    return {
+        "format": FORMAT,
+        "epoch": int(epoch),
+        "train_seconds": float(train_seconds),
+        "eval_seconds": float(eval_seconds),
+        "history": history,
+        "model": cpu_state(parts.model),
+        "loss": cpu_state(parts.loss),
+        "optimizer": _to_cpu(parts.optimizer.state_dict()),
+        "schedule": parts.schedule.state_dict(),
+        "scaler": scaler.state_dict(),
+        # The random streams: data order, augmentation parameters, and the global generators (dropout masks).
+        "order": parts.order.get_state(),
+        "augment_rng": parts.augment_rng.bit_generator.state,
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+    }
+
+
+def restore_training(parts: CellParts, scaler: torch.amp.GradScaler, state: dict[str, Any]) -> None:
+    """Put a freshly built cell (components.build_cell) into the saved training `state` (capture_training)."""
+    parts.model.load_state_dict(state["model"])
+    parts.loss.load_state_dict(state["loss"])
+    parts.optimizer.load_state_dict(state["optimizer"])
+    parts.schedule.load_state_dict(state["schedule"])
+    if state["scaler"]:  # a disabled scaler (every precision but fp16) has an empty state
+        scaler.load_state_dict(state["scaler"])
+    parts.order.set_state(state["order"])
+    parts.augment_rng.bit_generator.state = state["augment_rng"]
+    torch.set_rng_state(state["torch_rng"])
+    if state["cuda_rng"] is not None:
+        device = next(iter(parts.model.parameters())).device
+        torch.cuda.set_rng_state(state["cuda_rng"], device)
+
+
+def load_training(data: bytes, source: str) -> dict[str, Any]:
+    """A training-state file's content from its bytes; `source` names it in errors (CheckpointError)."""
+    payload = _load(io.BytesIO(data), source)
+    missing = [k for k in ("epoch", "history", "model", "optimizer", "schedule", "order") if k not in payload]
+    if missing:
+        raise CheckpointError(message=f"{source} is not a lossbench training state (it lacks {', '.join(missing)})",
+                              value=source)
+    return payload
+
+
+def read_resume(results_dir: str | Path | None, cell_id: str) -> bytes | None:
+    """The bytes of a cell's saved training state in `results_dir`, or None when it has none (or there is no
+    results directory). Read by the process that writes the results directory, and sent to where the cell trains."""
+    if results_dir is None:
+        return None
+    try:
+        return resume_path(Path(results_dir), cell_id).read_bytes()
+    except (FileNotFoundError, IsADirectoryError):
+        return None
+
+
+def _to_cpu(value: Any) -> Any:
+    """`value` (nested dicts and lists of an optimizer's state) with every tensor copied to the CPU."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {k: _to_cpu(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_to_cpu(v) for v in value]
+    return value
+
+
+def _load(path: Path | io.BytesIO, source: str | None = None) -> dict[str, Any]:
+    source = source or str(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise CheckpointError(message=f"checkpoint {path} does not exist", value=str(path)) from None
     except Exception as exc:  # a truncated or foreign file: pickle, zip and torch each raise their own types
-        raise CheckpointError(message=f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}",
-                              value=str(path)) from None
+        raise CheckpointError(message=f"cannot read checkpoint {source}: {type(exc).__name__}: {exc}",
+                              value=source) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         version = payload.get("format") if isinstance(payload, dict) else None
-        raise CheckpointError(message=f"{path} is not a lossbench checkpoint of format {FORMAT} (format {version!r})",
-                              value=str(path))
+        raise CheckpointError(message=f"{source} is not a lossbench checkpoint of format {FORMAT} (format {version!r})",
+                              value=source)
     return payload
 
 

@@ -793,17 +793,20 @@ def _check_seed_target(source: SuiteSource, suite: Suite) -> list[ConfigError]:
 
 
 def _check_checkpoint(source: SuiteSource, suite: Suite) -> list[ConfigError]:
-    """Mid-cell resume saves one cell's training state; a pack trains several cells as one model, so the two do
-    not combine (a pack's final weights are saved per cell all the same)."""
+    """A training state is one cell's; a pack trains several cells as one model, so packs save no training state
+    (`every` > 0 or `keep: last`); their final weights are saved per cell all the same."""
     train = suite.train
-    if train.pack > 1 and train.checkpoint.every > 0:
-        return [ConfigError(
-            message=f"train.checkpoint.every {train.checkpoint.every} saves each cell's training state mid-cell, "
-                    f"which packed cells (train.pack {train.pack}) do not do",
-            location=source.locate(["train", "checkpoint", "every"]), value=train.checkpoint.every,
-            details=["set train.checkpoint.every to 0 (final weights are still saved per cell), or train.pack "
-                     "(--pack) to 1"])]
-    return []
+    checkpoint = train.checkpoint
+    if train.pack == 1 or (checkpoint.every == 0 and checkpoint.keep != "last"):
+        return []
+    key = "every" if checkpoint.every > 0 else "keep"
+    value = checkpoint.every if key == "every" else checkpoint.keep
+    return [ConfigError(
+        message=f"train.checkpoint.{key} {value} saves each cell's training state, which packed cells (train.pack "
+                f"{train.pack}) do not do",
+        location=source.locate(["train", "checkpoint", key]), value=value,
+        details=["set train.checkpoint to {every: 0, keep: final} (final weights are still saved per cell), or "
+                 "train.pack (--pack) to 1"])]
 
 
 def _grid_size_error(source: SuiteSource) -> ConfigError | None:

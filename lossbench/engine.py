@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lossbench.checkpoint import cpu_state
+from lossbench.checkpoint import CheckpointPolicy, capture_training, cpu_state, restore_training
 from lossbench.device import Normalizer, Precision, autocast, peak_memory_mb, synchronize
 from lossbench.evaluate import EpochEvaluation, Evaluator, evaluator_for
 from lossbench.record import Status
@@ -46,6 +46,9 @@ class EngineOptions:
     #: Measure the test split (each epoch and at the end). A tuning trial sets it False: it is judged on the
     #: validation split only, and the test split is never read while tuning.
     evaluate_test: bool = True
+
+    #: After which epochs the training state is handed to `save_state` (train.checkpoint).
+    checkpoint: CheckpointPolicy = CheckpointPolicy()
 
     def evaluates(self, epoch: int) -> bool:
         """Whether epoch `epoch` (1-based) ends with an evaluation on the test split."""
@@ -127,6 +130,8 @@ class CellResult:
 ProgressFn = Callable[[str, dict[str, Any]], None]
 #: Asked after each epoch's record; True ends training there (a tuning trial its pruner stops), status `done`.
 StopFn = Callable[[EpochRecord], bool]
+#: Receives a cell's training state (checkpoint.capture_training) after the epochs `train.checkpoint` names.
+StateFn = Callable[[dict[str, Any]], None]
 
 
 def _quiet(event: str, info: dict[str, Any]) -> None:
@@ -134,9 +139,13 @@ def _quiet(event: str, info: dict[str, Any]) -> None:
 
 
 def train(parts: CellParts, loss_name: str, options: EngineOptions, progress: ProgressFn = _quiet,
-          should_stop: StopFn | None = None) -> CellResult:
+          should_stop: StopFn | None = None, resume: dict[str, Any] | None = None,
+          save_state: StateFn | None = None) -> CellResult:
     """Train and evaluate one cell. A non-finite training loss ends it as `diverged`; exceptions propagate.
-    `should_stop`, asked after every epoch, may end training early (the result then has fewer epochs)."""
+    `should_stop`, asked after every epoch, may end training early (the result then has fewer epochs).
+
+    `resume`, a training state saved by `save_state` for this cell, continues it after that state's epoch: the
+    result is the one an uninterrupted training gives (bit for bit on the same device and thread count)."""
     device, data, model, loss_fn = options.device, parts.data, parts.model, parts.loss
     n = int(data.train_x.shape[0])
     steps_per_epoch = math.ceil(n / options.batch_size)
@@ -148,8 +157,13 @@ def train(parts: CellParts, loss_name: str, options: EngineOptions, progress: Pr
 
     result = start_result(parts, evaluator, loss_name)
     train_seconds = eval_seconds = 0.0
-    progress("cell_start", {"epochs": options.epochs, "steps_per_epoch": steps_per_epoch})
-    for epoch in range(1, options.epochs + 1):
+    first_epoch = 1
+    if resume is not None:
+        restore_training(parts, scaler, resume)
+        first_epoch, train_seconds, eval_seconds = resume["epoch"] + 1, resume["train_seconds"], resume["eval_seconds"]
+        result.history = [EpochRecord(**h) for h in resume["history"]]
+    progress("cell_start", {"epochs": options.epochs, "steps_per_epoch": steps_per_epoch, "first_epoch": first_epoch})
+    for epoch in range(first_epoch, options.epochs + 1):
         synchronize(device)
         t0 = time.perf_counter()
         perm = torch.randperm(n, generator=parts.order).to(device)
@@ -201,6 +215,9 @@ def train(parts: CellParts, loss_name: str, options: EngineOptions, progress: Pr
                               epoch_eval_s)
         result.history.append(record)
         progress("epoch", asdict(record))
+        if save_state is not None and options.checkpoint.saves_state_after(epoch, options.epochs):
+            save_state(capture_training(parts, scaler, epoch, train_seconds, eval_seconds,
+                                        [asdict(h) for h in result.history]))
         if should_stop is not None and epoch < options.epochs and should_stop(record):
             break
     return finish_result(result, model, evaluator, n, train_seconds, device, eval_seconds)

@@ -10,6 +10,8 @@ queue, so a worker that finishes early takes the next cell. Records travel back 
 - GPU: every worker trains on the same device (each holds its own copy of the uint8 dataset, 1 byte per pixel);
   with several GPUs and an unindexed `cuda` device, workers are spread over them round-robin.
 - Progress is coarser than in a sequential run: a worker forwards `cell_start` and `epoch` events, not steps.
+- Checkpoints: a worker sends a cell's training state (`checkpoint` events) and final weights (in the record) to
+  the driver, which writes them; the driver reads a cell's saved state and hands it over with the cell.
 - Results do not depend on which worker trains a cell or on what trains beside it. Float reductions on the CPU do
   depend on the number of torch threads, so a parallel run matches a sequential run bit for bit when both give a
   cell the same number of threads (`threads_per_job`, or `torch.set_num_threads` for the sequential run).
@@ -37,6 +39,7 @@ from typing import Any
 
 import torch
 
+from lossbench.checkpoint import read_resume
 from lossbench.errors import ConfigError
 from lossbench.grid import Cell
 from lossbench.runner import DataRequest, Job, OnEvent, OnResult, execute_cell, failed_record
@@ -48,7 +51,7 @@ _POLL_S = 0.2
 # How long a worker may take to exit after its last cell, or after SIGTERM, before it is killed (seconds).
 _EXIT_GRACE_S = 10.0
 # Worker events passed on to the display; per-step events would cost a message per optimizer step.
-_FORWARDED_EVENTS = ("cell_start", "epoch")
+_FORWARDED_EVENTS = ("cell_start", "epoch", "checkpoint")
 # Imported once by the fork server, so that every worker forks with them loaded instead of importing them itself
 # (seconds each: torch.optim imports torch._dynamo when it builds the first optimizer).
 _FORKSERVER_PRELOAD = ["lossbench.parallel", "torch._dynamo", "torchvision"]
@@ -149,7 +152,8 @@ class ProcessExecutor:
         pool = self._pool
         pool.start(min(self.jobs, len(cells)))
         for index, cell in enumerate(cells):
-            pool.tasks.put((index, cell))
+            # A cell's saved training state, read here (the driver owns the results directory), goes with it.
+            pool.tasks.put((index, cell, read_resume(job.results_dir, cell.id)))
         session = _Session(cells, job, pool.workers, pool.messages, on_start, on_event, on_result)
         finished = False
         try:
@@ -296,7 +300,7 @@ def _worker_main(spec: WorkerSpec, tasks: Any, messages: Any) -> None:
                       traceback.format_exc()))
         return
     while (task := tasks.get()) is not None:
-        index, cell = task
+        index, cell, resume = task
         messages.put(("start", spec.slot, index))
 
         def progress(event: str, info: dict[str, Any], index: int = index) -> None:
@@ -306,7 +310,7 @@ def _worker_main(spec: WorkerSpec, tasks: Any, messages: Any) -> None:
         try:
             threads = choose_threads("auto" if spec.auto_threads else spec.threads, share=spec.threads,
                                      on_cpu=options.device.type == "cpu")
-            record = execute_cell(cell, spec.job, data, options, progress, threads)
+            record = execute_cell(cell, spec.job, data, options, progress, threads, resume)
         except KeyboardInterrupt:
             raise
         except BaseException as exc:  # the engine turns training errors into records; this is anything around it

@@ -12,7 +12,11 @@ Data reaches the workers in one of two ways (docs/clusters.md has the measuremen
   the cache directory) must exist at the same path on every node.
 
 Progress events travel from the workers to the driver through a small actor and feed the same display as a local
-run. A cell whose training raises is recorded `failed` by the engine with its traceback; a task that fails in Ray
+run. Checkpoints need no shared file system: a worker sends a cell's training state (`checkpoint` events, through
+the same actor) and its final weights (with the record) to the driver, which writes them into its results
+directory; the driver sends a cell's saved training state with the task. A task that Ray retries after losing its
+worker starts from the state the task was given, not from one its lost worker saved; running the same command
+again resumes from the latest. A cell whose training raises is recorded `failed` by the engine with its traceback; a task that fails in Ray
 itself (its data cannot be loaded on the worker, the worker is killed for memory, retries run out) is recorded
 `failed` with Ray's error and traceback. A task whose worker or node is lost is retried by Ray up to `max_retries`
 times; a cell is handed to `on_result` once, when its task has finished for good.
@@ -215,6 +219,7 @@ class RayExecutor:
 
     def _run(self, cells: list[Cell], job: Job, on_start: Callable[[Cell], None], on_event: OnEvent,
              on_result: OnResult) -> None:
+        from lossbench.checkpoint import read_resume
         from lossbench.runner import failed_record
 
         ray = self._ray
@@ -233,7 +238,7 @@ class RayExecutor:
             task.options(
                 name=f"lossbench {cell.id}", num_cpus=self.cpus_per_cell, num_gpus=self.gpus_per_cell,
                 max_retries=self.max_retries, retry_exceptions=False,
-            ).remote(cell, job, data_refs, sink, threads): cell
+            ).remote(cell, job, data_refs, sink, threads, read_resume(job.results_dir, cell.id)): cell
             for cell in cells
         }
         by_id = {cell.id: cell for cell in cells}
@@ -359,8 +364,10 @@ def _kill_requested() -> bool:
     return True
 
 
-def _train_on_worker(cell: Cell, job: Job, data_refs: list[Any], sink: Any, threads: int) -> CellRecord:
-    """The Ray task of one cell: load or fetch the data, train, return the record (the driver writes it)."""
+def _train_on_worker(cell: Cell, job: Job, data_refs: list[Any], sink: Any, threads: int,
+                     resume: bytes | None = None) -> CellRecord:
+    """The Ray task of one cell: load or fetch the data, train (from `resume`, the cell's saved training state, if
+    given), return the record (the driver writes it, and the training states the worker sends as events)."""
     import torch
 
     from lossbench.runner import execute_cell
@@ -369,6 +376,6 @@ def _train_on_worker(cell: Cell, job: Job, data_refs: list[Any], sink: Any, thre
     options = job.engine.options()
     data = _worker_data(job, data_refs, options.device)
     forward = _Forwarder(sink, cell.id)
-    record = execute_cell(cell, job, data, options, forward)
+    record = execute_cell(cell, job, data, options, forward, resume=resume)
     forward.flush()
     return record

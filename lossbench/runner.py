@@ -25,7 +25,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from lossbench import __version__
-from lossbench.checkpoint import CheckpointPolicy, checkpoint_path, final_payload, to_bytes
+from lossbench.checkpoint import (
+    CheckpointPolicy, checkpoint_path, final_payload, load_training, read_resume, resume_path, to_bytes,
+)
 from lossbench.components import build_cell
 from lossbench.config import Suite, suite_to_yaml
 from lossbench.data import ImageData, dataset_identity, load_dataset
@@ -118,6 +120,7 @@ class EngineSettings:
             channels_last=device.type in ("cuda", "cpu"),
             compile=self.compile,
             eval_every=self.eval_every,
+            checkpoint=self.checkpoint,
         )
 
 
@@ -130,6 +133,8 @@ class Job:
     engine: EngineSettings
     #: The suite's `evaluate:` block, scored on each cell's model right after training (None: no such block).
     evaluate: ShiftPlan | None = None
+    #: The results directory, where the driver reads and writes checkpoints (checkpoint.py); None: nowhere.
+    results_dir: str | None = None
 
 
 def environment(device: torch.device) -> dict[str, Any]:
@@ -177,12 +182,21 @@ def _now() -> str:
 
 
 def train_cell(cell: Cell, data: ImageData, options: EngineOptions, progress: ProgressFn | None = None,
-               shift: ShiftPlan | None = None) -> CellResult:
+               shift: ShiftPlan | None = None, resume: bytes | None = None) -> CellResult:
     """Build and train one cell, then score `shift` (the suite's `evaluate:` block) on the trained model. An
     exception (while building or training) becomes a `failed` result.
 
     `sys.exit()` in a user's loss or component is an exception of its cell too: only Ctrl-C stops the grid.
+    `resume` is the cell's saved training state (checkpoint.py): the cell continues from it. The training states
+    that `options.checkpoint` asks for are sent as `checkpoint` events, {"epoch": N, "state": file bytes}, for
+    the process that writes the results directory.
     """
+    report = progress or (lambda event, info: None)
+
+    def save_state(state: dict[str, Any]) -> None:
+        state["config"] = cell.config
+        report("checkpoint", {"epoch": state["epoch"], "state": to_bytes(state)})
+
     try:
         should_stop = None
         if cell.trial is not None or "tuned" in cell.config:
@@ -197,7 +211,14 @@ def train_cell(cell: Cell, data: ImageData, options: EngineOptions, progress: Pr
             options, shift = replace(options, evaluate_test=False), None
             should_stop = epoch_reporter(cell.trial)
         parts = build_cell(cell, data, options)
-        result = train(parts, cell.loss.name, options, progress or (lambda event, info: None), should_stop)
+        state = None
+        if resume is not None and cell.trial is None:
+            state = load_training(resume, f"the saved training state of cell {cell.id}")
+        result = train(parts, cell.loss.name, options, report, should_stop, state,
+                       save_state if cell.trial is None else None)
+        if state is not None:
+            # The timings of a resumed cell add up the runs that trained it.
+            result.timing["resumed_after_epoch"] = state["epoch"]
         if shift is not None and result.status == "done":
             from lossbench.shift.evaluate import score_into
 
@@ -213,15 +234,18 @@ def execute_cell(
     cell: Cell, job: Job, data: ImageData, options: EngineOptions,
     progress: Callable[[str, dict[str, Any]], None] | None = None,
     threads: ThreadChoice | None = None,
+    resume: bytes | None = None,
 ) -> CellRecord:
     """Train one cell on data already on `options.device`; returns its complete result record.
+
+    `resume`: the cell's saved training state (checkpoint.read_resume), to continue from; see train_cell.
 
     `threads`, when given, is applied to torch before the cell and recorded with it (thread count, policy, ceiling
     and the busy cores it saw); without it the cell trains with torch's current thread count."""
     started, before, t0 = _now(), MachineSample.now(), time.perf_counter()
     if threads is not None:
         apply_threads(threads)
-    result = train_cell(cell, data, options, progress, job.evaluate)
+    result = train_cell(cell, data, options, progress, job.evaluate, resume)
     record = _record(cell, job, result, options.precision, _trained_env(options, threads), started)
     if job.evaluate is not None:
         from lossbench.shift.evaluate import stamp_checkpoint
@@ -234,8 +258,8 @@ def execute_cell(
 
 def _final_weights(cell: Cell, job: Job, result: CellResult) -> bytes | None:
     """The bytes of the cell's final-weights file, when the cell finished and the suite keeps its weights."""
-    if result.weights is None or not job.engine.checkpoint.saves_final:
-        return None
+    if result.weights is None or not job.engine.checkpoint.saves_final or cell.trial is not None:
+        return None  # a tuning trial's weights are not kept: only its verdict cell's
     return to_bytes(final_payload(result.weights["model"], result.weights["loss"], cell.config, len(result.history)))
 
 
@@ -349,7 +373,7 @@ class LocalExecutor:
             if len(group) == 1:
                 cell = group[0]
                 records = [execute_cell(cell, job, data, options, lambda ev, info, c=cell: on_event(c, ev, info),
-                                        threads)]
+                                        threads, read_resume(job.results_dir, cell.id))]
             else:
                 records = execute_pack(group, job, data, options,
                                        [lambda ev, info, c=cell: on_event(c, ev, info) for cell in group], threads)
@@ -406,7 +430,7 @@ def plan(suite: Suite, out_dir: Path, *, force: bool = False, cache_dir: Path = 
     except ValueError as exc:
         raise ConfigError(message=str(exc), location=suite.locate(["train", "device"])) from None
     job = Job(suite.name, DataRequest.from_suite(suite, cache_dir), EngineSettings.from_suite(suite),
-              ShiftPlan.from_suite(suite, cache_dir))
+              ShiftPlan.from_suite(suite, cache_dir), str(out_dir))
     try:
         identity = job.data.identity()
     except DataError as exc:
@@ -529,6 +553,9 @@ def run(run_plan: RunPlan, *, executor: Any = None, display: RunDisplay | None =
     with store:
         store.write_suite(suite_to_yaml(run_plan.suite))
         store.open_csv()
+        if run_plan.forced:  # --force trains every cell from its start, not from a state saved before
+            for cell in run_plan.pending:
+                _remove(resume_path(store.root, cell.id))
         tuner = None
         if run_plan.suite.tune is not None:
             from lossbench.tune import Tuner
@@ -541,10 +568,16 @@ def run(run_plan: RunPlan, *, executor: Any = None, display: RunDisplay | None =
         else:
             display.start(len(run_plan.pending), run_plan.skipped)
 
+        def on_event(cell: Cell, event: str, info: dict[str, Any]) -> None:
+            if event == "checkpoint":  # a cell's training state, from wherever it trains: saved here
+                atomic_write_bytes(resume_path(store.root, cell.id), info["state"])
+            else:
+                display.cell_event(cell, event, info)
+
         def on_result(cell: Cell, record: CellRecord) -> None:
             t_write = time.perf_counter()
             try:
-                _write_checkpoint(store, record)
+                _write_checkpoint(store, record, run_plan.job.engine.checkpoint)
                 store.add_cell(record)
             except ResultsWriteError as exc:
                 # The disk filled up or turned read-only mid-run: stop, and say what this cell measured.
@@ -573,7 +606,7 @@ def run(run_plan: RunPlan, *, executor: Any = None, display: RunDisplay | None =
             # An executor that can keep its workers (processes, a Ray connection) keeps them for every round.
             with executor if hasattr(executor, "__enter__") else contextlib.nullcontext():
                 while pending:
-                    executor.run(pending, run_plan.job, display.cell_start, display.cell_event, on_result)
+                    executor.run(pending, run_plan.job, display.cell_start, on_event, on_result)
                     attempted.update(c.id for c in pending)
                     # A cell is tried at most once per run, even if an executor lost its result.
                     pending = [c for c in _next_round(run_plan) if c.id not in attempted]
@@ -594,18 +627,27 @@ def run(run_plan: RunPlan, *, executor: Any = None, display: RunDisplay | None =
     return summary
 
 
-def _write_checkpoint(store: ResultsStore, record: CellRecord) -> None:
+def _write_checkpoint(store: ResultsStore, record: CellRecord, policy: CheckpointPolicy) -> None:
     """Save the cell's final weights before its result, so that a final result always has its weights; a cell
-    trained again without final weights (diverged, failed, `keep: none`) loses the file of its earlier training."""
+    trained again without final weights (diverged, failed, `keep: none`) loses the file of its earlier training.
+    The cell's training state goes too, except the state after the last epoch of a finished cell with `keep: last`.
+    """
     path = checkpoint_path(store.root, record.id)
     if record.weights is not None:
         atomic_write_bytes(path, record.weights)
         record.weights = None  # written: the bytes need not stay in memory
     else:
-        try:
-            path.unlink(missing_ok=True)
-        except OSError as exc:
-            raise write_error(path, exc) from None
+        _remove(path)
+    if not (record.status == "done" and policy.keep == "last"):
+        _remove(resume_path(store.root, record.id))
+
+
+def _remove(path: Path) -> None:
+    """Delete a file lossbench wrote, if it is there."""
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as exc:
+        raise write_error(path, exc) from None
 
 
 def _jobs(executor: Any) -> int:

@@ -140,6 +140,8 @@ def test_mid_cell_checkpoints_and_packs_are_refused_at_the_setting(write_suite) 
     assert "train.checkpoint.every" in result.output and "suite.yaml:" in result.output
     assert "train.pack" in result.output
     assert runner.invoke(app, ["validate", str(suite)]).exit_code == 0
+    last = runner.invoke(app, ["validate", str(write_suite(SUITE)), "train.pack=2", "train.checkpoint.keep=last"])
+    assert last.exit_code == 2 and "train.checkpoint.keep" in last.output, last.output
 
 
 def test_validate_shows_the_disk_the_checkpoints_take(write_suite, tmp_path: Path, cache_dir: Path) -> None:
@@ -156,3 +158,33 @@ def test_validate_shows_the_disk_the_checkpoints_take(write_suite, tmp_path: Pat
     on_disk = sum(p.stat().st_size for p in (out / "checkpoints").glob("*.pt"))
     # The files hold the weights plus the config and torch's zip framing: a few kB per file.
     assert estimate is not None and estimate.final < on_disk < estimate.final + 2 * 20_000
+
+
+def test_keep_last_keeps_the_final_training_state_and_force_starts_over(write_suite, tmp_path: Path,
+                                                                         cache_dir: Path) -> None:
+    from lossbench.checkpoint import load_training, resume_path
+
+    out = tmp_path / "out"
+    suite = write_suite(SUITE.replace("loss: [cross_entropy, arcface]", "loss: [cross_entropy]"))
+    run(suite, out, cache_dir, "train.checkpoint.keep=last")
+    (record,) = ResultsStore(out).records()
+    state = load_training(resume_path(out, record.id).read_bytes(), "state")
+    assert state["epoch"] == 2 and [h["test_acc"] for h in state["history"]] == [
+        h["test_acc"] for h in record.history]
+    assert torch.equal(next(iter(state["model"].values())),
+                       next(iter(load_final(checkpoint_path(out, record.id))["model"].values())))
+    # --force trains from the first epoch: the state kept after the last epoch is not resumed from.
+    run(suite, out, cache_dir, "train.checkpoint.keep=last", "--force")
+    (again,) = ResultsStore(out).records()
+    assert "resumed_after_epoch" not in again.timing and again.history[0]["test_acc"] == record.history[0]["test_acc"]
+
+
+def test_packs_save_final_weights_per_cell(write_suite, tmp_path: Path, cache_dir: Path) -> None:
+    out = tmp_path / "out"
+    suite = write_suite(SUITE.replace("loss: [cross_entropy, arcface]", "loss: [cross_entropy, mse]"))
+    result = run(suite, out, cache_dir, "--epochs", "1", "--pack", "2")
+    records = list(ResultsStore(out).records())
+    assert len(records) == 2 and all("pack of 2" in " ".join(r.notes) for r in records), result.output
+    weights = [load_final(checkpoint_path(out, r.id))["model"] for r in records]
+    assert weights[0].keys() == weights[1].keys()
+    assert any(not torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
