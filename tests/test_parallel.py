@@ -89,7 +89,7 @@ def test_worker_loads_the_data_once_for_all_its_cells(write_suite, tmp_path: Pat
     tasks: queue.Queue = queue.Queue()
     messages: queue.Queue = queue.Queue()
     for index, cell in enumerate(plan.pending[:3]):
-        tasks.put((index, cell))
+        tasks.put((index, cell, None))  # no saved training state
     tasks.put(None)
     previous = signal.getsignal(signal.SIGINT)
     try:

@@ -27,7 +27,7 @@ from lossbench.runner import train_cell
 from conftest import TINY_SUITE
 
 # What may differ between a resumed and an uninterrupted training: how long things took.
-TIMINGS = ("epoch_s", "train_s")
+TIMINGS = ("epoch_s", "train_s", "eval_s")
 
 RECIPE = """\
 name: resume
