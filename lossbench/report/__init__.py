@@ -77,9 +77,9 @@ def write_report(dirs: list[Path], out: Path | None = None, *, baseline: str | N
     elif fmt == "latex":
         atomic_write_text(target, formats.leaderboard_latex(analyses))
     else:
-        figures, tuning_figures = {}, {}
+        figures, tuning_figures, shift_figures = {}, {}, {}
         if plots:
-            from lossbench.report import tuning, tuning_plots
+            from lossbench.report import shift, tuning, tuning_plots
             from lossbench.report.plots import make_plots
 
             multi = len(analyses) > 1
@@ -89,9 +89,12 @@ def write_report(dirs: list[Path], out: Path | None = None, *, baseline: str | N
                 study = tuning.load_study(a, results)
                 if study is not None:
                     tuning_figures[a.source.name] = tuning_plots.make_plots(study, out_dir, subdir)
-        atomic_write_text(target, markdown.render(analyses, results, figures, out_dir, tuning_figures))
+                shift_figures[a.source.name] = shift.make_plots(a, results.records, out_dir, subdir)
+        atomic_write_text(target, markdown.render(analyses, results, figures, out_dir, tuning_figures,
+                                                  shift_figures))
         summary = out_dir / FORMATS["csv"][0]
         atomic_write_text(summary, formats.summary_csv(analyses))
         written.append(summary)
-        written += [out_dir / p.path for plist in (*figures.values(), *tuning_figures.values()) for p in plist]
+        written += [out_dir / p.path for plist in (*figures.values(), *tuning_figures.values(),
+                                                       *shift_figures.values()) for p in plist]
     return written

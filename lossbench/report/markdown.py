@@ -628,9 +628,10 @@ def _notes(a: SourceAnalysis, results: Results) -> list[str]:
 
 
 def render(analyses: list[SourceAnalysis], results: Results, plots: dict[str, list[Plot]], out_dir: Path,
-           tuning_plots: dict[str, list[Plot]] | None = None) -> str:
+           tuning_plots: dict[str, list[Plot]] | None = None,
+           shift_plots: dict[str, list[Plot]] | None = None) -> str:
     """The whole report.md; `plots` maps a source name to its figures (paths relative to out_dir), and
-    `tuning_plots` to those of its Tuning section."""
+    `tuning_plots` and `shift_plots` to those of its Tuning and Under shift sections."""
     suites = list(dict.fromkeys(a.source.suite for a in analyses))
     m = analyses[0].metric
     lines = [f"# lossbench report: {', '.join(suites)}", ""]
@@ -664,6 +665,10 @@ def render(analyses: list[SourceAnalysis], results: Results, plots: dict[str, li
         if study is not None:
             figures = (tuning_plots or {}).get(a.source.name, [])
             sections.insert(2, ("Tuning", tuning.section(study, analyses, figures)))
+        from lossbench.report import shift
+
+        at = next(i for i, (title, _) in enumerate(sections) if title == "Plots")
+        sections[at:at] = shift.sections(a, results.records, (shift_plots or {}).get(a.source.name, []))
         notes = _notes(a, results)
         if notes:
             sections.append(("Notes", notes))
