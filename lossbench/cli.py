@@ -266,7 +266,7 @@ def run(
     if tensorboard is not None:
         from lossbench.tensorboard import TensorBoardWriter
 
-        display = DisplayGroup([display, TensorBoardWriter(tensorboard)])
+        display = DisplayGroup([display, TensorBoardWriter(tensorboard, loaded.name, out_dir)])
     try:
         summary = runner.run(run_plan, executor=cluster or parallel, display=display,
                              startup_s=runner.process_age_s())

@@ -24,6 +24,7 @@ import io
 import json
 import os
 import tempfile
+import uuid
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -326,6 +327,22 @@ class ResultsStore:
         """Leave results.csv complete and sorted (one rewrite, from memory); the end of a run, also a failed one."""
         if self._csv is not None:
             self._csv.close()
+
+
+def results_id(root: Path) -> str:
+    """The results directory's own id: 12 hex digits kept in its marker file, added there on first use (by the
+    process holding the directory's lock). It tells apart two directories of the same suite, wherever they move."""
+    marker = Path(root) / MARKER
+    try:
+        text = marker.read_text(encoding="utf-8")
+    except OSError:
+        text = _MARKER_TEXT
+    for line in text.splitlines():
+        if line.startswith("id: ") and len(line.split()[1]) == 12:
+            return line.split()[1]
+    new = uuid.uuid4().hex[:12]
+    atomic_write_text(marker, text.rstrip("\n") + f"\nid: {new}\n")
+    return new
 
 
 def read_runs(root: Path) -> list[dict[str, Any]]:

@@ -41,23 +41,50 @@ def run_name(cell: Cell) -> str:
     return f"{readable}__seed{cell.seed}"
 
 
-class TensorBoardWriter:
-    """A run display that writes TensorBoard events instead of showing anything (see the module docstring)."""
+def experiment_name(suite: str, results_dir: Path) -> str:
+    """The folder of one experiment's runs: the suite name and the results directory's own id, e.g.
+    `smoke-3f9a0c12b7de`, so that runs of two experiments in one --tensorboard directory never share a folder."""
+    from lossbench.store import results_id
 
-    def __init__(self, log_dir: Path):
+    readable = re.sub(r"[^A-Za-z0-9._=(),+-]+", "_", suite).strip("_") or "suite"
+    return f"{readable}-{results_id(results_dir)}"
+
+
+def fresh_folder(path: Path) -> Path:
+    """`path`, or when it already holds files (a cell trained again into the same experiment) the first free
+    `path__v2`, `path__v3`, ...: appending to an existing run would mix two trainings' curves."""
+    candidate, version = path, 2
+    while candidate.exists() and any(candidate.iterdir()):
+        candidate = path.with_name(f"{path.name}__v{version}")
+        version += 1
+    return candidate
+
+
+class TensorBoardWriter:
+    """A run display that writes TensorBoard events instead of showing anything (see the module docstring).
+
+    Runs go to DIR/<suite>-<results id>/<cell label>__seed<N>: `results_dir` is the run's results directory, whose
+    id is read (or made) when the run starts, holding the directory's lock."""
+
+    def __init__(self, log_dir: Path, suite: str = "suite", results_dir: Path | None = None):
         check_available()
         self.log_dir = Path(log_dir)
+        self.suite, self.results_dir = suite, results_dir
+        self.experiment: Path = self.log_dir
         self.writers: dict[str, Any] = {}
 
     def _writer(self, cell: Cell) -> Any:
         from torch.utils.tensorboard import SummaryWriter
 
         if cell.id not in self.writers:
-            self.writers[cell.id] = SummaryWriter(log_dir=str(self.log_dir / run_name(cell)))
+            folder = fresh_folder(self.experiment / run_name(cell))
+            self.writers[cell.id] = SummaryWriter(log_dir=str(folder))
         return self.writers[cell.id]
 
     def start(self, total: int, skipped: int) -> None:
-        self.log_dir.mkdir(parents=True, exist_ok=True)
+        if self.results_dir is not None:
+            self.experiment = self.log_dir / experiment_name(self.suite, self.results_dir)
+        self.experiment.mkdir(parents=True, exist_ok=True)
 
     def cell_start(self, cell: Cell) -> None:
         self._writer(cell)

@@ -12,7 +12,9 @@ from typer.testing import CliRunner
 from lossbench.cli import app
 from lossbench.config import load_suite
 from lossbench.grid import expand
-from lossbench.tensorboard import run_name
+from lossbench import runner
+from lossbench.store import results_id
+from lossbench.tensorboard import TensorBoardWriter, run_name
 
 from conftest import TINY_SUITE
 
@@ -46,10 +48,12 @@ def test_tensorboard_runs_hold_the_epochs_and_final_metrics_with_jobs(write_suit
     assert result.exit_code == 0, result.output
     cells = expand(load_suite(suite), json.loads(next((out / "cells").glob("*.json")).read_text())["config"]
                    ["dataset"]["identity"])
-    assert sorted(p.name for p in log_dir.iterdir()) == sorted(run_name(c) for c in cells)
+    [experiment] = list(log_dir.iterdir())
+    assert experiment.name == f"tiny-{results_id(out)}"
+    assert sorted(p.name for p in experiment.iterdir()) == sorted(run_name(c) for c in cells)
     for cell in cells:
         record = json.loads((out / "cells" / f"{cell.id}.json").read_text())
-        acc = _read(log_dir / run_name(cell))
+        acc = _read(experiment / run_name(cell))
         tags = set(acc.Tags()["scalars"])
         assert {"train/loss", "train/acc", "test/loss", "test/acc", "test/top5", "lr"} <= tags
         for key, tag in (("train_loss", "train/loss"), ("test_acc", "test/acc"), ("lr", "lr")):
@@ -81,3 +85,28 @@ def test_missing_tensorboard_package_is_a_clear_error_before_training(write_suit
                                       str(tmp_path / "tb")])
     assert result.exit_code == 2 and "--tensorboard needs the tensorboard package" in result.output
     assert "lossbench[tensorboard]" in result.output and not out.exists()
+
+
+def test_two_experiments_in_one_directory_stay_apart(write_suite, tmp_path: Path, cache_dir) -> None:
+    """Two results directories of one suite into one --tensorboard directory: two experiments, each run with its
+    own epochs 1, 2 only; training a cell again into the same experiment starts a new version, never appends."""
+    suite = load_suite(write_suite(TINY_SUITE.replace("augmentation: [none, crop]", "augmentation: [none]")
+                                   .replace("loss: [cross_entropy, mse]", "loss: [cross_entropy]")))
+    log_dir = tmp_path / "tb"
+
+    def run(out: Path, force: bool = False) -> None:
+        runner.run(runner.plan(suite, out, cache_dir=cache_dir, force=force),
+                   display=TensorBoardWriter(log_dir, suite.name, out))
+
+    run(tmp_path / "a")
+    run(tmp_path / "b")
+    run(tmp_path / "a", force=True)
+    [cell] = expand(suite, json.loads(next((tmp_path / "a" / "cells").glob("*.json")).read_text())["config"]
+                    ["dataset"]["identity"])
+    ida, idb = results_id(tmp_path / "a"), results_id(tmp_path / "b")
+    assert ida != idb
+    assert sorted(p.name for p in log_dir.iterdir()) == sorted([f"tiny-{ida}", f"tiny-{idb}"])
+    assert sorted(p.name for p in (log_dir / f"tiny-{ida}").iterdir()) == [run_name(cell), f"{run_name(cell)}__v2"]
+    for folder in (log_dir / f"tiny-{ida}" / run_name(cell), log_dir / f"tiny-{ida}" / f"{run_name(cell)}__v2",
+                   log_dir / f"tiny-{idb}" / run_name(cell)):
+        assert [e.step for e in _read(folder).Scalars("test/acc")] == [1, 2]
