@@ -1,5 +1,6 @@
 """The Tuning section's figures: best-so-far curves (one panel per loss) and one sensitivity plot per tuned
-parameter (the tuning metric of every trial against the value it tried, one colour per loss).
+parameter (the tuning metric of every trial against the value it tried, one colour and marker per loss, or one
+panel per loss when there are many).
 
 Built like the report's other figures: matplotlib's object interface on the Agg canvas, written atomically.
 """
@@ -32,6 +33,8 @@ from lossbench.report.tuning import (
 
 #: More losses than this and a sensitivity plot gets one panel per loss (one colour each would not be told apart).
 FACET_LOSSES = 6
+#: One marker shape per loss in an unfaceted sensitivity plot.
+MARKERS = ("o", "s", "^", "D", "v", "P")
 PRUNED_NOTE = "hollow: pruned (the value it had reached when stopped, after fewer epochs)"
 
 
@@ -139,12 +142,13 @@ def _shade_range(ax: Any, rng: Range | None, log: bool) -> None:
         ax.axvline(bound, color="#666666", ls="--", lw=1)
 
 
-def _draw_trials(ax: Any, trials: pd.DataFrame, color: Any) -> None:
+def _draw_trials(ax: Any, trials: pd.DataFrame, color: Any, marker: str = "o") -> None:
     """One loss's trials: filled complete, hollow pruned, × failed at the foot of the axis, ★ chosen."""
     ok = trials[(trials["state"] == "complete") & trials["py"].notna()]
-    ax.scatter(ok["px"], ok["py"], s=26, color=color, alpha=0.75, lw=0, zorder=2)
+    ax.scatter(ok["px"], ok["py"], s=28, marker=marker, color=color, alpha=0.75, lw=0, zorder=2)
     pruned = trials[(trials["state"] == "pruned") & trials["py"].notna()]
-    ax.scatter(pruned["px"], pruned["py"], s=30, facecolors="none", edgecolors=color, lw=1.1, alpha=0.9, zorder=2)
+    ax.scatter(pruned["px"], pruned["py"], s=32, marker=marker, facecolors="none", edgecolors=color, lw=1.1,
+               alpha=0.9, zorder=2)
     # Failed trials (and pruned ones without a value) have no metric: a × at the foot of the axis.
     failed = trials[(trials["state"] == "failed") | ((trials["state"] == "pruned") & trials["py"].isna())]
     foot = blended_transform_factory(ax.transData, ax.transAxes)
@@ -175,7 +179,8 @@ def _category_key(value: Any) -> str:
 
 def sensitivity_plot(study: Study, path: str, out_dir: Path, rel: str) -> Plot | None:
     """The tuning metric of every trial against its value of `path`: filled complete, hollow pruned, × failed
-    (at the foot of the axis: no value), a star at each cell's chosen trial; one colour per loss; the range's
+    (at the foot of the axis: no value), a star at each cell's chosen trial; one colour and marker per loss (one
+    panel per loss beyond FACET_LOSSES); the range's
     bounds dashed and its outer EDGE_SHARE shaded."""
     m = study.metric
     rows = []
@@ -208,6 +213,9 @@ def sensitivity_plot(study: Study, path: str, out_dir: Path, rel: str) -> Plot |
                       else [_palette(10)[i % 10] for i in range(len(losses))]))
     log = rng is not None and rng.log and categories is None and (frame["px"] > 0).all()
     facets = len(losses) > FACET_LOSSES
+    # Every cell draws the same random points first (a paired search), so losses share x values: shapes as well as
+    # colours keep coincident trials of two losses apart.
+    markers = {loss: MARKERS[i % len(MARKERS)] for i, loss in enumerate(losses)}
     if facets:
         shown = losses[:MAX_PANELS]
         cols = min(4, len(shown))
@@ -228,7 +236,7 @@ def sensitivity_plot(study: Study, path: str, out_dir: Path, rel: str) -> Plot |
             ax.scatter(rest["px"], rest["py"], s=10, color="#cccccc", lw=0, zorder=1)
             ax.set_title(_wrap(group[0], 36), fontsize=9)
         for loss in group:
-            _draw_trials(ax, frame[frame["loss"] == loss], colors[loss])
+            _draw_trials(ax, frame[frame["loss"] == loss], colors[loss], "o" if facets else markers[loss])
         if log:
             ax.set_xscale("log")
         if categories is not None:
@@ -241,7 +249,7 @@ def sensitivity_plot(study: Study, path: str, out_dir: Path, rel: str) -> Plot |
         if spec.is_first_col():
             ax.set_ylabel(m.heading if m.name.startswith("val") else f"{m.heading} (validation)")
     handles: list[Any] = [] if facets else [
-        Line2D([], [], ls="", marker="o", color=colors[loss], label=_wrap(loss, 28)) for loss in losses]
+        Line2D([], [], ls="", marker=markers[loss], color=colors[loss], label=_wrap(loss, 28)) for loss in losses]
     handles += [
         Line2D([], [], ls="", marker="o", color="#555555", label="complete trial"),
         Line2D([], [], ls="", marker="o", markerfacecolor="none", markeredgecolor="#555555",
@@ -271,7 +279,8 @@ def sensitivity_plot(study: Study, path: str, out_dir: Path, rel: str) -> Plot |
     text = (f"Every trial of the {cells} cell(s) that tune `{path}`: its {m.title} against the value it "
             f"tried ({int(counts.get('complete', 0))} complete, {int(counts.get('pruned', 0))} pruned, "
             f"{int(counts.get('failed', 0))} failed), "
-            + ("one panel per loss, the other losses' complete trials in grey" if facets else "one colour per loss")
+            + ("one panel per loss, the other losses' complete trials in grey" if facets
+               else "one colour and marker per loss")
             + "; stars mark each cell's chosen trial.")
     if rng is not None and rng.choices is None:
         text += f" Dashed: the range's bounds; shaded: its outer {EDGE_SHARE:.0%}" + (
