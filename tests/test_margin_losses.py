@@ -84,6 +84,19 @@ def test_center_loss_is_cross_entropy_plus_lambda_half_mean_squared_distance() -
     assert loss(x, y).item() == pytest.approx(ce + 0.1 * 0.5 * (4 + 5) / 2, rel=1e-6)
 
 
+def test_an_sgd_step_on_the_center_term_divides_by_the_batch_not_by_one_plus_the_class_count() -> None:
+    """The docstring's comparison with Wen et al.: the gradient of L_C for centre j is Σ_{i: y_i = j}(c_j − x_i) / B
+    (their update divides the same sum by 1 + n_j)."""
+    loss = CenterLoss(embedding_dim=3)
+    loss.setup(4)
+    x, y = torch.randn(10, 3), torch.tensor([0, 0, 0, 1, 1, 2, 0, 1, 2, 0])
+    loss.center_term(x, y).backward()
+    for j in range(4):
+        members = x[y == j]
+        expected = (loss.centers[j].detach() - members).sum(dim=0) / len(y)
+        torch.testing.assert_close(loss.centers.grad[j], expected)
+
+
 @pytest.mark.parametrize("name", ["arcface", "cosface", "center"])
 def test_every_own_parameter_gets_a_gradient_and_soft_targets_are_refused(name: str) -> None:
     loss = LOSSES.build(name, {"embedding_dim": 6})

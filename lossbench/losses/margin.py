@@ -23,7 +23,7 @@ class count is known, under the cell's seed, and the optimizer trains them in a 
   optimizer's momentum or Adam scaling acts on the centres as on every parameter it trains.
 
 The loss's own parameters (class weights W, the class layer and centres) form their own optimizer parameter
-group: same optimizer, learning rate, schedule, momentum and Adam state as the model, but their own weight decay,
+group: same optimizer, learning rate, schedule and momentum or Adam settings as the model, but their own weight decay,
 the loss's `weight_decay` parameter (default 0: arcface and cosface ignore the length of their class weights, so
 decay only shrinks it and thereby raises the effective step on their directions; decay pulls center loss's
 centres towards the origin, which the method does not ask for). The optimizer's `weight_decay` applies to the
