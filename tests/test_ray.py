@@ -231,6 +231,43 @@ def test_a_killed_worker_is_retried_and_its_cell_written_once(cluster: Any, suit
     assert record["metrics"]["test_nll"] == expected.metrics["test_nll"]
 
 
+def test_checkpoints_travel_between_ray_workers_and_the_driver(cluster: Any, suite_file: Path, local_run: Path,
+                                                              tmp_path: Path) -> None:
+    """A saved training state goes from the driver's results directory to the worker, which resumes the cell from
+    it; the states and final weights a worker produces come back and are written by the driver."""
+    from lossbench.checkpoint import load_final, load_training, resume_path
+
+    suite = load_suite(suite_file, ["train.checkpoint.every=1", "train.checkpoint.keep=last"])
+    out = tmp_path / "out"
+    with runner.ResultsStore(out):  # a results directory of an earlier run, killed after the first epoch of a cell
+        pass
+    plan = runner.plan(suite, out, check_device=False)
+    cell = plan.cells[0]
+    states: list[bytes] = []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as a 1-CPU Ray cell trains
+    try:
+        runner.train_cell(cell, plan.job.data.load(), plan.job.engine.options(),
+                          lambda event, info: states.append(info["state"]) if event == "checkpoint" else None)
+    finally:
+        torch.set_num_threads(threads)
+    resume_path(out, cell.id).parent.mkdir()
+    resume_path(out, cell.id).write_bytes(states[0])  # the state after epoch 1 of 2
+
+    summary = runner.run(plan, executor=RayExecutor(cpus_per_cell=1), display=Recorder())
+    assert summary.ran == 2 and summary.failed == 0
+    local = runner.ResultsStore(local_run)
+    for record in runner.ResultsStore(out).records():
+        expected = local.read_cell(record.id)
+        assert record.metrics["test_acc"] == expected.metrics["test_acc"]
+        assert record.metrics["test_nll"] == expected.metrics["test_nll"]
+        assert [h["train_loss"] for h in record.history] == [h["train_loss"] for h in expected.history]
+        assert record.timing.get("resumed_after_epoch") == (1 if record.id == cell.id else None)
+        # keep: last — the state after the last epoch, sent by the worker, written by the driver
+        assert load_training(resume_path(out, record.id).read_bytes(), "state")["epoch"] == 2
+        assert load_final(out / "checkpoints" / f"{record.id}.pt")["epoch"] == 2
+
+
 def test_failures_are_recorded_with_tracebacks_and_the_rest_go_on(cluster: Any, suite_file: Path) -> None:
     _, marker = cluster
     plan = runner.plan(load_suite(suite_file), Path("unused"), check_device=False)
