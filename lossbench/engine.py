@@ -218,7 +218,8 @@ def train(parts: CellParts, loss_name: str, options: EngineOptions, progress: Pr
         if save_state is not None and options.checkpoint.saves_state_after(epoch, options.epochs):
             save_state(capture_training(parts, scaler, epoch, train_seconds, eval_seconds,
                                         [asdict(h) for h in result.history]))
-        if should_stop is not None and epoch < options.epochs and should_stop(record):
+        # Asked after the last epoch too, so that a trial's study holds every epoch's figure.
+        if should_stop is not None and should_stop(record) and epoch < options.epochs:
             break
     return finish_result(result, model, evaluator, n, train_seconds, device, eval_seconds)
 

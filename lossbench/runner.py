@@ -600,11 +600,12 @@ def run(run_plan: RunPlan, *, executor: Any = None, display: RunDisplay | None =
             clock.cells += 1
 
         try:
-            if tuner is not None:
-                _tune(run_plan, tuner, executor, display, on_result, on_trial, summary)
-            pending, attempted = run_plan.pending, set()
-            # An executor that can keep its workers (processes, a Ray connection) keeps them for every round.
+            # An executor that can keep its workers (processes, a Ray connection) keeps them for every round,
+            # tuning's included.
             with executor if hasattr(executor, "__enter__") else contextlib.nullcontext():
+                if tuner is not None:
+                    _tune(run_plan, tuner, executor, display, on_result, on_trial, summary)
+                pending, attempted = run_plan.pending, set()
                 while pending:
                     executor.run(pending, run_plan.job, display.cell_start, on_event, on_result)
                     attempted.update(c.id for c in pending)

@@ -447,3 +447,32 @@ def test_one_connection_serves_every_call_inside_a_with_block(monkeypatch: pytes
             executor.run([], job, lambda c: None, lambda *a: None, lambda c, r: None)  # type: ignore[arg-type]
         assert calls == ["init", "run", "run", "run"]
     assert calls[-1] == "shutdown"
+
+
+TUNED_SUITE = SUITE.replace("  test_subset: 150\n", "  test_subset: 150\n  val_fraction: 0.25\n").replace(
+    "seeds: [0]", "seeds: [0]\ntune:\n  trials: 2\n  pruner: none\n  space:\n"
+                  "    train.optimizer.lr: {low: 1.0e-2, high: 0.3, log: true}")
+
+
+def test_tuning_runs_on_ray_without_a_pruner(cluster: Any, tmp_path: Path) -> None:
+    """Trials are cells for Ray like any other: every cell gets its budget, then its verdict."""
+    suite = tmp_path / "tuned.yaml"
+    suite.write_text(TUNED_SUITE)
+    out = tmp_path / "tuned"
+    summary = runner.run(runner.plan(load_suite(suite), out, check_device=False), executor=RayExecutor())
+    assert summary.trials == 4 and summary.ran == 2 and summary.failed == 0
+    rows = list(csv.DictReader(open(out / "tuning.csv", newline="")))
+    assert Counter(r["cell"] for r in rows) == {"cross_entropy | none | none": 2,
+                                                "mse(over=probabilities) | none | none": 2}
+    assert all(r["state"] == "complete" for r in rows)
+    assert all("tuned" in r.config for r in summary.records)
+
+
+def test_cli_refuses_a_pruner_on_ray(tmp_path: Path) -> None:
+    suite = tmp_path / "pruned.yaml"
+    suite.write_text(TUNED_SUITE.replace("pruner: none", "pruner: hyperband"))
+    result = CliRunner().invoke(app, ["run", str(suite), "--out", str(tmp_path / "x"), "--executor", "ray"])
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert "tune.pruner hyperband" in text and "pruner: none" in text and "pruned.yaml" in text
+    assert not (tmp_path / "x").exists()

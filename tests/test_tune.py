@@ -314,3 +314,40 @@ def test_pruned_trials_are_recorded_with_the_epochs_they_trained(write_suite, tm
     assert max(float(r["val_acc"]) for r in pruned) < max(float(r["val_acc"]) for r in complete)
     tuned = records(out)[0]["config"]["tuned"]
     assert tuned["epochs"] == sum(int(r["epochs"]) for r in table) and tuned["pruner"] == "median"
+
+
+def test_with_jobs_workers_report_every_epoch_to_the_study(write_suite, tmp_path: Path, cache_dir: Path) -> None:
+    """--jobs 2 with hyperband: each worker process writes its trial's epochs into the study file (the pruner
+    reads them there), and the budgets come out exact."""
+    from lossbench.parallel import ProcessExecutor
+    from lossbench.tune import storage_url
+
+    text = TUNED.replace("pruner: none", "pruner: hyperband").replace("epochs: 2", "epochs: 3")
+    out = tmp_path / "out"
+    summary = run(plan(load_suite(write_suite(text)), out, cache_dir=cache_dir),
+                  executor=ProcessExecutor(2, threads_per_job=1))
+    assert summary.trials == 6 and summary.ran == 4 and summary.failed == 0
+    table = rows(out)
+    assert sorted((r["cell"], r["trial"]) for r in table) == sorted(
+        (cell, str(t)) for cell in ("cross_entropy | none | none", "focal | none | none") for t in range(3))
+    for summary_name in optuna.get_all_study_names(storage_url(out)):
+        study = optuna.load_study(study_name=summary_name, storage=storage_url(out))
+        for trial in study.get_trials():
+            epochs = trial.user_attrs["epochs"]
+            assert sorted(trial.intermediate_values) == list(range(1, epochs + 1))
+            assert trial.intermediate_values[epochs] == trial.user_attrs["value"]
+
+
+def test_adaptive_seeds_judge_the_tuned_cells(write_suite, tmp_path: Path, cache_dir: Path) -> None:
+    """The verdict's seeds may be the adaptive form: its rounds run on the tuned cells, paired on the seed."""
+    text = (TUNED.replace("seeds: [0, 1]", "seeds: {min: 2, max: 3, target: {half_width: 0.001}}")
+            .replace("trials: 3", "trials: 2"))
+    suite = load_suite(write_suite(text))
+    out = tmp_path / "out"
+    summary = run(plan(suite, out, cache_dir=cache_dir))
+    assert summary.trials == 4 and summary.ran == 6  # a target nobody reaches: both cells run to max
+    assert sorted((r.label, r.seed) for r in summary.records) == [
+        (label, s) for label in ("cross_entropy | none | none", "focal | none | none") for s in (0, 1, 2)]
+    assert all("tuned" in r.config for r in summary.records)
+    seeds = {s for r in summary.records for s in r.config["tuned"]["tuning_seeds"]}
+    assert seeds == {TUNING_SEED_BASE} and not seeds & {r.seed for r in summary.records}
