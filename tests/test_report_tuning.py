@@ -35,8 +35,10 @@ ENV = {"lossbench": "0.1.0", "python": "3.11.7", "torch": "2.4.0", "device": "cp
 class TunedDir:
     """A results directory of a tuning run: `cell()` adds one grid cell's trials and its final cells."""
 
-    def __init__(self, root: Path, trials: int = 8, pruner: str = "none", space: dict[str, Any] | None = None):
-        self.root, self.trials, self.pruner = root, trials, pruner
+    def __init__(self, root: Path, trials: int = 8, pruner: str = "none", space: dict[str, Any] | None = None,
+                 metric: str = "val_acc"):
+        self.root, self.trials, self.pruner, self.metric = root, trials, pruner, metric
+        self.direction = "minimize" if metric in ("val_nll", "val_ece", "val_loss") else "maximize"
         self.space = space if space is not None else SPACE
         self.store = ResultsStore(root)
         self.rows: list[dict[str, Any]] = []
@@ -46,7 +48,7 @@ class TunedDir:
                  "model": {"name": "tutorial_cnn"},
                  "train": {"epochs": EPOCHS, "batch_size": 64, "optimizer": {"name": "sgd", "lr": 0.03}},
                  "seeds": [0, 1, 2],
-                 "tune": {"trials": trials, "metric": "val_acc", "sampler": "tpe", "pruner": pruner, "seed": 0,
+                 "tune": {"trials": trials, "metric": metric, "sampler": "tpe", "pruner": pruner, "seed": 0,
                           "space": self.space},
                  "grid": {"loss": ["cross_entropy"]}}
         (root / "suite.yaml").write_text(yaml.safe_dump(suite, sort_keys=False), encoding="utf-8")
@@ -66,12 +68,13 @@ class TunedDir:
         for number, (state, values, val) in enumerate(trials):
             row: dict[str, Any] = {"cell": label, "cell_id": cell_id, "trial": number, "state": state}
             row.update({p: values.get(p, "") for p in self.space})
-            row["val_acc"] = "" if val is None else val
+            row[self.metric] = "" if val is None else val
             row["epochs"] = EPOCHS if state == "complete" else (1 if state == "pruned" else 0)
             if tuned:
                 self.rows.append(row)
         if chosen is None:
-            chosen = max((i for i, t in enumerate(trials) if t[0] == "complete"), key=lambda i: trials[i][2])
+            sign = 1 if self.direction == "maximize" else -1
+            chosen = max((i for i, t in enumerate(trials) if t[0] == "complete"), key=lambda i: sign * trials[i][2])
         params = trials[chosen][1]
         for seed, acc in enumerate(test_accs):
             self._final(loss, label, cell_id, seed, acc, params if tuned else {}, chosen, trials[chosen][2],
@@ -95,7 +98,7 @@ class TunedDir:
         }
         if tuned:
             config["tuned"] = {"study": "tuned-test", "cell_id": cell_id, "trial": trial, "trials": self.trials,
-                               "epochs": epochs, "metric": "val_acc", "direction": "maximize", "value": value,
+                               "epochs": epochs, "metric": self.metric, "direction": self.direction, "value": value,
                                "params": params, "tuning_seeds": [1000], "sampler": "tpe", "pruner": self.pruner}
         rid = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
         started, finished = self._stamp()
@@ -115,7 +118,7 @@ class TunedDir:
     def write_csv(self) -> Path:
         path = self.root / "tuning.csv"
         with path.open("w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=["cell", "cell_id", "trial", "state", *self.space, "val_acc",
+            writer = csv.DictWriter(f, fieldnames=["cell", "cell_id", "trial", "state", *self.space, self.metric,
                                                    "epochs"])
             writer.writeheader()
             writer.writerows(self.rows)
@@ -397,3 +400,24 @@ def test_ranges_from_the_study_storage_when_suite_yaml_has_no_tune_block(tmp_pat
     assert "| `train.optimizer.lr` | [0.0001, 1] (log scale) | the one cell |" in section
     assert "widen the range of train.optimizer.lr for cross_entropy | none | none: its best value 0.95 lies in the " \
            "highest 10%" in section
+
+
+def test_a_minimised_metric(tmp_path: Path) -> None:
+    root = tmp_path / "nll"
+    d = TunedDir(root, metric="val_nll")
+    # NLL falls (improves) at the last trial: a rising curve once turned; the chosen trial is the lowest.
+    d.cell("cross_entropy", _trials([0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08],
+                                    [1.2, 0.5, 0.6, 0.55, 0.7, 0.52, 0.6, 0.2]), [0.95, 0.96])
+    d.cell("hinge", _trials([0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08],
+                            [1.2, 0.3, 0.6, 0.55, 0.7, 0.52, 0.6, 0.31]), [0.9, 0.91])
+    d.write_csv()
+    results = load_results([root])
+    study = load_study(analyse(results)[0], results)
+    assert study is not None and not study.higher and study.resolution == 0.0
+    assert [(c.chosen_trial, c.chosen_value) for c in study.cells] == [(7, 0.2), (1, 0.3)]
+    assert [study.rise(c).status for c in study.cells] == ["rising", "flat"]
+    write_report([root])
+    section = _tuning_section((root / "report.md").read_text(encoding="utf-8"))
+    assert "minimising val NLL (`val_nll`)" in section
+    assert "curves was still falling at the last trial (`cross_entropy` 0.500 → 0.200)" in section
+    assert (root / "plots" / "tuning_best_so_far.png").stat().st_size > 5000

@@ -520,12 +520,14 @@ def _best_table(study: Study, warnings: list[EdgeWarning]) -> list[str]:
 def _rise_text(study: Study) -> list[str]:
     rises = {c.label: study.rise(c) for c in study.cells}
     if study.budget is None:
-        return ["The budget per cell is not recorded, so whether the curves still rise is not judged."]
+        return ["The budget per cell is not recorded, so whether the curves still improve is not judged."]
+    # A minimised metric's best-so-far curve falls as it improves: say so rather than "rising".
+    moving = "rising" if study.higher else "falling"
     window = max(2, math.ceil(RISE_WINDOW * study.budget))
     unit = f" {study.metric.diff_unit}" if study.metric.diff_unit else ""
-    resolution = (f" and more than one validation image ({study.metric.show(study.resolution)}{unit})"
+    resolution = (f" and by more than one validation image ({study.metric.show(study.resolution)}{unit})"
                   if study.resolution else "")
-    rule = (f"A curve is *still rising* when the best {study.metric.title} of its last {window} trials "
+    rule = (f"A curve is *still {moving}* when the best {study.metric.title} of its last {window} trials "
             f"(trials {study.budget - window}–{study.budget - 1}) beats the best before them by more than "
             f"{RISE_SHARE:.0%} of the curve's whole gain (final best − first trial){resolution}.")
     rising = [label for label, r in rises.items() if r.status == "rising"]
@@ -537,12 +539,11 @@ def _rise_text(study: Study) -> list[str]:
         detail = "; ".join(f"`{cell_text(names[lbl])}` {study.metric.show(sign * rises[lbl].before)} → "
                            f"{study.metric.show(sign * rises[lbl].end)}" for lbl in rising)
         lines.append(f"⚠ **The budget was too small**: {len(rising)} of {len(rises)} curves "
-                     f"{'was' if len(rising) == 1 else 'were'} still rising at "
-                     f"the last trial ({detail}). "
+                     f"{'was' if len(rising) == 1 else 'were'} still {moving} at the last trial ({detail}). "
                      + ("Its best configuration is" if len(rising) == 1 else "Their best configurations are")
                      + " likely not the best possible; rerun with a larger `tune.trials`.")
     else:
-        lines.append(f"No curve was still rising at its last trial: {study.budget} trials per cell were enough "
+        lines.append(f"No curve was still {moving} at its last trial: {study.budget} trials per cell were enough "
                      "by this rule" + (f" ({len(unjudged)} not judged: too few complete trials)." if unjudged
                                        else "."))
     return lines
