@@ -139,22 +139,44 @@ def _fmt(value: Any, spec: str = ".4f") -> str:
 
 # The closing table's columns after the cell's name, in the order they are given up when the terminal is narrow
 # (the last ones first); seed, status and test accuracy are always kept.
-_TABLE_COLUMNS = ["seed", "status", "test acc", "ECE", "NLL", "gap", "train s"]
+_TABLE_COLUMNS = ["seeds", "test acc", "95% CI", "ECE", "NLL", "gap", "train s"]
 _REQUIRED_COLUMNS = 3
 
 
 def _cells_table(records: list[CellRecord], title: str, width: int | None = None) -> Table:
-    """The cells of a run, best test accuracy first, fitted to `width` columns: the cell's name wraps first
-    (down to 20 characters), then the optional columns go, timing first; `width=None` keeps them all."""
-    style = {"done": "green", "diverged": "yellow", "failed": "red"}
+    """One row per cell (its seeds together), best mean test accuracy first: the seeds that finished, the mean of
+    each metric over them, the ± of the 95% t-interval of the mean test accuracy, and the mean training seconds;
+    every seed's own values are in the report. Fitted to `width` columns: the cell's name wraps first (down to 20
+    characters), then the optional columns go, timing first; `width=None` keeps them all."""
+    from lossbench.report.stats import t_interval
+
+    by_cell: dict[str, list[CellRecord]] = {}
+    for r in records:
+        by_cell.setdefault(r.label, []).append(r)
+
+    def mean(recs: list[CellRecord], key: str, timing: bool = False) -> float | None:
+        values = [(r.timing if timing else r.metrics).get(key) for r in recs]
+        values = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        return sum(values) / len(values) if values else None
+
     rows = []
-    for r in sorted(records, key=lambda r: -(r.metric("test_acc") or -1)):
+    for label, recs in by_cell.items():
+        done = [r for r in recs if r.status == "done"]
+        accs = [float(r.metrics["test_acc"]) for r in done if isinstance(r.metrics.get("test_acc"), float)]
+        interval = t_interval(accs) if accs else None
+        bad = [f"[{'yellow' if s == 'diverged' else 'red'}]{n} {s}[/]"
+               for s, n in (("diverged", sum(r.status == "diverged" for r in recs)),
+                            ("failed", sum(r.status == "failed" for r in recs))) if n]
+        seeds = f"{len(done)}" if not bad else f"{len(done)}/{len(recs)} ({', '.join(bad)})"
         rows.append({
-            "seed": str(r.seed), "status": f"[{style[r.status]}]{r.status}[/]",
-            "test acc": _fmt(r.metric("test_acc")), "ECE": _fmt(r.metric("ece"), ".3f"),
-            "NLL": _fmt(r.metric("test_nll"), ".3f"), "gap": _fmt(r.metric("gap"), "+.3f"),
-            "train s": _fmt(r.timing.get("train_time_s"), ".1f"), "cell": r.label,
+            "cell": label, "seeds": f"[green]{seeds}[/]" if not bad else seeds,
+            "test acc": _fmt(interval.mean if interval else None),
+            "95% CI": f"±{interval.half_width:.4f}" if interval and interval.half_width is not None else "—",
+            "ECE": _fmt(mean(done, "ece"), ".3f"), "NLL": _fmt(mean(done, "test_nll"), ".3f"),
+            "gap": _fmt(mean(done, "gap"), "+.3f"), "train s": _fmt(mean(recs, "train_time_s", True), ".1f"),
+            "_key": interval.mean if interval else -1.0,
         })
+    rows.sort(key=lambda row: -row["_key"])
 
     def content_width(col: str) -> int:
         return max([len(col)] + [Text.from_markup(row[col]).cell_len for row in rows])
@@ -166,10 +188,11 @@ def _cells_table(records: list[CellRecord], title: str, width: int | None = None
         needed = 1 + (cell_min_width + 3) + sum(content_width(col) + 3 for col in columns)
         if width is None or needed <= width:
             break
-    table = Table(title=title, show_lines=False, expand=False)
+    table = Table(title=title, caption="means over each cell's finished seeds; every seed in the report",
+                  show_lines=False, expand=False)
     table.add_column("cell", overflow="fold", min_width=cell_min_width)
     for col in columns:
-        table.add_column(col, justify="left" if col == "status" else "right", no_wrap=True)
+        table.add_column(col, justify="right", no_wrap=True)
     for row in rows:
         table.add_row(row["cell"], *(row[col] for col in columns))
     return table
@@ -276,7 +299,9 @@ def run(
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted:[/] finished cells are saved; run the same command again to resume")
         raise typer.Exit(130) from None
-    console.print(_cells_table(summary.records, f"{loaded.name} — {len(summary.records)} cell(s)", console.width))
+    cells = len({r.label for r in summary.records})
+    console.print(_cells_table(summary.records, f"{loaded.name} — {cells} cell(s), {len(summary.records)} "
+                               f"training(s)", console.width))
     console.print(
         f"{f'tuning trials {summary.trials} (tuning.csv) · ' if summary.trials else ''}"
         f"ran {summary.ran}, skipped {summary.skipped}, diverged {summary.diverged}, failed {summary.failed} · "
@@ -287,7 +312,13 @@ def run(
         from lossbench.report import write_report
 
         try:
-            files = write_report([out_dir])
+            # The report takes seconds (plots): say so, so that the wait is not mistaken for a hang.
+            if interactive:
+                with console.status("writing report…"):
+                    files = write_report([out_dir])
+            else:
+                console.print("writing report…", highlight=False)
+                files = write_report([out_dir])
         except LossbenchError as exc:
             _fail(exc, debug)
             return

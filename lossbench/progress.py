@@ -74,6 +74,8 @@ class GridWork:
         self.finished_epochs = 0.0
         self.running: dict[str, tuple[float, float]] = {}  # cell id -> (epochs done, epochs in the cell)
         self.epochs_per_cell: float | None = None
+        #: Under adaptive seeding, the most cells the rounds can still take (total_cells are the fewest so far).
+        self.most_cells: int | None = None
 
     def cell_started(self, cell_id: str) -> None:
         self.running[cell_id] = (0.0, self.epochs_per_cell or 0.0)
@@ -96,19 +98,39 @@ class GridWork:
     def done(self) -> float:
         return self.finished_epochs + sum(done for done, _ in self.running.values())
 
-    def total(self) -> float | None:
+    @property
+    def planned_cells(self) -> int:
+        """The cells the bar counts against: the most the run can take (adaptive seeding), else the total."""
+        return max(self.total_cells, self.most_cells or 0)
+
+    def total(self, cells: int | None = None) -> float | None:
+        """Epochs of the whole run if it trains `cells` cells (default: the cells known so far)."""
         if self.epochs_per_cell is None:
             return None
+        cells = self.total_cells if cells is None else cells
         sizes = sum(size or self.epochs_per_cell for _, size in self.running.values())
-        waiting = self.total_cells - self.finished_cells - len(self.running)
+        waiting = cells - self.finished_cells - len(self.running)
         return self.finished_epochs + sizes + max(waiting, 0) * self.epochs_per_cell
 
-    def eta(self, now: float) -> float | None:
-        """Seconds left, or None before any work is done."""
-        done, total, elapsed = self.done(), self.total(), now - self.started_at
+    def eta(self, now: float, cells: int | None = None) -> float | None:
+        """Seconds left if the run trains `cells` cells (default: those known so far), or None before any work."""
+        done, total, elapsed = self.done(), self.total(cells), now - self.started_at
         if total is None or done <= 0 or elapsed <= 0:
             return None
         return max(total - done, 0.0) / (done / elapsed)
+
+    def eta_text(self, now: float) -> str:
+        """`eta 0:01:10`, or under adaptive seeding the range from the fewest to the most cells left."""
+        low = self.eta(now)
+        if self.planned_cells == self.total_cells:
+            return f"eta {format_duration(low)}"
+        return f"eta {format_duration(low)}–{format_duration(self.eta(now, self.planned_cells))}"
+
+    def count_text(self) -> str:
+        """`14/16 cells`, or under adaptive seeding `14/16–40 cells` (the fewest and the most cells to train)."""
+        if self.planned_cells == self.total_cells:
+            return f"{self.finished_cells}/{self.total_cells} cells"
+        return f"{self.finished_cells}/{self.total_cells}–{self.planned_cells} cells"
 
 
 def _fit(required: list[str], optional: list[str], width: int, sep: str = "  ") -> str:
@@ -155,11 +177,12 @@ class GridView:
     def grid_line(self, width: int) -> str:
         now = self.clock()
         work = self.work
-        count = f"{work.finished_cells}/{work.total_cells} cells"
-        eta = f"eta {format_duration(work.eta(now))}"
+        count = work.count_text()
+        eta = work.eta_text(now)
         elapsed = format_duration(now - work.started_at)
-        total = work.total()
-        fraction = work.done() / total if total else work.finished_cells / max(work.total_cells, 1)
+        # Against the most cells the run can take: under adaptive seeding the bar never goes backwards.
+        total = work.total(work.planned_cells)
+        fraction = work.done() / total if total else work.finished_cells / max(work.planned_cells, 1)
         percent = f"{fraction:4.0%}"
         fixed = f"grid {count}  {elapsed}  {eta}"
         bar_width = min(40, width - len(fixed) - len(percent) - 3)
@@ -205,6 +228,11 @@ class RichDisplay:
         self.work.total_cells = total
         self.work.started_at = self.clock()
         self.live.start()
+
+    def plan_range(self, fewest: int, most: int) -> None:
+        """Adaptive seeding: the run trains between `fewest` and `most` cells (the total so far is the fewest)."""
+        with self.view.lock:
+            self.work.most_cells = most
 
     def next_round(self, cells: int) -> None:
         """Adaptive seeding added a round of `cells` cells: the grid grows by that much."""
@@ -254,10 +282,15 @@ def finished_line(cell: Cell, record: CellRecord, width: int) -> Text:
     detail = f"test acc {acc:.4f}" if acc is not None else (record.error or "")
     secs = record.timing.get("train_time_s")
     timing = f"  {secs:.1f} s" if secs else ""
-    name_width = max(width - len(mark) - len(detail) - len(timing) - 4, 16)
+    seed = f" · seed {cell.seed}"
+    # An error message gives way to a name of at least 8 characters; the seed and the time stay whole.
+    if acc is None:
+        detail = _shorten(detail, max(width - len(mark) - len(timing) - len(seed) - 4 - 8, 12))
+    name_width = max(width - len(mark) - len(detail) - len(timing) - len(seed) - 4, 8)
     line = Text(no_wrap=True, overflow="ellipsis")
     line.append(mark, style=style)
-    line.append(f" {_shorten(_cell_name(cell), name_width)}  {detail}")
+    # The label gives way, never the seed: the seeds of one cell must stay told apart at any width.
+    line.append(f" {_shorten(cell.label, name_width)}{seed}  {detail}")
     line.append(timing, style="dim")
     return line
 
@@ -275,6 +308,8 @@ class PlainDisplay:
         self.finished = 0
         self.running: set[str] = set()
         self.t0 = time.perf_counter()
+        #: Under adaptive seeding, the most cells the run can take.
+        self.most: int | None = None
 
     def _print(self, text: str) -> None:
         print(text, file=self.stream, flush=True)
@@ -282,6 +317,10 @@ class PlainDisplay:
     def start(self, total: int, skipped: int) -> None:
         self.total = total
         self._print(f"{total} cell(s) to run, {skipped} already done")
+
+    def plan_range(self, fewest: int, most: int) -> None:
+        self.most = most
+        self._print(f"adaptive seeding: {fewest}–{most} cell(s) in all, as the rounds decide")
 
     def next_round(self, cells: int) -> None:
         self.total += cells
@@ -305,10 +344,13 @@ class PlainDisplay:
         self.running.discard(cell.id)
         acc = record.metric("test_acc")
         detail = f"test acc {acc:.4f}" if acc is not None else (record.error or "")
-        elapsed = time.perf_counter() - self.t0
-        eta = elapsed / self.finished * (self.total - self.finished)
-        self._print(f"    {record.status}: {_cell_name(cell)} ({cell.id}): {detail}  "
-                    f"[grid {self.finished}/{self.total}, eta {eta:.0f} s]")
+        per_cell = (time.perf_counter() - self.t0) / self.finished
+        eta = format_duration(per_cell * (self.total - self.finished))
+        count = f"{self.finished}/{self.total}"
+        if self.most is not None and self.most > self.total:
+            count += f"–{self.most}"
+            eta += f"–{format_duration(per_cell * (self.most - self.finished))}"
+        self._print(f"    {record.status}: {_cell_name(cell)} ({cell.id}): {detail}  [grid {count}, eta {eta}]")
 
     def finish(self) -> None:
         return None
@@ -346,6 +388,11 @@ class DisplayGroup:
     def cell_end(self, cell: Cell, record: CellRecord) -> None:
         for d in self.displays:
             d.cell_end(cell, record)
+
+    def plan_range(self, fewest: int, most: int) -> None:
+        for d in self.displays:
+            if hasattr(d, "plan_range"):
+                d.plan_range(fewest, most)
 
     def next_round(self, cells: int) -> None:
         for d in self.displays:

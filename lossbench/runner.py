@@ -567,6 +567,11 @@ def run(run_plan: RunPlan, *, executor: Any = None, display: RunDisplay | None =
             display.start(tuner.trials_left() + len(run_plan.pending) + run_plan.skipped, 0)
         else:
             display.start(len(run_plan.pending), run_plan.skipped)
+        if run_plan.rounds is not None and hasattr(display, "plan_range"):
+            # The bar counts against the most trainings the rule can take; the ETA spans fewest to most.
+            fewest, most = run_plan.rounds.bounds()
+            display.plan_range(max(fewest - run_plan.skipped, len(run_plan.pending)),
+                               max(most - run_plan.skipped, len(run_plan.pending)))
 
         def on_event(cell: Cell, event: str, info: dict[str, Any]) -> None:
             if event == "checkpoint":  # a cell's training state, from wherever it trains: saved here

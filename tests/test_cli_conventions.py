@@ -108,7 +108,8 @@ def _record(label: str, seed: int, acc: float) -> CellRecord:
 
 @pytest.mark.parametrize("width", [60, 80, 120, 160])
 def test_closing_table_fits_the_terminal(width: int) -> None:
-    """The cell's name wraps first, then optional columns go (timing first); seed, status and accuracy stay."""
+    """One row per cell; the cell's name wraps first, then optional columns go (timing first); seeds and accuracy
+    stay."""
     import io
 
     from rich.console import Console
@@ -116,16 +117,21 @@ def test_closing_table_fits_the_terminal(width: int) -> None:
     from lossbench.cli import _cells_table
 
     label = "mse(over=probabilities) | l2(weight=1e-4) | hflip+crop(padding=4)"
-    records = [_record(label, 0, 0.91), _record("cross_entropy | none | none", 1, 0.93)]
+    records = [_record(label, 0, 0.91), _record(label, 1, 0.93), _record(label, 2, 0.92),
+               _record("cross_entropy | none | none", 0, 0.93)]
     console = Console(width=width, file=io.StringIO(), record=True)
     console.print(_cells_table(records, "smoke", width))
     text = console.export_text()
     assert max(len(line) for line in text.splitlines()) <= width
-    assert "test acc" in text and "0.9300" in text and "0.9100" in text and "done" in text
+    # The three seeds make one row: mean 0.9200 and the ± of its 95% t-interval, t(0.975, 2) · 0.01 / √3.
+    assert "test acc" in text and "0.9300" in text and "0.9200" in text and "0.9100" not in text
+    assert "±0.0248" in text
     header = next(line for line in text.splitlines() if "test acc" in line)
     assert ("train s" in header) == (width >= 120)
-    assert all(col in header for col in ("seed", "status"))
+    assert "seeds" in header and "95% CI" in header
     if width >= 80:
         assert all(col in header for col in ("ECE", "NLL", "gap"))
     if width >= 160:
         assert label in text  # one line per cell
+    rows = [line for line in text.splitlines() if "0.9" in line]
+    assert len(rows) == 2

@@ -186,3 +186,63 @@ def test_live_display_in_a_real_pseudo_terminal(write_suite, tmp_path, cli_env) 
     assert frames and all(len(frame) <= 80 for frame in frames), frames
     assert "4/4 cells" in frames[-1] and frames[-1].endswith("eta 0:00:00"), frames
     assert text.count("✓ ") == 4, text
+
+
+def test_finished_lines_keep_the_seed_at_any_width(smoke_cells) -> None:
+    cell = smoke_cells[-1]
+    record = CellRecord(cell.id, cell.label, cell.seed, "done", cell.axes, metrics={"test_acc": 0.9123},
+                        timing={"train_time_s": 3.5})
+    for width in (50, 60, 80):
+        line = finished_line(cell, record, width).plain
+        assert f" · seed {cell.seed}  test acc 0.9123" in line and line.endswith("3.5 s"), line
+        assert "…" in line  # the label gave way
+
+
+def test_adaptive_range_bar_never_goes_backwards_and_eta_spans_fewest_to_most() -> None:
+    """16 cells in the first round, up to 40 in all: the bar counts against 40, so rounds that add cells do not
+    move it back (the issue's 88% 14/16 → 82% 19/24), and the ETA runs from 'no more rounds' to 'every cell at max'."""
+    clock = FakeClock()
+    start = clock.now
+    display = RichDisplay(Console(width=120, file=io.StringIO()), clock=clock, auto_refresh=False)
+    display.start(16, 0)
+    display.plan_range(16, 40)
+    fractions = []
+    cell_ids = iter(range(1000))
+
+    def train(n: int) -> None:
+        for _ in range(n):
+            cid = f"c{next(cell_ids)}"
+            display.work.cell_started(cid)
+            display.work.cell_sized(cid, 2)
+            clock.now += 10.0
+            display.work.cell_finished(cid)
+            fractions.append(display.work.done() / display.work.total(display.work.planned_cells))
+
+    train(14)
+    grid = display.view.grid_line(120)
+    # 14 of 16 done in 140 s: 2 cells (20 s) if no round follows, 26 cells (260 s) if every cell goes to max.
+    assert "14/16–40 cells" in grid and "eta 0:00:20–0:04:20" in grid, grid
+    train(2)
+    display.next_round(8)
+    train(3)
+    display.next_round(7)
+    train(6)
+    assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(25 / 40)
+    assert clock.now - start == 250.0
+    display.finish()
+
+
+def test_plain_display_gives_durations_and_the_adaptive_range(smoke_cells) -> None:
+    from lossbench.progress import PlainDisplay
+
+    stream = io.StringIO()
+    display = PlainDisplay(stream)
+    display.start(2, 0)
+    display.plan_range(2, 6)
+    cell = smoke_cells[0]
+    display.cell_start(cell)
+    display.cell_end(cell, CellRecord(cell.id, cell.label, cell.seed, "done", cell.axes, metrics={"test_acc": 0.5}))
+    out = stream.getvalue()
+    assert "adaptive seeding: 2–6 cell(s) in all" in out
+    last = out.strip().splitlines()[-1]
+    assert "[grid 1/2–6, eta 0:00:00–0:00:0" in last and " s]" not in last, last
