@@ -4,6 +4,7 @@ max, pairing, coverage), the rounds in the runner with a fake executor (resume, 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -539,11 +540,14 @@ def test_displays_grow_with_each_round(write_suite, tmp_path: Path, cache_dir: P
     lines = stream.getvalue().splitlines()
     assert lines[0] == "8 cell(s) to run, 0 already done"
     assert "next round of adaptive seeding: 2 more cell(s)" in lines
-    assert lines[-1].endswith(f"[grid {summary.ran}/{summary.ran}, eta 0 s]")
+    # 4 grid points × 2–5 seeds: 8 to 20 trainings; the count and the ETA give both ends.
+    assert "adaptive seeding: 8–20 cell(s) in all, as the rounds decide" in lines
+    assert re.search(rf"\[grid {summary.ran}/{summary.ran}–20, eta 0:00:00–\d+:\d\d:\d\d\]$", lines[-1]), lines[-1]
 
     console = Console(file=io.StringIO(), width=120, force_terminal=True)
     rich, plain = RichDisplay(console, auto_refresh=False), PlainDisplay(io.StringIO())
     runner.run(runner.plan(suite, tmp_path / "rich", cache_dir=cache_dir), executor=FakeExecutor(_draw(NOISY)),
                display=DisplayGroup([rich, plain]))  # as with --tensorboard: every display hears of each round
     assert rich.work.total_cells == rich.work.finished_cells == plain.total == summary.ran
+    assert rich.work.most_cells == plain.most == 20
     assert "next round of adaptive seeding" in console.file.getvalue()
