@@ -158,6 +158,7 @@ class _RunningCell:
     epochs: int | None = None
     steps_per_epoch: int = 1
     done: float = 0.0  # epochs, with the running one as a fraction
+    resumed: int = 0  # epochs trained by an earlier run (mid-cell resume): not this run's work
     figures: list[str] = field(default_factory=list)
 
 
@@ -253,14 +254,16 @@ class RichDisplay:
             if event == "cell_start":
                 running.epochs = info["epochs"]
                 running.steps_per_epoch = info.get("steps_per_epoch") or 1
-                self.work.cell_sized(cell.id, info["epochs"])
+                running.done = running.resumed = info.get("first_epoch", 1) - 1
+                # The ETA counts this run's work: a resumed cell's epochs from an earlier run are not part of it.
+                self.work.cell_sized(cell.id, info["epochs"] - running.resumed)
             elif event == "step":
                 running.done = info["epoch"] - 1 + info["step"] / running.steps_per_epoch
-                self.work.cell_progressed(cell.id, running.done)
+                self.work.cell_progressed(cell.id, running.done - running.resumed)
             elif event == "epoch":
                 running.done = float(info["epoch"])
                 running.figures = _epoch_figures_by_priority(info)
-                self.work.cell_progressed(cell.id, running.done)
+                self.work.cell_progressed(cell.id, running.done - running.resumed)
 
     def cell_end(self, cell: Cell, record: CellRecord) -> None:
         with self.view.lock:
@@ -332,7 +335,11 @@ class PlainDisplay:
         self._print(f"[{self.started}/{self.total}] {_cell_name(cell)}  ({cell.id})")
 
     def cell_event(self, cell: Cell, event: str, info: dict[str, Any]) -> None:
-        if event == "epoch":
+        if event == "cell_start" and info.get("first_epoch", 1) > 1:
+            owner = f" ({cell.id})" if len(self.running) > 1 else ""
+            self._print(f"    continues{owner} after epoch {info['first_epoch'] - 1} of {info['epochs']}, from its "
+                        f"saved training state")
+        elif event == "epoch":
             owner = f" ({cell.id})" if len(self.running) > 1 else ""
             line = f"    epoch {info['epoch']}{owner}: {_epoch_stats(info)}"
             if info.get("epoch_s") is not None:

@@ -160,6 +160,7 @@ def test_sigkill_mid_cell_then_resume_is_bit_identical(write_suite, tmp_path: Pa
 
     again = subprocess.run([*command, "--out", str(killed)], env=cli_env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stdout + again.stderr
+    assert "continues" in again.stdout and "from its saved training state" in again.stdout  # said, per cell
     assert cell_files(killed) == expected
     resumed = [json.loads(p.read_text()) for p in (killed / "cells").glob("*.json")]
     assert any(r["timing"].get("resumed_after_epoch", 0) >= 2 for r in resumed)
