@@ -202,6 +202,11 @@ def test_edge_warning_at_the_boundary_and_none_inside(tmp_path: Path) -> None:
     assert len(warnings) == 1, warnings
     row = next(line for line in section.splitlines() if line.startswith("| arcface"))
     assert "0.00012 ⚠" in row
+    # The headline carries the caveat too: a reader who stops there learns the search may have missed.
+    head = (root / "report.md").read_text(encoding="utf-8").split("## Setup")[0]
+    assert ("> ⚠ **Tuning may have missed better settings:** 1 chosen value lies at the edge of its range "
+            "(`arcface`: train.optimizer.lr) and 1 cell was still improving at the last trial "
+            "(`focal(gamma=2)`)") in head
 
 
 def test_edge_positions_match_hand_computation(tmp_path: Path) -> None:
@@ -272,6 +277,7 @@ def test_report_says_the_budget_was_too_small_only_when_a_curve_still_rises(tmp_
     write_report([root], plots=False)
     section = _tuning_section((root / "report.md").read_text(encoding="utf-8"))
     assert "The budget was too small" not in section and "No curve was still rising" in section
+    assert "Tuning may have missed" not in (root / "report.md").read_text(encoding="utf-8")
 
 
 def test_pruned_and_failed_trials(tmp_path: Path) -> None:
@@ -421,3 +427,18 @@ def test_a_minimised_metric(tmp_path: Path) -> None:
     assert "minimising val NLL (`val_nll`)" in section
     assert "curves was still falling at the last trial (`cross_entropy` 0.500 → 0.200)" in section
     assert (root / "plots" / "tuning_best_so_far.png").stat().st_size > 5000
+
+
+def test_a_directory_still_tuning_says_how_to_finish(tmp_path: Path) -> None:
+    from lossbench.report import ReportError
+
+    root = tmp_path / "tuning"
+    d = TunedDir(root)
+    d.rows.append({"cell": "ce | none | none", "cell_id": "a", "trial": 0, "state": "complete",
+                   "train.optimizer.lr": 0.01, "val_acc": 0.9, "epochs": EPOCHS})
+    d.write_csv()
+    (root / "cells").mkdir()
+    with pytest.raises(ReportError) as err:
+        write_report([root])
+    assert "holds no cell results" in err.value.message
+    assert "tuning has begun" in " ".join(err.value.details) and "resumes it" in " ".join(err.value.details)

@@ -665,6 +665,9 @@ def render(analyses: list[SourceAnalysis], results: Results, plots: dict[str, li
         if study is not None:
             figures = (tuning_plots or {}).get(a.source.name, [])
             sections.insert(2, ("Tuning", tuning.section(study, analyses, figures)))
+            caveat = tuning.caveat(study)
+            if caveat:
+                lines += [caveat, ""]
         from lossbench.report import shift
 
         at = next(i for i, (title, _) in enumerate(sections) if title == "Plots")

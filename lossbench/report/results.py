@@ -66,6 +66,9 @@ def _read_dir(directory: Path, warnings: list[str]) -> list[tuple[Path, CellReco
         hint = (f"this looks like the cells folder itself; give its parent, {directory.parent}"
                 if directory.name == "cells" and any(directory.glob("*.json"))
                 else f"run `lossbench run SUITE --out {directory}` first")
+        if (directory / "tuning.csv").is_file():
+            hint = ("tuning has begun (tuning.csv is there) but no cell has its verdict yet: the same "
+                    "`lossbench run` command resumes it")
         raise ReportError(message=f"{directory} holds no cell results (no {directory / 'cells'}/*.json)",
                           details=[hint])
     out = []

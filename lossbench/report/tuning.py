@@ -579,6 +579,29 @@ def _ranking_change(study: Study, analyses: Sequence[SourceAnalysis]) -> list[st
                                 f"tuned {m.heading}"], rows, ["l", "r", "r", "r", "r"])]
 
 
+def caveat(study: Study) -> str | None:
+    """One line for under the report's headline when the search may have missed a cell's best configuration
+    (a chosen value at the edge of its range, or a curve still improving at the last trial); None otherwise."""
+    names = short_names([c.label for c in study.cells])
+    edges: dict[str, list[str]] = {}
+    for w in edge_warnings(study):
+        edges.setdefault(w.name, []).append(w.path)
+    rising = [names[c.label] for c in study.cells if study.rise(c).status == "rising"]
+    parts = []
+    if edges:
+        count = sum(len(v) for v in edges.values())
+        lie = "values lie at the edge of their range" if count != 1 else "value lies at the edge of its range"
+        parts.append(f"{count} chosen {lie} ("
+                     + "; ".join(f"`{cell_text(n)}`: {', '.join(paths)}" for n, paths in edges.items()) + ")")
+    if rising:
+        parts.append(f"{len(rising)} cell{'s were' if len(rising) != 1 else ' was'} still improving at the last "
+                     f"trial (" + ", ".join(f"`{cell_text(n)}`" for n in rising) + ")")
+    if not parts:
+        return None
+    return (f"> ⚠ **Tuning may have missed better settings:** {' and '.join(parts)}; these cells may rank higher "
+            "with a wider range or more trials (see Tuning).")
+
+
 def section(study: Study, analyses: Sequence[SourceAnalysis], plots: Sequence[Plot]) -> list[str]:
     """The lines of the Tuning section (without its heading)."""
     warnings = edge_warnings(study)
