@@ -19,6 +19,7 @@ into the results directory, so a cell trained on another machine (Ray) checkpoin
 from __future__ import annotations
 
 import io
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -103,7 +104,8 @@ def load_final(path: Path) -> dict[str, Any]:
     payload = _load(Path(path))
     missing = [k for k in ("model", "loss", "config", "epoch") if k not in payload]
     if missing:
-        raise CheckpointError(message=f"{path} is not a lossbench final-weights file (it lacks {', '.join(missing)})",
+        raise CheckpointError(message=f"checkpoint {path} is not a lossbench final-weights file (it lacks "
+                                      f"{', '.join(missing)})",
                               value=str(path))
     return payload
 
@@ -181,13 +183,20 @@ def _to_cpu(value: Any) -> Any:
 
 
 def _load(path: Path | io.BytesIO, source: str | None = None) -> dict[str, Any]:
-    source = source or str(path)
+    """A lossbench checkpoint's content; `source` names it in errors (default: `checkpoint <path>`)."""
+    source = source or f"checkpoint {path}"
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
-        raise CheckpointError(message=f"checkpoint {path} does not exist", value=str(path)) from None
-    except Exception as exc:  # a truncated or foreign file: pickle, zip and torch each raise their own types
-        raise CheckpointError(message=f"cannot read checkpoint {source}: {type(exc).__name__}: {exc}",
+        raise CheckpointError(message=f"{source} does not exist", value=str(path)) from None
+    except pickle.UnpicklingError:
+        # torch's own message suggests weights_only=False, which would run whatever code the file holds.
+        raise CheckpointError(message=f"cannot read {source}: it is not a torch file of tensors, numbers and text "
+                                      "(lossbench loads checkpoints with weights_only, which never runs code)",
+                              value=source) from None
+    except Exception as exc:  # a truncated or foreign file: zip and torch raise their own types
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "the file is empty or cut short"
+        raise CheckpointError(message=f"cannot read {source}: {type(exc).__name__}: {first}",
                               value=source) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         version = payload.get("format") if isinstance(payload, dict) else None

@@ -26,7 +26,8 @@ import torch
 
 from lossbench import __version__
 from lossbench.checkpoint import (
-    CheckpointPolicy, checkpoint_path, final_payload, load_training, read_resume, resume_path, to_bytes,
+    CheckpointError, CheckpointPolicy, checkpoint_path, final_payload, load_training, read_resume, resume_path,
+    to_bytes,
 )
 from lossbench.components import build_cell
 from lossbench.config import Suite, suite_to_yaml
@@ -211,11 +212,16 @@ def train_cell(cell: Cell, data: ImageData, options: EngineOptions, progress: Pr
             options, shift = replace(options, evaluate_test=False), None
             should_stop = epoch_reporter(cell.trial)
         parts = build_cell(cell, data, options)
-        state = None
+        state, unusable = None, None
         if resume is not None and cell.trial is None:
-            state = load_training(resume, f"the saved training state of cell {cell.id}")
+            try:
+                state = load_training(resume, "its saved training state")
+            except CheckpointError as exc:  # damaged, or of another layout: the cell starts over instead
+                unusable = exc.message
         result = train(parts, cell.loss.name, options, report, should_stop, state,
                        save_state if cell.trial is None else None)
+        if unusable is not None:
+            result.notes.append(f"trained from its first epoch: {unusable}")
         if state is not None:
             # The timings of a resumed cell add up the runs that trained it.
             result.timing["resumed_after_epoch"] = state["epoch"]

@@ -197,7 +197,8 @@ class ResultsStore:
             raise exc if isinstance(exc, ResultsWriteError) else write_error(self.root / ".lock", exc) from None
         self._lock_file = f
         # Holding the lock, any temp file left here belongs to a writer that died mid-write: remove it.
-        for stale in [*self.root.glob(".*.tmp"), *self.cells_dir.glob(".*.tmp")]:
+        for stale in [*self.root.glob(".*.tmp"), *self.cells_dir.glob(".*.tmp"),
+                      *(self.root / "checkpoints").glob(".*.tmp")]:
             stale.unlink(missing_ok=True)
 
     def check_not_locked(self) -> None:

@@ -188,3 +188,24 @@ def test_packs_save_final_weights_per_cell(write_suite, tmp_path: Path, cache_di
     weights = [load_final(checkpoint_path(out, r.id))["model"] for r in records]
     assert weights[0].keys() == weights[1].keys()
     assert any(not torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_a_damaged_saved_state_is_trained_over_and_stale_temp_files_go(write_suite, tmp_path: Path,
+                                                                        cache_dir: Path) -> None:
+    from lossbench.checkpoint import resume_path
+    from lossbench.runner import plan
+
+    out = tmp_path / "out"
+    suite = write_suite(SUITE.replace("loss: [cross_entropy, arcface]", "loss: [cross_entropy]"))
+    with ResultsStore(out):  # the directory of an earlier run
+        pass
+    (cell,) = plan(load_suite(suite, []), out, cache_dir=cache_dir).cells
+    resume_path(out, cell.id).parent.mkdir()
+    resume_path(out, cell.id).write_bytes(b"damaged")
+    stale = out / "checkpoints" / f".{cell.id}.resume.pt.x1y2.tmp"  # a write cut short by a kill
+    stale.write_bytes(b"half")
+    run(suite, out, cache_dir, "train.checkpoint.every=1")
+    (record,) = ResultsStore(out).records()
+    assert record.status == "done" and "resumed_after_epoch" not in record.timing
+    assert any(n.startswith("trained from its first epoch: cannot read its saved training state") for n in record.notes)
+    assert not stale.exists() and not resume_path(out, cell.id).exists()
