@@ -9,6 +9,7 @@ must define), without instantiating it. Importing the module runs its top-level 
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import sys
@@ -172,7 +173,7 @@ class Registry(Generic[T]):
                     problem = _bool_where_number(value, hint)
                     if problem is None:
                         try:
-                            value = TypeAdapter(hint).validate_python(value, strict=False)
+                            value = _adapter(hint).validate_python(value, strict=False)
                         except ValidationError as exc:
                             problem = plain_message(exc.errors()[0])
                     if problem is not None:
@@ -245,11 +246,25 @@ def _constructor_error(singular: str, path: str, exc: BaseException) -> ConfigEr
     )
 
 
+@functools.lru_cache(maxsize=None)  # every cell builds its components: resolving hints each time cost ms per cell
 def _hints(cls: type) -> dict[str, Any]:
     try:
         return get_type_hints(cls.__init__)
     except Exception:  # annotations that cannot be evaluated are simply not type-checked
         return {}
+
+
+def _adapter(hint: Any) -> TypeAdapter[Any]:
+    """pydantic's validator of `hint`, built once per hint (building one takes milliseconds)."""
+    try:
+        return _cached_adapter(hint)
+    except TypeError:  # an unhashable annotation: build it each time
+        return TypeAdapter(hint)
+
+
+@functools.lru_cache(maxsize=None)
+def _cached_adapter(hint: Any) -> TypeAdapter[Any]:
+    return TypeAdapter(hint)
 
 
 def _bool_where_number(value: Any, hint: Any) -> str | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import os
 import platform
 import socket
@@ -157,6 +158,7 @@ def environment(device: torch.device) -> dict[str, Any]:
     }
 
 
+@functools.cache  # the processor does not change while a process runs
 def cpu_name() -> str:
     """The processor's model name where the OS tells it (Linux /proc/cpuinfo), else the architecture."""
     try:
@@ -168,8 +170,10 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+@functools.cache  # a git subprocess per cell would cost tens of milliseconds each
 def project_commit() -> str | None:
-    """The git commit of the lossbench checkout in use, when it runs from one."""
+    """The git commit of the lossbench checkout in use, when it runs from one: the commit when this process first
+    asked, which is the code it imported."""
     here = Path(__file__).resolve().parent
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
