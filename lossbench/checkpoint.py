@@ -217,9 +217,11 @@ class CheckpointSizes:
     largest_state: int
 
 
-def estimate_sizes(suite: Any, cells: list[Any]) -> CheckpointSizes | None:
+def estimate_sizes(suite: Any, cells: list[Any], with_state: bool = True) -> CheckpointSizes | None:
     """The checkpoint sizes of `cells` of `suite` (a config.Suite and its grid.Cells), or None when the image size
-    is not known without decoding the dataset."""
+    is not known without decoding the dataset. `with_state=False` counts the training states as weights only:
+    sizing the optimizer state builds an optimizer, and torch.optim imports torch._dynamo (seconds at start-up),
+    which `validate` need not pay when no training state is kept."""
     from lossbench.data.load import known_image_shape
 
     dataset = suite.dataset
@@ -235,7 +237,7 @@ def estimate_sizes(suite: Any, cells: list[Any]) -> CheckpointSizes | None:
     for cell in cells:
         key = repr([cell.config[k] for k in ("model", "loss", "optimizer", "regularizer")])
         if key not in sizes:
-            sizes[key] = _cell_sizes(cell, suite.model.name, suite.model.params, shape)
+            sizes[key] = _cell_sizes(cell, suite.model.name, suite.model.params, shape, with_state)
         weights, optimizer = sizes[key]
         final += weights
         state += weights + optimizer
@@ -243,7 +245,8 @@ def estimate_sizes(suite: Any, cells: list[Any]) -> CheckpointSizes | None:
     return CheckpointSizes(final, state, largest)
 
 
-def _cell_sizes(cell: Any, model_name: str, model_params: dict[str, Any], shape: Any) -> tuple[int, int]:
+def _cell_sizes(cell: Any, model_name: str, model_params: dict[str, Any], shape: Any,
+                with_state: bool = True) -> tuple[int, int]:
     """(bytes of the weights, bytes of the optimizer state) of one cell whose images have `shape` (ImageShape)."""
     import itertools
 
@@ -258,6 +261,10 @@ def _cell_sizes(cell: Any, model_name: str, model_params: dict[str, Any], shape:
         model = reg["models"].build(model_name, model_params).build(facts)
         loss.setup(shape.num_classes)
         params = list(itertools.chain(model.parameters(), loss.parameters()))
+        if not with_state:
+            weights = sum(_nbytes(t) for t in itertools.chain(model.state_dict().values(),
+                                                             loss.state_dict().values()))
+            return weights, 0
         optimizer = reg["optimizers"].build(cell.optimizer.name, cell.optimizer.params).build(params, fused=False)
         for p in params:
             p.grad = torch.zeros_like(p)

@@ -507,8 +507,9 @@ def _checkpoint_disk(run_plan: Any) -> str:
     from lossbench.checkpoint import describe_disk, estimate_sizes
 
     policy = run_plan.job.engine.checkpoint
-    return describe_disk(policy, estimate_sizes(run_plan.suite, run_plan.cells), len(run_plan.cells),
-                         run_plan.store.root)
+    # The optimizer state is sized only where a training state is kept: it imports torch._dynamo (seconds).
+    sizes = estimate_sizes(run_plan.suite, run_plan.cells, with_state=policy.keep == "last" or policy.every > 0)
+    return describe_disk(policy, sizes, len(run_plan.cells), run_plan.store.root)
 
 
 def _print_tuned_paths(loaded: Any, cells: list[Any]) -> None:

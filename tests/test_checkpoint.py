@@ -158,6 +158,9 @@ def test_validate_shows_the_disk_the_checkpoints_take(write_suite, tmp_path: Pat
     on_disk = sum(p.stat().st_size for p in (out / "checkpoints").glob("*.pt"))
     # The files hold the weights plus the config and torch's zip framing: a few kB per file.
     assert estimate is not None and estimate.final < on_disk < estimate.final + 2 * 20_000
+    weights_only = estimate_sizes(suite, cells, with_state=False)  # what validate sizes when no state is kept
+    assert weights_only is not None and weights_only.final == estimate.final
+    assert weights_only.state == estimate.final < estimate.state
 
 
 def test_keep_last_keeps_the_final_training_state_and_force_starts_over(write_suite, tmp_path: Path,

@@ -57,14 +57,16 @@ def test_the_cpu_and_meta_shape_checks_agree_on_tiny_images(name: str) -> None:
     assert outcomes[0] == outcomes[1]
 
 
-def test_the_shape_check_of_a_suite_does_not_import_torch_dynamo() -> None:
-    """The CPU forward pass of the built-in models needs neither torch._dynamo nor the meta decompositions
-    (seconds at start-up); a subprocess, since this test process may have imported them already."""
+def test_validate_does_not_import_torch_dynamo() -> None:
+    """`validate` (the shape check's CPU forward pass of the built-in models, the checkpoint sizes) needs neither
+    torch._dynamo nor the meta decompositions, seconds at start-up; a subprocess, since this test process may
+    have imported them already."""
     import subprocess
     import sys
     from pathlib import Path
 
-    code = ("import sys; from lossbench.config import load_suite; load_suite('suites/smoke.yaml'); "
+    code = ("import sys; from typer.testing import CliRunner; from lossbench.cli import app; "
+            "r = CliRunner().invoke(app, ['validate', 'suites/smoke.yaml']); assert r.exit_code == 0, r.output; "
             "print('torch._dynamo' in sys.modules, 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parent.parent)
