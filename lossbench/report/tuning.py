@@ -46,8 +46,6 @@ RISE_SHARE = 0.05
 COUNTED_METRICS = ("val_acc", "val_top5")
 #: Best-so-far panels in one figure (one panel per loss); further losses are left out and the caption says so.
 MAX_PANELS = 24
-#: Lines named in one panel's legend; the rest are drawn but not named.
-MAX_LEGEND = 8
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,6 @@ from matplotlib.transforms import blended_transform_factory
 from lossbench.report.plots import Plot, _palette, _save, _wrap
 from lossbench.report.tuning import (
     EDGE_SHARE,
-    MAX_LEGEND,
     MAX_PANELS,
     RISE_WINDOW,
     CellTuning,
@@ -33,6 +32,8 @@ from lossbench.report.tuning import (
 
 #: More losses than this and a sensitivity plot gets one panel per loss (one colour each would not be told apart).
 FACET_LOSSES = 6
+#: Cells named in the best-so-far legend; the rest are drawn but not named.
+MAX_LEGEND_LINES = 18
 #: One marker shape per loss in an unfaceted sensitivity plot.
 MARKERS = ("o", "s", "^", "D", "v", "P")
 PRUNED_NOTE = "hollow: pruned (the value it had reached when stopped, after fewer epochs)"
@@ -88,16 +89,16 @@ def best_so_far_plot(study: Study, out_dir: Path, rel: str) -> Plot | None:
     last = max(int(x[-1]) for _, x, _, _ in curves)
     budget = study.budget or last + 1
     window = max(2, math.ceil(RISE_WINDOW * budget))
+    # A cell's colour is what tells it apart within its loss (the rest of its label), the same in every panel, so
+    # one legend under the figure names them all and no legend covers a curve.
+    rests = list(dict.fromkeys(_rest_of_label(c) for c, *_ in curves))
+    colors = dict(zip(rests, _palette(len(rests))))
     for ax, loss in zip(axes, shown):
-        mine = [c for c in curves if c[0].loss == loss]
-        colors = _palette(len(mine))
-        for i, ((cell, x, y, rising), color) in enumerate(zip(mine, colors)):
+        for cell, x, y, rising in (c for c in curves if c[0].loss == loss):
+            color = colors[_rest_of_label(cell)]
             # Extend each curve to the last trial of the budget: the best so far holds until then.
             xs, ys = np.append(x, max(budget - 1, x[-1])), np.append(y, y[-1])
-            name = _rest_of_label(cell) if len(mine) > 1 else "best so far"
-            name = _wrap(name, 34) + (" — still rising" if rising else "")
-            ax.step(xs, ys, where="post", color=color, lw=2.6 if rising else 1.5,
-                    label=name if i < MAX_LEGEND else None)
+            ax.step(xs, ys, where="post", color=color, lw=2.8 if rising else 1.5)
             improved = np.r_[True, np.diff(y) != 0]
             ax.plot(x[improved], y[improved], "o", color=color, ms=3.5)
         ax.axvspan(budget - window - 0.5, budget - 0.5, color="#999999", alpha=0.15, lw=0)
@@ -105,22 +106,29 @@ def best_so_far_plot(study: Study, out_dir: Path, rel: str) -> Plot | None:
         ax.set_xlim(-0.5, budget - 0.5)
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)
-        if len(mine) > 1 or any(r for *_, r in mine):
-            extra = len(mine) - MAX_LEGEND
-            ax.legend(fontsize=7, loc="lower right", frameon=True, framealpha=0.85,
-                      title=f"+{extra} more not named" if extra > 0 else None, title_fontsize=7)
     for ax in axes[len(shown):]:
         ax.set_visible(False)
     for ax in axes[:len(shown)]:
         ax.set_xlabel("trial")
         if ax.get_subplotspec().is_first_col():
             ax.set_ylabel(f"best {m.heading} so far")
+    handles: list[Any] = []
+    if len(rests) > 1:
+        handles += [Line2D([], [], color=colors[r], lw=1.5, label=_wrap(r, 40)) for r in rests[:MAX_LEGEND_LINES]]
+        if len(rests) > MAX_LEGEND_LINES:
+            handles.append(Line2D([], [], ls="", label=f"+{len(rests) - MAX_LEGEND_LINES} more, not named"))
+    if any(rising for *_, rising in curves):
+        handles.append(Line2D([], [], color="#555555", lw=2.8, label=f"thick: still {'rising' if study.higher else 'falling'}"))
     fig.suptitle(f"Best-so-far {m.title} per cell — {study.analysis.source.name} (validation split; shaded: the "
                  f"last {window} trials of the {budget}-trial budget)", fontsize=11)
     fig.tight_layout()
+    if handles:
+        ncol = min(3, len(handles))
+        fig.legend(handles=handles, loc="upper center", ncol=ncol, fontsize=8, frameon=False,
+                   bbox_to_anchor=(0.5, 0.0))
     _save(fig, out_dir / rel)
     caption = (f"For each cell, the best {m.title} among its complete trials up to each trial (dots where it "
-               f"improved), one panel per loss. A curve still climbing in the shaded last {window} trials "
+               f"improved), one panel per loss. A curve still improving in the shaded last {window} trials "
                "(drawn thick) means the budget was too small for that cell.")
     if left_out:
         caption += f" {len(left_out)} further loss(es) not drawn: {', '.join(left_out)}."
