@@ -334,6 +334,7 @@ def report(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="A directory, or a file ending in .md/.csv/.tex/.json (default: the results directory; needed with several)."),
     baseline: Optional[str] = typer.Option(None, "--baseline", "-b", help="Label of the cell to compare with (default: 'cross_entropy | none | none', else the best cell)."),
     metric: str = typer.Option("test_acc", "--metric", "-m", help="Metric to rank and compare on: test_acc, test_nll, ece, gap, ..."),
+    columns: Optional[str] = typer.Option(None, "--columns", help="LaTeX: the columns after the ranking metric, comma-separated metric names (default: ece), e.g. ece,test_nll,epoch_s."),
     fmt: str = typer.Option("md", "--format", "-f", metavar=_choices(REPORT_FORMATS), autocompletion=_completer(REPORT_FORMATS), help="md (report.md + plots + summary.csv), csv, latex or json."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
@@ -345,7 +346,10 @@ def report(
             found = sorted(str(p.parent) for p in Path("results").glob("*/cells"))
             raise ReportError(message="give one or more results directories, e.g. `lossbench report results/smoke`",
                               details=[f"found here: {', '.join(found)}"] if found else [])
-        files = write_report(list(results_dirs), out, baseline=baseline, metric=metric, fmt=fmt)
+        if columns is not None and fmt != "latex":
+            raise ReportError(message="--columns chooses the LaTeX table's columns: it needs --format latex",
+                              value=columns, details=["add --format latex, or drop --columns"])
+        files = write_report(list(results_dirs), out, baseline=baseline, metric=metric, fmt=fmt, columns=columns)
     except LossbenchError as exc:
         _fail(exc, debug)
         return

@@ -43,7 +43,7 @@ CSV_COLUMNS = [
     "id", "label", "loss", "regularizer", "augmentation", "optimizer", "scenario", "seed", "status",
     "test_acc", "test_top5", "test_loss", "test_nll", "ece", "brier", "train_acc", "gap", "val_acc",
     "noise_rate", "epochs", "epochs_run", "train_time_s", "img_per_s", "peak_mem_mb", "device", "diverged_epoch",
-    "error",
+    "error", "eval_time_s", "cell_s", "model_params", "loss_params", "start_load_1m", "end_load_1m", "cores",
 ]
 #: The file listing every run into a results directory with its wall time (ResultsStore.record_run).
 RUNS_FILE = "runs.json"
@@ -398,8 +398,13 @@ def csv_row(record: CellRecord) -> dict[str, Any]:
         row[axis] = record.axes.get(axis, "none" if axis == "scenario" else None)
     for key in ("test_acc", "test_top5", "test_loss", "test_nll", "ece", "brier", "train_acc", "gap"):
         row[key] = record.metric(key)
-    for key in ("train_time_s", "img_per_s", "peak_mem_mb"):
+    for key in ("train_time_s", "img_per_s", "peak_mem_mb", "eval_time_s", "cell_s"):
         row[key] = record.timing.get(key)
+    for key in ("model_params", "loss_params"):
+        row[key] = record.metric(key)
+    # The machine's load around the cell: its times compare with others' only where the load stayed below cores.
+    for key in ("start_load_1m", "end_load_1m", "cores"):
+        row[key] = record.load.get(key)
     return {k: row.get(k) for k in CSV_COLUMNS}
 
 

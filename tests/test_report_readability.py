@@ -105,9 +105,34 @@ def test_latex_has_one_column_per_axis_and_bold_best_values(tmp_path: Path) -> N
     assert "\\textbar" not in tex.split("\\midrule")[1]  # the axes are columns, not one joined label
     best_row = next(line for line in tex.splitlines() if line.startswith("1 & "))
     assert best_row.startswith("1 & cross\\_entropy & hflip & \\textbf{93.50} $\\pm$ 1.24 & 3")
-    nll_bold = [line.split(" & ")[0] for line in tex.splitlines() if "\\textbf{0.130}" in line]
-    assert nll_bold == ["1"]  # the lowest NLL (lower is better) is bold in its own row
     assert "Every cell: regularizer none; optimizer sgd(lr=0.05)." in tex
+    # Compact by default: the axes, the metric with its interval, seeds and ECE; nothing about time or memory.
+    assert best_row.count(" & ") == 5 and "MiB" not in tex and "s)" not in tex
+    wide = write_report([root], root / "wide.tex", fmt="latex", columns="test_nll,epoch_s,peak_mem_mb")[0]
+    tex = wide.read_text(encoding="utf-8")
+    nll_bold = [line.split(" & ")[0] for line in tex.splitlines() if "\\textbf{0.130}" in line]
+    # The lowest NLL is bold: its interval's upper end, 2 × (1 − 0.9226) = 0.1548, is below the runner-up's 0.155.
+    assert nll_bold == ["1"]
+    assert "\\textbf{512}" not in tex and tex.count("\\textbf") == 2  # memory and time are never bold
+    loaded_row = next(line for line in tex.splitlines() if line.startswith("2 & mse"))
+    assert "$^\\dagger$" in loaded_row and "load exceeded its cores" in tex
+    assert all("$^\\dagger$" not in line for line in tex.splitlines() if line.startswith(("1 & ", "3 & ", "4 & ")))
+
+
+def test_latex_bold_needs_a_lead_beyond_the_interval(tmp_path: Path) -> None:
+    root = tmp_path / "results"
+    res = ResultsDir(root)
+    for loss, accs in (("cross_entropy", [0.90, 0.95, 0.92]), ("mse", [0.91, 0.93, 0.91])):
+        for seed, acc in enumerate(accs):
+            res.add({"loss": loss}, seed, acc)
+    [tex] = write_report([root], root / "t.tex", fmt="latex")
+    assert "\\textbf" not in tex.read_text()  # 92.33 ± 6.3 does not leave out 91.67
+    from typer.testing import CliRunner
+
+    from lossbench.cli import app
+
+    bad = CliRunner().invoke(app, ["report", str(root), "--format", "latex", "--columns", "ece,test_nl"])
+    assert bad.exit_code == 2 and "test_nll" in bad.output and "test_nl'" in bad.output
 
 
 def test_reliability_diagram_shows_every_bin_count_and_marks_empty_bins(tmp_path: Path, monkeypatch) -> None:

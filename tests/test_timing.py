@@ -91,3 +91,21 @@ def test_eval_every_is_validated(write_suite) -> None:
     text = info.value.render()
     assert "suite.yaml:9:3 at train.eval_every: must be > 0 (got 0)" in text, text
     assert load_suite(write_suite(EVERY_2)).train.eval_every == 2
+
+
+def test_results_csv_has_parameters_load_and_times(write_suite, tmp_path: Path, cache_dir: Path) -> None:
+    import csv
+
+    out = tmp_path / "out"
+    runner.run(runner.plan(load_suite(write_suite()), out, cache_dir=cache_dir))
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    by_id = {r["id"]: r for r in rows}
+    for record in _records(out):
+        row = by_id[record["id"]]
+        assert int(row["model_params"]) == record["metrics"]["model_params"] > 0
+        assert int(row["loss_params"]) == record["metrics"]["loss_params"] == 0  # cross_entropy and mse have none
+        assert float(row["cell_s"]) == pytest.approx(record["timing"]["cell_s"])
+        assert float(row["eval_time_s"]) == pytest.approx(record["timing"]["eval_time_s"])
+        assert int(row["cores"]) == record["load"]["cores"]
+        assert row["start_load_1m"] == "" or float(row["start_load_1m"]) == pytest.approx(
+            record["load"]["start_load_1m"])

@@ -55,8 +55,10 @@ def _slug(name: str) -> str:
 
 
 def write_report(dirs: list[Path], out: Path | None = None, *, baseline: str | None = None,
-                 metric: str = "test_acc", fmt: str = "md", plots: bool = True) -> list[Path]:
+                 metric: str = "test_acc", fmt: str = "md", plots: bool = True,
+                 columns: str | None = None) -> list[Path]:
     """Read the results directories and write the report in `fmt`; return the files written, main file first.
+    `columns` (comma-separated metric names) chooses the LaTeX table's columns after the ranking metric.
 
     Raises ReportError for a missing or empty directory, an unknown metric or baseline, or a bad destination.
     """
@@ -75,7 +77,7 @@ def write_report(dirs: list[Path], out: Path | None = None, *, baseline: str | N
     elif fmt == "json":
         atomic_write_text(target, formats.report_json(analyses, results))
     elif fmt == "latex":
-        atomic_write_text(target, formats.leaderboard_latex(analyses))
+        atomic_write_text(target, formats.leaderboard_latex(analyses, columns, results))
     else:
         figures, tuning_figures, shift_figures = {}, {}, {}
         if plots:
