@@ -27,12 +27,16 @@ class RunDisplay(Protocol):
     def finish(self) -> None: ...
 
 
+#: A tuning trial measures no test split: its epochs show the validation accuracy it is judged on instead.
+_VAL_FOR_TRIALS = (("val_acc", "val acc"),)
+
+
 def _epoch_stats(info: dict[str, Any]) -> str:
     """`train loss 0.412  train acc 0.871  test acc 0.853`, leaving out what the epoch did not measure
     (embedding losses have no train accuracy; a diverged epoch has no test accuracy)."""
     parts = [f"train loss {info['train_loss']:.4f}"]
-    for key, name in (("train_acc", "train acc"), ("test_acc", "test acc")):
-        if info.get(key) is not None:
+    for key, name in (("train_acc", "train acc"), ("test_acc", "test acc"), *_VAL_FOR_TRIALS):
+        if info.get(key) is not None and (key != "val_acc" or info.get("test_acc") is None):
             parts.append(f"{name} {info[key]:.4f}")
     return "  ".join(parts)
 
@@ -40,15 +44,32 @@ def _epoch_stats(info: dict[str, Any]) -> str:
 def _epoch_figures_by_priority(info: dict[str, Any]) -> list[str]:
     """The last epoch's figures, most wanted first: a narrow line keeps the first ones that fit."""
     figures = []
-    for key, name in (("test_acc", "test acc"), ("train_loss", "train loss"), ("train_acc", "train acc"),
+    for key, name in (("test_acc", "test acc"), *_VAL_FOR_TRIALS, ("train_loss", "train loss"), ("train_acc", "train acc"),
                       ("test_loss", "test loss")):
-        if info.get(key) is not None:
+        if info.get(key) is not None and (key != "val_acc" or info.get("test_acc") is None):
             figures.append(f"{name} {info[key]:.4f}")
     return figures
 
 
+def _seed_text(cell: Cell) -> str:
+    """` · seed 0`; for a tuning trial (lossbench/tune.py) its number in its cell's study, ` · tuning trial 3`."""
+    if cell.trial is not None:
+        return f" · tuning trial {cell.config['tuning_trial']['number']}"
+    return f" · seed {cell.seed}"
+
+
 def _cell_name(cell: Cell) -> str:
-    return f"{cell.label} · seed {cell.seed}"
+    return f"{cell.label}{_seed_text(cell)}"
+
+
+def _result_detail(record: CellRecord) -> tuple[str, bool]:
+    """(`test acc 0.9120`, True); for a tuning trial, which reads no test split, its `val acc 0.9010`; else (the
+    error, False)."""
+    for key, name in (("test_acc", "test acc"), ("val_acc", "val acc")):
+        value = record.metric(key)
+        if value is not None:
+            return f"{name} {value:.4f}", True
+    return record.error or "", False
 
 
 def format_duration(seconds: float | None) -> str:
@@ -281,13 +302,12 @@ def finished_line(cell: Cell, record: CellRecord, width: int) -> Text:
     """`✓ <cell> · seed 0  test acc 0.9120  12.3 s`: the mark, figure and time are kept, the name is shortened."""
     marks = {"done": ("✓", "green"), "diverged": ("diverged", "yellow"), "failed": ("failed", "red")}
     mark, style = marks[record.status]
-    acc = record.metric("test_acc")
-    detail = f"test acc {acc:.4f}" if acc is not None else (record.error or "")
+    detail, measured = _result_detail(record)
     secs = record.timing.get("train_time_s")
     timing = f"  {secs:.1f} s" if secs else ""
-    seed = f" · seed {cell.seed}"
+    seed = _seed_text(cell)
     # An error message gives way to a name of at least 8 characters; the seed and the time stay whole.
-    if acc is None:
+    if not measured:
         detail = _shorten(detail, max(width - len(mark) - len(timing) - len(seed) - 4 - 8, 12))
     name_width = max(width - len(mark) - len(detail) - len(timing) - len(seed) - 4, 8)
     line = Text(no_wrap=True, overflow="ellipsis")
@@ -349,8 +369,7 @@ class PlainDisplay:
     def cell_end(self, cell: Cell, record: CellRecord) -> None:
         self.finished += 1
         self.running.discard(cell.id)
-        acc = record.metric("test_acc")
-        detail = f"test acc {acc:.4f}" if acc is not None else (record.error or "")
+        detail, _ = _result_detail(record)
         per_cell = (time.perf_counter() - self.t0) / self.finished
         eta = format_duration(per_cell * (self.total - self.finished))
         count = f"{self.finished}/{self.total}"
