@@ -44,8 +44,8 @@ def _epoch_stats(info: dict[str, Any]) -> str:
 def _epoch_figures_by_priority(info: dict[str, Any]) -> list[str]:
     """The last epoch's figures, most wanted first: a narrow line keeps the first ones that fit."""
     figures = []
-    for key, name in (("test_acc", "test acc"), *_VAL_FOR_TRIALS, ("train_loss", "train loss"), ("train_acc", "train acc"),
-                      ("test_loss", "test loss")):
+    for key, name in (("test_acc", "test acc"), *_VAL_FOR_TRIALS, ("train_loss", "train loss"),
+                      ("train_acc", "train acc"), ("test_loss", "test loss")):
         if info.get(key) is not None and (key != "val_acc" or info.get("test_acc") is None):
             figures.append(f"{name} {info[key]:.4f}")
     return figures
