@@ -17,6 +17,7 @@ from typer.core import TyperArgument, TyperCommand, TyperGroup
 
 from lossbench import __version__
 from lossbench.components import KINDS as COMPONENT_KINDS
+from lossbench.report.measures import MEASURES
 from lossbench.errors import ConfigError, LossbenchError, ReportError, did_you_mean
 
 if TYPE_CHECKING:
@@ -76,6 +77,8 @@ OVERRIDES_HELP = ("Suite values to change, as KEY=VALUE with a dotted key and a 
                   "train.optimizer.lr=0.01 grid.loss=\\[cross_entropy,focal] dataset.train_subset=2000.")
 
 KINDS = list(COMPONENT_KINDS)
+#: The metrics lossbench knows how to show, offered by completion of `report --metric`.
+METRIC_NAMES = list(MEASURES)
 
 
 def _choices(values: list[str]) -> str:
@@ -236,7 +239,7 @@ def run(
     cpus_per_cell: Optional[float] = typer.Option(None, "--cpus-per-cell", help="Ray: CPUs per cell (default 1)."),
     ray_data: Optional[str] = typer.Option(None, "--ray-data", metavar=_choices(RAY_DATA), autocompletion=_completer(RAY_DATA), help="Ray: object_store (the driver sends the tensors; default) or worker_cache (every node loads the data root)."),
     no_report: bool = typer.Option(False, "--no-report", help="Do not write report.md at the end (run `lossbench report` later)."),
-    tensorboard: Optional[Path] = typer.Option(None, "--tensorboard", "-t", help="Also write TensorBoard events to this directory: one run per cell × seed with per-epoch curves and the final metrics as hparams (needs lossbench[tensorboard])."),
+    tensorboard: Optional[Path] = typer.Option(None, "--tensorboard", "-t", help="Also write TensorBoard events to this directory: one run per cell × seed with per-epoch curves and the final metrics as hparams (needs lossbench\\[tensorboard])."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
     """Train every cell of SUITE that has no result yet, and write results/<suite>/ and its report."""
@@ -333,7 +336,7 @@ def report(
     results_dirs: Optional[list[Path]] = typer.Argument(None, metavar="RESULTS_DIR", help="Results directories written by `lossbench run`; several merge into one report.", show_default=False),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="A directory, or a file ending in .md/.csv/.tex/.json (default: the results directory; needed with several)."),
     baseline: Optional[str] = typer.Option(None, "--baseline", "-b", help="Label of the cell to compare with (default: 'cross_entropy | none | none', else the best cell)."),
-    metric: str = typer.Option("test_acc", "--metric", "-m", help="Metric to rank and compare on: test_acc, test_nll, ece, gap, ..."),
+    metric: str = typer.Option("test_acc", "--metric", "-m", autocompletion=_completer(METRIC_NAMES), help="Metric to rank and compare on: test_acc, test_nll, ece, gap, ..."),
     columns: Optional[str] = typer.Option(None, "--columns", help="LaTeX: the columns after the ranking metric, comma-separated metric names (default: ece), e.g. ece,test_nll,epoch_s."),
     fmt: str = typer.Option("md", "--format", "-f", metavar=_choices(REPORT_FORMATS), autocompletion=_completer(REPORT_FORMATS), help="md (report.md + plots + summary.csv), csv, latex or json."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
@@ -543,7 +546,8 @@ def list_components(
 
     registries = component_registries()
     if kind is not None and kind not in registries:
-        singular = {k[:-1]: k for k in registries}
+        # `list loss`, `list model`: the singular of each kind (losses → loss, models → model).
+        singular = {(k[:-2] if k.endswith("sses") else k[:-1]): k for k in registries}
         kind = singular.get(kind, kind)
     if kind is not None and kind not in registries:
         _fail(ConfigError(message=f"unknown kind '{kind}'", value=kind, allowed=KINDS,

@@ -127,15 +127,37 @@ def analyse(results: Results, metric: str = "test_acc", baseline: str | None = N
         results.frame[metric] = np.nan
         results.metrics.append(metric)
     if metric not in results.metrics:
+        # `acc` is too short for a close match to `test_acc`: a metric that contains it is the next best guess.
+        containing = sorted((m for m in results.metrics if metric and metric in m), key=lambda m: (
+            not m.startswith("test_"), len(m)))
         raise ReportError(message=f"no cell has the metric '{metric}'", value=metric, allowed=results.metrics,
-                          suggestion=did_you_mean(metric, results.metrics))
+                          suggestion=did_you_mean(metric, results.metrics) or next(iter(containing), None))
     if baseline is not None:
         wanted = normalize_label(baseline)
         labels = list(dict.fromkeys(results.frame["label"]))
         if wanted not in {normalize_label(x) for x in labels}:
             raise ReportError(message=f"no cell is labelled '{baseline}'", value=baseline, allowed=labels,
-                              suggestion=did_you_mean(wanted, labels))
+                              suggestion=closest_label(wanted, labels))
     return [_analyse_source(results, src, measure(metric), baseline) for src in results.sources]
+
+
+def closest_label(wanted: str, labels: list[str]) -> str | None:
+    """The label that agrees with `wanted` on the most axes, comparing each axis by its component names (so
+    `cross_entropy | none | crop` finds `cross_entropy | none | crop(padding=1)`, not `... | none | none`);
+    a spelling match (did_you_mean) where no label agrees on every axis given."""
+    def names(part: str) -> list[str]:
+        return [p.split("(")[0].strip() for p in part.split("+")]
+
+    parts = [names(p) for p in normalize_label(wanted).split(" | ")]
+    scored = []
+    for label in labels:
+        theirs = [names(p) for p in normalize_label(label).split(" | ")]
+        if len(theirs) == len(parts):
+            scored.append((sum(a == b for a, b in zip(parts, theirs)), label))
+    best = max(scored, default=(0, None), key=lambda s: s[0])
+    if best[1] is not None and best[0] == len(parts) and sum(s[0] == best[0] for s in scored) == 1:
+        return best[1]
+    return did_you_mean(wanted, labels)
 
 
 def _levels(rows: pd.DataFrame, axes: list[str]) -> dict[str, list[str]]:
