@@ -442,3 +442,19 @@ def test_a_directory_still_tuning_says_how_to_finish(tmp_path: Path) -> None:
         write_report([root])
     assert "holds no cell results" in err.value.message
     assert "tuning has begun" in " ".join(err.value.details) and "resumes it" in " ".join(err.value.details)
+
+
+def test_report_json_carries_the_tuning(tmp_path: Path) -> None:
+    root = tmp_path / "tuned"
+    standard(root)
+    path = write_report([root], fmt="json")[0]
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    tuning = doc["sources"][0]["tuning"]
+    assert tuning["trials_per_cell"] == 8 and tuning["direction"] == "maximize" and tuning["verdict_seeds"] == [0, 1, 2]
+    assert tuning["space"]["train.batch_size"] == {"choices": [64, 128, 256]}
+    arcface = next(c for c in tuning["cells"] if c["label"].startswith("arcface"))
+    assert arcface["params"]["train.optimizer.lr"] == 1.2e-4 and arcface["chosen_trial"] == 3
+    focal = next(c for c in tuning["cells"] if c["label"].startswith("focal"))
+    assert (focal["complete"], focal["pruned"], focal["failed"], focal["curve"]) == (5, 2, 1, "rising")
+    assert [(w["label"], w["path"], w["side"]) for w in tuning["edge_warnings"]] == [
+        ("arcface | none | none", "train.optimizer.lr", "low")]

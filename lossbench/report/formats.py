@@ -67,7 +67,10 @@ def _test(t: PairedTest | None) -> dict[str, Any] | None:
 
 
 def report_json(analyses: list[SourceAnalysis], results: Results) -> str:
-    """report.json: per source the cell summaries, diverged/failed seeds, comparisons, main effects, pivots."""
+    """report.json: per source the cell summaries, diverged/failed seeds, comparisons, main effects, pivots and,
+    for a tuned source, its tuning (protocol, chosen values, edge-of-range warnings, budget verdicts)."""
+    from lossbench.report import tuning
+
     m = analyses[0].metric
     sources = []
     for a in analyses:
@@ -88,10 +91,12 @@ def report_json(analyses: list[SourceAnalysis], results: Results) -> str:
         pivots = [{"rows": p.rows, "columns": p.columns,
                    "values": {str(i): {str(c): _clean(p.table.loc[i, c]) for c in p.table.columns}
                               for i in p.table.index}} for p in a.pivots]
+        study = tuning.load_study(a, results)
         sources.append({"name": a.source.name, "suite": a.source.suite, "dataset": a.source.dataset,
                         "dirs": [str(d) for d in a.source.dirs], "baseline": a.baseline,
                         "baseline_note": a.baseline_note, "cells": cells, "unranked": unranked,
-                        "comparisons": comparisons, "main_effects": effects, "pivots": pivots})
+                        "comparisons": comparisons, "main_effects": effects, "pivots": pivots,
+                        "tuning": None if study is None else tuning.as_dict(study)})
     doc = {"schema": JSON_SCHEMA, "metric": m.name, "higher_is_better": m.higher_is_better, "confidence": 0.95,
            "sources": sources, "warnings": results.warnings}
     return json.dumps(doc, indent=1) + "\n"

@@ -577,6 +577,27 @@ def _ranking_change(study: Study, analyses: Sequence[SourceAnalysis]) -> list[st
                                 f"tuned {m.heading}"], rows, ["l", "r", "r", "r", "r"])]
 
 
+def as_dict(study: Study) -> dict[str, Any]:
+    """The tuning of a source as plain JSON values (report.json): protocol, ranges, per-cell choices and verdicts,
+    edge-of-range warnings. Metric values in stored units (fractions for accuracies)."""
+    def plain(value: Any) -> Any:
+        value = _plain(value)
+        return None if isinstance(value, float) and not math.isfinite(value) else value
+
+    space = {path: ({"choices": [plain(c) for c in r.choices]} if r.choices is not None
+                    else {"low": r.low, "high": r.high, "log": r.log}) for path, r in study.space.items()}
+    cells = [{"label": c.label, "cell_id": c.cell_id, "chosen_trial": c.chosen_trial, "value": plain(c.chosen_value),
+              "params": {k: plain(v) for k, v in c.params.items()}, "complete": c.count("complete"),
+              "pruned": c.count("pruned"), "failed": c.count("failed"), "epochs": c.epochs,
+              "curve": study.rise(c).status, "verdict_trained": bool(c.final)} for c in study.cells]
+    warnings = [{"path": w.path, "label": w.label, "value": plain(w.value), "side": w.side, "message": w.sentence()}
+                for w in edge_warnings(study)]
+    return {"metric": study.metric.name, "direction": study.direction, "trials_per_cell": study.budget,
+            "sampler": study.sampler, "sampler_seed": study.sampler_seed, "pruner": study.pruner,
+            "tuning_seeds": study.tuning_seeds, "verdict_seeds": study.verdict_seeds, "space": space,
+            "cells": cells, "edge_warnings": warnings, "problems": study.problems}
+
+
 def caveat(study: Study) -> str | None:
     """One line for under the report's headline when the search may have missed a cell's best configuration
     (a chosen value at the edge of its range, or a curve still improving at the last trial); None otherwise."""

@@ -118,7 +118,8 @@ def best_so_far_plot(study: Study, out_dir: Path, rel: str) -> Plot | None:
         if len(rests) > MAX_LEGEND_LINES:
             handles.append(Line2D([], [], ls="", label=f"+{len(rests) - MAX_LEGEND_LINES} more, not named"))
     if any(rising for *_, rising in curves):
-        handles.append(Line2D([], [], color="#555555", lw=2.8, label=f"thick: still {'rising' if study.higher else 'falling'}"))
+        moving = "rising" if study.higher else "falling"
+        handles.append(Line2D([], [], color="#555555", lw=2.8, label=f"thick: still {moving}"))
     fig.suptitle(f"Best-so-far {m.title} per cell — {study.analysis.source.name} (validation split; shaded: the "
                  f"last {window} trials of the {budget}-trial budget)", fontsize=11)
     fig.tight_layout()
