@@ -214,10 +214,12 @@ def train(parts: CellParts, loss_name: str, options: EngineOptions, progress: Pr
                               evaluation, lr, t0, epoch_train_s, (penalty_sum / n).item() if has_penalty else None,
                               epoch_eval_s)
         result.history.append(record)
-        progress("epoch", asdict(record))
+        # The state goes out before the epoch is announced: whoever acts on the announcement (a display, a fault
+        # drill that kills the worker there) finds the epoch already saved.
         if save_state is not None and options.checkpoint.saves_state_after(epoch, options.epochs):
             save_state(capture_training(parts, scaler, epoch, train_seconds, eval_seconds,
                                         [asdict(h) for h in result.history]))
+        progress("epoch", asdict(record))
         # Asked after the last epoch too, so that a trial's study holds every epoch's figure.
         if should_stop is not None and should_stop(record) and epoch < options.epochs:
             break

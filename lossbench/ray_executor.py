@@ -15,8 +15,7 @@ Progress events travel from the workers to the driver through a small actor and 
 run. Checkpoints need no shared file system: a worker sends a cell's training state (`checkpoint` events, through
 the same actor) and its final weights (with the record) to the driver, which writes them into its results
 directory; the driver sends a cell's saved training state with the task. A task that Ray retries after losing its
-worker starts from the state the task was given, not from one its lost worker saved; running the same command
-again resumes from the latest. A cell whose training raises is recorded `failed` by the engine with its traceback; a task that fails in Ray
+worker continues from the last state the lost worker sent (the actor keeps it while the cell is in flight). A cell whose training raises is recorded `failed` by the engine with its traceback; a task that fails in Ray
 itself (its data cannot be loaded on the worker, the worker is killed for memory, retries run out) is recorded
 `failed` with Ray's error and traceback. A task whose worker or node is lost is retried by Ray up to `max_retries`
 times; a cell is handed to `on_result` once, when its task has finished for good.
@@ -270,6 +269,9 @@ class RayExecutor:
                         started.add(cell.id)
                         on_start(cell)
                     finished.add(cell.id)
+                    if sink is not None:
+                        with contextlib.suppress(Exception):
+                            sink.forget.remote(cell.id)
                     on_result(cell, record)
         finally:
             # Also on Ctrl-C or a lost connection: stop the cells still running, and never let a failing clean-up
@@ -291,13 +293,23 @@ def _describe_failure(exc: BaseException) -> tuple[str, str]:
 
 
 class _EventSink:
-    """A Ray actor holding progress events pushed by the workers until the driver drains them."""
+    """A Ray actor holding progress events pushed by the workers until the driver drains them, and the latest
+    training state of each cell in flight, for a retry of its task to continue from."""
 
     def __init__(self) -> None:
         self._events: list[tuple[str, str, dict[str, Any]]] = []
+        self._states: dict[str, bytes] = {}
 
     def push(self, cell_id: str, event: str, info: dict[str, Any]) -> None:
         self._events.append((cell_id, event, info))
+        if event == "checkpoint":
+            self._states[cell_id] = info["state"]
+
+    def latest_state(self, cell_id: str) -> bytes | None:
+        return self._states.get(cell_id)
+
+    def forget(self, cell_id: str) -> None:
+        self._states.pop(cell_id, None)
 
     def drain(self) -> list[tuple[str, str, dict[str, Any]]]:
         events, self._events = self._events, []
@@ -368,6 +380,7 @@ def _train_on_worker(cell: Cell, job: Job, data_refs: list[Any], sink: Any, thre
                      resume: bytes | None = None) -> CellRecord:
     """The Ray task of one cell: load or fetch the data, train (from `resume`, the cell's saved training state, if
     given), return the record (the driver writes it, and the training states the worker sends as events)."""
+    import ray
     import torch
 
     from lossbench.runner import execute_cell
@@ -375,6 +388,9 @@ def _train_on_worker(cell: Cell, job: Job, data_refs: list[Any], sink: Any, thre
     torch.set_num_threads(threads)
     options = job.engine.options()
     data = _worker_data(job, data_refs, options.device)
+    with contextlib.suppress(Exception):  # without the sink (its node lost), the state the task was given
+        # A retry of this task (its worker or node was lost) continues from the last state the lost worker sent.
+        resume = ray.get(sink.latest_state.remote(cell.id), timeout=60) or resume
     forward = _Forwarder(sink, cell.id)
     record = execute_cell(cell, job, data, options, forward, resume=resume)
     forward.flush()

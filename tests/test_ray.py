@@ -268,6 +268,23 @@ def test_checkpoints_travel_between_ray_workers_and_the_driver(cluster: Any, sui
         assert load_final(out / "checkpoints" / f"{record.id}.pt")["epoch"] == 2
 
 
+def test_a_retried_task_continues_from_the_state_its_lost_worker_sent(cluster: Any, suite_file: Path,
+                                                                     local_run: Path, tmp_path: Path) -> None:
+    _, marker = cluster
+    out = tmp_path / "out"
+    plan = runner.plan(load_suite(suite_file, ["train.checkpoint.every=1"]), out, check_device=False)
+    plan.pending = plan.pending[:1]
+    marker.touch()  # the first worker to end an epoch deletes it and dies, after sending that epoch's state
+    summary = runner.run(plan, executor=RayExecutor(cpus_per_cell=1, max_retries=1), display=Recorder())
+    assert not marker.exists(), "no worker died: the retry was not exercised"
+    assert summary.ran == 1 and summary.failed == 0
+    record = runner.ResultsStore(out).read_cell(plan.pending[0].id)
+    expected = runner.ResultsStore(local_run).read_cell(record.id)
+    assert record.timing.get("resumed_after_epoch") == 1
+    assert record.metrics["test_acc"] == expected.metrics["test_acc"]
+    assert record.metrics["test_nll"] == expected.metrics["test_nll"]
+
+
 def test_failures_are_recorded_with_tracebacks_and_the_rest_go_on(cluster: Any, suite_file: Path) -> None:
     _, marker = cluster
     plan = runner.plan(load_suite(suite_file), Path("unused"), check_device=False)
