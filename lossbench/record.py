@@ -13,6 +13,8 @@ default (files written before it simply get the default).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -101,6 +103,14 @@ class CellRecord:
     @property
     def dataset(self) -> str:
         return str((self.config.get("dataset") or {}).get("name") or "?")
+
+    @property
+    def settings_id(self) -> str:
+        """12 hex digits naming what every cell of one run shares: the configuration without the grid axes and
+        the seed (dataset identity and options, model, training recipe). Rows of one label and seed from runs
+        with other settings differ here."""
+        shared = {k: v for k, v in self.config.items() if k != "seed" and k not in self.axes}
+        return hashlib.sha256(json.dumps(shared, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
     @property
     def last_val_acc(self) -> float | None:

@@ -36,7 +36,7 @@ from lossbench.data import ImageData, dataset_identity, load_dataset
 from lossbench.data.cache import DEFAULT_CACHE
 from lossbench.device import resolve_device, resolve_precision
 from lossbench.engine import CellResult, EngineOptions, ProgressFn, train
-from lossbench.errors import ConfigError, DataError, ResultsWriteError
+from lossbench.errors import ConfigError, DataError, ForeignDirectoryError, Location, ResultsWriteError
 from lossbench.grid import Cell, expand
 from lossbench.machine import MachineSample, load_block
 from lossbench.progress import RunDisplay, SilentDisplay
@@ -452,6 +452,13 @@ def plan(suite: Suite, out_dir: Path, *, force: bool = False, cache_dir: Path = 
     cells = expand(suite, identity)
     check_results_dir(out_dir)
     store = ResultsStore(out_dir)
+    other = None if force else store.other_suite(suite.name, identity)
+    if other:
+        raise ForeignDirectoryError(
+            message=other, location=Location(option=f"--out {out_dir}"), value=str(out_dir),
+            details=["a results directory belongs to one suite on one dataset: give --out another directory, or "
+                     "--force to train this suite there anyway (results.csv tells the rows apart by its suite, "
+                     "dataset and settings columns; the report keeps the latest run's)"])
     in_the_way = [c for c in cells if store.cell_path(c.id).is_dir()]
     if in_the_way:
         path = store.cell_path(in_the_way[0].id)

@@ -44,12 +44,13 @@ CSV_COLUMNS = [
     "test_acc", "test_top5", "test_loss", "test_nll", "ece", "brier", "train_acc", "gap", "val_acc",
     "noise_rate", "epochs", "epochs_run", "train_time_s", "img_per_s", "peak_mem_mb", "device", "diverged_epoch",
     "error", "eval_time_s", "cell_s", "model_params", "loss_params", "start_load_1m", "end_load_1m", "cores",
+    "suite", "dataset", "settings",
 ]
 #: The file listing every run into a results directory with its wall time (ResultsStore.record_run).
 RUNS_FILE = "runs.json"
 #: The file that marks a directory as a lossbench results directory.
 MARKER = ".lossbench"
-_MARKER_TEXT = "This directory holds lossbench results; lossbench writes here (cells/, results.csv, report.md, plots/).\n"
+MARKER_TEXT = "This directory holds lossbench results; lossbench writes here (cells/, results.csv, report.md, plots/).\n"
 
 
 def _current_umask() -> int:
@@ -191,7 +192,7 @@ class ResultsStore:
             f.write(f"lossbench pid {os.getpid()}\n")
             f.flush()
             if not (self.root / MARKER).is_file():
-                atomic_write_text(self.root / MARKER, _MARKER_TEXT)
+                atomic_write_text(self.root / MARKER, MARKER_TEXT)
         except (OSError, ResultsWriteError) as exc:
             f.close()
             raise exc if isinstance(exc, ResultsWriteError) else write_error(self.root / ".lock", exc) from None
@@ -290,6 +291,31 @@ class ResultsStore:
     def finished_ids(self) -> set[str]:
         """Ids of cells whose result is final (done or diverged); failed cells are retried by the next run."""
         return {r.id for r in self.records() if r.is_final}
+
+    def other_suite(self, suite: str, dataset: str) -> str | None:
+        """Why this directory holds another suite's results than `suite` on `dataset` (a dataset identity), or
+        None when it holds none or only theirs. Judged from its suite.yaml's name and its cell records."""
+        held: dict[str, dict[str, None]] = {}  # suite name → dataset identities ('' where unknown), in order
+        try:
+            written = yaml.safe_load((self.root / "suite.yaml").read_text(encoding="utf-8"))
+        except (OSError, ValueError, yaml.YAMLError):
+            written = None
+        if isinstance(written, dict) and isinstance(written.get("name"), str) and written["name"] != suite:
+            held.setdefault(written["name"], {})
+        if self.cells_dir.is_dir():
+            for record in self.records():
+                identity = str((record.config.get("dataset") or {}).get("identity") or "")
+                if (record.suite and record.suite != suite) or (identity and identity != dataset):
+                    held.setdefault(record.suite or suite, {})[identity] = None
+        if not held:
+            return None
+        # The dataset is named where it tells the runs apart.
+        other_data = any(i and i != dataset for identities in held.values() for i in identities)
+        theirs = ", ".join(f"suite '{name}'" + (f" on {' and '.join(i for i in identities if i)}"
+                                                if other_data and any(identities) else "")
+                           for name, identities in held.items())
+        ours = f"suite '{suite}'" + (f" on {dataset}" if other_data else "")
+        return f"results directory {self.root} holds {theirs}; this run is {ours}"
 
     # -- derived files ----------------------------------------------------------------------------------------
 
@@ -392,6 +418,10 @@ def csv_row(record: CellRecord) -> dict[str, Any]:
         "error": record.error_line,
         "val_acc": record.last_val_acc,
         "noise_rate": record.noise_rate,
+        # What tells apart rows of one label and seed from runs with other settings (--force into one directory).
+        "suite": record.suite,
+        "dataset": (record.config.get("dataset") or {}).get("identity"),
+        "settings": record.settings_id,
     }
     for axis in AXES:
         # Results written before the scenario axis existed trained on the clean data.

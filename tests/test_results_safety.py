@@ -250,3 +250,75 @@ def test_a_directory_without_write_permission_is_a_clear_error(tmp_path: Path, c
         assert result.exit_code == 2 and "Permission denied" in result.output
     finally:
         out.chmod(0o755)
+
+
+def test_another_suites_directory_is_refused_unless_forced(tmp_path: Path, cache_dir: Path) -> None:
+    """A results directory belongs to one suite: suite B into suite A's directory is exit 2 with A's files as
+    they were; --force runs B there, and results.csv tells the rows apart by suite, dataset and settings."""
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text(ONE_CELL)
+    b.write_text(ONE_CELL.replace("name: one", "name: other").replace("[cross_entropy]", "[mse]"))
+    out = tmp_path / "out"
+    assert run("run", a, "--out", out, "--cache-dir", cache_dir, "--no-report").exit_code == 0
+    before = snapshot(out)
+    result = run("run", b, "--out", out, "--cache-dir", cache_dir)
+    text = " ".join(result.output.split())
+    assert result.exit_code == 2, text
+    assert f"--out {out}: results directory {out} holds suite 'one'; this run is suite 'other'" in text
+    assert "--force" in text and "Traceback" not in text
+    assert snapshot(out) == before
+    result = run("run", b, "--out", out, "--cache-dir", cache_dir, "--force", "--no-report")
+    assert result.exit_code == 0, result.output
+    import csv
+
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert sorted(r["suite"] for r in rows) == ["one", "other"]
+    assert {r["dataset"] for r in rows} == {"digits:sklearn|train=200|test=100"}
+
+
+def test_another_dataset_in_the_same_suites_directory_is_refused(tmp_path: Path, cache_dir: Path) -> None:
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(ONE_CELL)
+    out = tmp_path / "out"
+    assert run("run", suite, "--out", out, "--cache-dir", cache_dir, "--no-report").exit_code == 0
+    result = run("run", suite, "dataset.train_subset=150", "--out", out, "--cache-dir", cache_dir)
+    text = " ".join(result.output.split())
+    assert result.exit_code == 2, text
+    assert ("holds suite 'one' on digits:sklearn|train=200|test=100; this run is suite 'one' on "
+            "digits:sklearn|train=150|test=100") in text
+    result = run("run", suite, "dataset.train_subset=150", "--out", out, "--cache-dir", cache_dir, "--force",
+                 "--no-report")
+    assert result.exit_code == 0, result.output
+    import csv
+
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert len(rows) == 2 and {r["label"] for r in rows} == {"cross_entropy | none | none"}
+    # The two rows of one label and seed differ in their dataset and settings columns.
+    assert len({r["dataset"] for r in rows}) == 2 and len({r["settings"] for r in rows}) == 2
+
+
+def test_report_refuses_a_directory_it_did_not_make(tmp_path: Path, cache_dir: Path) -> None:
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(ONE_CELL)
+    out = tmp_path / "out"
+    assert run("run", suite, "--out", out, "--cache-dir", cache_dir, "--no-report").exit_code == 0
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "report.md").write_text("# my notes\n")
+    (notes / "summary.csv").write_text("mine\n")
+    before = snapshot(notes)
+    for target in (notes, notes / "paper.md"):
+        result = run("report", out, "--out", target)
+        text = " ".join(result.output.split())
+        assert result.exit_code == 2, text
+        assert f"--out {target}:" in text and "not a lossbench" in text and "Traceback" not in text
+        assert snapshot(notes) == before and not (notes / "plots").exists()
+    # One named file of a single-file format is what was asked for: written, nothing beside it.
+    assert run("report", out, "--out", notes / "table.tex", "--format", "latex").exit_code == 0
+    assert set(snapshot(notes)) == {"report.md", "summary.csv", "table.tex"}
+    # A new directory is made and marked; a second report into it is welcome.
+    fresh = tmp_path / "fresh"
+    for _ in range(2):
+        result = run("report", out, "--out", fresh)
+        assert result.exit_code == 0, result.output
+    assert (fresh / MARKER).is_file() and (fresh / "report.md").is_file()

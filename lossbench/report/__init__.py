@@ -14,9 +14,9 @@ import re
 from pathlib import Path
 
 from lossbench.report.aggregate import DEFAULT_BASELINE, SourceAnalysis, analyse
-from lossbench.errors import ReportError
+from lossbench.errors import ForeignDirectoryError, Location, ReportError
 from lossbench.report.results import Results, load_results
-from lossbench.store import atomic_write_text
+from lossbench.store import MARKER, MARKER_TEXT, atomic_write_text, check_results_dir
 
 __all__ = [
     "DEFAULT_BASELINE", "FORMATS", "ReportError", "Results", "SourceAnalysis", "analyse", "load_results",
@@ -50,6 +50,21 @@ def _destination(dirs: list[Path], out: Path | None, fmt: str) -> Path:
     return out / default_name
 
 
+def _claim(directory: Path, out: Path) -> None:
+    """Check that lossbench may write files of its own choosing (report.md, summary.csv, plots/) into
+    `directory`, the --out directory or the one an --out file sits in, and mark it as lossbench's. Another
+    program's directory is refused: a named file of a single-file format is the only thing written elsewhere."""
+    try:
+        check_results_dir(directory)
+    except ForeignDirectoryError as exc:
+        exc.location = Location(option=f"--out {out}")
+        exc.details = [f"give --out a new directory, e.g. --out {directory / 'lossbench-report'}, or name one file "
+                       "with --format csv, latex or json"]
+        raise
+    if not (directory / MARKER).is_file():
+        atomic_write_text(directory / MARKER, MARKER_TEXT)
+
+
 def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "source"
 
@@ -71,6 +86,8 @@ def write_report(dirs: list[Path], out: Path | None = None, *, baseline: str | N
     analyses = analyse(results, metric, baseline)
     target = _destination(dirs, out, fmt)
     out_dir = target.parent
+    if out is not None and (fmt == "md" or target != Path(out)):
+        _claim(out_dir, Path(out))
     written = [target]
     if fmt == "csv":
         atomic_write_text(target, formats.summary_csv(analyses))
