@@ -248,9 +248,10 @@ def run(
 
     try:
         if tensorboard is not None:
-            from lossbench.tensorboard import check_available
+            from lossbench.tensorboard import check_available, check_log_dir
 
             check_available()
+            check_log_dir(tensorboard)
         loaded = load_suite(suite, overrides or [], epochs=epochs, seeds=_parse_seeds(seeds), device=device,
                             data_root=data_root, threads=_parse_threads(threads), pack=pack)
         from lossbench import runner  # after the suite: a malformed file is refused before torch loads (seconds)

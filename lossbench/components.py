@@ -128,7 +128,7 @@ def check_model_shape(model_name: str, model_params: dict[str, Any], facts: Mode
     except IncompatibleInput as exc:
         raise ModelFitError(message=f"model '{model_name}': {exc}", value=model_params.get(exc.parameter or ""),
                             parameter=exc.parameter) from None
-    except (RuntimeError, ValueError) as exc:
+    except (RuntimeError, ValueError, AssertionError) as exc:  # torchvision's ViT asserts the image size
         raise ModelFitError(message=f"model '{model_name}' does not fit images of {facts.in_channels}×"
                                     f"{facts.image_size[0]}×{facts.image_size[1]}: {exc}") from None
     if tuple(out.shape) != (1, facts.out_features):

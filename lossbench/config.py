@@ -746,7 +746,7 @@ def _check_model_fit(source: SuiteSource, suite: Suite) -> list[ConfigError]:
         except ModelFitError as exc:
             if exc.message not in seen:
                 seen.add(exc.message)
-                exc.location = source.locate(["model", exc.parameter] if exc.parameter else ["model"])
+                exc.location = source.locate(["model", exc.parameter or "name"])
                 exc.details.append(f"the dataset '{dataset.name}' gives the model images of "
                                    f"{shape.height}×{shape.width} pixels")
                 errors.append(exc)

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from lossbench.errors import ConfigError
+from lossbench.errors import ConfigError, Location
 from lossbench.grid import Cell
 from lossbench.record import CellRecord
 
@@ -35,10 +35,29 @@ def check_available(option: str = "--tensorboard") -> None:
                                    "(or `uv sync --extra tensorboard`)"])
 
 
+#: Longest run name, in bytes: common file systems stop at 255 (ext4, APFS, NTFS), less room for the `__v<N>` that
+#: `fresh_folder` adds to a cell trained again.
+_MAX_NAME_BYTES = 255 - 8
+
+
 def run_name(cell: Cell) -> str:
-    """A directory name per cell × seed that reads like its label: `cross_entropy__l2(weight=1e-4)__none__seed0`."""
+    """A directory name per cell × seed that reads like its label: `cross_entropy__l2(weight=1e-4)__none__seed0`.
+
+    A label too long for a file name (a long augmentation pipeline) keeps its start and gets the cell id, which
+    keeps it unique: `cross_entropy__none__crop(padding=1)+…~1a2b3c4d5e6f__seed0`, at most 247 bytes."""
     readable = re.sub(r"[^A-Za-z0-9._=(),+-]+", "_", cell.label.replace(" | ", "__")).strip("_")
-    return f"{readable}__seed{cell.seed}"
+    name = f"{readable}__seed{cell.seed}"
+    if len(name.encode()) <= _MAX_NAME_BYTES:
+        return name
+    tail = f"~{cell.id}__seed{cell.seed}"
+    return readable[:_MAX_NAME_BYTES - len(tail)] + tail  # the readable part is ASCII: one byte a character
+
+
+def check_log_dir(log_dir: Path, option: str = "--tensorboard") -> None:
+    """Raise ConfigError (before anything is written) when `log_dir` exists but is not a directory."""
+    if log_dir.exists() and not log_dir.is_dir():
+        raise ConfigError(message=f"{log_dir} is a file, not a directory", location=Location(option=f"{option} {log_dir}"),
+                          value=str(log_dir), details=["give --tensorboard a new or existing directory"])
 
 
 def experiment_name(suite: str, results_dir: Path) -> str:

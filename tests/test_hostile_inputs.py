@@ -71,3 +71,18 @@ def test_a_fifo_in_an_idx_folder_is_named_as_such(tmp_path: Path) -> None:
     os.mkfifo(root / "train-images-idx3-ubyte")
     with pytest.raises(DataError, match="train-images-idx3-ubyte is a FIFO"):
         Kmnist().describe(root)
+
+
+@pytest.mark.parametrize("model", ["torchvision:vit_b_16", "torchvision:vit_b_32"])
+def test_a_model_that_asserts_its_input_size_is_a_located_error(tmp_path: Path, model: str) -> None:
+    from typer.testing import CliRunner
+
+    from lossbench.cli import app
+
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(TINY_SUITE)
+    result = CliRunner().invoke(app, ["validate", str(suite), f"model.name={model}"])
+    text = " ".join(result.output.split())
+    assert result.exit_code == 2, text
+    assert f"override 'model.name={model}'" in text and "does not fit images of 1×8×8" in text
+    assert "Wrong image height" in text and "Traceback" not in text

@@ -110,3 +110,39 @@ def test_two_experiments_in_one_directory_stay_apart(write_suite, tmp_path: Path
     for folder in (log_dir / f"tiny-{ida}" / run_name(cell), log_dir / f"tiny-{ida}" / f"{run_name(cell)}__v2",
                    log_dir / f"tiny-{idb}" / run_name(cell)):
         assert [e.step for e in _read(folder).Scalars("test/acc")] == [1, 2]
+
+
+def test_a_tensorboard_path_that_is_a_file_is_refused_before_anything_is_written(write_suite, tmp_path: Path,
+                                                                                  cache_dir) -> None:
+    taken = tmp_path / "notes.txt"
+    taken.write_text("mine\n")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["run", str(write_suite(TINY_SUITE)), "--out", str(out), "--tensorboard",
+                                      str(taken), "--cache-dir", str(cache_dir)])
+    text = " ".join(result.output.split())
+    assert result.exit_code == 2, text
+    assert f"--tensorboard {taken}: {taken} is a file, not a directory" in text and "Traceback" not in text
+    assert not out.exists() and taken.read_text() == "mine\n"
+
+
+def test_a_long_cell_label_gets_a_run_name_the_file_system_takes(write_suite, tmp_path: Path, cache_dir) -> None:
+    """A 10-step augmentation pipeline makes a label over 255 bytes; the run directory's name stays within the
+    limit, keeps the label's start and stays unique by the cell id."""
+    steps = ", ".join(["{name: crop, padding: 1}", "hflip", "vflip", "{name: translate, max_pixels: 2, padding_mode: border}",
+                       "{name: rotate, degrees: 10, padding_mode: reflection}", "{name: scale, zoom: [0.8, 1.2], padding_mode: reflection}", "{name: cutout, size: 2}",
+                       "{name: cutout, size: 3, fill: 0.5}", "{name: gaussian_noise, sigma: 0.01}",
+                       "{name: hflip, p: 0.25}"])
+    text = (TINY_SUITE.replace("augmentation: [none, crop]", f"augmentation: [[{steps}]]")
+            .replace("loss: [cross_entropy, mse]", "loss: [cross_entropy]").replace("epochs: 2", "epochs: 1"))
+    suite = write_suite(text)
+    cell = expand(load_suite(suite), "digits:sklearn")[0]
+    assert len(cell.label.encode()) > 255
+    name = run_name(cell)
+    assert len(name.encode()) <= 255 - 8 and cell.id in name and name.startswith(cell.axes["loss"])
+    log_dir = tmp_path / "tb"
+    result = CliRunner().invoke(app, ["run", str(suite), "--out", str(tmp_path / "out"), "--tensorboard",
+                                      str(log_dir), "--cache-dir", str(cache_dir), "--no-report"])
+    assert result.exit_code == 0, result.output
+    cell = expand(load_suite(suite), "digits:sklearn|train=400")[0]  # the identity the run gives the data
+    [experiment] = log_dir.iterdir()
+    assert [p.name for p in experiment.iterdir()] == [run_name(cell)]
