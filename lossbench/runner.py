@@ -452,13 +452,6 @@ def plan(suite: Suite, out_dir: Path, *, force: bool = False, cache_dir: Path = 
     cells = expand(suite, identity)
     check_results_dir(out_dir)
     store = ResultsStore(out_dir)
-    other = None if force else store.other_suite(suite.name, identity)
-    if other:
-        raise ForeignDirectoryError(
-            message=other, location=Location(option=f"--out {out_dir}"), value=str(out_dir),
-            details=["a results directory belongs to one suite on one dataset: give --out another directory, or "
-                     "--force to train this suite there anyway (results.csv tells the rows apart by its suite, "
-                     "dataset and settings columns; the report keeps the latest run's)"])
     in_the_way = [c for c in cells if store.cell_path(c.id).is_dir()]
     if in_the_way:
         path = store.cell_path(in_the_way[0].id)
@@ -469,6 +462,13 @@ def plan(suite: Suite, out_dir: Path, *, force: bool = False, cache_dir: Path = 
             details=["move that directory away: lossbench does not remove what it did not write"],
         )
     scan = store.scan()  # the one read of every cell file: the run works from memory after this
+    other = None if force else store.other_suite(suite.name, identity, scan.records.values())
+    if other:
+        raise ForeignDirectoryError(
+            message=other, location=Location(option=f"--out {out_dir}"), value=str(out_dir),
+            details=["a results directory belongs to one suite on one dataset: give --out another directory, or "
+                     "--force to train this suite there anyway (results.csv tells the rows apart by its suite, "
+                     "dataset and settings columns; the report keeps the latest run's)"])
     pending, rounds, skipped = _schedule(suite, cells, scan.records, force)
     return RunPlan(suite, job, cells, pending, store, ignored=scan.ignored, existing=scan.records, rounds=rounds,
                    skipped=skipped, forced=force)

@@ -26,7 +26,7 @@ import os
 import tempfile
 import uuid
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -292,9 +292,10 @@ class ResultsStore:
         """Ids of cells whose result is final (done or diverged); failed cells are retried by the next run."""
         return {r.id for r in self.records() if r.is_final}
 
-    def other_suite(self, suite: str, dataset: str) -> str | None:
+    def other_suite(self, suite: str, dataset: str, records: Iterable[CellRecord]) -> str | None:
         """Why this directory holds another suite's results than `suite` on `dataset` (a dataset identity), or
-        None when it holds none or only theirs. Judged from its suite.yaml's name and its cell records."""
+        None when it holds none or only theirs. Judged from its suite.yaml's name and its cell `records` (those
+        of `scan`)."""
         held: dict[str, dict[str, None]] = {}  # suite name → dataset identities ('' where unknown), in order
         try:
             written = yaml.safe_load((self.root / "suite.yaml").read_text(encoding="utf-8"))
@@ -302,11 +303,10 @@ class ResultsStore:
             written = None
         if isinstance(written, dict) and isinstance(written.get("name"), str) and written["name"] != suite:
             held.setdefault(written["name"], {})
-        if self.cells_dir.is_dir():
-            for record in self.records():
-                identity = str((record.config.get("dataset") or {}).get("identity") or "")
-                if (record.suite and record.suite != suite) or (identity and identity != dataset):
-                    held.setdefault(record.suite or suite, {})[identity] = None
+        for record in records:
+            identity = str((record.config.get("dataset") or {}).get("identity") or "")
+            if (record.suite and record.suite != suite) or (identity and identity != dataset):
+                held.setdefault(record.suite or suite, {})[identity] = None
         if not held:
             return None
         # The dataset is named where it tells the runs apart.
