@@ -52,7 +52,15 @@ class Stl10Files:
         names_file = self.directory / "class_names.txt"
         if not names_file.is_file():
             return DEFAULT_CLASSES
-        names = tuple(line.strip() for line in names_file.read_text(encoding="utf-8").splitlines() if line.strip())
+        try:
+            text = names_file.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{names_file} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset "
+                            f"{exc.start})", details=["save it as UTF-8, one class name a line, or remove it to use "
+                                                      "STL-10's own names"]) from None
+        except OSError as exc:
+            raise DataError(f"cannot read {names_file}: {exc.strerror or exc}") from None
+        names = tuple(line.strip() for line in text.splitlines() if line.strip())
         if len(names) != len(DEFAULT_CLASSES):
             raise DataError(f"{names_file} names {len(names)} classes; STL-10 has {len(DEFAULT_CLASSES)}")
         return names
