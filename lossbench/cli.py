@@ -1,9 +1,11 @@
 """The `lossbench` command: run, report, evaluate, validate, list. A thin shell over the library; the only place that prints
-errors and chooses exit codes (0 ok, 1 a cell failed, 2 bad input, 130 interrupted)."""
+errors and chooses exit codes (0 ok, 1 a cell failed, 2 bad input, 130 interrupted, 141 the reader of the output
+went away)."""
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
@@ -38,6 +40,53 @@ class _FlagsShownAsFlags:
 class _Group(_FlagsShownAsFlags, TyperGroup):
     """The `lossbench` command group."""
 
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:
+            _end_on_closed_pipe()
+
+
+#: Exit code when the reader of the output went away (`lossbench run S | head -1`): 128 + SIGPIPE, as a command
+#: that the signal ends reports itself.
+EXIT_CLOSED_PIPE = 141
+
+
+def _end_on_closed_pipe() -> None:
+    """End quietly because whoever read stdout stopped reading. Finished cells are already saved (each is written
+    before it is shown), so the same command resumes. Python's own flush of stdout at exit would fail again and
+    print a complaint: stdout is pointed at /dev/null first."""
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)
+    except (OSError, ValueError, AttributeError):  # stdout without a descriptor (a test's capture): nothing to flush
+        pass
+    raise SystemExit(EXIT_CLOSED_PIPE)
+
+
+def _usable_std_streams() -> None:
+    """Standard streams every command can write to, whatever the shell gave it.
+
+    A closed descriptor (`lossbench run S >&-`) gets /dev/null: left closed, the next file opened (the results
+    lock, a cell file) would take its number and receive what was meant for the terminal. A stream whose encoding
+    cannot hold a character (PYTHONIOENCODING=ascii) prints '?' for it instead of stopping the command.
+    """
+    for fd, name, mode in ((0, "stdin", "r"), (1, "stdout", "w"), (2, "stderr", "w")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)  # the lowest free descriptor: this one, when those below are open
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+            setattr(sys, name, open(fd, mode, encoding="utf-8", closefd=False))
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(errors="replace")  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):  # not a text file of the io module (a test's capture)
+            pass
+
 
 class _Command(_FlagsShownAsFlags, TyperCommand):
     """A subcommand; usage reads `run [OPTIONS] SUITE` instead of typer's `{suite}`."""
@@ -62,6 +111,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 # Logs and pipes get a wide console so that tables keep one line per cell.
+_usable_std_streams()
 console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 

@@ -636,7 +636,9 @@ def run(run_plan: RunPlan, *, executor: Any = None, display: RunDisplay | None =
                     if pending:
                         display.next_round(len(pending))
         except BaseException:
-            display.finish()
+            # A display whose pipe closed (`lossbench run S | head -1`) must not keep the results from closing.
+            with contextlib.suppress(OSError):
+                display.finish()
             with contextlib.suppress(ResultsWriteError):  # the first error is the one to report
                 store.close_csv()
                 if clock.cells:

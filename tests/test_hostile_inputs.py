@@ -86,3 +86,58 @@ def test_a_model_that_asserts_its_input_size_is_a_located_error(tmp_path: Path, 
     assert result.exit_code == 2, text
     assert f"override 'model.name={model}'" in text and "does not fit images of 1×8×8" in text
     assert "Wrong image height" in text and "Traceback" not in text
+
+
+ONE_CELL = TINY_SUITE.replace("loss: [cross_entropy, mse]", "loss: [cross_entropy]").replace(
+    "augmentation: [none, crop]", "augmentation: [none]").replace("epochs: 2", "epochs: 1")
+TWO_CELLS = ONE_CELL.replace("loss: [cross_entropy]", "loss: [cross_entropy, mse]")
+
+
+def shell(command: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.run(["bash", "-c", command], cwd=cwd, capture_output=True, text=True, timeout=_HANG_GUARD_S,
+                          env=full_env)
+
+
+def test_an_ascii_terminal_encoding_still_trains(tmp_path: Path) -> None:
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(ONE_CELL)
+    result = lossbench("run", str(suite), "--plain", "--out", str(tmp_path / "out"), cwd=tmp_path,
+                       env={"PYTHONIOENCODING": "ascii"})
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr and "tiny: 1 cell(s) ? digits" in result.stdout
+    assert (tmp_path / "out" / "results.csv").is_file()
+
+
+def test_a_closed_stdout_is_no_reason_to_fail(tmp_path: Path) -> None:
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(ONE_CELL)
+    py = f"{sys.executable} -m lossbench"
+    result = shell(f"{py} validate {suite} >&-", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    result = shell(f"{py} run {suite} --out {tmp_path / 'out'} >&-", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    # Nothing meant for the terminal went into a file opened while descriptor 1 was free.
+    assert (tmp_path / "out" / ".lock").read_text().startswith("lossbench pid")
+    assert len(list((tmp_path / "out" / "cells").glob("*.json"))) == 1
+
+
+def test_a_reader_that_stops_early_ends_the_run_quietly_and_keeps_finished_cells(tmp_path: Path) -> None:
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(TWO_CELLS)
+    out = tmp_path / "out"
+    py = f"{sys.executable} -m lossbench"
+    # The reader closes the pipe after the header: the next line ends the run, quietly, like other commands.
+    result = shell(f"{py} run {suite} --plain --out {out} | head -1; echo \"status ${{PIPESTATUS[0]}}\" >&2",
+                   cwd=tmp_path)
+    assert result.stdout.startswith("tiny: 2 cell(s)") and result.stdout.count("\n") == 1
+    assert result.stderr.strip() == "status 141", result.stderr
+    # The reader closes the pipe once the first cell is done: that cell is kept, the rerun trains only the other.
+    result = shell(f"{py} run {suite} --plain --out {out} | grep -m1 'done:'; echo \"status ${{PIPESTATUS[0]}}\" >&2",
+                   cwd=tmp_path)
+    assert result.stderr.strip() == "status 141", result.stderr
+    assert len(list((out / "cells").glob("*.json"))) >= 1
+    result = lossbench("run", str(suite), "--plain", "--out", str(out), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "already done" in result.stdout and "0 already done" not in result.stdout
