@@ -53,6 +53,9 @@ CASES = {
                                     SCHEDULE="{name: cosine, warmup_epochs: 1}", LOSS="cross_entropy",
                                     REGULARIZER="[{name: dropout, p: 0.3}, {name: l2, weight: 1.0e-4}]",
                                     AUGMENTATION="[hflip, crop, mixup]"),
+    # fp16 (refused on the CPU by the suite check, a GPU precision) here only to carry a grad scaler's state.
+    "fp16-sgd-step": dict(OPTIMIZER="{name: sgd, lr: 0.05}", SCHEDULE="{name: step, step_epochs: 1}",
+                          LOSS="cross_entropy", REGULARIZER="none", AUGMENTATION="none"),
     "adamw-onecycle-arcface-cutout": dict(OPTIMIZER="{name: adamw, lr: 0.003}", SCHEDULE="onecycle", LOSS="arcface",
                                          REGULARIZER="none", AUGMENTATION="[crop, cutout]"),
 }
@@ -76,7 +79,8 @@ def test_a_cell_resumed_after_each_epoch_ends_bit_identical(write_suite, small: 
     for key, value in CASES[case].items():
         text = text.replace(key, value)
     (cell,) = expand(load_suite(write_suite(text)), "digits:test")
-    opts = EngineOptions(torch.device("cpu"), "fp32", 3, 64, 128, checkpoint=CheckpointPolicy(every=1))
+    precision = "fp16" if case.startswith("fp16") else "fp32"
+    opts = EngineOptions(torch.device("cpu"), precision, 3, 64, 128, checkpoint=CheckpointPolicy(every=1))
     states: list[bytes] = []
 
     def keep(event: str, info: dict[str, Any]) -> None:
@@ -97,6 +101,8 @@ def test_a_cell_resumed_after_each_epoch_ends_bit_identical(write_suite, small: 
     saved = load_training(states[0], "x")
     assert saved["config"] == cell.config and len(saved["history"]) == 1
     assert {"optimizer", "schedule", "scaler", "order", "augment_rng", "torch_rng"} <= set(saved)
+    if precision == "fp16":
+        assert saved["scaler"]["scale"] > 0  # the scaler's state is saved (it changes as steps overflow or not)
 
 
 KILLED_SUITE = TINY_SUITE.replace("train_subset: 400", "train_subset: 1000").replace(
@@ -169,3 +175,26 @@ def test_sigkill_mid_cell_then_resume_is_bit_identical(write_suite, tmp_path: Pa
         a = torch.load(whole / "checkpoints" / f"{cell_id}.pt", weights_only=True)
         b = torch.load(killed / "checkpoints" / f"{cell_id}.pt", weights_only=True)
         assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+
+
+def test_restore_puts_back_the_grad_scaler_and_every_random_stream(write_suite, small: ImageData) -> None:
+    from lossbench.checkpoint import capture_training, restore_training, to_bytes
+    from lossbench.components import build_cell
+
+    text = RECIPE
+    for key, value in CASES["sgd-cosine-dropout-mixup"].items():
+        text = text.replace(key, value)
+    (cell,) = expand(load_suite(write_suite(text)), "digits:test")
+    opts = EngineOptions(torch.device("cpu"), "fp32", 3, 64, 128)
+    parts = build_cell(cell, small, opts)
+    scaler = torch.amp.GradScaler("cpu", init_scale=8.0)
+    scaler.scale(torch.ones(()))  # the scale tensor exists from the first use
+    state = load_training(to_bytes({**capture_training(parts, scaler, 1, 0.0, 0.0, []), "config": {}}), "x")
+    draws = (torch.randperm(10, generator=parts.order), parts.augment_rng.random(3), torch.rand(3))
+
+    fresh = build_cell(cell, small, opts)
+    fresh_scaler = torch.amp.GradScaler("cpu")
+    restore_training(fresh, fresh_scaler, state)
+    assert fresh_scaler.state_dict() == scaler.state_dict() and fresh_scaler.get_scale() == 8.0
+    again = (torch.randperm(10, generator=fresh.order), fresh.augment_rng.random(3), torch.rand(3))
+    assert torch.equal(draws[0], again[0]) and (draws[1] == again[1]).all() and torch.equal(draws[2], again[2])
