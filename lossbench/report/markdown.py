@@ -9,6 +9,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from lossbench.machine import overloaded
@@ -443,7 +444,16 @@ def _outlying_seed(values: pd.Series, threshold: float) -> Any:
     bad draw, the two others are far from it too but close to each other."""
     if len(values) < 3:
         return None
-    gaps = pd.Series({seed: (values.drop(seed) - value).abs().min() for seed, value in values.items()})
+    # The nearest other value is a neighbour in sorted order: O(n log n), where comparing every pair took
+    # 45 s on a report of 100 cells × 100 seeds.
+    array = values.to_numpy(dtype=float)
+    order = np.argsort(array, kind="stable")
+    steps = np.diff(array[order])
+    nearest = np.full(len(array), np.inf)
+    nearest[:-1] = steps
+    nearest[1:] = np.minimum(nearest[1:], steps)
+    gaps = pd.Series(np.empty(len(array)), index=values.index)
+    gaps.iloc[order] = nearest
     seed = gaps.idxmax()
     return seed if gaps[seed] > threshold else None
 
