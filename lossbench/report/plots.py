@@ -88,7 +88,7 @@ def _learning_curves(analysis: SourceAnalysis, records: dict[str, CellRecord], o
     if not labels:
         return None
     fig = Figure(figsize=(11, 4.6))
-    ax_acc, ax_loss = fig.subplots(1, 2)
+    ax_acc, ax_loss = fig.subplots(1, 2, sharex=True)  # one epoch axis, also where only some were evaluated
     colors = _palette(len(labels))
     handles = []
     sparse_any = False
