@@ -109,3 +109,24 @@ def test_results_csv_has_parameters_load_and_times(write_suite, tmp_path: Path, 
         assert int(row["cores"]) == record["load"]["cores"]
         assert row["start_load_1m"] == "" or float(row["start_load_1m"]) == pytest.approx(
             record["load"]["start_load_1m"])
+
+
+def test_pack_cells_share_their_wall_time() -> None:
+    """Two packed cells: the pack's 4 s of training and its overhead are shared, each keeps its own evaluation,
+    and their cell_s add up to the pack's 10 s of wall time."""
+    from lossbench.record import CellRecord
+
+    records = [CellRecord("a", "a", 0, "done", {}, timing={"train_time_s": 4.0, "eval_time_s": 1.0}),
+               CellRecord("b", "b", 0, "done", {}, timing={"train_time_s": 4.0, "eval_time_s": 2.0})]
+    shared = 10.0 - 3.0  # the pack's wall time less both evaluations
+    for r in records:
+        runner.add_wall_time(r, shared + r.timing["eval_time_s"], pack_size=2)
+    assert [r.timing["overhead_s"] for r in records] == [1.5, 1.5]  # (7 − 4) / 2
+    assert [r.timing["cell_s"] for r in records] == [4.5, 5.5]
+    assert sum(r.timing["cell_s"] for r in records) == 10.0
+
+
+def test_process_age_is_the_time_since_the_process_started() -> None:
+    age = runner.process_age_s()
+    time.sleep(0.2)
+    assert runner.process_age_s() >= age + 0.15 and age > 0
