@@ -580,8 +580,13 @@ def run(run_plan: RunPlan, *, executor: Any = None, display: RunDisplay | None =
             tuner = Tuner(run_plan.suite.tune, run_plan.cells, store.root, run_plan.suite.train.epochs,
                           run_plan.suite.seed_list)
             tuner.recover()
-            # Before tuning the verdict cells are unknown; the grid's cells are their count.
-            display.start(tuner.trials_left() + len(run_plan.pending) + run_plan.skipped, 0)
+            if tuner.trials_left():
+                # Before tuning the verdict cells are unknown; the grid's cells are their count.
+                display.start(tuner.trials_left() + len(run_plan.pending) + run_plan.skipped, 0)
+            else:  # tuned already: the verdict cells, and which of them have results, are known now
+                pending, _, skipped = _schedule(run_plan.suite, tuner.outcome(run_plan.job).cells,
+                                                run_plan.existing, run_plan.forced)
+                display.start(len(pending), skipped)
         else:
             display.start(len(run_plan.pending), run_plan.skipped)
         if run_plan.rounds is not None and hasattr(display, "plan_range"):

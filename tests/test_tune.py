@@ -176,8 +176,16 @@ def test_tuned_run_budgets_files_and_seeds(write_suite, tmp_path: Path, cache_di
             assert tuned["params"]["loss.gamma"] == record["config"]["loss"]["params"]["gamma"]
         assert "test_acc" in record["metrics"]
     # The same command again: everything is done, nothing is asked or trained.
-    again = run(plan(suite, out, cache_dir=cache_dir))
+    from lossbench.progress import SilentDisplay
+
+    class Start(SilentDisplay):
+        def start(self, total: int, skipped: int) -> None:
+            self.args = (total, skipped)
+
+    display = Start()
+    again = run(plan(suite, out, cache_dir=cache_dir), display=display)
     assert again.trials == 0 and again.ran == 0 and again.skipped == 4
+    assert display.args == (0, 4)  # the display is told the verdict cells are done, not a grid to run
     assert rows(out) == table
     # A larger budget continues the same studies: the first trials are kept as they were.
     bigger = load_suite(write_suite(TUNED.replace("trials: 3", "trials: 4"), name="bigger.yaml"))
