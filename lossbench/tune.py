@@ -319,8 +319,9 @@ class Tuner:
 
 def run_tuning(tuner: Tuner, job: Job, executor: Any, display: RunDisplay,
                on_trial: Callable[[CellRecord], None] = lambda record: None) -> TuningOutcome:
-    """Ask, train and tell until every cell has its budget; then the verdict cells. Trials train unpacked."""
-    job = replace(job, engine=replace(job.engine, pack=1))
+    """Ask, train and tell until every cell has its budget; then the verdict cells. Trials train unpacked, and are
+    not scored on the suite's `evaluate:` block (only the verdict cells are)."""
+    job = replace(job, engine=replace(job.engine, pack=1), evaluate=None)
     concurrency = int(getattr(executor, "jobs", 1) or 1)
     ran = 0
 
