@@ -235,7 +235,17 @@ class EvaluateConfig(_Strict):
     corruptions: CorruptionsConfig | None = None
     ood: list[Component] = Field(default_factory=list)
 MAX_TRIALS = 10_000
-Number = Annotated[int, Field(strict=True)] | Annotated[float, Field(strict=True, allow_inf_nan=False)]
+def _number(value: Any) -> int | float:
+    """A tuning range's end: an integer stays one (a whole-number range), a finite float stays a float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        hint = " (YAML reads 1.0e6 as text: write 1.0e+6)" if isinstance(value, str) and "e" in value.lower() else ""
+        raise ValueError(f"must be a number, got {show_value(value)}{hint}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"must be a finite number, got {value}")
+    return value
+
+
+Number = Annotated[Any, BeforeValidator(_number)]
 
 
 class ParamRange(_Strict):

@@ -100,6 +100,12 @@ def test_every_mistake_of_the_block_in_one_pass(write_suite) -> None:
     assert all(e.location is not None and e.location.line for e in errors), messages
 
 
+def test_range_ends_are_numbers(write_suite) -> None:
+    errors = errors_of(write_suite(TUNED.replace("{low: 0.0, high: 4.0}", "{low: 1.0e6, high: true}")))
+    assert [e.message for e in errors] == [
+        "must be a number, got '1.0e6' (YAML reads 1.0e6 as text: write 1.0e+6)", "must be a number, got true"]
+
+
 def test_a_tuned_parameter_may_not_also_be_a_grid_level(write_suite) -> None:
     errors = errors_of(write_suite(TUNED.replace("loss: [cross_entropy, focal]",
                                                  "loss: [cross_entropy, {name: focal, gamma: 2}]")))
@@ -359,3 +365,20 @@ def test_adaptive_seeds_judge_the_tuned_cells(write_suite, tmp_path: Path, cache
     assert all("tuned" in r.config for r in summary.records)
     seeds = {s for r in summary.records for s in r.config["tuned"]["tuning_seeds"]}
     assert seeds == {TUNING_SEED_BASE} and not seeds & {r.seed for r in summary.records}
+
+
+def test_a_cell_whose_trials_all_fail_gets_failed_verdicts_that_say_why(write_suite, tmp_path: Path,
+                                                                       cache_dir: Path) -> None:
+    """Learning rates of 1e6 and more diverge in the first epoch: no trial completes, so there is no configuration
+    to judge; the verdict cells are recorded failed (a run that ends with failures exits 1), pointing at tuning.csv."""
+    text = (TUNED.replace("{low: 1.0e-3, high: 0.5, log: true}", "{low: 1.0e+6, high: 1.0e+7, log: true}")
+            .replace("loss: [cross_entropy, focal]", "loss: [cross_entropy]").replace("seeds: [0, 1]", "seeds: [0]")
+            .replace("trials: 3", "trials: 2").replace("    loss.gamma: {low: 0.0, high: 4.0}\n", ""))
+    out = tmp_path / "out"
+    summary = run(plan(load_suite(write_suite(text)), out, cache_dir=cache_dir))
+    table = rows(out)
+    assert [r["state"] for r in table] == ["failed", "failed"] and all(r["val_acc"] == "" for r in table)
+    assert summary.failed == 1
+    (record,) = records(out)
+    assert record["status"] == "failed" and "no tuning trial of this cell completed (0 complete, 0 pruned, 2 failed)" \
+        in record["error"] and "tuning.csv" in record["error"]
