@@ -243,7 +243,8 @@ def _bar_chart(analysis: SourceAnalysis, records: dict[str, CellRecord], out_dir
     ax.set_yticks(y, names, fontsize=8 if n > 30 else 9)
     note = "" if not far.any() else (
         f"; {int(far.sum())} far-off cell(s) at the axis break with their value")
-    ax.set_xlabel(f"{m.heading} — dot: mean, line: 95% t-interval over seeds{note}")
+    what = "dot: mean, line: 95% t-interval over seeds" if has_ci.any() else "dot: the one seed's value"
+    ax.set_xlabel(f"{m.heading} — {what}{note}")
     ax.grid(axis="x", alpha=0.3)
     ci_text = "" if has_ci.any() else " (one seed: no intervals)"
     ax.set_title(f"{m.title[0].upper()}{m.title[1:]} of every cell — {analysis.source.name}{ci_text}", fontsize=11)
