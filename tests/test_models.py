@@ -59,18 +59,19 @@ def test_the_cpu_and_meta_shape_checks_agree_on_tiny_images(name: str) -> None:
 
 def test_validate_does_not_import_torch_dynamo() -> None:
     """`validate` (the shape check's CPU forward pass of the built-in models, the checkpoint sizes) needs neither
-    torch._dynamo nor the meta decompositions, seconds at start-up; a subprocess, since this test process may
-    have imported them already."""
+    torch._dynamo nor the meta decompositions, nor the report's pandas and scipy: seconds at start-up each. A
+    subprocess, since this test process may have imported them already."""
     import subprocess
     import sys
     from pathlib import Path
 
     code = ("import sys; from typer.testing import CliRunner; from lossbench.cli import app; "
             "r = CliRunner().invoke(app, ['validate', 'suites/smoke.yaml']); assert r.exit_code == 0, r.output; "
-            "print('torch._dynamo' in sys.modules, 'torch' in sys.modules)")
+            "print('torch._dynamo' in sys.modules, 'pandas' in sys.modules, 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parent.parent)
-    assert out.stdout.split() == ["False", "True"]  # torch was used for the check, _dynamo was not
+    # torch was used for the check; neither torch._dynamo nor the report's pandas and scipy were imported
+    assert out.stdout.split() == ["False", "False", "True"]
 
 
 @pytest.mark.parametrize("name", ALL_MODELS)

@@ -10,18 +10,30 @@ default the one results directory given (several directories need an explicit `o
 
 from __future__ import annotations
 
+import importlib
 import re
 from pathlib import Path
+from typing import Any
 
-from lossbench.report.aggregate import DEFAULT_BASELINE, SourceAnalysis, analyse
 from lossbench.errors import ForeignDirectoryError, Location, ReportError
-from lossbench.report.results import Results, load_results
 from lossbench.store import MARKER, MARKER_TEXT, atomic_write_text, check_results_dir
 
 __all__ = [
     "DEFAULT_BASELINE", "FORMATS", "ReportError", "Results", "SourceAnalysis", "analyse", "load_results",
     "write_report",
 ]
+
+# Imported on first use: they bring pandas and scipy.stats (seconds), which the commands that only need the
+# report's metric names (`run`'s and `validate`'s option checks) must not pay for at start-up.
+_LAZY = {"DEFAULT_BASELINE": "aggregate", "SourceAnalysis": "aggregate", "analyse": "aggregate",
+         "Results": "results", "load_results": "results"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"lossbench.report.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 #: Format → (default file name, accepted suffixes of an --out file).
 FORMATS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -78,6 +90,8 @@ def write_report(dirs: list[Path], out: Path | None = None, *, baseline: str | N
     Raises ReportError for a missing or empty directory, an unknown metric or baseline, or a bad destination.
     """
     from lossbench.report import formats, markdown
+    from lossbench.report.aggregate import analyse
+    from lossbench.report.results import load_results
 
     if fmt not in FORMATS:
         raise ReportError(message=f"unknown report format '{fmt}'", value=fmt, allowed=list(FORMATS))
