@@ -361,6 +361,10 @@ def test_run_writes_the_report_unless_told_not_to(tmp_path: Path) -> None:
     text = (out / "report.md").read_text(encoding="utf-8")
     assert "# lossbench report: tiny" in text and "| cross_entropy \\| none \\| none (baseline)" in text
     assert f"report: {out / 'report.md'}" in second.output.replace("\n", "")
+    # While the report is made (seconds, for the plots) the screen says so, after the closing table.
+    output = second.output
+    assert output.index("means over each cell's finished seeds") < output.index("writing report…") < output.index(
+        "report: ")
 
 
 def test_intervals_are_cut_at_the_metric_range(tmp_path: Path) -> None:
