@@ -24,7 +24,10 @@ EPOCH_SCALARS = {
     "penalty_share": "train/penalty_share", "epoch_s": "time/epoch_s",
 }
 #: Final metrics shown as hparams metrics (tags `final/<name>`), when the cell has them.
-FINAL_METRICS = ("test_acc", "test_top5", "test_nll", "ece", "brier", "gap", "train_acc", "precision_at_1", "map_at_r")
+FINAL_METRICS = ("test_acc", "test_top5", "test_nll", "ece", "brier", "gap", "train_acc", "precision_at_1", "map_at_r",
+                 # Under shift and out of distribution (a suite's evaluate: block; lossbench/shift/evaluate.py).
+                 "corrupt_acc", "corrupt_nll", "corrupt_ece", "ood_auroc_msp", "ood_fpr95_msp", "ood_auroc_energy",
+                 "ood_fpr95_energy")
 
 
 def check_available(option: str = "--tensorboard") -> None:

@@ -234,3 +234,28 @@ def test_lossbench_evaluate_bad_input(write_suite, tmp_path: Path) -> None:
     (tmp_path / "res" / ".lossbench").write_text("")
     result = cli.invoke(app, ["evaluate", str(tmp_path / "res"), "--suite", str(write_suite())])
     assert result.exit_code == 2 and "no evaluate: block" in result.output
+
+
+def test_tensorboard_shows_the_shift_summaries(write_suite, tmp_path: Path, cache_dir: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from lossbench.cli import app
+
+    pytest.importorskip("tensorboard")
+    from test_tensorboard import _read
+
+    suite = write_suite(TINY_SUITE.replace("loss: [cross_entropy, mse]", "loss: [cross_entropy]")
+                        .replace("augmentation: [none, crop]", "augmentation: [none]").replace("epochs: 2", "epochs: 1")
+                        + EVALUATE)
+    log_dir, out = tmp_path / "tb", tmp_path / "out"
+    result = CliRunner().invoke(app, ["run", str(suite), "--out", str(out), "--tensorboard", str(log_dir),
+                                      "--no-report", "--plain", "--cache-dir", str(cache_dir)])
+    assert result.exit_code == 0, result.output
+    record = json.loads(next((out / "cells").glob("*.json")).read_text())
+    [experiment] = list(log_dir.iterdir())
+    [run_dir] = list(experiment.iterdir())
+    acc = _read(run_dir)
+    for name in ("corrupt_acc", "ood_auroc_msp"):
+        assert acc.Scalars(f"final/{name}")[0].value == pytest.approx(record["metrics"][name], rel=1e-6)
