@@ -168,8 +168,6 @@ def _levels(suite: Suite, part: str) -> list[tuple[tuple[Any, ...], ComponentSpe
 def check_tune(source: SuiteSource, suite: Suite) -> list[ConfigError]:
     """Every error of the `tune:` block: a validation split to tune on, paths that name a parameter of some cell,
     values each component accepts, and a space the sampler can search."""
-    from lossbench.components import registries
-
     tune = suite.tune
     assert tune is not None
     errors: list[ConfigError] = []
@@ -180,53 +178,7 @@ def check_tune(source: SuiteSource, suite: Suite) -> list[ConfigError]:
                                    else ["tune"]),
             value=0, details=["set dataset.val_fraction (e.g. 0.2): tuning selects on it, never on the test split"]))
     for path, spec in tune.space.items():
-        where = source.locate(["tune", "space", path])
-        try:
-            target = parse_path(path)
-        except ValueError as exc:
-            head = path.rsplit(".", 1)[0] if "." in path else path
-            errors.append(ConfigError(message=str(exc), location=where, value=path, allowed=_ALL_FORMS,
-                                      suggestion=did_you_mean(path, list(_RECIPE_VALUES))
-                                      or did_you_mean(head, list(_PREFIXES))))
-            continue
-        if tune.sampler == "grid" and spec.choices is None and not spec.is_int:
-            errors.append(ConfigError(
-                message=f"sampler grid searches a list of points, but {path} is a range of real numbers",
-                location=where, details=[f"give {path} as choices: [...], or use sampler tpe, random or qmc"]))
-        values = spec.choices if spec.choices is not None else [spec.low, spec.high]
-        if target.param is None:
-            bad = [v for v in values if isinstance(v, bool) or not isinstance(v, int) or not 0 < v <= MAX_BATCH_SIZE]
-            if bad:
-                errors.append(ConfigError(message=f"{path}: {bad[0]!r} is not a batch size (a whole number from 1 to "
-                                                  f"{MAX_BATCH_SIZE:,})", location=where, value=bad[0]))
-            continue
-        registry = registries()[_REGISTRY[target.part]]
-        levels = _levels(suite, target.part)
-        having = [(at, s) for at, s in levels if target.param in {p.name for p in registry.params(s.name)}]
-        if not having:
-            names = sorted({p.name for _, s in levels for p in registry.params(s.name)})
-            close = did_you_mean(target.param, names)
-            errors.append(ConfigError(
-                message=f"{path} applies to no cell: no {registry.singular} of this suite has a parameter "
-                        f"'{target.param}' ({', '.join(dict.fromkeys(s.name for _, s in levels))})",
-                location=where, value=path, allowed=[f"{path.rsplit('.', 1)[0]}.{n}" for n in names] or None,
-                suggestion=f"{path.rsplit('.', 1)[0]}.{close}" if close else None))
-            continue
-        for at, component in having:
-            if target.param in component.params and at[0] == "grid":
-                errors.append(ConfigError(
-                    message=f"{path} is tuned, but {'.'.join(str(k) for k in at)} sets {target.param}="
-                            f"{component.params[target.param]!r}: a tuned parameter is not also a grid level's",
-                    location=source.locate([*at, target.param]),
-                    details=[f"write that level without {target.param}, or drop {path} from tune.space"]))
-                continue
-            for value in values:
-                try:
-                    registry.check(component.name, {**component.params, target.param: value})
-                except LossbenchError as exc:
-                    errors.append(ConfigError(message=f"{path} = {value!r}: {exc.message}", location=where,
-                                              value=value))
-                    break
+        errors.extend(_path_errors(source, suite, path, spec))
     if tune.sampler == "grid" and not errors:
         points = 1
         for spec in tune.space.values():
@@ -236,4 +188,57 @@ def check_tune(source: SuiteSource, suite: Suite) -> list[ConfigError]:
                 message=f"tune.trials is {tune.trials}, but the grid sampler's space has {points} point(s): trials "
                         "beyond them would repeat points", location=source.locate(["tune", "trials"]),
                 value=tune.trials, details=[f"set tune.trials to at most {points}, or add choices"]))
+    return errors
+
+
+def _path_errors(source: SuiteSource, suite: Suite, path: str, spec: ParamRange) -> list[ConfigError]:
+    """The errors of one path of tune.space: what it names, whether a cell has it, whether its values fit."""
+    from lossbench.components import registries
+
+    assert suite.tune is not None
+    where = source.locate(["tune", "space", path])
+    try:
+        target = parse_path(path)
+    except ValueError as exc:
+        head = path.rsplit(".", 1)[0] if "." in path else path
+        return [ConfigError(message=str(exc), location=where, value=path, allowed=_ALL_FORMS,
+                            suggestion=did_you_mean(path, list(_RECIPE_VALUES)) or did_you_mean(head, list(_PREFIXES)))]
+    errors: list[ConfigError] = []
+    if suite.tune.sampler == "grid" and spec.choices is None and not spec.is_int:
+        errors.append(ConfigError(
+            message=f"sampler grid searches a list of points, but {path} is a range of real numbers",
+            location=where, details=[f"give {path} as choices: [...], or use sampler tpe, random or qmc"]))
+    values = spec.choices if spec.choices is not None else [spec.low, spec.high]
+    if target.param is None:
+        bad = [v for v in values if isinstance(v, bool) or not isinstance(v, int) or not 0 < v <= MAX_BATCH_SIZE]
+        if bad:
+            errors.append(ConfigError(message=f"{path}: {bad[0]!r} is not a batch size (a whole number from 1 to "
+                                              f"{MAX_BATCH_SIZE:,})", location=where, value=bad[0]))
+        return errors
+    registry = registries()[_REGISTRY[target.part]]
+    levels = _levels(suite, target.part)
+    having = [(at, s) for at, s in levels if target.param in {p.name for p in registry.params(s.name)}]
+    if not having:
+        names = sorted({p.name for _, s in levels for p in registry.params(s.name)})
+        close = did_you_mean(target.param, names)
+        prefix = path.rsplit(".", 1)[0]
+        return [*errors, ConfigError(
+            message=f"{path} applies to no cell: no {registry.singular} of this suite has a parameter "
+                    f"'{target.param}' ({', '.join(dict.fromkeys(s.name for _, s in levels))})",
+            location=where, value=path, allowed=[f"{prefix}.{n}" for n in names] or None,
+            suggestion=f"{prefix}.{close}" if close else None)]
+    for at, component in having:
+        if target.param in component.params and at[0] == "grid":
+            errors.append(ConfigError(
+                message=f"{path} is tuned, but {'.'.join(str(k) for k in at)} sets {target.param}="
+                        f"{component.params[target.param]!r}: a tuned parameter is not also a grid level's",
+                location=source.locate([*at, target.param]),
+                details=[f"write that level without {target.param}, or drop {path} from tune.space"]))
+            continue
+        for value in values:
+            try:
+                registry.check(component.name, {**component.params, target.param: value})
+            except LossbenchError as exc:
+                errors.append(ConfigError(message=f"{path} = {value!r}: {exc.message}", location=where, value=value))
+                break
     return errors
