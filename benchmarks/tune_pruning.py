@@ -139,7 +139,8 @@ def main() -> None:
         diffs = [100 * (hb_acc[label][s] - none_acc[label][s]) for s in common]
         mean, half = paired_interval(diffs)
         within = "yes" if abs(mean) <= half else "no"
-        lines.append(f"| {label.replace('|', chr(92) + '|')} | {100 * statistics.fmean(none_acc[label].values()):.2f} % | "
+        escaped = label.replace("|", "\\|")  # a cell label's bars would end the Markdown cell
+        lines.append(f"| {escaped} | {100 * statistics.fmean(none_acc[label].values()):.2f} % | "
                      f"{100 * statistics.fmean(hb_acc[label].values()):.2f} % | {mean:+.2f} ± {half:.2f} | {within} | "
                      f"{none_epochs[label]} | {hb_epochs[label]} |")
     total_none, total_hb = sum(none_epochs.values()), sum(hb_epochs.values())
