@@ -41,6 +41,7 @@ import torch
 
 from lossbench.checkpoint import read_resume
 from lossbench.errors import ConfigError
+from lossbench.executor_session import HeldBetweenCalls
 from lossbench.grid import Cell
 from lossbench.runner import DataRequest, Job, OnEvent, OnResult, execute_cell, failed_record
 from lossbench.machine import usable_cores
@@ -68,7 +69,7 @@ class WorkerSpec:
     auto_threads: bool = False  # choose the threads before each cell from the idle cores (lossbench/threads.py)
 
 
-class ProcessExecutor:
+class ProcessExecutor(HeldBetweenCalls):
     """Trains up to `jobs` cells at once, each worker process on its own share of the CPU, or on a shared GPU.
 
     `threads_per_job` fixes the torch threads of each worker (default: the cores split evenly, at least 1).
@@ -90,19 +91,8 @@ class ProcessExecutor:
         self.start_method = start_method
         self._prepared: DataRequest | None = None  # the data request already loaded into the cache by prepare()
         self._pool: _WorkerPool | None = None  # the workers, kept between calls inside `with`
-        self._kept = 0  # depth of `with executor:` blocks
         #: Worker processes started over this executor's life (a run that keeps its workers starts `jobs`).
         self.workers_started = 0
-
-    def __enter__(self) -> ProcessExecutor:
-        """Keep the workers between `run` calls until the block ends."""
-        self._kept += 1
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._kept -= 1
-        if self._kept == 0:
-            self.close()
 
     def close(self) -> None:
         """Let the workers finish and exit (those that do not within a grace period are terminated)."""

@@ -33,6 +33,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 from lossbench.errors import ConfigError
+from lossbench.executor_session import HeldBetweenCalls
 
 if TYPE_CHECKING:
     from lossbench.data import ImageData
@@ -77,7 +78,7 @@ def _import_ray() -> Any:
     return ray
 
 
-class RayExecutor:
+class RayExecutor(HeldBetweenCalls):
     """Trains each pending cell as a Ray task with the requested resources; results stream back to the driver.
 
     `address` is where the cluster is: `auto` (the cluster this machine belongs to), `ray://HOST:PORT` (Ray Client),
@@ -132,20 +133,9 @@ class RayExecutor:
         self.data = data
         self.max_retries = max_retries
         self._local_data = local_data
-        self._kept = 0  # depth of `with executor:` blocks
         self._connected_here = False  # this executor called ray.init, so close() shuts Ray down
         self._data_refs: tuple[Any, list[Any]] | None = None  # (the job's DataRequest, [its object ref])
         self._sink: Any = None  # the progress actor
-
-    def __enter__(self) -> RayExecutor:
-        """Keep the connection, the data in the object store and the progress actor between `run` calls."""
-        self._kept += 1
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._kept -= 1
-        if self._kept == 0:
-            self.close()
 
     def close(self) -> None:
         """Let go of the progress actor and the data, and disconnect if this executor connected."""
