@@ -363,7 +363,7 @@ def results_id(root: Path) -> str:
     try:
         text = marker.read_text(encoding="utf-8")
     except OSError:
-        text = _MARKER_TEXT
+        text = MARKER_TEXT
     for line in text.splitlines():
         if line.startswith("id: ") and len(line.split()[1]) == 12:
             return line.split()[1]

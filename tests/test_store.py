@@ -119,3 +119,14 @@ def test_written_files_get_the_usual_permissions(tmp_path: Path) -> None:
     mask = os.umask(0)
     os.umask(mask)
     assert path.stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_results_id_of_a_directory_without_its_marker_file(tmp_path):
+    """A directory whose marker file is missing gets a new marker holding the usual text and its id."""
+    from lossbench.store import MARKER, MARKER_TEXT, results_id
+
+    first = results_id(tmp_path)
+    assert len(first) == 12 and int(first, 16) >= 0
+    text = (tmp_path / MARKER).read_text(encoding="utf-8")
+    assert text.startswith(MARKER_TEXT) and text.endswith(f"id: {first}\n")
+    assert results_id(tmp_path) == first
