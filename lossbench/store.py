@@ -46,6 +46,10 @@ CSV_COLUMNS = [
     "error", "eval_time_s", "cell_s", "model_params", "loss_params", "start_load_1m", "end_load_1m", "cores",
     "suite", "dataset", "settings",
 ]
+#: results.csv columns that measure the machine and the moment (times, memory, load), not the training: they
+#: differ between two runs of the same cell, where every other column is the same.
+MACHINE_COLUMNS = ("train_time_s", "img_per_s", "peak_mem_mb", "eval_time_s", "cell_s", "start_load_1m",
+                   "end_load_1m", "cores")
 #: The file listing every run into a results directory with its wall time (ResultsStore.record_run).
 RUNS_FILE = "runs.json"
 #: The file that marks a directory as a lossbench results directory.

@@ -502,9 +502,10 @@ def test_validate_prints_the_fewest_and_most_trainings(write_suite) -> None:
 def _rows_without_timing(out: Path) -> list[dict[str, str]]:
     import csv
 
+    from lossbench.store import MACHINE_COLUMNS
+
     with open(out / "results.csv", newline="") as f:
-        return [{k: v for k, v in row.items() if k not in ("train_time_s", "img_per_s", "peak_mem_mb")}
-                for row in csv.DictReader(f)]
+        return [{k: v for k, v in row.items() if k not in MACHINE_COLUMNS} for row in csv.DictReader(f)]
 
 
 def test_real_rounds_on_digits_sequential_and_with_jobs_agree(write_suite, tmp_path: Path, cache_dir: Path) -> None:

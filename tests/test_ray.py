@@ -27,6 +27,7 @@ from lossbench.config import load_suite
 from lossbench.grid import Cell, ResolvedComponent
 from lossbench.ray_executor import KILL_ONCE_ENV, RayExecutor
 from lossbench.record import CellRecord
+from lossbench.store import MACHINE_COLUMNS
 
 SUITE = """\
 name: tiny-ray
@@ -46,7 +47,7 @@ grid:
   loss: [cross_entropy, {name: mse, over: probabilities}]
 """
 # Columns that measure the machine rather than the training (they differ between any two runs).
-TIMING_COLUMNS = {"train_time_s", "img_per_s", "peak_mem_mb"}
+TIMING_COLUMNS = set(MACHINE_COLUMNS)
 
 # Keeps every address of the test cluster on the loopback interface, and Ray's network features off.
 RAY_TEST_ENV = {
