@@ -48,6 +48,21 @@ def test_bad_evaluate_block_is_refused_with_locations(write_suite) -> None:
     assert errors["evaluate.ood[3].rooot"].suggestion == "root"
 
 
+#: The corruptions a suite's evaluate: block names in the README and the issue that asked for the block.
+ISSUE_CORRUPTIONS = ["gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "contrast", "brightness",
+                     "jpeg_compression", "pixelate", "saturate", "spatter"]
+
+
+def test_every_documented_corruption_validates_and_a_typo_is_named(write_suite) -> None:
+    names = ", ".join(ISSUE_CORRUPTIONS)
+    suite = load_suite(write_suite(TINY_SUITE + f"evaluate:\n  corruptions: {{names: [{names}]}}\n"))
+    assert suite.evaluate.corruptions.names == ISSUE_CORRUPTIONS
+    path = write_suite(TINY_SUITE + "evaluate:\n  corruptions: {names: [contrast, spater]}\n", name="typo.yaml")
+    [error] = _errors(path)
+    assert error.location.path == "evaluate.corruptions.names[1]" and error.suggestion == "spatter"
+    assert "spatter" in error.allowed
+
+
 def test_embedding_heads_and_packs_are_refused(write_suite) -> None:
     path = write_suite(TINY_SUITE.replace("loss: [cross_entropy, mse]", "loss: [cross_entropy, supcon]")
                        .replace("  device: cpu", "  device: cpu\n  pack: 2") + EVALUATE)

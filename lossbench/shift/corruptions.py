@@ -5,16 +5,19 @@ range. Severity parameters are those of the `imagecorruptions` package (Michaeli
 parameters, made to work at any image size); CIFAR-10-C used milder noise and blur for 32×32 images, so numbers
 here are comparable with imagecorruptions on any dataset, not with the published CIFAR-10-C files.
 
-Random corruptions (the three noises) draw from the torch.Generator they are given, one draw per pixel, so the
-same generator state gives the same corrupted images; deterministic ones ignore it. tests/test_shift_corruptions.py
-compares every deterministic corruption with imagecorruptions pixel for pixel and the random ones by their
-statistics.
+Random corruptions (the three noises and `spatter`) draw from the torch.Generator they are given, one draw per
+pixel, so the same generator state gives the same corrupted images; deterministic ones ignore it.
+tests/test_shift_corruptions.py compares every deterministic corruption with imagecorruptions pixel for pixel, the
+random ones by their statistics, and `spatter` also pixel for pixel given the package's own noise draw.
 
 Grey and tiny images: every corruption runs on 1-channel and on 8×8 images. Some mean little there:
 `saturate` changes nothing on grey images (a grey pixel has no saturation), `defocus_blur`'s disk (radius 3–10
 pixels, on a 17×17 or larger kernel) turns an 8×8 image into nearly its mean at every severity, and
-`gaussian_blur` does the same from severity 3 (sigma 3–6 pixels). The noises, `contrast`, `brightness`,
-`pixelate` and `jpeg_compression` keep their meaning on 8×8 grey digits.
+`gaussian_blur` does the same from severity 3 (sigma 3–6 pixels), and `spatter`'s drops (noise blurred by sigma
+1–4 pixels) are as large as an 8×8 image, so its five severities change such images about equally. On grey images
+`spatter` adds the luminance of the colour it would add to the RGB image (water) or blends towards the luminance
+of its mud brown, with the same mask. The noises, `contrast`, `brightness`, `pixelate` and `jpeg_compression` keep
+their meaning on 8×8 grey digits.
 """
 
 from __future__ import annotations
@@ -348,6 +351,161 @@ def _jpeg(x: torch.Tensor, quality: int, g: torch.Generator | None) -> torch.Ten
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Spatter: imagecorruptions' water drops (severities 1–3) and mud (4–5), batched. A liquid layer per image is
+# Gaussian noise of mean `loc` and deviation `scale`, blurred by `sigma` and zeroed below `threshold`; one layer
+# per image, shared by its channels.
+#
+# The water branch follows the package's OpenCV chain step by step: Canny edges of the layer (as uint8), the
+# distance to the nearest edge (truncated at 20 pixels), a 3×3 box blur, histogram equalization, an emboss filter,
+# another box blur; the layer times that map, scaled to a maximum of `intensity`, tints the image pale turquoise.
+# What differs from OpenCV and why: Canny's hysteresis (weak edges kept when 8-connected to strong ones) grows
+# strong edges by 3×3 max-pooling until nothing changes, a check per 8 steps rather than OpenCV's pixel stack;
+# the distance is the same 5×5 chamfer metric (steps 1, 1.4, 2.1969) computed by 20 rounds of min-plus over the
+# 16 chamfer neighbours instead of OpenCV's two raster passes (the same shortest path, exact up to the truncation at
+# 20, in float rather than OpenCV's 16-bit fixed point); the layer is clamped to [0, 1] before its uint8 cast where
+# the package's cast would wrap around (a blurred layer above 1 is vanishingly rare); an image whose layer is all
+# zero is left unchanged where the package divides 0 by 0. The result agrees with the package by its statistics
+# (tests/test_shift_corruptions.py), not pixel for pixel: the noise itself is drawn from a different generator.
+#
+# Grey images get the luminance (0.2989 R + 0.5870 G + 0.1140 B, the package's rgb2gray) of the colour the
+# same mask would add to an RGB image, as the package does for them.
+
+_SPATTER_WATER = (175 / 255, 238 / 255, 238 / 255)  # pale turquoise, RGB
+_SPATTER_MUD = (63 / 255, 42 / 255, 20 / 255)  # mud brown, RGB
+_GREY_WEIGHTS = (0.2989, 0.5870, 0.1140)
+#: Emboss kernel the package filters the equalized distance map with (cv2.filter2D, a correlation).
+_EMBOSS = torch.tensor([[-2.0, -1.0, 0.0], [-1.0, 1.0, 1.0], [0.0, 1.0, 2.0]])
+_BOX3 = torch.full((3, 3), 1 / 9)
+#: (dy, dx, length) of the 5×5 chamfer mask of cv2.distanceTransform(DIST_L2, 5).
+_CHAMFER = [(dy, dx, {1: 1.0, 2: 1.4, 5: 2.1969}[dy * dy + dx * dx])
+            for dy in range(-2, 3) for dx in range(-2, 3) if dy * dy + dx * dx in (1, 2, 5)]
+#: cv2.Canny's tan(22.5°) in its 15-bit fixed point.
+_TG22 = int(0.4142135623730950488016887242097 * (1 << 15) + 0.5)
+
+
+def _shifted(x: torch.Tensor, dy: int, dx: int, pad: int) -> torch.Tensor:
+    """x [N, H, W] padded by `pad` on every side: the view whose pixel (i, j) is the padded pixel (i + dy, j + dx)
+    of the original frame."""
+    h, w = x.shape[1] - 2 * pad, x.shape[2] - 2 * pad
+    return x[:, pad + dy:pad + dy + h, pad + dx:pad + dx + w]
+
+
+def _canny(image: torch.Tensor, low: int = 50, high: int = 150) -> torch.Tensor:
+    """cv2.Canny(image, low, high) (3×3 Sobel, L1 magnitude) of uint8-valued images [N, H, W]: a bool edge map."""
+    padded = F.pad(image[:, None], (1, 1, 1, 1), mode="replicate")  # Canny's Sobel replicates the border
+    sobel = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], device=image.device)
+    kernels = torch.stack((sobel, sobel.T))[:, None].to(image.dtype)
+    gx, gy = F.conv2d(padded, kernels).round().to(torch.int64).unbind(1)
+    mag = gx.abs() + gy.abs()
+    around = F.pad(mag, (1, 1, 1, 1))  # the magnitude outside the image is 0
+    def nb(dy: int, dx: int) -> torch.Tensor:
+        return _shifted(around, dy, dx, 1)
+    # Non-maximum suppression along the gradient's direction, quantized to 0°, 45°, 90°, 135° as Canny does.
+    x_abs, y_abs = gx.abs(), gy.abs() << 15
+    tg22x = x_abs * _TG22
+    horizontal = y_abs < tg22x
+    vertical = y_abs > tg22x + (x_abs << 16)
+    same_sign = (gx < 0) == (gy < 0)
+    keep = torch.where(
+        horizontal, (mag > nb(0, -1)) & (mag >= nb(0, 1)),
+        torch.where(vertical, (mag > nb(-1, 0)) & (mag >= nb(1, 0)),
+                    torch.where(same_sign, (mag > nb(-1, -1)) & (mag > nb(1, 1)),
+                                (mag > nb(-1, 1)) & (mag > nb(1, -1)))))
+    candidate = keep & (mag > low)
+    edges = candidate & (mag > high)
+    # Hysteresis: a candidate joins when 8-connected to an edge. Grown to convergence, checked every 8 steps (one
+    # host sync each) so long chains are followed without a pixel stack.
+    while True:
+        before = edges
+        for _ in range(8):
+            edges = candidate & (F.max_pool2d(edges[:, None].float(), 3, 1, 1)[:, 0] > 0)
+        if torch.equal(edges, before):
+            return edges
+
+
+def _chamfer_distance(edges: torch.Tensor, cap: float = 20.0) -> torch.Tensor:
+    """min(cap, distance to the nearest edge pixel) under cv2.distanceTransform's 5×5 chamfer metric, [N, H, W];
+    outside the image counts as no edge."""
+    dist = torch.where(edges, 0.0, cap)
+    # Every step of a path costs at least 1, so `cap` rounds of relaxation reach every distance below the cap.
+    for _ in range(int(cap)):
+        padded = F.pad(dist, (2, 2, 2, 2), value=cap)
+        for dy, dx, length in _CHAMFER:
+            dist = torch.minimum(dist, _shifted(padded, dy, dx, 2) + length)
+    return dist
+
+
+def _equalize_hist(image: torch.Tensor) -> torch.Tensor:
+    """cv2.equalizeHist of uint8-valued images [N, H, W], each on its own histogram."""
+    n = image.shape[0]
+    values = image.reshape(n, -1).long()
+    hist = torch.zeros(n, 256, device=image.device).scatter_add_(1, values, torch.ones_like(values, dtype=torch.float))
+    cdf = hist.cumsum(1)
+    total = cdf[:, -1:]
+    first = torch.where(hist > 0, cdf, total).amin(1, keepdim=True)  # the count of the lowest level present
+    lut = ((cdf - first) * 255 / (total - first).clamp(min=1)).round().clamp(0, 255)
+    out = lut.gather(1, values).view_as(image)
+    # An image of one level stays that level (OpenCV's special case).
+    return torch.where((total == first).view(n, 1, 1), image, out)
+
+
+def _water_mask(layer: torch.Tensor, intensity: float) -> torch.Tensor:
+    """The package's water mask [N, H, W] in [0, intensity] from the thresholded liquid layer."""
+    layer8 = (layer.clamp(0, 1) * 255).floor()
+    dist = _chamfer_distance(_canny(layer8))[:, None]
+    dist = _filter2d(dist, _BOX3).floor()
+    dist = _equalize_hist(dist[:, 0])[:, None]
+    dist = _filter2d(dist, _EMBOSS).round().clamp(0, 255)
+    dist = _filter2d(dist, _BOX3).round()[:, 0]
+    m = layer8 * dist
+    peak = m.amax(dim=(1, 2), keepdim=True)
+    return torch.where(peak > 0, m / peak.clamp(min=1e-12), 0.0) * intensity
+
+
+def _tint(x: torch.Tensor, colour: tuple[float, float, float]) -> torch.Tensor:
+    """The colour as a [1, C, 1, 1] tensor for x's channels: its luminance for grey images."""
+    if x.shape[1] == 1:
+        colour = (sum(c * w for c, w in zip(colour, _GREY_WEIGHTS)),)
+    return torch.tensor(colour, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+
+
+def _spatter(x: torch.Tensor, param: tuple[float, float, float, float, float, int],
+             g: torch.Generator | None) -> torch.Tensor:
+    loc, scale = param[:2]
+    n, _, h, w = x.shape
+    noise = torch.randn((n, h, w), generator=g, device=x.device, dtype=x.dtype) * scale + loc
+    return _spatter_noise(x, noise, param)
+
+
+def _spatter_noise(x: torch.Tensor, noise: torch.Tensor,
+                   param: tuple[float, float, float, float, float, int]) -> torch.Tensor:
+    """Spatter of images x [N, C, H, W] from the liquid's noise [N, H, W] (already of mean `loc` and deviation
+    `scale`): the deterministic rest of the corruption, apart so that tests can give it the package's draw."""
+    _, _, sigma, threshold, intensity, mud = param
+    h, w = x.shape[2:]
+    rows = _blur_matrix(float(sigma), h).to(x.device, x.dtype)
+    cols = _blur_matrix(float(sigma), w).to(x.device, x.dtype)
+    layer = rows @ noise.to(x.dtype) @ cols.T
+    layer = torch.where(layer < threshold, 0.0, layer)
+    if not mud:
+        m = _water_mask(layer, intensity)[:, None]
+        # The package clips the added colour before taking a grey image's luminance of it.
+        water = torch.tensor(_SPATTER_WATER, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+        added = (m * water).clamp(0, 1)
+        if x.shape[1] == 1:
+            grey = torch.tensor(_GREY_WEIGHTS, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+            added = (added * grey).sum(1, keepdim=True)
+        return (x + added).clamp_(0, 1)
+    # Mud: the blobs above the threshold, softened by a Gaussian of sigma `intensity`, kept where ≥ 0.8, cover
+    # the image in brown.
+    rows = _blur_matrix(float(intensity), h).to(x.device, x.dtype)
+    cols = _blur_matrix(float(intensity), w).to(x.device, x.dtype)
+    m = rows @ (layer > threshold).to(x.dtype) @ cols.T
+    m = torch.where(m < 0.8, 0.0, m)[:, None]
+    return (x * (1 - m) + _tint(x, _SPATTER_MUD) * m).clamp_(0, 1)
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # The table. Parameters per severity 1..5, from imagecorruptions/corruptions.py.
 
 _TABLE = [
@@ -368,6 +526,9 @@ _TABLE = [
     Corruption("jpeg_compression", "JPEG at quality 25, 18, 15, 10, 7", (25, 18, 15, 10, 7), _jpeg),
     Corruption("pixelate", "box-downsampled to 60–25 % of the size, nearest-upsampled back",
                (0.6, 0.5, 0.4, 0.3, 0.25), _pixelate),
+    Corruption("spatter", "water drops tinted pale turquoise (severities 1–3), mud splashes (4–5)",
+               ((0.65, 0.3, 4, 0.69, 0.6, 0), (0.65, 0.3, 3, 0.68, 0.6, 0), (0.65, 0.3, 2, 0.68, 0.5, 0),
+                (0.65, 0.3, 1, 0.65, 1.5, 1), (0.67, 0.4, 1, 0.65, 1.5, 1)), _spatter, random=True),
 ]
 #: Every corruption by name, in the order `lossbench list` and the report show them.
 CORRUPTIONS: dict[str, Corruption] = {c.name: c for c in _TABLE}
