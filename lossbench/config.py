@@ -79,6 +79,8 @@ MAX_IMAGE_SIZE = 1_024
 MAX_CELLS = 100_000
 #: Seeds are unsigned 32-bit: what torch, numpy and every other generator accept.
 MAX_SEED = 2**32 - 1
+#: Most seeds adaptive seeding may run per grid point (`seeds.max`).
+MAX_ADAPTIVE_SEEDS = 1000
 MAX_SUBSET = 1_000_000_000
 MAX_DESCRIPTION = 10_000
 
@@ -207,8 +209,8 @@ class AdaptiveSeeds(_Strict):
     `baseline` names the cell every other is compared with (default: the report's, `cross_entropy | none | none`
     of each combination of the other axes)."""
 
-    min: int = Field(3, strict=True, ge=2, le=1000)
-    max: int = Field(10, strict=True, ge=2, le=1000)
+    min: int = Field(3, strict=True, ge=2, le=MAX_ADAPTIVE_SEEDS)
+    max: int = Field(10, strict=True, ge=2, le=MAX_ADAPTIVE_SEEDS)
     target: SeedTarget
     baseline: str | None = None
 
@@ -384,10 +386,12 @@ class SuiteSource:
 
     def set_from_command_line(self, path: KeyPath, value: Any, option: str) -> None:
         """Replace the value at `path` (creating mappings on the way); errors there will name `option`."""
-        set_path(self.data, path, value, option)
+        created = set_path(self.data, path, value, option)
         self.positions = {k: v for k, v in self.positions.items() if k[:len(path)] != path}
         self.origins = {k: v for k, v in self.origins.items() if k[:len(path)] != path}
         self.origins[path] = option
+        for made in created:  # mappings the override created (`grid.loss[0].gamma.x=1` makes `gamma`)
+            self.origins.setdefault(made, option)
 
 
 def read_suite_file(path: str | Path) -> SuiteSource:
@@ -546,8 +550,13 @@ def _component_refs(data: dict[str, Any]) -> list[_ComponentRef]:
 
 
 def _located(source: SuiteSource, exc: LossbenchError, path: tuple[Any, ...]) -> ConfigError:
-    """A registry error placed at the component, or at the parameter's own line when the suite wrote it there."""
-    exc.location = source.locate(path + (exc.parameter,) if exc.parameter else path)
+    """A registry error placed at the component, or at the parameter's own line when the suite wrote it there,
+    or at the override that set the component's name (`model.name=torchvision:x`)."""
+    if exc.parameter:
+        path = path + (exc.parameter,)
+    elif path + ("name",) in source.origins:
+        path = path + ("name",)
+    exc.location = source.locate(path)
     return exc if isinstance(exc, ConfigError) else ConfigError(message=exc.message, location=exc.location)
 
 
@@ -792,6 +801,17 @@ def _check_seed_target(source: SuiteSource, suite: Suite) -> list[ConfigError]:
     if metric not in MEASURES:
         return [ConfigError(message=f"unknown metric '{metric}' for the seeds target", location=where, value=metric,
                             allowed=list(MEASURES), suggestion=did_you_mean(metric, list(MEASURES)))]
+    from lossbench.embedding_eval import RETRIEVAL_METRICS
+    from lossbench.losses import LOSSES
+
+    if metric in RETRIEVAL_METRICS:
+        logits = [s.name for s in suite.grid.loss if getattr(LOSSES.get(s.name), "head", "logits") != "embedding"]
+        if logits:
+            return [ConfigError(
+                message=f"the seeds target is {metric}, but {metric} is measured only on embedding heads, and "
+                        f"these losses train logits: {', '.join(logits)}", location=where, value=metric,
+                details=["aim at test_acc (every head records it), or grid only embedding losses "
+                         "(lossbench list losses)"])]
     if metric == "val_acc" and suite.dataset.val_fraction == 0:
         return [ConfigError(message="the seeds target is val_acc, but dataset.val_fraction is 0: no cell measures "
                                     "a validation accuracy", location=where, value=metric,
@@ -827,7 +847,9 @@ def _grid_size_error(source: SuiteSource) -> ConfigError | None:
     seeds = source.data.get("seeds", [0])
     counts = {axis: len(grid[axis]) for axis in GRID_AXES if isinstance(grid.get(axis), list)}
     max_seeds = seeds.get("max", 10) if isinstance(seeds, dict) else 1
-    counts["seeds"] = len(seeds) if isinstance(seeds, list) else max_seeds if isinstance(max_seeds, int) else 1
+    if not isinstance(max_seeds, int) or not 2 <= max_seeds <= MAX_ADAPTIVE_SEEDS:
+        max_seeds = 1  # out of its own bounds: the schema names `seeds.max`, which is the mistake
+    counts["seeds"] = len(seeds) if isinstance(seeds, list) else max_seeds
     total = math.prod(max(n, 1) for n in counts.values())
     if total <= MAX_CELLS:
         return None

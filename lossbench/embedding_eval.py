@@ -34,6 +34,9 @@ DEFAULT_K = 10
 DEFAULT_METRIC: Metric = "cosine"
 
 
+#: The retrieval metrics an embedding head records (and a logits head does not).
+RETRIEVAL_METRICS = ("precision_at_1", "map_at_r")
+
 @dataclass
 class RetrievalResult:
     """k-NN class scores [N, C], precision@1 and MAP@R (0-d tensors, in [0, 1]) of a query set."""

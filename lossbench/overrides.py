@@ -32,8 +32,15 @@ class Override:
         return override_label(self.text)
 
 
+#: Characters of an override shown in messages; a longer one is cut, with its length.
+_SHOWN_CHARS = 80
+
+
 def override_label(text: str) -> str:
-    return f"override '{text}'"
+    """How messages name an override: `override 'train.epochs=0'`, a long one cut with its length."""
+    if len(text) <= _SHOWN_CHARS:
+        return f"override '{text}'"
+    return f"override '{text[:_SHOWN_CHARS]}…' ({len(text):,} characters)"
 
 
 def parse_override(text: str) -> Override:
@@ -63,12 +70,14 @@ def parse_key_path(key: str, where: Location) -> KeyPath:
     return tuple(path)
 
 
-def set_path(data: dict[str, Any], path: KeyPath, value: Any, option: str) -> None:
-    """Set `data` at `path` to `value`, creating mappings for missing keys.
+def set_path(data: dict[str, Any], path: KeyPath, value: Any, option: str) -> list[KeyPath]:
+    """Set `data` at `path` to `value`, creating mappings for missing keys; return the paths of the mappings it
+    created (wholly the override's, so errors about them name it).
 
     A component written by name (`optimizer: sgd`) becomes a mapping when a parameter is set under it
     (`train.optimizer.lr=0.01` -> `{name: sgd, lr: 0.01}`).
     """
+    created: list[KeyPath] = []
     node: Any = data
     for depth, key in enumerate(path):
         last = depth == len(path) - 1
@@ -85,10 +94,11 @@ def set_path(data: dict[str, Any], path: KeyPath, value: Any, option: str) -> No
                               location=Location(option=option))
         if last:
             node[key] = value
-            return
+            return created
         child = node[key] if isinstance(key, int) else node.get(key)
         if child is None:
             child = {}
+            created.append(path[:depth + 1])
         elif isinstance(child, str) and not isinstance(path[depth + 1], int):
             child = {"name": child}
         node[key] = child

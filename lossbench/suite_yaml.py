@@ -203,6 +203,16 @@ def _walk(loader: yaml.SafeLoader, node: yaml.Node, path: KeyPath, positions: di
     The document is already known to be bounded (depth and expanded size), so plain recursion is safe.
     """
     positions.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
+    if node.tag in _REFUSED_TAGS:
+        mark = (node.start_mark.line + 1, node.start_mark.column + 1)
+        if mark not in reported:
+            reported.add(mark)
+            problems.append(ConfigError(
+                message=f"!!{node.tag.rsplit(':', 1)[-1]} {_REFUSED_TAGS[node.tag]}",
+                location=Location(file=where.file, option=where.option, line=mark[0], column=mark[1],
+                                  path=dotted(path) or None),
+            ))
+        return
     if isinstance(node, yaml.MappingNode):
         first_line: dict[Any, int] = {}
         for key_node, value_node in node.value:
@@ -234,6 +244,16 @@ def _walk(loader: yaml.SafeLoader, node: yaml.Node, path: KeyPath, positions: di
                                   path=dotted(path) or None),
                 value=node.value,
             ))
+
+
+#: YAML types that no suite value is: bytes would pass as text (a name, a root), a set as a list of seeds, in an
+#: order YAML does not keep.
+_REFUSED_TAGS = {
+    "tag:yaml.org,2002:binary": "(bytes) is not a suite value; write the text itself",
+    "tag:yaml.org,2002:set": "(a set) is not a suite value; write a list, e.g. [0, 1, 2]",
+    "tag:yaml.org,2002:omap": "(an ordered mapping) is not a suite value; write a plain mapping",
+    "tag:yaml.org,2002:pairs": "(a list of pairs) is not a suite value; write a plain mapping",
+}
 
 
 def dotted(path: KeyPath) -> str:

@@ -14,6 +14,8 @@ from lossbench.config import load_suite, suite_to_yaml
 from lossbench.errors import ConfigError, SuiteErrors
 from lossbench.overrides import parse_override
 
+from conftest import TINY_SUITE
+
 
 runner = CliRunner()
 
@@ -129,3 +131,40 @@ def test_cli_validate_takes_overrides(write_suite) -> None:
     assert result.exit_code == 0 and "6 cell(s)" in result.output, result.output
     bad = runner.invoke(app, ["validate", str(write_suite()), "train.epochs=0"])
     assert bad.exit_code == 2 and "override 'train.epochs=0': must be > 0" in bad.output
+
+
+@pytest.mark.parametrize(("override", "where"), [
+    ("grid.loss[0].gamma.x=1", "override 'grid.loss[0].gamma.x=1': loss 'cross_entropy' has no parameter 'gamma'"),
+    ("model.name=torchvision:x", "override 'model.name=torchvision:x': unknown torchvision model 'x'"),
+    ("seeds={min: 2, max: 1000000000, target: {metric: test_acc, half_width: 0.01}}", "at seeds.max"),
+])
+def test_an_error_from_an_override_names_the_override(write_suite, override: str, where: str) -> None:
+    errors = errors_of(write_suite(), override)
+    text = "\n".join(e.render() for e in errors)
+    assert where in text, text
+    assert "suite.yaml" not in text and "cells (" not in text, text
+
+
+@pytest.mark.parametrize("value", ["!!binary aGVsbG8=", "!!set {0, 1}", "!!omap [{a: 1}]"])
+def test_yaml_types_a_suite_never_means_are_refused(write_suite, value: str) -> None:
+    for key in ("name", "seeds", "dataset.root"):
+        errors = errors_of(write_suite(), f"{key}={value}")
+        text = "\n".join(e.render() for e in errors)
+        assert f"override '{key}={value}'" in text and value.split()[0] in text, text
+    suite = write_suite(TINY_SUITE.replace("name: tiny", f"name: {value}"))
+    text = "\n".join(e.render() for e in errors_of(suite))
+    assert "suite.yaml:1:7" in text and value.split()[0] in text, text
+
+
+def test_a_long_override_is_shortened_in_messages(write_suite) -> None:
+    text = "description=[" + "x" * 20_000
+    rendered = "\n".join(e.render() for e in errors_of(write_suite(), text))
+    assert len(rendered) < 600 and "override 'description=[xxx" in rendered and "(20,013 characters)" in rendered
+
+
+def test_a_retrieval_target_metric_needs_embedding_losses(write_suite) -> None:
+    seeds = "seeds={min: 2, max: 5, target: {metric: precision_at_1, half_width: 0.01}}"
+    errors = errors_of(write_suite(), seeds)
+    text = "\n".join(e.render() for e in errors)
+    assert "precision_at_1 is measured only on embedding heads" in text and "cross_entropy, mse" in text, text
+    load_suite(write_suite(), [seeds, "grid.loss=[triplet]"])
