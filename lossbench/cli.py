@@ -513,11 +513,16 @@ def validate(
         # Imported after the suite is read: a malformed file is refused before torch loads (seconds).
         from lossbench.data.cache import DEFAULT_CACHE
         from lossbench.data.load import check_dataset_files
-        from lossbench.runner import plan
+        from lossbench.errors import DataError
+        from lossbench.runner import located_data_error, plan
 
-        run_plan = plan(loaded, Path("results") / loaded.name, cache_dir=DEFAULT_CACHE)
-        # Image headers, empty and single classes of a local image folder (nothing is decoded).
-        check_dataset_files(loaded.dataset.name, loaded.dataset.root)
+        # force: validate reads no results, so a directory of another suite there is none of its business.
+        run_plan = plan(loaded, Path("results") / loaded.name, cache_dir=DEFAULT_CACHE, force=True)
+        try:
+            # Image headers, empty and single classes of a local image folder (nothing is decoded).
+            check_dataset_files(loaded.dataset.name, loaded.dataset.root)
+        except DataError as exc:
+            raise located_data_error(loaded, exc) from None
     except LossbenchError as exc:
         _fail(exc, debug)
         return

@@ -444,7 +444,7 @@ def plan(suite: Suite, out_dir: Path, *, force: bool = False, cache_dir: Path = 
     try:
         identity = job.data.identity()
     except DataError as exc:
-        raise _located_data_error(suite, exc) from None
+        raise located_data_error(suite, exc) from None
     if suite.evaluate is not None:
         from lossbench.shift.checks import check_ood_data
 
@@ -495,7 +495,7 @@ def _final_records(records: dict[str, CellRecord], cells: list[Cell]) -> list[Ce
     return [r for r in found if r is not None and r.is_final]
 
 
-def _located_data_error(suite: Suite, exc: DataError) -> DataError:
+def located_data_error(suite: Suite, exc: DataError) -> DataError:
     """A data error pointed at the suite key (or option) behind it: a subset size, else the root or the name."""
     if exc.location is None:
         key = next((k for k in ("train_subset", "test_subset", "val_fraction") if exc.message.startswith(k)),
@@ -563,7 +563,7 @@ def run(run_plan: RunPlan, *, executor: Any = None, display: RunDisplay | None =
         try:
             executor.prepare(run_plan.job)
         except DataError as exc:
-            raise _located_data_error(run_plan.suite, exc) from None
+            raise located_data_error(run_plan.suite, exc) from None
         clock.data_s = time.perf_counter() - clock.start
     summary = RunSummary(skipped=run_plan.skipped)
     latest = dict(run_plan.existing)  # every record of the directory, as this run leaves it

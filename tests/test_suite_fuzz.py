@@ -301,3 +301,223 @@ def test_random_edits_never_crash(index: int, tmp_path: Path, monkeypatch: pytes
     for word in FORBIDDEN:
         assert word not in result.output, context
     assert os.listdir(work) == [], context
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Hostile files and inputs, each run as a user runs it: the real command in its own process, whose peak memory
+# (its RSS, from the kernel's accounting of that one child) and CPU time are measured. Each must exit 2 with a
+# located message, no traceback, nothing written, under 1 GB and 20 CPU seconds. Where the libraries alone take
+# most of a gigabyte (torch and torchvision's shared libraries count in RSS: a valid `validate` of a torchvision
+# model peaks near 1.1 GB), the bound is MAX_RSS_ABOVE_VALID over the same kind of command on a valid suite.
+
+import io  # noqa: E402
+import gzip  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tarfile  # noqa: E402
+import threading  # noqa: E402
+import zlib  # noqa: E402
+
+MAX_RSS_BYTES = 1 * 2**30
+MAX_RSS_ABOVE_VALID = 256 * 2**20
+MAX_CPU_S = 20.0
+# A guard against a hang, not a speed bound: a regression fails here instead of blocking the test run.
+_HANG_GUARD_S = 300
+HOSTILE_LOCATED = re.compile(LOCATED.pattern + r"|--data-root|--tensorboard|--out")
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG whose header declares width × height RGB pixels, with a tiny body: a decompression bomb's shape."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return len(body).to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
+
+    ihdr = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([8, 2, 0, 0, 0])
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def _tar_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _idx(shape: tuple[int, ...], body: bytes = b"") -> bytes:
+    return bytes([0, 0, 0x08, len(shape)]) + b"".join(d.to_bytes(4, "big") for d in shape) + body
+
+
+def _idx_folder(root: Path, train_images: bytes, train_count: int = 2, gz: bool = False) -> Path:
+    root.mkdir(parents=True)
+    files = {"train-images-idx3-ubyte": train_images, "train-labels-idx1-ubyte": _idx((train_count,), bytes(train_count)),
+             "t10k-images-idx3-ubyte": _idx((2, 28, 28), bytes(2 * 784)), "t10k-labels-idx1-ubyte": _idx((2,), bytes(2))}
+    for name, data in files.items():
+        if gz:
+            (root / f"{name}.gz").write_bytes(gzip.compress(data))
+        else:
+            (root / name).write_bytes(data)
+    return root
+
+
+def _suite(tmp: Path, dataset: str = "") -> Path:
+    text = TINY_SUITE.replace("dataset:\n  name: digits\n  train_subset: 400\n", dataset) if dataset else TINY_SUITE
+    path = tmp / "suite.yaml"
+    path.write_text(text)
+    return path
+
+
+def png_bomb_archive(tmp: Path) -> list[str]:
+    archive = tmp / "bomb.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for split in ("train", "test"):
+            for label in ("a", "b"):
+                _tar_member(tar, f"{split}/{label}/0.png", _png_header(8, 8))
+        for i in range(100):  # 100 × 8192² pixels, each within the per-image limit: ~20 GB as RGB, from ~30 KB
+            _tar_member(tar, f"train/a/big{i:03d}.png", _png_header(8192, 8192))
+    return ["validate", str(_suite(tmp, f"dataset:\n  name: image_folder\n  root: {archive}\n"))]
+
+
+def png_bomb_archive_run(tmp: Path) -> list[str]:
+    return ["run", *png_bomb_archive(tmp)[1:], "--out", str(tmp / "out")]
+
+
+def idx_gzip_bomb(tmp: Path) -> list[str]:
+    root = _idx_folder(tmp / "kmnist", b"", gz=True)
+    (root / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(_idx((5_000_000, 28, 28), bytes(2**26))))
+    return ["validate", str(_suite(tmp, f"dataset:\n  name: kmnist\n  root: {root}\n"))]
+
+
+def idx_size_overflow(tmp: Path) -> list[str]:
+    root = _idx_folder(tmp / "kmnist", _idx((4194304, 4194304, 4194304), bytes(784)))
+    return ["run", str(_suite(tmp, f"dataset:\n  name: kmnist\n  root: {root}\n")), "--out", str(tmp / "out")]
+
+
+def idx_without_images(tmp: Path) -> list[str]:
+    root = _idx_folder(tmp / "kmnist", _idx((0, 28, 28)), train_count=0)
+    return ["validate", str(_suite(tmp, f"dataset:\n  name: kmnist\n  root: {root}\n"))]
+
+
+def idx_fifo(tmp: Path) -> list[str]:
+    root = _idx_folder(tmp / "kmnist", _idx((2, 28, 28), bytes(2 * 784)))
+    (root / "train-images-idx3-ubyte").unlink()
+    os.mkfifo(root / "train-images-idx3-ubyte")
+    return ["validate", str(_suite(tmp, f"dataset:\n  name: kmnist\n  root: {root}\n"))]
+
+
+def cifar_resized_beyond_memory(tmp: Path) -> list[str]:
+    return ["validate", str(_suite(tmp, "dataset:\n  name: cifar10\n  image_size: 1024\n"))]
+
+
+def fifo_root(tmp: Path) -> list[str]:
+    os.mkfifo(tmp / "f.tar.gz")
+    return ["validate", str(_suite(tmp, f"dataset:\n  name: cifar10\n  root: {tmp / 'f.tar.gz'}\n"))]
+
+
+def device_root(tmp: Path) -> list[str]:
+    return ["run", str(_suite(tmp)), "--data-root", "/dev/zero", "dataset.name=cifar10", "--out", str(tmp / "out")]
+
+
+def stl10_names_not_utf8(tmp: Path) -> list[str]:
+    binary = tmp / "stl" / "stl10_binary"
+    binary.mkdir(parents=True)
+    for split in ("train", "test"):
+        (binary / f"{split}_X.bin").write_bytes(bytes(2 * 3 * 96 * 96))
+        (binary / f"{split}_y.bin").write_bytes(bytes([1, 2]))
+    (binary / "class_names.txt").write_bytes("airplane\nbird\n".encode("utf-16"))
+    return ["run", str(_suite(tmp, f"dataset:\n  name: stl10\n  root: {tmp / 'stl'}\n")), "--out", str(tmp / "out")]
+
+
+def tensorboard_is_a_file(tmp: Path) -> list[str]:
+    (tmp / "notes.txt").write_text("mine\n")
+    return ["run", str(_suite(tmp)), "--tensorboard", str(tmp / "notes.txt"), "--out", str(tmp / "out")]
+
+
+def vit_on_small_images(tmp: Path) -> list[str]:
+    return ["validate", str(_suite(tmp)), "model.name=torchvision:vit_b_16"]
+
+
+def another_suites_directory(tmp: Path) -> list[str]:
+    theirs = tmp / "theirs"
+    (theirs / "cells").mkdir(parents=True)
+    (theirs / ".lossbench").write_text("lossbench results\n")
+    (theirs / "suite.yaml").write_text("name: other\ngrid: {loss: [mse]}\n")
+    return ["run", str(_suite(tmp)), "--out", str(theirs)]
+
+
+def report_into_a_foreign_directory(tmp: Path) -> list[str]:
+    results = Path(__file__).resolve().parent.parent / "results" / "smoke-digits-3seeds"  # committed examples
+    notes = tmp / "notes"
+    notes.mkdir()
+    (notes / "summary.csv").write_text("mine\n")
+    return ["report", str(results), "--out", str(notes / "paper.md")]
+
+
+def hostile_override(text: str) -> Callable[[Path], list[str]]:
+    def case(tmp: Path) -> list[str]:
+        return ["validate", str(_suite(tmp)), text]
+
+    case.__name__ = f"override {text[:40]}"
+    return case
+
+
+HOSTILE: list[Callable[[Path], list[str]]] = [
+    png_bomb_archive, png_bomb_archive_run, idx_gzip_bomb, idx_size_overflow, idx_without_images, idx_fifo,
+    cifar_resized_beyond_memory, fifo_root, device_root, stl10_names_not_utf8, tensorboard_is_a_file,
+    vit_on_small_images, another_suites_directory, report_into_a_foreign_directory,
+    hostile_override("grid.loss[0].gamma.x=1"), hostile_override("model.name=torchvision:x"),
+    hostile_override("seeds={min: 2, max: 1000000000, target: {metric: test_acc, half_width: 0.01}}"),
+    hostile_override("name=!!binary aGVsbG8="), hostile_override("dataset.root=!!binary aGVsbG8="),
+    hostile_override("seeds=!!set {0, 1}"), hostile_override("description=" + "x" * 20_000),
+    hostile_override("seeds={min: 2, max: 5, target: {metric: precision_at_1, half_width: 0.01}}"),
+]
+
+
+def _snapshot(root: Path) -> dict[str, float]:
+    return {str(p.relative_to(root)): p.lstat().st_mtime for p in root.rglob("*")}
+
+
+def _run_measured(args: list[str], cwd: Path) -> tuple[int, str, int, float]:
+    """(exit code, stdout + stderr, peak RSS in bytes, CPU seconds) of `python -m lossbench ARGS`."""
+    out = cwd.parent / "output.txt"
+    with out.open("wb") as sink:
+        proc = subprocess.Popen([sys.executable, "-m", "lossbench", *args], cwd=cwd, stdout=sink, stderr=sink,
+                                stdin=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"})
+        guard = threading.Timer(_HANG_GUARD_S, proc.kill)
+        guard.start()
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)  # this child's own resource use
+        finally:
+            guard.cancel()
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, out.read_text(errors="replace"), usage.ru_maxrss * 1024, usage.ru_utime + usage.ru_stime
+
+
+@pytest.fixture(scope="module")
+def valid_peak_rss(tmp_path_factory: pytest.TempPathFactory) -> int:
+    """Peak RSS of `validate` on a valid suite with a torchvision model: the libraries' own share of memory."""
+    tmp = tmp_path_factory.mktemp("valid")
+    work = tmp / "cwd"
+    work.mkdir()
+    code, output, rss, _ = _run_measured(["validate", str(_suite(tmp)), "model.name=torchvision:resnet18"], work)
+    assert code == 0, output
+    return rss
+
+
+@pytest.mark.parametrize("make", HOSTILE, ids=[m.__name__ for m in HOSTILE])
+def test_hostile_input(make: Callable[[Path], list[str]], tmp_path: Path, valid_peak_rss: int) -> None:
+    work = tmp_path / "cwd"
+    work.mkdir()
+    data = tmp_path / "data"
+    data.mkdir()
+    args = make(data)
+    before = _snapshot(data)
+    code, output, rss, cpu = _run_measured(args, work)
+    text = " ".join(output.split())
+    context = f"{make.__name__}: {text[:2000]}"
+    assert code == 2, context
+    assert HOSTILE_LOCATED.search(text), context
+    for word in FORBIDDEN:
+        assert word not in text, context
+    assert len(text) < 4_000, context  # nothing echoed whole (a 20,000-character override)
+    assert os.listdir(work) == [] and _snapshot(data) == before, context
+    limit = max(MAX_RSS_BYTES, valid_peak_rss + MAX_RSS_ABOVE_VALID)
+    assert rss < limit, f"{context}\npeak RSS {rss / 2**20:.0f} MiB, valid {valid_peak_rss / 2**20:.0f} MiB"
+    assert cpu < MAX_CPU_S, f"{context}\nCPU {cpu:.1f} s"
