@@ -468,7 +468,7 @@ def plan(suite: Suite, out_dir: Path, *, force: bool = False, cache_dir: Path = 
             message=other, location=Location(option=f"--out {out_dir}"), value=str(out_dir),
             details=["a results directory belongs to one suite on one dataset: give --out another directory, or "
                      "--force to train this suite there anyway (results.csv tells the rows apart by its suite, "
-                     "dataset and settings columns; the report keeps the latest run's)"])
+                     "dataset and settings columns)"])
     pending, rounds, skipped = _schedule(suite, cells, scan.records, force)
     return RunPlan(suite, job, cells, pending, store, ignored=scan.ignored, existing=scan.records, rounds=rounds,
                    skipped=skipped, forced=force)

@@ -57,10 +57,15 @@ def run_name(cell: Cell) -> str:
 
 
 def check_log_dir(log_dir: Path, option: str = "--tensorboard") -> None:
-    """Raise ConfigError (before anything is written) when `log_dir` exists but is not a directory."""
-    if log_dir.exists() and not log_dir.is_dir():
-        raise ConfigError(message=f"{log_dir} is a file, not a directory", location=Location(option=f"{option} {log_dir}"),
-                          value=str(log_dir), details=["give --tensorboard a new or existing directory"])
+    """Raise ConfigError (before anything is written) when `log_dir`, or the nearest of its parents that exists,
+    is not a directory: it could not be made."""
+    for path in (log_dir, *log_dir.parents):
+        if path.exists():
+            if not path.is_dir():
+                raise ConfigError(message=f"{path} is a file, not a directory",
+                                  location=Location(option=f"{option} {log_dir}"), value=str(log_dir),
+                                  details=["give --tensorboard a new or existing directory"])
+            return
 
 
 def experiment_name(suite: str, results_dir: Path) -> str:

@@ -117,12 +117,13 @@ def test_a_tensorboard_path_that_is_a_file_is_refused_before_anything_is_written
     taken = tmp_path / "notes.txt"
     taken.write_text("mine\n")
     out = tmp_path / "out"
-    result = CliRunner().invoke(app, ["run", str(write_suite(TINY_SUITE)), "--out", str(out), "--tensorboard",
-                                      str(taken), "--cache-dir", str(cache_dir)])
-    text = " ".join(result.output.split())
-    assert result.exit_code == 2, text
-    assert f"--tensorboard {taken}: {taken} is a file, not a directory" in text and "Traceback" not in text
-    assert not out.exists() and taken.read_text() == "mine\n"
+    for target in (taken, taken / "tb"):
+        result = CliRunner().invoke(app, ["run", str(write_suite(TINY_SUITE)), "--out", str(out), "--tensorboard",
+                                          str(target), "--cache-dir", str(cache_dir)])
+        text = " ".join(result.output.split())
+        assert result.exit_code == 2, text
+        assert f"--tensorboard {target}: {taken} is a file, not a directory" in text and "Traceback" not in text
+        assert not out.exists() and taken.read_text() == "mine\n"
 
 
 def test_a_long_cell_label_gets_a_run_name_the_file_system_takes(write_suite, tmp_path: Path, cache_dir) -> None:
