@@ -87,3 +87,30 @@ def test_confusion_matrix_uses_class_names_and_reliability_panels_share_a_scale(
     panels = figures["reliability.png"].axes
     count_rows = [ax for ax in panels if ax.get_yscale() == "log"]
     assert len(count_rows) == 2 and count_rows[0].get_ylim() == count_rows[1].get_ylim()
+
+
+def test_a_large_grid_names_the_best_and_worst_cells_and_counts_every_cell(tmp_path: Path, figures: dict) -> None:
+    """Past DOT_PLOT_ROWS cells the dot plot stays readable: the best and worst cells by name, the baseline, a gap
+    row saying how many are not named, and a histogram over the same axis that counts every cell."""
+    res = ResultsDir(tmp_path)
+    n = plots.DOT_PLOT_ROWS + 40
+    for i in range(n):
+        loss = "cross_entropy" if i == 70 else f"loss{i:03d}"  # the baseline ranks in the middle
+        for seed in range(2):
+            res.add({"loss": loss}, seed, 0.5 + 0.4 * (n - i) / n + 0.001 * seed)
+    for seed in range(2):
+        res.add({"loss": "broken"}, seed, None, status="failed")
+    write_report([tmp_path])
+    fig = figures["test_acc_bars.png"]
+    hist_ax, ax = fig.axes
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    named = plots.DOT_PLOT_BEST + plots.DOT_PLOT_WORST + 1 + 1  # + the baseline + the failed cell
+    assert len(labels) == named and "cross_entropy | none | none (baseline)" in labels
+    assert "broken | none | none" in labels and "loss000 | none | none" in labels
+    hidden = n - plots.DOT_PLOT_BEST - plots.DOT_PLOT_WORST - 1
+    assert any(t.get_text().startswith(f"… {hidden} more cells ranked between") for t in ax.texts)
+    counted = sum(p.get_height() for p in hist_ax.patches)
+    assert counted == n  # every cell with a result, in the histogram
+    assert hist_ax.get_xlim() == ax.get_xlim()
+    text = (tmp_path / "report.md").read_text()
+    assert f"only the best {plots.DOT_PLOT_BEST} and the worst {plots.DOT_PLOT_WORST} are named" in text

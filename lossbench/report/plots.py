@@ -30,6 +30,10 @@ CURVE_CELLS = 6
 RELIABILITY_CELLS = 3
 #: Confusion matrices with more classes than this carry no numbers in their squares (they would not be legible).
 ANNOTATE_CLASSES = 20
+#: Above this many cells the dot plot names the best and the worst cells only and shows every cell in a histogram
+#: over the same axis: a figure of thousands of named rows cannot be read (and takes minutes to draw).
+DOT_PLOT_ROWS = 80
+DOT_PLOT_BEST, DOT_PLOT_WORST, DOT_PLOT_UNRANKED = 50, 20, 10
 DPI = 110
 
 
@@ -206,13 +210,31 @@ def _bar_chart(analysis: SourceAnalysis, records: dict[str, CellRecord], out_dir
     if m.bounds is not None:
         start, end = max(start, m.bounds[0] * m.scale - pad), min(end, m.bounds[1] * m.scale + pad)
     n = len(rows)
-    y = np.arange(n)[::-1]
-    fig = Figure(figsize=(9.5, 1.4 + 0.3 * n))
-    ax = fig.subplots()
+    labels_all = list(rows["label"])
+    shown, gap_after = _dot_rows(len(ranked), n, labels_all.index(analysis.baseline)
+                                 if analysis.baseline in labels_all else None)
+    rows_shown = len(shown) + (1 if gap_after is not None else 0)
+    # Row positions top to bottom; the gap (when some cells are not named) takes one row of its own.
+    y = np.array([rows_shown - 1 - i - (1 if gap_after is not None and i > gap_after else 0)
+                  for i in range(len(shown))])
+    if gap_after is None:
+        fig = Figure(figsize=(9.5, 1.4 + 0.3 * rows_shown))
+        ax = fig.subplots()
+    else:
+        fig = Figure(figsize=(9.5, 3.6 + 0.3 * rows_shown))
+        hist_ax, ax = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [2.2, 0.3 * rows_shown]})
+        _all_cells_histogram(hist_ax, means[bulk], analysis, m, int(far.sum()), n)
     ax.set_xlim(start, end)
-    ax.set_ylim(-0.7, n - 0.3)
+    ax.set_ylim(-0.7, rows_shown - 0.3)
     break_x = start + 2 * pad if worse_side < 0 else end - 5.5 * pad
-    for yi, label, mean, lo_i, hi_i, ci, out in zip(y, rows["label"], means, low, high, has_ci, far):
+    if gap_after is not None:
+        named = sum(1 for i in shown if i < len(ranked))
+        ax.text(start + pad, rows_shown - 2 - gap_after, f"… {len(ranked) - named:,} more cells ranked between "
+                f"{DOT_PLOT_BEST + 1:,} and {len(ranked) - DOT_PLOT_WORST:,} (every cell is in the histogram above "
+                "and in summary.csv)", va="center", fontsize=8, color="#555555", style="italic")
+    labels_shown = rows["label"].to_numpy()[shown]
+    for yi, label, mean, lo_i, hi_i, ci, out in zip(y, labels_shown, means[shown], low[shown], high[shown],
+                                                   has_ci[shown], far[shown]):
         color = ("#d62728" if label == analysis.baseline else "#7f7f7f" if label in chance else "#1f77b4")
         if not np.isfinite(mean):
             ax.text(start + pad, yi, "no result (every seed diverged or failed)", va="center", fontsize=8,
@@ -238,16 +260,18 @@ def _bar_chart(analysis: SourceAnalysis, records: dict[str, CellRecord], out_dir
         ax.set_xticks(kept)
     if analysis.chance is not None and m.name == "test_acc" and start <= analysis.chance * m.scale <= end:
         ax.axvline(analysis.chance * m.scale, color="#7f7f7f", ls="--", lw=1)
-        ax.text(analysis.chance * m.scale, n - 0.35, " chance", fontsize=8, color="#7f7f7f", va="bottom")
-    names = [lbl + (" (baseline)" if lbl == analysis.baseline else "") for lbl in rows["label"]]
-    ax.set_yticks(y, names, fontsize=8 if n > 30 else 9)
+        ax.text(analysis.chance * m.scale, rows_shown - 0.35, " chance", fontsize=8, color="#7f7f7f",
+                va="bottom")
+    names = [lbl + (" (baseline)" if lbl == analysis.baseline else "") for lbl in labels_shown]
+    ax.set_yticks(y, names, fontsize=8 if rows_shown > 30 else 9)
     note = "" if not far.any() else (
         f"; {int(far.sum())} far-off cell(s) at the axis break with their value")
     what = "dot: mean, line: 95% t-interval over seeds" if has_ci.any() else "dot: the one seed's value"
     ax.set_xlabel(f"{m.heading} — {what}{note}")
     ax.grid(axis="x", alpha=0.3)
     ci_text = "" if has_ci.any() else " (one seed: no intervals)"
-    ax.set_title(f"{m.title[0].upper()}{m.title[1:]} of every cell — {analysis.source.name}{ci_text}", fontsize=11)
+    fig.axes[0].set_title(f"{m.title[0].upper()}{m.title[1:]} of every cell — {analysis.source.name}{ci_text}",
+                          fontsize=11)
     fig.tight_layout()
     path = f"{subdir}/{m.name}_bars.png"
     _save(fig, out_dir / path)
@@ -257,13 +281,45 @@ def _bar_chart(analysis: SourceAnalysis, records: dict[str, CellRecord], out_dir
     if chance:
         extra.append("cells at chance level in grey")
     if len(unranked):
-        extra.append(f"{len(unranked)} cell(s) without a result named in red")
+        named_unranked = min(len(unranked), DOT_PLOT_UNRANKED) if gap_after is not None else len(unranked)
+        extra.append(f"{len(unranked)} cell(s) without a result" + (" named in red" if named_unranked == len(unranked)
+                     else f", the first {named_unranked} named in red"))
     if far.any():
         extra.append(f"{int(far.sum())} cell(s) far below the rest drawn at the axis break, so that they do not "
                      "flatten the differences among the others")
+    if gap_after is not None:
+        extra.append(f"with {n:,} cells only the best {DOT_PLOT_BEST} and the worst {DOT_PLOT_WORST} are named "
+                     "(and the baseline); the histogram above them counts every cell's mean on the same axis")
     return Plot(path, f"{m.title[0].upper()}{m.title[1:]} of every cell with 95% confidence intervals",
-                f"Mean {m.heading} of all {n} cells, best first (a dot for the mean, a line for its interval: the "
+                f"Mean {m.heading} of all {n:,} cells, best first (a dot for the mean, a line for its interval: the "
                 "axis need not start at 0)" + ("; " + "; ".join(extra) if extra else "") + ".")
+
+
+def _dot_rows(ranked: int, n: int, baseline: int | None) -> tuple[list[int], int | None]:
+    """Which of the n rows (ranked ones first, best first; then those without a result) the dot plot names, and
+    the position in that list after which the gap for the unnamed cells goes (None: every cell is named)."""
+    if n <= DOT_PLOT_ROWS:
+        return list(range(n)), None
+    best = list(range(min(DOT_PLOT_BEST, ranked)))
+    worst = list(range(max(len(best), ranked - DOT_PLOT_WORST), ranked))
+    if baseline is not None and baseline < ranked and baseline not in best and baseline not in worst:
+        best.append(baseline)
+    unranked = list(range(ranked, min(n, ranked + DOT_PLOT_UNRANKED)))
+    return best + worst + unranked, len(best) - 1
+
+
+def _all_cells_histogram(ax: Any, values: np.ndarray, analysis: SourceAnalysis, m: Any, beyond: int,
+                         n: int) -> None:
+    """Every cell's mean as a histogram over the dot plot's axis; cells beyond its break are counted in the label."""
+    finite = values[np.isfinite(values)]
+    ax.hist(finite, bins=min(60, max(10, int(math.sqrt(finite.size)))), color="#1f77b4", alpha=0.75)
+    baseline = analysis.summary.loc[analysis.summary["label"] == analysis.baseline, f"{m.name}_mean"]
+    if len(baseline) and np.isfinite(float(baseline.iloc[0])):
+        ax.axvline(float(baseline.iloc[0]) * m.scale, color="#d62728", lw=1.2, label="baseline")
+        ax.legend(fontsize=8, loc="upper left")
+    note = f"; {beyond:,} beyond the axis break" if beyond else ""
+    ax.set_ylabel(f"cells ({finite.size:,} of {n:,}{note})", fontsize=8)
+    ax.grid(axis="x", alpha=0.3)
 
 
 def _heatmap(analysis: SourceAnalysis, records: dict[str, CellRecord], out_dir: Path,
