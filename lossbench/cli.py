@@ -194,13 +194,17 @@ def _fmt(value: Any, spec: str = ".4f") -> str:
 # (the last ones first); seed, status and test accuracy are always kept.
 _TABLE_COLUMNS = ["seeds", "test acc", "95% CI", "ECE", "NLL", "gap", "train s"]
 _REQUIRED_COLUMNS = 3
+#: A grid of more cells than this closes with its best and its worst cells only (the rest are in results.csv and
+#: the report): thousands of rows would scroll the run's own summary off the screen.
+_TABLE_ROWS, _TABLE_BEST, _TABLE_WORST = 40, 25, 10
 
 
 def _cells_table(records: list[CellRecord], title: str, width: int | None = None) -> Table:
     """One row per cell (its seeds together), best mean test accuracy first: the seeds that finished, the mean of
     each metric over them, the ± of the 95% t-interval of the mean test accuracy, and the mean training seconds;
-    every seed's own values are in the report. Fitted to `width` columns: the cell's name wraps first (down to 20
-    characters), then the optional columns go, timing first; `width=None` keeps them all."""
+    every seed's own values are in the report; past _TABLE_ROWS cells only the best and the worst are listed.
+    Fitted to `width` columns: the cell's name wraps first (down to 20 characters), then the optional columns go,
+    timing first; `width=None` keeps them all."""
     from lossbench.report.stats import t_interval
 
     by_cell: dict[str, list[CellRecord]] = {}
@@ -230,9 +234,13 @@ def _cells_table(records: list[CellRecord], title: str, width: int | None = None
             "_key": interval.mean if interval else -1.0,
         })
     rows.sort(key=lambda row: -row["_key"])
+    hidden = len(rows) - _TABLE_BEST - _TABLE_WORST if len(rows) > _TABLE_ROWS else 0
+    if hidden:
+        rows = rows[:_TABLE_BEST] + [{"cell": f"[dim]… {hidden:,} more cells (results.csv, the report)[/]"}] + \
+            rows[-_TABLE_WORST:]
 
     def content_width(col: str) -> int:
-        return max([len(col)] + [Text.from_markup(row[col]).cell_len for row in rows])
+        return max([len(col)] + [Text.from_markup(row.get(col, "")).cell_len for row in rows])
 
     cell_min_width = 20
     for keep in range(len(_TABLE_COLUMNS), _REQUIRED_COLUMNS - 1, -1):
@@ -247,7 +255,7 @@ def _cells_table(records: list[CellRecord], title: str, width: int | None = None
     for col in columns:
         table.add_column(col, justify="right", no_wrap=True)
     for row in rows:
-        table.add_row(row["cell"], *(row[col] for col in columns))
+        table.add_row(row["cell"], *(row.get(col, "") for col in columns))
     return table
 
 

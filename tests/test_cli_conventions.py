@@ -135,3 +135,21 @@ def test_closing_table_fits_the_terminal(width: int) -> None:
         assert label in text  # one line per cell
     rows = [line for line in text.splitlines() if "0.9" in line]
     assert len(rows) == 2
+
+
+def test_closing_table_of_a_large_grid_lists_the_best_and_the_worst_cells() -> None:
+    import io
+
+    from rich.console import Console
+
+    from lossbench import cli
+
+    n = cli._TABLE_ROWS + 60
+    records = [_record(f"loss{i:03d} | none | none", 0, 0.99 - i / 1000) for i in range(n)]
+    console = Console(width=100, file=io.StringIO(), record=True)
+    console.print(cli._cells_table(records, "big", 100))
+    text = console.export_text()
+    shown = [line for line in text.splitlines() if "loss" in line]
+    assert len(shown) == cli._TABLE_BEST + cli._TABLE_WORST
+    assert "loss000" in text and f"loss{n - 1:03d}" in text and f"loss{cli._TABLE_BEST:03d}" not in text
+    assert f"… {n - cli._TABLE_BEST - cli._TABLE_WORST} more cells" in text
