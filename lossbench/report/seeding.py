@@ -15,6 +15,7 @@ from lossbench.errors import ConfigError
 from lossbench.report.aggregate import SourceAnalysis
 from lossbench.report.markdown import cell_text, table
 from lossbench.report.measures import measure
+from lossbench.report.stats import stopping_confidence
 
 _STATE_TEXT = {
     "reached": "reached the target",
@@ -57,7 +58,9 @@ def section(a: SourceAnalysis, rule: AdaptiveSeeds) -> list[str]:
     """Markdown lines of the section."""
     m = measure(rule.target.metric)
     unit = f" {m.diff_unit}" if m.diff_unit else ""
-    heading = f"95% CI half-width ({m.diff_unit})" if m.diff_unit else "95% CI half-width"
+    # The rule's interval covers 95% where it stops because it uses a larger t quantile than a plain 95% interval.
+    level = f"{stopping_confidence(rule.min) * 100:g}%"
+    heading = f"half-width, t at {level}" + (f" ({m.diff_unit})" if m.diff_unit else "")
     found = decisions(a, rule)
     lines = [describe_rule(rule.min, rule.max, f"{rule.target.half_width:g}{unit}", m.title), ""]
     received = {label: len(g) for label, g in a.rows.groupby("label")}
