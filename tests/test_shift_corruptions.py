@@ -174,11 +174,12 @@ def _spatter_layer_is_empty(shape: tuple[int, int], severity: int) -> bool:
 
 @pytest.mark.parametrize("severity", SEVERITIES)
 def test_spatter_matches_imagecorruptions_on_its_own_draw(severity: int, photos: list[np.ndarray]) -> None:
-    """Given the noise the package draws, the rest of spatter (blur, threshold, Canny, chamfer distance,
-    equalization, emboss; or the mud mask) is the package's: same colours, same mask, same places."""
+    """Given the noise the package draws, the rest of spatter (blur, threshold, Canny, chamfer distance, box blurs,
+    equalization, emboss; or the mud mask) is the package's, pixel for pixel."""
     from lossbench.shift.corruptions import _spatter_noise
 
     parameters = CORRUPTIONS["spatter"].parameters[severity - 1]
+    changes = []
     for image in photos:
         for seed in range(3):
             np.random.seed(seed)
@@ -189,15 +190,10 @@ def test_spatter_matches_imagecorruptions_on_its_own_draw(severity: int, photos:
             noise = np.random.normal(size=image.shape[:2], loc=parameters[0], scale=parameters[1])
             x = torch.from_numpy(np.array(image)).float().permute(2, 0, 1)[None] / 255
             ours = _spatter_noise(x, torch.from_numpy(noise)[None], parameters)[0].permute(1, 2, 0).double() * 255
-            diff = np.abs(ours.numpy() - ref)
-            change = np.abs(ref - image).mean()
-            # Our float32 layer against the package's float64 now and then lands on the other side of a uint8
-            # level before Canny and the equalization, which moves a few mask values; on average the two agree
-            # within half a level (measured: ≤ 0.13), far below the change itself (3–19 levels).
-            assert diff.mean() < 0.5 and diff.mean() < 0.1 * change, (severity, seed, diff.mean(), change)
-            # The mud branch has no such steps: within a level everywhere (the package's uint8 truncation).
-            if parameters[5]:
-                assert diff.max() <= 1.0 + 1e-3, (severity, seed, diff.max())
+            changes.append(np.abs(ref - image).mean())
+            # Within one level everywhere: imagecorruptions truncates its result to uint8, we keep the float.
+            assert np.abs(ours.numpy() - ref).max() <= 1.0 + 1e-3, (severity, seed)
+    assert len(changes) >= 4 and np.mean(changes) > 2, changes
 
 
 def test_spatter_edges_and_distance_match_opencv() -> None:
