@@ -44,7 +44,7 @@ CSV_COLUMNS = [
     "test_acc", "test_top5", "test_loss", "test_nll", "ece", "brier", "train_acc", "gap", "val_acc",
     "noise_rate", "epochs", "epochs_run", "train_time_s", "img_per_s", "peak_mem_mb", "device", "diverged_epoch",
     "error", "eval_time_s", "cell_s", "model_params", "loss_params", "start_load_1m", "end_load_1m", "cores",
-    "suite", "dataset", "settings",
+    "suite", "dataset", "settings", "tuned",
 ]
 #: results.csv columns that measure the machine and the moment (times, memory, load), not the training: they
 #: differ between two runs of the same cell, where every other column is the same.
@@ -426,6 +426,8 @@ def csv_row(record: CellRecord) -> dict[str, Any]:
         "suite": record.suite,
         "dataset": (record.config.get("dataset") or {}).get("identity"),
         "settings": record.settings_id,
+        # A tuned cell's chosen values: its optimizer column names the suite's recipe before tuning.
+        "tuned": _tuned_text(record),
     }
     for axis in AXES:
         # Results written before the scenario axis existed trained on the clean data.
@@ -440,6 +442,15 @@ def csv_row(record: CellRecord) -> dict[str, Any]:
     for key in ("start_load_1m", "end_load_1m", "cores"):
         row[key] = record.load.get(key)
     return {k: row.get(k) for k in CSV_COLUMNS}
+
+
+def _tuned_text(record: CellRecord) -> str | None:
+    """The values tuning chose for a cell, as `path=value; ...` (None for a cell that was not tuned)."""
+    params = (record.config.get("tuned") or {}).get("params")
+    if not isinstance(params, dict) or not params:
+        return None
+    return "; ".join(f"{path}={value:.6g}" if isinstance(value, float) else f"{path}={value}"
+                     for path, value in params.items())
 
 
 def csv_text(rows: list[dict[str, Any]], header: bool = True) -> str:

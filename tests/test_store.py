@@ -130,3 +130,17 @@ def test_results_id_of_a_directory_without_its_marker_file(tmp_path):
     text = (tmp_path / MARKER).read_text(encoding="utf-8")
     assert text.startswith(MARKER_TEXT) and text.endswith(f"id: {first}\n")
     assert results_id(tmp_path) == first
+
+
+def test_results_csv_names_the_values_tuning_chose(tmp_path):
+    """A tuned cell's optimizer column keeps the suite's recipe label; the tuned column says what it trained with."""
+    from lossbench.record import CellRecord
+    from lossbench.store import csv_row
+
+    tuned = {"params": {"train.optimizer.lr": 0.123456789, "train.batch_size": 64}, "trial": 3}
+    record = CellRecord(id="a" * 12, label="focal | none | none", seed=0, status="done",
+                        axes={"loss": "focal", "optimizer": "sgd(lr=0.03)"}, config={"tuned": tuned})
+    assert csv_row(record)["tuned"] == "train.optimizer.lr=0.123457; train.batch_size=64"
+    assert csv_row(record)["optimizer"] == "sgd(lr=0.03)"
+    record.config = {}
+    assert csv_row(record)["tuned"] is None
