@@ -322,6 +322,7 @@ def test_validate_refuses_a_model_too_small_for_an_image_folder_with_image_size(
 
 
 def test_stl10_class_names_that_are_not_utf8_are_a_data_error(tmp_path: Path) -> None:
+    from lossbench.data.load import check_dataset_files
     from lossbench.errors import DataError
 
     write_stl10(tmp_path / "tv" / "stl10_binary", {"train": 2, "test": 2})
@@ -329,3 +330,5 @@ def test_stl10_class_names_that_are_not_utf8_are_a_data_error(tmp_path: Path) ->
     names.write_bytes("\n".join(DEFAULT_CLASSES).encode("utf-16"))
     with pytest.raises(DataError, match=r"class_names.txt is not UTF-8 text \(byte 0xff at offset 0\)"):
         load_dataset("stl10", tmp_path / "tv", cache_dir=tmp_path / "cache")
+    with pytest.raises(DataError, match="is not UTF-8 text"):  # what validate checks, without decoding
+        check_dataset_files("stl10", tmp_path / "tv")

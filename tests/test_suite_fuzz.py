@@ -425,6 +425,10 @@ def stl10_names_not_utf8(tmp: Path) -> list[str]:
     return ["run", str(_suite(tmp, f"dataset:\n  name: stl10\n  root: {tmp / 'stl'}\n")), "--out", str(tmp / "out")]
 
 
+def stl10_names_not_utf8_validate(tmp: Path) -> list[str]:
+    return ["validate", stl10_names_not_utf8(tmp)[1]]
+
+
 def tensorboard_is_a_file(tmp: Path) -> list[str]:
     (tmp / "notes.txt").write_text("mine\n")
     return ["run", str(_suite(tmp)), "--tensorboard", str(tmp / "notes.txt"), "--out", str(tmp / "out")]
@@ -460,7 +464,8 @@ def hostile_override(text: str) -> Callable[[Path], list[str]]:
 
 HOSTILE: list[Callable[[Path], list[str]]] = [
     png_bomb_archive, png_bomb_archive_run, idx_gzip_bomb, idx_size_overflow, idx_without_images, idx_fifo,
-    cifar_resized_beyond_memory, fifo_root, device_root, stl10_names_not_utf8, tensorboard_is_a_file,
+    cifar_resized_beyond_memory, fifo_root, device_root, stl10_names_not_utf8, stl10_names_not_utf8_validate,
+    tensorboard_is_a_file,
     vit_on_small_images, another_suites_directory, report_into_a_foreign_directory,
     hostile_override("grid.loss[0].gamma.x=1"), hostile_override("model.name=torchvision:x"),
     hostile_override("seeds={min: 2, max: 1000000000, target: {metric: test_acc, half_width: 0.01}}"),

@@ -99,6 +99,14 @@ class Stl10(_TorchvisionSource):
                 return Stl10Files(directory)
         return self._folder_root(root)
 
+    def check_files(self, root: Path | None) -> None:
+        """What `validate` adds for local files: class_names.txt is readable and names ten classes."""
+        where = self._locate(root)
+        if isinstance(where, Stl10Files):
+            where.classes()
+        else:
+            super().check_files(root)
+
     def _local_files(self, root: Path) -> str:
         return f"torchvision's files: {root}/{BINARY_DIR}/train_X.bin, train_y.bin, test_X.bin and test_y.bin"
 
