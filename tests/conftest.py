@@ -69,3 +69,25 @@ def cli_env(cache_dir: Path) -> dict[str, str]:
     env["PYTHONUNBUFFERED"] = "1"
     env["COLUMNS"] = "200"
     return env
+
+
+def run_and_kill_after(command: list[str], env: dict[str, str], finished: int, deadline_s: float = 240) -> int:
+    """Start `lossbench run ... --plain` as its own process group, SIGKILL it once `finished` lines starting
+    with `done:` have been printed (or after `deadline_s`, a bound for a stuck run, not a timing check), and return
+    how many it printed."""
+    import signal
+    import subprocess
+    import time
+
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    done_lines = 0
+    deadline = time.monotonic() + deadline_s
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        done_lines += line.strip().startswith("done:")
+        if done_lines == finished or time.monotonic() > deadline:
+            break
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    return done_lines

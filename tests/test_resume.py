@@ -4,14 +4,11 @@ or losing any finished cell."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-from conftest import TINY_SUITE
+from conftest import TINY_SUITE, run_and_kill_after
 
 SIX_CELLS = TINY_SUITE.replace("loss: [cross_entropy, mse]", "loss: [cross_entropy, mse, {name: mse, over: outputs}]")
 
@@ -25,18 +22,7 @@ def test_sigkill_mid_grid_then_resume(write_suite, tmp_path: Path, cli_env: dict
     suite = write_suite(SIX_CELLS.replace("epochs: 2", "epochs: 3"))
     out = tmp_path / "out"
     command = [sys.executable, "-m", "lossbench", "run", str(suite), "--out", str(out), "--plain"]
-    proc = subprocess.Popen(command, env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-    done_lines = 0
-    deadline = time.monotonic() + 240
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if line.strip().startswith("done:"):
-            done_lines += 1
-        if done_lines == 2 or time.monotonic() > deadline:
-            break
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
+    done_lines = run_and_kill_after(command, cli_env, finished=2)
     assert done_lines == 2
 
     before = finished(out)

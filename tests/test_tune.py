@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -18,6 +15,7 @@ import optuna
 import pytest
 import torch
 
+from conftest import run_and_kill_after
 from lossbench.config import load_suite
 from lossbench.errors import ConfigError, SuiteErrors
 from lossbench.grid import expand
@@ -253,17 +251,7 @@ def test_sigkill_mid_tuning_then_resume(write_suite, tmp_path: Path, cli_env: di
     suite = write_suite(TUNED.replace("seeds: [0, 1]", "seeds: [0]"))
     out = tmp_path / "out"
     command = [sys.executable, "-m", "lossbench", "run", str(suite), "--out", str(out), "--plain", "--no-report"]
-    proc = subprocess.Popen(command, env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-    done_lines = 0
-    deadline = time.monotonic() + 240
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        done_lines += line.strip().startswith("done:")
-        if done_lines == 2 or time.monotonic() > deadline:
-            break
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
+    done_lines = run_and_kill_after(command, cli_env, finished=2)
     assert done_lines == 2
     before = rows(out)
     assert 2 <= len(before) <= 3  # the kill may land just after a third trial was told
