@@ -292,10 +292,6 @@ class ResultsStore:
         self._csv = ResultsCsv(self.root / "results.csv", {i: csv_row(r) for i, r in scan.records.items()})
         return scan
 
-    def finished_ids(self) -> set[str]:
-        """Ids of cells whose result is final (done or diverged); failed cells are retried by the next run."""
-        return {r.id for r in self.records() if r.is_final}
-
     def other_suite(self, suite: str, dataset: str, records: Iterable[CellRecord]) -> str | None:
         """Why this directory holds another suite's results than `suite` on `dataset` (a dataset identity), or
         None when it holds none or only theirs. Judged from its suite.yaml's name and its cell `records` (those

@@ -91,3 +91,21 @@ def run_and_kill_after(command: list[str], env: dict[str, str], finished: int, d
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     return done_lines
+
+
+def errors_of(path: Path) -> list:
+    """Every ConfigError that loading the suite at `path` raises (one pass reports them all)."""
+    from lossbench.config import load_suite
+    from lossbench.errors import ConfigError, SuiteErrors
+
+    with pytest.raises(ConfigError) as info:
+        load_suite(path)
+    exc = info.value
+    return exc.errors if isinstance(exc, SuiteErrors) else [exc]
+
+
+def one_error(path: Path):
+    """The single ConfigError of the suite at `path` (fails when it has none or several)."""
+    errs = errors_of(path)
+    assert len(errs) == 1, [e.render() for e in errs]
+    return errs[0]

@@ -7,22 +7,9 @@ from pathlib import Path
 import pytest
 
 from lossbench.config import load_suite, suite_to_yaml
-from lossbench.errors import ConfigError, SuiteErrors
+from lossbench.errors import ConfigError
 
-from conftest import REPO, TINY_SUITE
-
-
-def errors_of(path: Path) -> list[ConfigError]:
-    with pytest.raises(ConfigError) as info:
-        load_suite(path)
-    exc = info.value
-    return exc.errors if isinstance(exc, SuiteErrors) else [exc]
-
-
-def one_error(path: Path) -> ConfigError:
-    errs = errors_of(path)
-    assert len(errs) == 1, [e.render() for e in errs]
-    return errs[0]
+from conftest import REPO, TINY_SUITE, errors_of, one_error
 
 
 def test_repository_suites_are_valid() -> None:

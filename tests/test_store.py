@@ -50,7 +50,7 @@ def test_write_and_read_cells_and_csv(tmp_path: Path) -> None:
     store.write_cell(record("a", acc=0.6))
     store.write_cell(record("c", status="failed", acc=None))
     assert store.read_cell("a").metrics["test_acc"] == 0.6
-    assert store.finished_ids() == {"a", "b"}
+    assert _final_ids(store) == {"a", "b"}
     with open(store.rebuild_csv()) as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == CSV_COLUMNS
@@ -63,7 +63,7 @@ def test_unreadable_cell_file_is_not_trusted(tmp_path: Path) -> None:
     store.write_cell(record("a"))
     store.cell_path("b").write_text('{"id": "b", "status": "do')  # a torn file from some other tool
     assert store.read_cell("b") is None
-    assert store.finished_ids() == {"a"}
+    assert _final_ids(store) == {"a"}
 
 
 def test_lock_excludes_a_second_run(tmp_path: Path) -> None:
@@ -110,7 +110,7 @@ def test_stale_temp_files_are_removed_by_the_next_lock_holder(tmp_path: Path) ->
     stale.write_text('{"id": "b"')  # what a writer killed mid-write leaves
     with store:
         assert not stale.exists()
-    assert store.finished_ids() == {"a"}
+    assert _final_ids(store) == {"a"}
 
 
 def test_written_files_get_the_usual_permissions(tmp_path: Path) -> None:
@@ -144,3 +144,8 @@ def test_results_csv_names_the_values_tuning_chose(tmp_path):
     assert csv_row(record)["optimizer"] == "sgd(lr=0.03)"
     record.config = {}
     assert csv_row(record)["tuned"] is None
+
+
+def _final_ids(store: ResultsStore) -> set[str]:
+    """Ids of the cells whose result is final (done or diverged): the ones a rerun skips."""
+    return {r.id for r in store.records() if r.is_final}

@@ -15,26 +15,12 @@ from typer.testing import CliRunner
 
 from lossbench.cli import app
 from lossbench.config import MAX_CELLS, load_suite
-from lossbench.errors import ConfigError, SuiteErrors
 from lossbench.grid import _fmt
 from lossbench.suite_yaml import MAX_DEPTH, MAX_NODES, MAX_SUITE_BYTES
 
-from conftest import TINY_SUITE
+from conftest import TINY_SUITE, errors_of, one_error
 
 runner = CliRunner()
-
-
-def errors_of(path: Path) -> list[ConfigError]:
-    with pytest.raises(ConfigError) as info:
-        load_suite(path)
-    exc = info.value
-    return exc.errors if isinstance(exc, SuiteErrors) else [exc]
-
-
-def one_error(path: Path) -> ConfigError:
-    errs = errors_of(path)
-    assert len(errs) == 1, [e.render() for e in errs]
-    return errs[0]
 
 
 def write_bytes(tmp_path: Path, raw: bytes) -> Path:
