@@ -162,8 +162,14 @@ def test_ctrl_c_keeps_finished_cells_and_stops_the_workers(write_suite, tmp_path
                 os.kill(pid, signal.SIGINT)
             time.sleep(1)  # the interrupt arrives here, in the driver, while the workers go on
 
-    with pytest.raises(KeyboardInterrupt):
-        runner.run(plan, executor=ProcessExecutor(2, threads_per_job=1), display=CtrlC())
+    # A test process started in the background by a shell without job control inherits SIGINT ignored; a terminal's
+    # Ctrl-C reaches a foreground lossbench, whose Python turns it into KeyboardInterrupt.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            runner.run(plan, executor=ProcessExecutor(2, threads_per_job=1), display=CtrlC())
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
     saved = [json.loads(p.read_text()) for p in (out / "cells").glob("*.json")]
     assert 1 <= len(saved) < 4 and all(r["status"] == "done" for r in saved)
