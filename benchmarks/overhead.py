@@ -90,7 +90,7 @@ def write_suite(directory: Path, name: str, cells: int) -> Path:
 
 def synthetic_record(cell: Any, job: Any, rng: random.Random) -> Any:
     """A finished record of `cell`, shaped like a real one (metrics, one epoch of history, timings)."""
-    from lossbench.runner import failed_record
+    from lossbench.execution import failed_record
 
     record = failed_record(cell, job, "", "")
     acc = 0.5 + 0.4 * rng.random()

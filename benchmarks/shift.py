@@ -29,7 +29,7 @@ from lossbench.device import Normalizer, resolve_device, synchronize
 from lossbench.engine import EngineOptions
 from lossbench.losses import LOSSES
 from lossbench.models import MODELS, DropoutPlacement, ModelFacts
-from lossbench.runner import cpu_name
+from lossbench.environment import cpu_name
 from lossbench.shift.corruptions import CORRUPTIONS
 from lossbench.shift.evaluate import CHUNK, _Forward, _generator
 

@@ -8,7 +8,7 @@ seed and weight init in every pipeline:
   HWC uint8 array → PIL.Image.fromarray → transforms), RandomCrop(32, padding=4) + RandomHorizontalFlip + ToTensor +
   Normalize, a shuffling DataLoader (persistent workers, pinned memory on a GPU), and a plain training loop with
   torch.optim.SGD in fp32. Measured with 0, 1 and 2 DataLoader workers; the fastest is the reference.
-- engine: `lossbench.runner.train_cell` with the options `lossbench run` uses on that device (uint8 data on the
+- engine: `lossbench.execution.train_cell` with the options `lossbench run` uses on that device (uint8 data on the
   device, batched augmentation, channels-last layout), at fp32 and at bf16 autocast; with `--compile` also with
   `train.compile: true`.
 
@@ -54,9 +54,10 @@ from lossbench.data import ImageData, load_dataset
 from lossbench.data.cache import DEFAULT_CACHE
 from lossbench.device import resolve_device
 from lossbench.engine import EngineOptions
+from lossbench.environment import cpu_name
+from lossbench.execution import EngineSettings, train_cell
 from lossbench.grid import expand
 from lossbench.models import MODELS, ModelFacts
-from lossbench.runner import EngineSettings, cpu_name, train_cell
 
 OnEpoch = Callable[[int, float], None]  # (epoch number from 1, seconds of training in that epoch)
 
@@ -180,7 +181,7 @@ def engine_options(device: str, precision: str, epochs: int, recipe: Recipe, com
 
 
 class EnginePipeline:
-    """`lossbench.runner.train_cell` on one cell of the recipe, with the data already on the device."""
+    """`lossbench.execution.train_cell` on one cell of the recipe, with the data already on the device."""
 
     pipeline = "engine"
 

@@ -314,6 +314,7 @@ def run(
                             data_root=data_root, threads=_parse_threads(threads), pack=pack)
         from lossbench import runner  # after the suite: a malformed file is refused before torch loads (seconds)
         from lossbench.data.cache import DEFAULT_CACHE
+        from lossbench.run_clock import process_age_s
 
         out_dir = out or Path("results") / loaded.name
         cluster = _cluster_executor(executor, address, cpus_per_cell, gpus_per_cell, ray_data)
@@ -354,7 +355,7 @@ def run(
         display = DisplayGroup([display, TensorBoardWriter(tensorboard, loaded.name, out_dir)])
     try:
         summary = runner.run(run_plan, executor=cluster or parallel, display=display,
-                             startup_s=runner.process_age_s())
+                             startup_s=process_age_s())
     except LossbenchError as exc:
         _fail(exc, debug)
         return

@@ -1,8 +1,8 @@
 """Several cells at once on one machine: `lossbench run --jobs N` trains N cells at a time in N worker processes.
 
-`ProcessExecutor` has the interface of `runner.LocalExecutor`. Each worker process loads the suite's dataset once,
+`ProcessExecutor` has the interface of `execution.LocalExecutor`. Each worker process loads the suite's dataset once,
 through the same tensor cache as a sequential run, puts it on the device and then trains one cell after another
-with `runner.execute_cell`, the function every executor calls. Cells are handed out one at a time from a shared
+with `execution.execute_cell`, the function every executor calls. Cells are handed out one at a time from a shared
 queue, so a worker that finishes early takes the next cell. Records travel back to the driver, which hands each to
 `on_result` the moment it arrives (the runner writes it there); workers never touch the results directory.
 
@@ -43,7 +43,7 @@ from lossbench.checkpoint import read_resume
 from lossbench.errors import ConfigError
 from lossbench.executor_session import HeldBetweenCalls
 from lossbench.grid import Cell
-from lossbench.runner import DataRequest, Job, OnEvent, OnResult, execute_cell, failed_record
+from lossbench.execution import DataRequest, Job, OnEvent, OnResult, execute_cell, failed_record
 from lossbench.machine import usable_cores
 from lossbench.threads import choose_threads
 

@@ -1,9 +1,9 @@
 """Run a suite's pending cells on a Ray cluster: one Ray task per cell, each result sent back to the driver.
 
-`RayExecutor` has the interface of `runner.LocalExecutor`, so `runner.run` writes every record into the results
+`RayExecutor` has the interface of `execution.LocalExecutor`, so `runner.run` writes every record into the results
 store the moment it arrives, on the driver: workers never touch the results directory. Each task asks Ray for
 `cpus_per_cell` CPUs and `gpus_per_cell` GPUs (a fraction packs several cells on one GPU) and calls
-`runner.execute_cell`, the function every executor calls, so a cell trains the same way wherever it runs.
+`execution.execute_cell`, the function every executor calls, so a cell trains the same way wherever it runs.
 
 Data reaches the workers in one of two ways (docs/clusters.md has the measurements behind the default):
 - `object_store` (default): the driver loads the dataset once and puts the decoded uint8 tensors into Ray's object
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from lossbench.data import ImageData
     from lossbench.grid import Cell
     from lossbench.record import CellRecord
-    from lossbench.runner import Job, OnEvent, OnResult
+    from lossbench.execution import Job, OnEvent, OnResult
 
 # This module imports neither torch nor the engine at the top: the progress actor's process imports it, and
 # should start in a moment. Workers import the engine when they run their first cell.
@@ -209,7 +209,7 @@ class RayExecutor(HeldBetweenCalls):
     def _run(self, cells: list[Cell], job: Job, on_start: Callable[[Cell], None], on_event: OnEvent,
              on_result: OnResult) -> None:
         from lossbench.checkpoint import read_resume
-        from lossbench.runner import failed_record
+        from lossbench.execution import failed_record
 
         ray = self._ray
         if self._data_refs is None or self._data_refs[0] != job.data:
@@ -373,7 +373,7 @@ def _train_on_worker(cell: Cell, job: Job, data_refs: list[Any], sink: Any, thre
     import ray
     import torch
 
-    from lossbench.runner import execute_cell
+    from lossbench.execution import execute_cell
 
     torch.set_num_threads(threads)
     options = job.engine.options()

@@ -323,7 +323,7 @@ class ResultsStore:
         atomic_write_text(self.root / "suite.yaml", yaml_text)
 
     def record_run(self, entry: dict[str, Any]) -> None:
-        """Append one run's entry (times in seconds, see runner.RunClock) to runs.json, atomically."""
+        """Append one run's entry (times in seconds, see run_clock.RunClock) to runs.json, atomically."""
         atomic_write_text(self.root / RUNS_FILE, json.dumps([*read_runs(self.root), entry], indent=1) + "\n")
 
     def rebuild_csv(self) -> Path:

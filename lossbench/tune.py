@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from lossbench.config import ParamRange, TuneConfig
     from lossbench.engine import EpochRecord
     from lossbench.progress import RunDisplay
-    from lossbench.runner import Job
+    from lossbench.execution import Job
 
 STUDY_FILE = "tuning.db"
 CSV_FILE = "tuning.csv"
@@ -293,7 +293,7 @@ class Tuner:
 
     def outcome(self, job: Job) -> TuningOutcome:
         """The verdict cells of every grid cell whose study has a complete trial; failed records for the others."""
-        from lossbench.runner import failed_record
+        from lossbench.execution import failed_record
 
         cells: list[Cell] = []
         failed: list[tuple[Cell, CellRecord]] = []

@@ -14,12 +14,13 @@ import pytest
 from scipy import stats
 
 from conftest import TINY_SUITE
-from lossbench import runner
+from lossbench import execution, runner
 from lossbench.adaptive_seeds import SeedRule, decide, decide_point, settled
 from lossbench.config import AdaptiveSeeds, load_suite, suite_to_yaml
 from lossbench.engine import CellResult
 from lossbench.errors import ConfigError, SuiteErrors
 from lossbench.grid import Cell
+from lossbench.run_clock import utc_now
 
 # ---------------------------------------------------------------------------------------------------------------
 # The rule, by hand.
@@ -274,17 +275,17 @@ class FakeExecutor:
         self.draw = draw
         self.calls: list[list[Cell]] = []
 
-    def run(self, cells: list[Cell], job: runner.Job, on_start: Any, on_event: Any, on_result: Any) -> None:
+    def run(self, cells: list[Cell], job: execution.Job, on_start: Any, on_event: Any, on_result: Any) -> None:
         self.calls.append(list(cells))
         for cell in cells:
             on_start(cell)
             value = self.draw(cell.label, cell.seed)
             if value is None:
-                on_result(cell, runner.failed_record(cell, job, "boom", "Traceback: boom"))
+                on_result(cell, execution.failed_record(cell, job, "boom", "Traceback: boom"))
                 continue
             result = CellResult(status="done", metrics={"test_acc": value, "test_nll": 1 - value},
                                 timing={"train_time_s": 1.0, "epochs_run": 2})
-            on_result(cell, runner._record(cell, job, result, "fp32", {}, runner._now()))
+            on_result(cell, execution._record(cell, job, result, "fp32", {}, utc_now()))
 
 
 def _draw(noisy: str) -> Callable[[str, int], float | None]:
@@ -338,7 +339,7 @@ def test_a_rerun_continues_where_the_rounds_stopped(write_suite, tmp_path: Path,
         pass
 
     class StopsInRoundTwo(FakeExecutor):
-        def run(self, cells: list[Cell], job: runner.Job, *args: Any) -> None:
+        def run(self, cells: list[Cell], job: execution.Job, *args: Any) -> None:
             if self.calls:
                 raise Interrupted
             super().run(cells, job, *args)

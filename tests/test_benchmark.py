@@ -102,7 +102,7 @@ def test_train_compile_reaches_the_model_without_changing_cell_ids(monkeypatch: 
 
     from lossbench.config import Suite
     from lossbench.grid import expand
-    from lossbench.runner import EngineSettings
+    from lossbench.execution import EngineSettings
 
     plain = {"name": "s", "dataset": {"name": "digits"}, "grid": {"loss": ["cross_entropy"]}}
     compiled = {**plain, "train": {"compile": True}}

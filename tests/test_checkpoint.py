@@ -17,7 +17,7 @@ from lossbench.config import load_suite
 from lossbench.evaluate import evaluator_for
 from lossbench.device import Normalizer
 from lossbench.grid import expand
-from lossbench.runner import DataRequest, EngineSettings
+from lossbench.execution import DataRequest, EngineSettings
 from lossbench.store import ResultsStore
 
 from conftest import TINY_SUITE

@@ -11,7 +11,7 @@ import torch
 from lossbench.config import Suite
 from lossbench.embedding_eval import evaluate_retrieval, knn_class_scores, knn_probabilities
 from lossbench.engine import EngineOptions
-from lossbench.runner import train_cell
+from lossbench.execution import train_cell
 from lossbench.grid import expand
 
 

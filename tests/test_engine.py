@@ -12,7 +12,7 @@ from lossbench.data import ImageData
 from lossbench.components import build_cell
 from lossbench.device import resolve_device, resolve_precision
 from lossbench.engine import EngineOptions
-from lossbench.runner import train_cell
+from lossbench.execution import train_cell
 from lossbench.grid import Cell, expand
 from lossbench.losses import LOSSES
 

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from lossbench.cli import app
 from lossbench.config import Suite
 from lossbench.engine import EngineOptions
-from lossbench.runner import train_cell
+from lossbench.execution import train_cell
 from lossbench.errors import ConfigError
 from lossbench.grid import expand
 from lossbench.losses import LOSSES, Loss

@@ -204,7 +204,7 @@ def digits(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped
 def test_training_changes_the_losses_own_parameters_and_beats_chance(name: str, digits, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     from lossbench.config import Suite
     from lossbench.engine import EngineOptions
-    from lossbench.runner import train_cell
+    from lossbench.execution import train_cell
     from lossbench.grid import expand
 
     built = []

@@ -116,7 +116,7 @@ def test_a_registered_model_is_listed_validated_and_trained(no_dropout_model: st
     from lossbench.config import load_suite
     from lossbench.engine import EngineOptions
     from lossbench.grid import expand
-    from lossbench.runner import train_cell
+    from lossbench.execution import train_cell
 
     listed = CliRunner().invoke(app, ["list", "models"], env={"COLUMNS": "200"})
     assert no_dropout_model in listed.output

@@ -11,7 +11,7 @@ import torch
 from lossbench.config import SuiteSource, parse_suite
 from lossbench.data import load_dataset
 from lossbench.engine import EngineOptions
-from lossbench.runner import train_cell
+from lossbench.execution import train_cell
 from lossbench.errors import ConfigError
 from lossbench.grid import expand
 from lossbench.optim import OPTIMIZERS, SCHEDULES

@@ -18,7 +18,7 @@ import torch
 from typer.testing import CliRunner
 
 from conftest import TINY_SUITE
-from lossbench import runner
+from lossbench import execution, runner
 from lossbench.record import CellRecord
 from lossbench.cli import app
 from lossbench.config import load_suite
@@ -84,8 +84,8 @@ def test_worker_loads_the_data_once_for_all_its_cells(write_suite, tmp_path: Pat
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     plan = _plan(write_suite, cache_dir, tmp_path / "out", TINY_SUITE.replace("epochs: 2", "epochs: 1"))
     loads = []
-    real_load = runner.DataRequest.load
-    monkeypatch.setattr(runner.DataRequest, "load", lambda self: loads.append(1) or real_load(self))
+    real_load = execution.DataRequest.load
+    monkeypatch.setattr(execution.DataRequest, "load", lambda self: loads.append(1) or real_load(self))
     tasks: queue.Queue = queue.Queue()
     messages: queue.Queue = queue.Queue()
     for index, cell in enumerate(plan.pending[:3]):
@@ -201,7 +201,7 @@ def test_workers_share_one_gpu_or_spread_over_several(write_suite, tmp_path: Pat
 
     job = _plan(write_suite, cache_dir, tmp_path / "out").job
     cuda = EngineOptions(device=torch.device("cuda"), precision="bf16", epochs=1, batch_size=64)
-    monkeypatch.setattr(runner.EngineSettings, "options", lambda self: cuda)
+    monkeypatch.setattr(execution.EngineSettings, "options", lambda self: cuda)
     executor = ProcessExecutor(3, threads_per_job=2)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     assert [s.device for s in executor.worker_specs(job, 3)] == [None, None, None]  # all on the one GPU

@@ -21,7 +21,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from lossbench import runner
+from lossbench import execution, runner
 from lossbench.cli import app
 from lossbench.config import load_suite
 from lossbench.grid import Cell, ResolvedComponent
@@ -158,7 +158,7 @@ class Recorder:
         self.ended.append(cell.id)
         self.records[cell.id] = record.to_dict()
 
-    def run(self, executor: RayExecutor, cells: list[Cell], job: runner.Job) -> None:
+    def run(self, executor: RayExecutor, cells: list[Cell], job: execution.Job) -> None:
         """Drive `executor` directly, as runner.run does, without a results directory."""
         executor.run(cells, job, self.cell_start, self.cell_event, self.cell_end)
 
@@ -248,7 +248,7 @@ def test_checkpoints_travel_between_ray_workers_and_the_driver(cluster: Any, sui
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as a 1-CPU Ray cell trains
     try:
-        runner.train_cell(cell, plan.job.data.load(), plan.job.engine.options(),
+        execution.train_cell(cell, plan.job.data.load(), plan.job.engine.options(),
                           lambda event, info: states.append(info["state"]) if event == "checkpoint" else None)
     finally:
         torch.set_num_threads(threads)

@@ -12,7 +12,7 @@ from torch import nn
 from lossbench.config import SuiteSource, parse_suite
 from lossbench.data import load_dataset
 from lossbench.engine import EngineOptions
-from lossbench.runner import train_cell
+from lossbench.execution import train_cell
 from lossbench.errors import ConfigError
 from lossbench.grid import expand
 from lossbench.models import MODELS

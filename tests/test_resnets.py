@@ -211,7 +211,7 @@ def test_validate_and_one_epoch_on_a_tiny_subset(model: str, custom_nets: str, w
     from lossbench.config import load_suite
     from lossbench.engine import EngineOptions
     from lossbench.grid import expand
-    from lossbench.runner import train_cell
+    from lossbench.execution import train_cell
 
     extra = ", width: 8" if model == "resnet18" else ""
     path = write_suite(f"name: t\ndataset: {{name: digits, train_subset: 64, test_subset: 50}}\n"

@@ -95,7 +95,7 @@ def test_a_run_reads_each_cell_file_once(tmp_path: Path, monkeypatch: pytest.Mon
 
 def _done(cell, job) -> CellRecord:
     """A finished record of `cell` made without training (the bookkeeping is what is tested)."""
-    from lossbench.runner import failed_record
+    from lossbench.execution import failed_record
 
     rec = failed_record(cell, job, "", "")
     rec.status, rec.error, rec.traceback = "done", None, None
@@ -111,7 +111,7 @@ class SyntheticExecutor:
         self.first_run = first_run
 
     def run(self, cells, job, on_start, on_event, on_result) -> None:
-        from lossbench.runner import failed_record
+        from lossbench.execution import failed_record
 
         for cell in cells:
             on_start(cell)

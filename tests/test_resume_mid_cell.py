@@ -22,7 +22,7 @@ from lossbench.config import load_suite
 from lossbench.data import ImageData
 from lossbench.engine import CellResult, EngineOptions
 from lossbench.grid import expand
-from lossbench.runner import train_cell
+from lossbench.execution import train_cell
 
 from conftest import TINY_SUITE
 

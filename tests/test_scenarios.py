@@ -14,7 +14,7 @@ from lossbench.config import SuiteSource, parse_suite
 from lossbench.data import ImageData, load_dataset
 from lossbench.data.scenarios import CIFAR100_SUPERCLASSES, SCENARIOS, ScenarioSet, imbalance_counts
 from lossbench.engine import EngineOptions
-from lossbench.runner import train_cell
+from lossbench.execution import train_cell
 from lossbench.errors import ConfigError, DataError, SuiteErrors
 from lossbench.grid import expand
 from lossbench.record import CellRecord

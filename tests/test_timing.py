@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from lossbench import runner
+from lossbench import execution, run_clock, runner
 from lossbench.config import load_suite
 from lossbench.report import write_report
 from lossbench.store import read_runs
@@ -122,13 +122,13 @@ def test_pack_cells_share_their_wall_time() -> None:
                CellRecord("b", "b", 0, "done", {}, timing={"train_time_s": 4.0, "eval_time_s": 2.0})]
     shared = 10.0 - 3.0  # the pack's wall time less both evaluations
     for r in records:
-        runner.add_wall_time(r, shared + r.timing["eval_time_s"], pack_size=2)
+        execution.add_wall_time(r, shared + r.timing["eval_time_s"], pack_size=2)
     assert [r.timing["overhead_s"] for r in records] == [1.5, 1.5]  # (7 − 4) / 2
     assert [r.timing["cell_s"] for r in records] == [4.5, 5.5]
     assert sum(r.timing["cell_s"] for r in records) == 10.0
 
 
 def test_process_age_is_the_time_since_the_process_started() -> None:
-    age = runner.process_age_s()
+    age = run_clock.process_age_s()
     time.sleep(0.2)
-    assert runner.process_age_s() >= age + 0.15 and age > 0
+    assert run_clock.process_age_s() >= age + 0.15 and age > 0

@@ -19,7 +19,8 @@ from conftest import run_and_kill_after
 from lossbench.config import load_suite
 from lossbench.errors import ConfigError, SuiteErrors
 from lossbench.grid import expand
-from lossbench.runner import LocalExecutor, plan, run
+from lossbench.execution import LocalExecutor
+from lossbench.runner import plan, run
 from lossbench.tuning_space import TUNING_SEED_BASE, grid_cell_id, parse_path, with_values
 
 TUNED = """\

@@ -1,0 +1,323 @@
+"""How one cell trains, wherever an executor puts it: the `Job` every executor receives, `execute_cell` (the same
+pure function for every executor) and `execute_pack`, the record of a cell, and the `Executor` protocol with its
+simplest implementation, `LocalExecutor`, which trains one cell after another in this process.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from lossbench.checkpoint import (
+    CheckpointError, CheckpointPolicy, final_payload, load_training, read_resume, to_bytes,
+)
+from lossbench.components import build_cell
+from lossbench.config import Suite
+from lossbench.data import ImageData, dataset_identity, load_dataset
+from lossbench.device import resolve_device, resolve_precision
+from lossbench.engine import CellResult, EngineOptions, ProgressFn, train
+from lossbench.environment import environment
+from lossbench.grid import Cell
+from lossbench.machine import MachineSample, load_block
+from lossbench.record import CellRecord
+from lossbench.run_clock import utc_now
+from lossbench.shift.evaluate import ShiftPlan
+from lossbench.threads import ThreadChoice, ThreadSetting, apply_threads, choose_threads
+
+
+@dataclass(frozen=True)
+class DataRequest:
+    """Everything needed to load the suite's dataset in any process (picklable)."""
+
+    name: str
+    root: str | None
+    download: bool
+    train_subset: int | float | None
+    test_subset: int | float | None
+    val_fraction: float
+    image_size: int | None
+    cache_dir: str
+    #: The source's own parameters (emnist's split, svhn's extra) as sorted (name, value) pairs.
+    source_params: tuple[tuple[str, Any], ...] = ()
+
+    @classmethod
+    def from_suite(cls, suite: Suite, cache_dir: Path) -> DataRequest:
+        d = suite.dataset
+        return cls(d.name, d.root, d.download, d.train_subset, d.test_subset, d.val_fraction, d.image_size,
+                   str(cache_dir), tuple(sorted(d.source_params.items())))
+
+    def load(self) -> ImageData:
+        return load_dataset(
+            self.name, self.root, cache_dir=Path(self.cache_dir), download=self.download,
+            train_subset=self.train_subset, test_subset=self.test_subset, val_fraction=self.val_fraction,
+            image_size=self.image_size, source_params=dict(self.source_params),
+        )
+
+    def identity(self) -> str:
+        """The dataset identity that enters cell ids, including every option that changes the tensors."""
+        return dataset_identity(
+            self.name, self.root, train_subset=self.train_subset, test_subset=self.test_subset,
+            val_fraction=self.val_fraction, image_size=self.image_size, source_params=dict(self.source_params),
+        )
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """The suite's training recipe as the engine needs it, with the device still as requested (picklable)."""
+
+    device: str
+    precision: str
+    epochs: int
+    batch_size: int
+    eval_batch_size: int
+    compile: bool = False
+    #: torch threads per cell on the CPU: `auto` or a whole number (lossbench/threads.py).
+    threads: ThreadSetting = "auto"
+    #: Cells trained together as one batched model (lossbench/packing.py); 1 trains one cell at a time.
+    pack: int = 1
+    #: What each cell saves (train.checkpoint).
+    checkpoint: CheckpointPolicy = CheckpointPolicy()
+    #: Evaluate on the test split every this many epochs, and after the last one.
+    eval_every: int = 1
+
+    @classmethod
+    def from_suite(cls, suite: Suite) -> EngineSettings:
+        t = suite.train
+        return cls(t.device, t.precision, t.epochs, t.batch_size, t.eval_batch_size, t.compile, t.threads, t.pack,
+                   CheckpointPolicy(t.checkpoint.every, t.checkpoint.keep), t.eval_every)
+
+    def options(self) -> EngineOptions:
+        device = resolve_device(self.device)
+        return EngineOptions(
+            device=device,
+            precision=resolve_precision(self.precision, device),
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            eval_batch_size=self.eval_batch_size,
+            # Measured faster on CPU as well (docs/performance.md); MPS is left in the default layout.
+            channels_last=device.type in ("cuda", "cpu"),
+            compile=self.compile,
+            eval_every=self.eval_every,
+            checkpoint=self.checkpoint,
+        )
+
+
+@dataclass(frozen=True)
+class Job:
+    """What every executor needs to train any cell of one suite."""
+
+    suite_name: str
+    data: DataRequest
+    engine: EngineSettings
+    #: The suite's `evaluate:` block, scored on each cell's model right after training (None: no such block).
+    evaluate: ShiftPlan | None = None
+    #: The results directory, where the driver reads and writes checkpoints (checkpoint.py); None: nowhere.
+    results_dir: str | None = None
+
+def train_cell(cell: Cell, data: ImageData, options: EngineOptions, progress: ProgressFn | None = None,
+               shift: ShiftPlan | None = None, resume: bytes | None = None) -> CellResult:
+    """Build and train one cell, then score `shift` (the suite's `evaluate:` block) on the trained model. An
+    exception (while building or training) becomes a `failed` result.
+
+    `sys.exit()` in a user's loss or component is an exception of its cell too: only Ctrl-C stops the grid.
+    `resume` is the cell's saved training state (checkpoint.py): the cell continues from it. The training states
+    that `options.checkpoint` asks for are sent as `checkpoint` events, {"epoch": N, "state": file bytes}, for
+    the process that writes the results directory.
+    """
+    report = progress or (lambda event, info: None)
+
+    def save_state(state: dict[str, Any]) -> None:
+        state["config"] = cell.config
+        report("checkpoint", {"epoch": state["epoch"], "state": to_bytes(state)})
+
+    try:
+        should_stop = None
+        if cell.trial is not None or "tuned" in cell.config:
+            # A tuned cell or a trial carries its own recipe: its batch size may be a tuned value.
+            recipe = cell.config["train"]
+            options = replace(options, epochs=recipe["epochs"], batch_size=recipe["batch_size"])
+        if cell.trial is not None:
+            from lossbench.tune import epoch_reporter
+
+            # A tuning trial: validation only (the test split is never read), a report to its study each epoch,
+            # and no scoring under shift.
+            options, shift = replace(options, evaluate_test=False), None
+            should_stop = epoch_reporter(cell.trial)
+        parts = build_cell(cell, data, options)
+        state, unusable = None, None
+        if resume is not None and cell.trial is None:
+            try:
+                state = load_training(resume, "its saved training state")
+            except CheckpointError as exc:  # damaged, or of another layout: the cell starts over instead
+                unusable = exc.message
+        result = train(parts, cell.loss.name, options, report, should_stop, state,
+                       save_state if cell.trial is None else None)
+        if unusable is not None:
+            result.notes.append(f"trained from its first epoch: {unusable}")
+        if state is not None:
+            # The timings of a resumed cell add up the runs that trained it.
+            result.timing["resumed_after_epoch"] = state["epoch"]
+        if shift is not None and result.status == "done":
+            from lossbench.shift.evaluate import score_into
+
+            score_into(result.metrics, result.notes, shift, parts.model, parts.loss, data, options)
+        return result
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:
+        return CellResult(status="failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
+
+
+def execute_cell(
+    cell: Cell, job: Job, data: ImageData, options: EngineOptions,
+    progress: Callable[[str, dict[str, Any]], None] | None = None,
+    threads: ThreadChoice | None = None,
+    resume: bytes | None = None,
+) -> CellRecord:
+    """Train one cell on data already on `options.device`; returns its complete result record.
+
+    `resume`: the cell's saved training state (checkpoint.read_resume), to continue from; see train_cell.
+
+    `threads`, when given, is applied to torch before the cell and recorded with it (thread count, policy, ceiling
+    and the busy cores it saw); without it the cell trains with torch's current thread count."""
+    started, before, t0 = utc_now(), MachineSample.now(), time.perf_counter()
+    if threads is not None:
+        apply_threads(threads)
+    result = train_cell(cell, data, options, progress, job.evaluate, resume)
+    record = _record(cell, job, result, options.precision, _trained_env(options, threads), started)
+    if job.evaluate is not None:
+        from lossbench.shift.evaluate import stamp_checkpoint
+
+        stamp_checkpoint(record.metrics, record.weights)
+    record.load = load_block(before, MachineSample.now())
+    add_wall_time(record, time.perf_counter() - t0)
+    return record
+
+
+def _final_weights(cell: Cell, job: Job, result: CellResult) -> bytes | None:
+    """The bytes of the cell's final-weights file, when the cell finished and the suite keeps its weights."""
+    if result.weights is None or not job.engine.checkpoint.saves_final or cell.trial is not None:
+        return None  # a tuning trial's weights are not kept: only its verdict cell's
+    return to_bytes(final_payload(result.weights["model"], result.weights["loss"], cell.config, len(result.history)))
+
+
+def add_wall_time(record: CellRecord, seconds: float, pack_size: int = 1) -> None:
+    """Record the cell's share of the wall time (`cell_s`) and its overhead (`overhead_s`: building the model,
+    loss and optimizer, choosing threads, the record itself: whatever is neither training nor evaluation).
+
+    A pack's cells share its training time and overhead: each gets 1/`pack_size` of them and its own evaluation,
+    so the cell_s of a pack's cells add up to the pack's wall time. Seconds throughout."""
+    timing = record.timing
+    train = float(timing.get("train_time_s") or 0.0)
+    evaluation = float(timing.get("eval_time_s") or 0.0)
+    timing["overhead_s"] = max(seconds - train - evaluation, 0.0) / pack_size
+    timing["cell_s"] = train / pack_size + evaluation + timing["overhead_s"]
+
+
+def _trained_env(options: EngineOptions, threads: ThreadChoice | None) -> dict[str, Any]:
+    """The environment block of a record: versions and device, plus the thread choice the cell trained with."""
+    env = environment(options.device)
+    if threads is not None:
+        env.update(threads.as_env())
+    return env
+
+
+def execute_pack(
+    cells: list[Cell], job: Job, data: ImageData, options: EngineOptions,
+    progress: list[Callable[[str, dict[str, Any]], None]], threads: ThreadChoice | None = None,
+) -> list[CellRecord]:
+    """Train `cells` together as one batched model (lossbench/packing.py); one complete record per cell."""
+    from lossbench.packing import train_pack
+
+    started, before, t0 = utc_now(), MachineSample.now(), time.perf_counter()
+    if threads is not None:
+        apply_threads(threads)
+    results = train_pack(cells, data, options, progress)
+    env = _trained_env(options, threads)
+    env["pack_size"] = len(cells)
+    load = load_block(before, MachineSample.now())  # the pack's, shared by its cells like its timing
+    records = [_record(cell, job, result, options.precision, dict(env), started)
+               for cell, result in zip(cells, results)]
+    # The pack's time that is neither its (shared) training nor any cell's own evaluation, shared equally.
+    shared = time.perf_counter() - t0 - sum(float(r.timing.get("eval_time_s") or 0.0) for r in records)
+    for record in records:
+        record.load = dict(load)
+        add_wall_time(record, shared + float(record.timing.get("eval_time_s") or 0.0), len(records))
+    return records
+
+
+def failed_record(cell: Cell, job: Job, error: str, traceback_text: str) -> CellRecord:
+    """The record of a cell that failed outside the engine (an executor lost it or could not start it)."""
+    return _record(cell, job, CellResult(status="failed", error=error, traceback=traceback_text),
+                   job.engine.precision, {}, utc_now())
+
+
+def _record(cell: Cell, job: Job, result: CellResult, precision: str, env: dict[str, Any],
+            started: str) -> CellRecord:
+    return CellRecord(
+        id=cell.id,
+        label=cell.label,
+        suite=job.suite_name,
+        seed=cell.seed,
+        axes=cell.axes,
+        config=cell.config,
+        status=result.status,
+        diverged_epoch=result.diverged_epoch,
+        error=result.error,
+        traceback=result.traceback,
+        notes=result.notes,
+        metrics=result.metrics,
+        history=[asdict(h) for h in result.history],
+        weights=_final_weights(cell, job, result),
+        timing=result.timing,
+        data=result.data,
+        precision=precision,
+        env=env,
+        started_at=started,
+        finished_at=utc_now(),
+    )
+
+
+OnEvent = Callable[[Cell, str, dict[str, Any]], None]
+OnResult = Callable[[Cell, CellRecord], None]
+
+
+class LocalExecutor:
+    """Trains the cells one after another in this process, on the dataset loaded once; with `train.pack` N > 1,
+    cells that share a model train N at a time as one batched model (lossbench/packing.py)."""
+
+    def __init__(self, data: ImageData | None = None):
+        self._data = data
+
+    def prepare(self, job: Job) -> None:
+        """Load the data now, before the runner writes anything, so that a data error leaves no files behind."""
+        if self._data is None:
+            self._data = job.data.load()
+
+    def run(self, cells: list[Cell], job: Job, on_start: Callable[[Cell], None], on_event: OnEvent,
+            on_result: OnResult) -> None:
+        options = job.engine.options()
+        data = (self._data or job.data.load()).to(options.device)
+        if job.engine.pack > 1:
+            from lossbench.packing import group_cells
+
+            groups = group_cells(cells, job.engine.pack, options, data)
+        else:
+            groups = [[cell] for cell in cells]
+        for group in groups:
+            for cell in group:
+                on_start(cell)
+            threads = choose_threads(job.engine.threads, on_cpu=options.device.type == "cpu")
+            if len(group) == 1:
+                cell = group[0]
+                records = [execute_cell(cell, job, data, options, lambda ev, info, c=cell: on_event(c, ev, info),
+                                        threads, read_resume(job.results_dir, cell.id))]
+            else:
+                records = execute_pack(group, job, data, options,
+                                       [lambda ev, info, c=cell: on_event(c, ev, info) for cell in group], threads)
+            for cell, record in zip(group, records):
+                on_result(cell, record)
