@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from lossbench.data import DATASETS, ImageData, dataset_identity, load_dataset, sources
+from lossbench.data import DATASETS, ImageData, cifar, dataset_identity, digits, load_dataset, mnist, sources
 from lossbench.data.idx import read_idx
 from lossbench.data.load import channel_stats
 from lossbench.errors import DataError, UnknownComponentError
@@ -353,7 +353,7 @@ def test_offline_torchvision_download_suggests_a_data_root(monkeypatch: pytest.M
             raise RuntimeError("Dataset not found or corrupted. You can use download=True to download it")
 
     # Stands in for torchvision.datasets.CIFAR10 (importing torchvision costs seconds of the test budget).
-    monkeypatch.setattr(sources.Cifar10, "_torchvision_class", lambda self: Offline)
+    monkeypatch.setattr(cifar.Cifar10, "_torchvision_class", lambda self: Offline)
     with pytest.raises(DataError, match="could not download CIFAR10") as info:
         load_dataset("cifar10", None, cache_dir=cache)
     assert "--data-root PATH" in str(info.value) and "dataset.root" in str(info.value)
@@ -379,7 +379,7 @@ def test_torchvision_datasets_become_uint8_tensors(monkeypatch: pytest.MonkeyPat
             self.targets = [i % 10 for i in range(n)]
 
     monkeypatch.setattr(type(DATASETS.get(name)()), "_torchvision_class", lambda self: Local)
-    monkeypatch.setitem(sources.SYSTEM_ROOTS, "mnist", ())
+    monkeypatch.setitem(mnist.SYSTEM_ROOTS, "mnist", ())
     data = load_dataset(name, None, cache_dir=tmp_path, download=False)
     assert data.identity == f"{name}:torchvision"
     assert data.train_x.shape == ((20, 3, 4, 4) if name == "cifar10" else (20, 1, 4, 4))
@@ -399,7 +399,7 @@ def test_second_load_reads_the_cache(monkeypatch: pytest.MonkeyPatch, cache: Pat
     def refuse(*args: object, **kwargs: object) -> ImageData:
         raise AssertionError("decoded again instead of reading the cache")
 
-    monkeypatch.setattr(sources.Digits, "decode", refuse)
+    monkeypatch.setattr(digits.Digits, "decode", refuse)
     second = load_dataset("digits", None, cache_dir=cache)
     assert same_tensors(first, second) and second.identity == first.identity and second.mean == first.mean
 
@@ -502,7 +502,7 @@ def test_fashion_mnist_from_a_system_root_without_download(
 ) -> None:
     system = tmp_path / "usr" / "share" / "datasets" / "fashion-mnist"
     arrays = make_idx_set(system)
-    monkeypatch.setitem(sources.SYSTEM_ROOTS, "fashion_mnist", (tmp_path / "absent", system))
+    monkeypatch.setitem(mnist.SYSTEM_ROOTS, "fashion_mnist", (tmp_path / "absent", system))
     data = load_dataset("fashion_mnist", None, cache_dir=cache, download=False)
     assert torch.equal(data.test_x, torch.from_numpy(arrays["t10k-images-idx3-ubyte.gz"]).unsqueeze(1))
     assert dataset_identity("fashion_mnist", None) == dataset_identity("fashion_mnist", system)
@@ -542,11 +542,11 @@ def test_the_official_release_is_named_like_a_torchvision_download(
     for name in names:
         header = bytes([0, 0, 8, arrays[name].ndim]) + np.asarray(arrays[name].shape, dtype=">u4").tobytes()
         content_md5.append(hashlib.md5(header + arrays[name].tobytes()).hexdigest())
-    monkeypatch.setattr(sources.FashionMnist, "official_md5", tuple(content_md5))
+    monkeypatch.setattr(mnist.FashionMnist, "official_md5", tuple(content_md5))
     assert dataset_identity("fashion_mnist", folder) == "fashion_mnist:torchvision"
-    monkeypatch.setitem(sources.SYSTEM_ROOTS, "fashion_mnist", ())  # nothing local: a download is planned
+    monkeypatch.setitem(mnist.SYSTEM_ROOTS, "fashion_mnist", ())  # nothing local: a download is planned
     assert dataset_identity("fashion_mnist", None, train_subset=10) == "fashion_mnist:torchvision|train=10"
-    monkeypatch.setattr(sources.Mnist, "other_md5", (("fashion_mnist", tuple(content_md5)),))
+    monkeypatch.setattr(mnist.Mnist, "other_md5", (("fashion_mnist", tuple(content_md5)),))
     with pytest.raises(DataError, match="official 'fashion_mnist' files"):
         dataset_identity("mnist", folder)
 

@@ -18,7 +18,9 @@ from typer.testing import CliRunner
 
 from lossbench.cli import app
 from lossbench.data import load_dataset
-from lossbench.data.folder import MAX_IMAGE_FILE_BYTES, MAX_IMAGE_PIXELS, check_folder_images, read_folder
+from lossbench.data.folder import check_folder_images, read_folder
+from lossbench.data.folder_files import MAX_IMAGE_FILE_BYTES
+from lossbench.data.folder_images import MAX_IMAGE_PIXELS
 from lossbench.errors import DataError
 
 
@@ -102,11 +104,11 @@ def test_a_huge_tar_member_fails_before_it_is_read(tmp_path: Path) -> None:
 
 def test_an_image_with_too_many_pixels_is_refused_from_its_header(tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    import lossbench.data.folder as folder_module
+    import lossbench.data.folder_images as folder_images
 
     root = folder(tmp_path / "data")
     (root / "train" / "a" / "big.png").write_bytes(png(1, size=64))
-    monkeypatch.setattr(folder_module, "MAX_IMAGE_PIXELS", 32 * 32)
+    monkeypatch.setattr(folder_images, "MAX_IMAGE_PIXELS", 32 * 32)
     with pytest.raises(DataError) as caught:
         read_folder(root)
     assert "train/a/big.png: 64×64 pixels, over the limit of 1,024 pixels per image" in caught.value.render()
@@ -191,7 +193,7 @@ def png_header(width: int, height: int) -> bytes:
 def test_the_decoded_pixels_of_a_dataset_are_bounded_in_total(tmp_path: Path) -> None:
     """A hundred images each within the per-image limit, 8192×8192 by their headers: ~6.7e9 pixels (20 GB as RGB)
     from a few KB of archive. Refused from the headers, by validate and by the reader, naming the limit."""
-    from lossbench.data.folder import MAX_DATASET_PIXELS
+    from lossbench.data.folder_images import MAX_DATASET_PIXELS
 
     archive = tmp_path / "bomb.tar.gz"
     src = folder(tmp_path / "src")

@@ -61,7 +61,7 @@ def test_a_device_as_dataset_root_is_refused_at_once(tmp_path: Path) -> None:
 
 
 def test_a_fifo_in_an_idx_folder_is_named_as_such(tmp_path: Path) -> None:
-    from lossbench.data.sources import Kmnist
+    from lossbench.data.mnist import Kmnist
     from lossbench.errors import DataError
 
     root = tmp_path / "kmnist"

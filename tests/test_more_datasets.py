@@ -215,7 +215,7 @@ def test_without_files_and_with_downloads_off_the_error_says_what_to_do(name: st
 def test_class_names_agree_with_torchvisions_datasets() -> None:
     import torchvision.datasets
 
-    from lossbench.data.sources import EMNIST_CLASSES, Kmnist
+    from lossbench.data.mnist import EMNIST_CLASSES, Kmnist
 
     for split, names in torchvision.datasets.EMNIST.classes_split_dict.items():
         # torchvision keeps the unused label 0 of `letters` as "N/A"; lossbench shifts the letters down to 0.

@@ -27,7 +27,7 @@ def checks_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def counted(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Names of the slow checks that actually ran."""
     ran: list[str] = []
-    real_images, real_prefix = folder._check_images, folder._find_prefix
+    real_images, real_prefix = folder._check_images, folder.find_prefix
 
     def images(path: Path) -> str:
         ran.append("images")
@@ -39,7 +39,7 @@ def counted(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         return real_prefix(path, names, stop_early)
 
     monkeypatch.setattr(folder, "_check_images", images)
-    monkeypatch.setattr(folder, "_find_prefix", prefix)
+    monkeypatch.setattr(folder, "find_prefix", prefix)
     monkeypatch.setattr(folder, "memoized_by_stat", lambda path, tag, compute: compute())  # no per-process memo
     return ran
 

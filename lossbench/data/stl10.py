@@ -15,14 +15,8 @@ import numpy as np
 import torch
 
 from lossbench.data.base import ImageData, ImageShape
-from lossbench.data.sources import (
-    DATASETS,
-    FolderRoot,
-    TorchvisionRoot,
-    _fetch_with_torchvision,
-    _require_exists,
-    _TorchvisionSource,
-)
+from lossbench.data.sources import DATASETS, FolderRoot, TorchvisionRoot, fetch_with_torchvision, require_exists
+from lossbench.data.torchvision_source import TorchvisionSource
 from lossbench.errors import DataError
 
 SIDE = 96
@@ -81,7 +75,7 @@ class Stl10Files:
 
 
 @DATASETS.register("stl10")
-class Stl10(_TorchvisionSource):
+class Stl10(TorchvisionSource):
     """STL-10: 5,000/8,000 labelled 96x96 RGB images, 10 classes; torchvision's stl10_binary/, a folder, or a download."""
 
     torchvision_class = "STL10"
@@ -90,7 +84,7 @@ class Stl10(_TorchvisionSource):
     def _locate(self, root: Path | None) -> TorchvisionRoot | FolderRoot | Stl10Files:
         if root is None:
             return TorchvisionRoot(None)
-        _require_exists(root)
+        require_exists(root)
         for directory in (root, root / BINARY_DIR):
             if directory.is_dir() and (directory / "train_X.bin").is_file():
                 missing = [p.name for p in Stl10Files(directory).paths if not p.is_file()]
@@ -133,7 +127,7 @@ class Stl10(_TorchvisionSource):
         if not all(p.is_file() for p in files.paths):
             import torchvision.datasets
 
-            _fetch_with_torchvision(
+            fetch_with_torchvision(
                 "STL10", root, download, lambda: torchvision.datasets.STL10(str(root), split="train", download=True)
             )
         return self._decode_local(files)

@@ -14,14 +14,8 @@ import numpy as np
 import torch
 
 from lossbench.data.base import ImageData, ImageShape
-from lossbench.data.sources import (
-    DATASETS,
-    FolderRoot,
-    TorchvisionRoot,
-    _fetch_with_torchvision,
-    _require_exists,
-    _TorchvisionSource,
-)
+from lossbench.data.sources import DATASETS, FolderRoot, TorchvisionRoot, fetch_with_torchvision, require_exists
+from lossbench.data.torchvision_source import TorchvisionSource
 from lossbench.errors import DataError
 
 # MD5 of the official files (torchvision's SVHN.split_list): a matching set is named like a download.
@@ -66,7 +60,7 @@ def read_svhn_mat(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 @DATASETS.register("svhn")
-class Svhn(_TorchvisionSource):
+class Svhn(TorchvisionSource):
     """SVHN house-number digits: 73,257/26,032 32x32 RGB images, 10 classes; `extra` adds 531,131 training images.
 
     Read from torchvision's `train_32x32.mat` / `test_32x32.mat` (/ `extra_32x32.mat`) in dataset.root, an image
@@ -91,7 +85,7 @@ class Svhn(_TorchvisionSource):
     def _locate(self, root: Path | None) -> TorchvisionRoot | FolderRoot | SvhnFiles:
         if root is None:
             return TorchvisionRoot(None)
-        _require_exists(root)
+        require_exists(root)
         if root.is_dir() and (root / "train_32x32.mat").is_file():
             missing = [n for n in (*self._file_names(), "test_32x32.mat") if not (root / n).is_file()]
             if missing:
@@ -132,5 +126,5 @@ class Svhn(_TorchvisionSource):
                 for split in ("train", "extra", "test") if self.extra else ("train", "test"):
                     torchvision.datasets.SVHN(str(root), split=split, download=True)
 
-            _fetch_with_torchvision("SVHN", root, download, fetch)
+            fetch_with_torchvision("SVHN", root, download, fetch)
         return self._decode_local(SvhnFiles(tuple(root / n for n in self._file_names()), root / "test_32x32.mat"))
