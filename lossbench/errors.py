@@ -1,4 +1,4 @@
-"""Typed errors raised by the library; only `cli.py` turns them into messages and exit codes."""
+"""Typed errors raised by the library; only the command (`lossbench/cli/`) turns them into messages and exit codes."""
 
 from __future__ import annotations
 

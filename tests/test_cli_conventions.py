@@ -114,13 +114,13 @@ def test_closing_table_fits_the_terminal(width: int) -> None:
 
     from rich.console import Console
 
-    from lossbench.cli import _cells_table
+    from lossbench.cli.tables import cells_table
 
     label = "mse(over=probabilities) | l2(weight=1e-4) | hflip+crop(padding=4)"
     records = [_record(label, 0, 0.91), _record(label, 1, 0.93), _record(label, 2, 0.92),
                _record("cross_entropy | none | none", 0, 0.93)]
     console = Console(width=width, file=io.StringIO(), record=True)
-    console.print(_cells_table(records, "smoke", width))
+    console.print(cells_table(records, "smoke", width))
     text = console.export_text()
     assert max(len(line) for line in text.splitlines()) <= width
     # The three seeds make one row: mean 0.9200 and the ± of its 95% t-interval, t(0.975, 2) · 0.01 / √3.
@@ -142,14 +142,14 @@ def test_closing_table_of_a_large_grid_lists_the_best_and_the_worst_cells() -> N
 
     from rich.console import Console
 
-    from lossbench import cli
+    from lossbench.cli import tables
 
-    n = cli._TABLE_ROWS + 60
+    n = tables.TABLE_ROWS + 60
     records = [_record(f"loss{i:03d} | none | none", 0, 0.99 - i / 1000) for i in range(n)]
     console = Console(width=100, file=io.StringIO(), record=True)
-    console.print(cli._cells_table(records, "big", 100))
+    console.print(tables.cells_table(records, "big", 100))
     text = console.export_text()
     shown = [line for line in text.splitlines() if "loss" in line]
-    assert len(shown) == cli._TABLE_BEST + cli._TABLE_WORST
-    assert "loss000" in text and f"loss{n - 1:03d}" in text and f"loss{cli._TABLE_BEST:03d}" not in text
-    assert f"… {n - cli._TABLE_BEST - cli._TABLE_WORST} more cells" in text
+    assert len(shown) == tables.TABLE_BEST + tables.TABLE_WORST
+    assert "loss000" in text and f"loss{n - 1:03d}" in text and f"loss{tables.TABLE_BEST:03d}" not in text
+    assert f"… {n - tables.TABLE_BEST - tables.TABLE_WORST} more cells" in text

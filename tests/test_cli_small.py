@@ -47,6 +47,7 @@ def test_report_suggests_the_metric_and_the_baseline(tmp_path: Path) -> None:
 
 
 def test_metric_completion_offers_metric_names() -> None:
-    from lossbench.cli import METRIC_NAMES, _completer
+    from lossbench.cli import METRIC_NAMES
+    from lossbench.cli.shell import completer
 
-    assert {"test_acc", "ece", "test_nll"} <= set(_completer(METRIC_NAMES)("")) and _completer(METRIC_NAMES)("te")
+    assert {"test_acc", "ece", "test_nll"} <= set(completer(METRIC_NAMES)("")) and completer(METRIC_NAMES)("te")

@@ -5,105 +5,26 @@ went away)."""
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
-from rich.text import Text
-from typer.core import TyperArgument, TyperCommand, TyperGroup
 
 from lossbench import __version__
+from lossbench.cli.shell import Command, Group, choices, completer, usable_std_streams
+from lossbench.cli.tables import cells_table, cells_text, checkpoint_disk, grid_table, print_tuned_paths, valid_text
 from lossbench.components import KINDS as COMPONENT_KINDS
-from lossbench.report.measures import MEASURES
 from lossbench.errors import ConfigError, LossbenchError, ReportError, did_you_mean
-
-if TYPE_CHECKING:
-    from lossbench.record import CellRecord
-
-
-class _FlagsShownAsFlags:
-    """A flag such as --force takes no value, so help shows no type after it (typer would print `<bool>`)."""
-
-    def get_params(self, ctx: Any) -> list[Any]:
-        params = super().get_params(ctx)  # type: ignore[misc]
-        for param in params:
-            if getattr(param, "is_flag", False) and param.metavar is None:
-                param.metavar = ""
-        return params
-
-
-class _Group(_FlagsShownAsFlags, TyperGroup):
-    """The `lossbench` command group."""
-
-    def invoke(self, ctx: Any) -> Any:
-        try:
-            return super().invoke(ctx)
-        except BrokenPipeError:
-            _end_on_closed_pipe()
-
-
-#: Exit code when the reader of the output went away (`lossbench run S | head -1`): 128 + SIGPIPE, as a command
-#: that the signal ends reports itself.
-EXIT_CLOSED_PIPE = 141
-
-
-def _end_on_closed_pipe() -> None:
-    """End quietly because whoever read stdout stopped reading. Finished cells are already saved (each is written
-    before it is shown), so the same command resumes. Python's own flush of stdout at exit would fail again and
-    print a complaint: stdout is pointed at /dev/null first."""
-    try:
-        null = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(null, sys.stdout.fileno())
-        os.close(null)
-    except (OSError, ValueError, AttributeError):  # stdout without a descriptor (a test's capture): nothing to flush
-        pass
-    raise SystemExit(EXIT_CLOSED_PIPE)
-
-
-def _usable_std_streams() -> None:
-    """Standard streams every command can write to, whatever the shell gave it.
-
-    A closed descriptor (`lossbench run S >&-`) gets /dev/null: left closed, the next file opened (the results
-    lock, a cell file) would take its number and receive what was meant for the terminal. A stream whose encoding
-    cannot hold a character (PYTHONIOENCODING=ascii) prints '?' for it instead of stopping the command.
-    """
-    for fd, name, mode in ((0, "stdin", "r"), (1, "stdout", "w"), (2, "stderr", "w")):
-        try:
-            os.fstat(fd)
-        except OSError:
-            null = os.open(os.devnull, os.O_RDWR)  # the lowest free descriptor: this one, when those below are open
-            if null != fd:
-                os.dup2(null, fd)
-                os.close(null)
-            setattr(sys, name, open(fd, mode, encoding="utf-8", closefd=False))
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.reconfigure(errors="replace")  # type: ignore[union-attr]
-        except (AttributeError, ValueError, OSError):  # not a text file of the io module (a test's capture)
-            pass
-
-
-class _Command(_FlagsShownAsFlags, TyperCommand):
-    """A subcommand; usage reads `run [OPTIONS] SUITE` instead of typer's `{suite}`."""
-
-    def collect_usage_pieces(self, ctx: Any) -> list[str]:
-        pieces = [self.options_metavar] if self.options_metavar else []
-        for param in self.get_params(ctx):
-            if isinstance(param, TyperArgument) and param.required:
-                pieces.append(param.display_name_raw)
-            else:
-                pieces.extend(param.get_usage_pieces(ctx))
-        return pieces
+from lossbench.report.measures import MEASURES
 
 
 app = typer.Typer(
     name="lossbench",
-    cls=_Group,
+    cls=Group,
     help="Which loss, regularizer and augmentation should I use? Train a YAML grid of them and compare.",
     no_args_is_help=True,
     add_completion=True,
@@ -111,7 +32,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 # Logs and pipes get a wide console so that tables keep one line per cell.
-_usable_std_streams()
+usable_std_streams()
 console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
@@ -129,18 +50,6 @@ OVERRIDES_HELP = ("Suite values to change, as KEY=VALUE with a dotted key and a 
 KINDS = list(COMPONENT_KINDS)
 #: The metrics lossbench knows how to show, offered by completion of `report --metric`.
 METRIC_NAMES = list(MEASURES)
-
-
-def _choices(values: list[str]) -> str:
-    """The help's placeholder for an enumerated option, e.g. `[auto|cpu|cuda|mps]`."""
-    return "[" + "|".join(values) + "]"
-
-
-def _completer(values: list[str]) -> Any:
-    """Shell completion of an enumerated option: the values starting with what was typed."""
-    def complete(incomplete: str) -> list[str]:
-        return [v for v in values if v.startswith(incomplete)]
-    return complete
 
 
 def _print_version(value: bool) -> None:
@@ -186,103 +95,13 @@ def _parse_threads(text: str | None) -> int | str | None:
     return int(text)
 
 
-def _fmt(value: Any, spec: str = ".4f") -> str:
-    return "—" if value is None else format(value, spec)
-
-
-# The closing table's columns after the cell's name, in the order they are given up when the terminal is narrow
-# (the last ones first); seed, status and test accuracy are always kept.
-_TABLE_COLUMNS = ["seeds", "test acc", "95% CI", "ECE", "NLL", "gap", "train s"]
-_REQUIRED_COLUMNS = 3
-#: A grid of more cells than this closes with its best and its worst cells only (the rest are in results.csv and
-#: the report): thousands of rows would scroll the run's own summary off the screen.
-_TABLE_ROWS, _TABLE_BEST, _TABLE_WORST = 40, 25, 10
-
-
-def _cells_table(records: list[CellRecord], title: str, width: int | None = None) -> Table:
-    """One row per cell (its seeds together), best mean test accuracy first: the seeds that finished, the mean of
-    each metric over them, the ± of the 95% t-interval of the mean test accuracy, and the mean training seconds;
-    every seed's own values are in the report; past _TABLE_ROWS cells only the best and the worst are listed.
-    Fitted to `width` columns: the cell's name wraps first (down to 20 characters), then the optional columns go,
-    timing first; `width=None` keeps them all."""
-    from lossbench.report.stats import t_interval
-
-    by_cell: dict[str, list[CellRecord]] = {}
-    for r in records:
-        by_cell.setdefault(r.label, []).append(r)
-
-    def mean(recs: list[CellRecord], key: str, timing: bool = False) -> float | None:
-        values = [(r.timing if timing else r.metrics).get(key) for r in recs]
-        values = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
-        return sum(values) / len(values) if values else None
-
-    rows = []
-    for label, recs in by_cell.items():
-        done = [r for r in recs if r.status == "done"]
-        accs = [float(r.metrics["test_acc"]) for r in done if isinstance(r.metrics.get("test_acc"), float)]
-        interval = t_interval(accs) if accs else None
-        bad = [f"[{'yellow' if s == 'diverged' else 'red'}]{n} {s}[/]"
-               for s, n in (("diverged", sum(r.status == "diverged" for r in recs)),
-                            ("failed", sum(r.status == "failed" for r in recs))) if n]
-        seeds = f"{len(done)}" if not bad else f"{len(done)}/{len(recs)} ({', '.join(bad)})"
-        rows.append({
-            "cell": label, "seeds": f"[green]{seeds}[/]" if not bad else seeds,
-            "test acc": _fmt(interval.mean if interval else None),
-            "95% CI": f"±{interval.half_width:.4f}" if interval and interval.half_width is not None else "—",
-            "ECE": _fmt(mean(done, "ece"), ".3f"), "NLL": _fmt(mean(done, "test_nll"), ".3f"),
-            "gap": _fmt(mean(done, "gap"), "+.3f"), "train s": _fmt(mean(recs, "train_time_s", True), ".1f"),
-            "_key": interval.mean if interval else -1.0,
-        })
-    rows.sort(key=lambda row: -row["_key"])
-    hidden = len(rows) - _TABLE_BEST - _TABLE_WORST if len(rows) > _TABLE_ROWS else 0
-    if hidden:
-        rows = rows[:_TABLE_BEST] + [{"cell": f"[dim]… {hidden:,} more cells (results.csv, the report)[/]"}] + \
-            rows[-_TABLE_WORST:]
-
-    def content_width(col: str) -> int:
-        return max([len(col)] + [Text.from_markup(row.get(col, "")).cell_len for row in rows])
-
-    cell_min_width = 20
-    for keep in range(len(_TABLE_COLUMNS), _REQUIRED_COLUMNS - 1, -1):
-        columns = _TABLE_COLUMNS[:keep]
-        # Each column takes its content, one space either side and a border; plus the table's left border.
-        needed = 1 + (cell_min_width + 3) + sum(content_width(col) + 3 for col in columns)
-        if width is None or needed <= width:
-            break
-    table = Table(title=title, caption="means over each cell's finished seeds; every seed in the report",
-                  show_lines=False, expand=False)
-    table.add_column("cell", overflow="fold", min_width=cell_min_width)
-    for col in columns:
-        table.add_column(col, justify="right", no_wrap=True)
-    for row in rows:
-        table.add_row(row["cell"], *(row.get(col, "") for col in columns))
-    return table
-
-
-def _cells_text(run_plan: Any) -> str:
-    """How many trainings a run plans: the cell count, or its range under adaptive seeding."""
-    rounds = run_plan.rounds
-    tune = run_plan.suite.tune
-    tuning = "" if tune is None else (f"{tune.trials} tuning trial(s) per grid point on the validation split "
-                                      f"({tune.sampler}, {tune.metric}, pruner {tune.pruner}), then ")
-    if rounds is None:
-        return f"{tuning}{len(run_plan.cells)} cell(s)"
-    from lossbench.report.measures import measure
-
-    low, high = rounds.bounds()
-    rule = rounds.seeds
-    unit = measure(rule.target.metric).diff_unit
-    return (f"{tuning}{rounds.points} grid point(s) × {rule.min}–{rule.max} adaptive seeds ({low}–{high} trainings, "
-            f"until ±{rule.target.half_width:g}{f' {unit}' if unit else ''} on {rule.target.metric})")
-
-
-@app.command(cls=_Command)
+@app.command(cls=Command)
 def run(
     suite: Path = typer.Argument(..., metavar="SUITE", help="The suite YAML file."),
     overrides: Optional[list[str]] = typer.Argument(None, metavar="KEY=VALUE", help=OVERRIDES_HELP, show_default=False),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Results directory (default: results/<suite name>)."),
     data_root: Optional[str] = typer.Option(None, "--data-root", help="Local copy of the dataset: torchvision files, an image-folder directory, or a .tar.gz/.zip archive with train/ and test/."),
-    device: Optional[str] = typer.Option(None, "--device", "-d", metavar=_choices(DEVICES), autocompletion=_completer(DEVICES), help="Where cells train (overrides train.device)."),
+    device: Optional[str] = typer.Option(None, "--device", "-d", metavar=choices(DEVICES), autocompletion=completer(DEVICES), help="Where cells train (overrides train.device)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", "-e", help="Override train.epochs."),
     seeds: Optional[str] = typer.Option(None, "--seeds", "-s", help="Override the seeds, e.g. 0,1,2."),
     force: bool = typer.Option(False, "--force", "-f", help="Rerun every cell, even those with results."),
@@ -291,11 +110,11 @@ def run(
     threads: Optional[str] = typer.Option(None, "--threads", help="torch threads per cell on the CPU: auto (one per core that other processes leave idle, chosen before each cell) or a whole number (overrides train.threads)."),
     pack: Optional[int] = typer.Option(None, "--pack", help="Train up to N cells that share a model together as one batched model (a GPU lever; overrides train.pack; docs/performance.md)."),
     jobs: int = typer.Option(1, "--jobs", "-j", help="Cells trained at once on this machine, each in its own process (the CPU threads are split between them; on a GPU they share it)."),
-    executor: str = typer.Option("local", "--executor", metavar=_choices(EXECUTORS), autocompletion=_completer(EXECUTORS), help="local (this machine) or ray (a Ray cluster; docs/clusters.md)."),
+    executor: str = typer.Option("local", "--executor", metavar=choices(EXECUTORS), autocompletion=completer(EXECUTORS), help="local (this machine) or ray (a Ray cluster; docs/clusters.md)."),
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster: auto | ray://HOST:PORT | HOST:PORT (default: RAY_ADDRESS, else a new local instance)."),
     gpus_per_cell: Optional[float] = typer.Option(None, "--gpus-per-cell", help="Ray: GPUs per cell; a fraction such as 0.25 shares a GPU (default 0)."),
     cpus_per_cell: Optional[float] = typer.Option(None, "--cpus-per-cell", help="Ray: CPUs per cell (default 1)."),
-    ray_data: Optional[str] = typer.Option(None, "--ray-data", metavar=_choices(RAY_DATA), autocompletion=_completer(RAY_DATA), help="Ray: object_store (the driver sends the tensors; default) or worker_cache (every node loads the data root)."),
+    ray_data: Optional[str] = typer.Option(None, "--ray-data", metavar=choices(RAY_DATA), autocompletion=completer(RAY_DATA), help="Ray: object_store (the driver sends the tensors; default) or worker_cache (every node loads the data root)."),
     no_report: bool = typer.Option(False, "--no-report", help="Do not write report.md at the end (run `lossbench report` later)."),
     tensorboard: Optional[Path] = typer.Option(None, "--tensorboard", "-t", help="Also write TensorBoard events to this directory: one run per cell × seed with per-epoch curves and the final metrics as hparams (needs lossbench\\[tensorboard])."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
@@ -337,7 +156,7 @@ def run(
         return
     interactive = console.is_terminal and not plain
     console.print(
-        f"[bold]{loaded.name}[/]: {_cells_text(run_plan)} · {loaded.dataset.name} · {loaded.model.name} · "
+        f"[bold]{loaded.name}[/]: {cells_text(run_plan)} · {loaded.dataset.name} · {loaded.model.name} · "
         f"{loaded.train.epochs} epoch(s) · "
         f"{cluster.describe() if cluster else f'device {run_plan.job.engine.options().device}'}"
         f"{f' · {parallel.describe()}' if parallel else ''} → {out_dir}",
@@ -363,7 +182,7 @@ def run(
         err_console.print("[yellow]interrupted:[/] finished cells are saved; run the same command again to resume")
         raise typer.Exit(130) from None
     cells = len({r.label for r in summary.records})
-    console.print(_cells_table(summary.records, f"{loaded.name} — {cells} cell(s), {len(summary.records)} "
+    console.print(cells_table(summary.records, f"{loaded.name} — {cells} cell(s), {len(summary.records)} "
                                f"training(s)", console.width))
     console.print(
         f"{f'tuning trials {summary.trials} (tuning.csv) · ' if summary.trials else ''}"
@@ -391,14 +210,14 @@ def run(
         raise typer.Exit(1)
 
 
-@app.command(cls=_Command)
+@app.command(cls=Command)
 def report(
     results_dirs: Optional[list[Path]] = typer.Argument(None, metavar="RESULTS_DIR", help="Results directories written by `lossbench run`; several merge into one report.", show_default=False),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="A directory, or a file ending in .md/.csv/.tex/.json (default: the results directory; needed with several)."),
     baseline: Optional[str] = typer.Option(None, "--baseline", "-b", help="Label of the cell to compare with (default: 'cross_entropy | none | none', else the best cell)."),
-    metric: str = typer.Option("test_acc", "--metric", "-m", autocompletion=_completer(METRIC_NAMES), help="Metric to rank and compare on: test_acc, test_nll, ece, gap, ..."),
+    metric: str = typer.Option("test_acc", "--metric", "-m", autocompletion=completer(METRIC_NAMES), help="Metric to rank and compare on: test_acc, test_nll, ece, gap, ..."),
     columns: Optional[str] = typer.Option(None, "--columns", help="LaTeX: the columns after the ranking metric, comma-separated metric names (default: ece), e.g. ece,test_nll,epoch_s."),
-    fmt: str = typer.Option("md", "--format", "-f", metavar=_choices(REPORT_FORMATS), autocompletion=_completer(REPORT_FORMATS), help="md (report.md + plots + summary.csv), csv, latex or json."),
+    fmt: str = typer.Option("md", "--format", "-f", metavar=choices(REPORT_FORMATS), autocompletion=completer(REPORT_FORMATS), help="md (report.md + plots + summary.csv), csv, latex or json."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
     """Statistics, tables and plots of finished cells (report.md). Reads result files only; never trains."""
@@ -420,12 +239,12 @@ def report(
     console.print(f"report: {files[0]}{beside}", highlight=False, soft_wrap=True)
 
 
-@app.command(cls=_Command)
+@app.command(cls=Command)
 def evaluate(
     results_dir: Path = typer.Argument(..., metavar="RESULTS_DIR", help="A results directory written by `lossbench run` (with checkpoints/)."),
     suite: Optional[Path] = typer.Option(None, "--suite", help="Suite whose evaluate: block to score (default: RESULTS_DIR/suite.yaml); its dataset must be the one the cells trained on."),
     data_root: Optional[str] = typer.Option(None, "--data-root", help="As for run."),
-    device: Optional[str] = typer.Option(None, "--device", "-d", metavar=_choices(DEVICES), autocompletion=_completer(DEVICES), help="Where to evaluate (overrides train.device)."),
+    device: Optional[str] = typer.Option(None, "--device", "-d", metavar=choices(DEVICES), autocompletion=completer(DEVICES), help="Where to evaluate (overrides train.device)."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Decoded-dataset cache (default ~/.cache/lossbench)."),
     no_report: bool = typer.Option(False, "--no-report", help="Do not rewrite report.md at the end."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
@@ -506,7 +325,7 @@ def _parallel_executor(jobs: int, cluster: Any, threads: int | str) -> Any:
     return ProcessExecutor(jobs, threads_per_job=threads if isinstance(threads, int) else None)
 
 
-@app.command(cls=_Command)
+@app.command(cls=Command)
 def validate(
     suite: Path = typer.Argument(..., metavar="SUITE", help="The suite YAML file."),
     overrides: Optional[list[str]] = typer.Argument(None, metavar="KEY=VALUE", help=OVERRIDES_HELP, show_default=False),
@@ -539,71 +358,16 @@ def validate(
     if as_json:
         print(json.dumps([{"id": c.id, "label": c.label, "seed": c.seed, **c.axes} for c in cells], indent=1))
         return
-    grid = loaded.grid
-    # The distinct levels of each axis, in grid order.
-    axes = {axis: list(dict.fromkeys(c.axes[axis] for c in cells)) for axis in cells[0].axes}
-    rounds = run_plan.rounds
-    axes["seed"] = [str(s) for s in loaded.seed_list]
-    title = _cells_text(run_plan) if rounds else f"{len(cells)} cell(s)"
-    table = Table(title=f"{loaded.name}: {title}")
-    table.add_column("axis")
-    table.add_column("levels", justify="right")
-    table.add_column("values")
-    for axis, values in axes.items():
-        if (axis == "optimizer" and grid.optimizer is None) or (axis == "scenario" and len(values) == 1):
-            axis = f"{axis} (fixed)"
-        table.add_row(axis, str(len(values)), ", ".join(values))
-    console.print(table)
+    console.print(grid_table(loaded, run_plan))
     if loaded.tune is not None:
-        _print_tuned_paths(loaded, cells)
-    if rounds:
-        from lossbench.report.measures import measure
-
-        low, high = rounds.bounds()
-        target = rounds.seeds.target
-        unit = measure(target.metric).diff_unit
-        console.print(f"[green]valid[/]: {low} to {high} trainings ({rounds.points} grid point(s), "
-                      f"{rounds.seeds.min} to {rounds.seeds.max} seeds each, until the 95% interval of each "
-                      f"difference from the baseline is within ±{target.half_width:g}{f' {unit}' if unit else ''} "
-                      f"on {target.metric}) on {loaded.dataset.name} with {loaded.model.name}, "
-                      f"{loaded.train.epochs} epoch(s) each", highlight=False)
-        console.print(_checkpoint_disk(run_plan), highlight=False)
-        return
-    console.print(f"[green]valid[/]: {len(cells)} cell(s) on {loaded.dataset.name} with {loaded.model.name}, "
-                  f"{loaded.train.epochs} epoch(s) each", highlight=False)
-    console.print(_checkpoint_disk(run_plan), highlight=False)
+        print_tuned_paths(console, loaded, cells)
+    console.print(valid_text(loaded, run_plan), highlight=False)
+    console.print(checkpoint_disk(run_plan), highlight=False)
 
 
-def _checkpoint_disk(run_plan: Any) -> str:
-    """What the run's checkpoints take on disk (weights × cells), so that nobody fills a disk by surprise."""
-    from lossbench.checkpoint import describe_disk, estimate_sizes
-
-    policy = run_plan.job.engine.checkpoint
-    # The optimizer state is sized only where a training state is kept: it imports torch._dynamo (seconds).
-    sizes = estimate_sizes(run_plan.suite, run_plan.cells, with_state=policy.keep == "last" or policy.every > 0)
-    return describe_disk(policy, sizes, len(run_plan.cells), run_plan.store.root)
-
-
-def _print_tuned_paths(loaded: Any, cells: list[Any]) -> None:
-    """Which parameters each grid point tunes, and the cost in epochs (trials × grid points × epochs, at most)."""
-    from lossbench.tuning_space import cell_paths
-
-    tune = loaded.tune
-    table = Table(title=f"tuning: {tune.trials} trial(s) per grid point, {tune.sampler} sampler, {tune.metric}, "
-                        f"pruner {tune.pruner}")
-    table.add_column("grid point")
-    table.add_column("tunes")
-    points = {c.label: cell_paths(c, tune.space) for c in cells}
-    for label, paths in points.items():
-        table.add_row(escape(label), ", ".join(paths))
-    console.print(table)
-    console.print(f"tuning costs at most {tune.trials} × {len(points)} × {loaded.train.epochs} = "
-                  f"{tune.trials * len(points) * loaded.train.epochs:,} epochs", highlight=False)
-
-
-@app.command("list", cls=_Command)
+@app.command("list", cls=Command)
 def list_components(
-    kind: Optional[str] = typer.Argument(None, metavar="KIND", autocompletion=_completer(KINDS), help="One of " + ", ".join(KINDS) + " (default: all)."),
+    kind: Optional[str] = typer.Argument(None, metavar="KIND", autocompletion=completer(KINDS), help="One of " + ", ".join(KINDS) + " (default: all)."),
     as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
 ) -> None:
     """List registered components with their parameters, defaults and one-line docs."""
