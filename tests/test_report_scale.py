@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lossbench.report.markdown import _outlying_seed
+from lossbench.report.per_seed import _outlying_seed
 
 
 def pairwise(values: pd.Series, threshold: float):

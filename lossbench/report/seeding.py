@@ -13,7 +13,7 @@ from lossbench.adaptive_seeds import PointDecision, decide, describe_rule
 from lossbench.config import AdaptiveSeeds
 from lossbench.errors import ConfigError
 from lossbench.report.aggregate import SourceAnalysis
-from lossbench.report.markdown import cell_text, table
+from lossbench.report.markdown_table import cell_text, table
 from lossbench.report.measures import measure
 from lossbench.report.stats import stopping_confidence
 

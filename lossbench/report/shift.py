@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 
 from lossbench.record import CellRecord
 from lossbench.report.aggregate import SourceAnalysis
-from lossbench.report.markdown import cell_text, table
+from lossbench.report.markdown_table import cell_text, table
 from lossbench.report.plots import CURVE_CELLS, Plot, _palette, _save, _seeds_text
 from lossbench.report.stats import t_interval
 

@@ -24,7 +24,7 @@ import pandas as pd
 
 from lossbench.record import CellRecord
 from lossbench.report.aggregate import SourceAnalysis
-from lossbench.report.markdown import cell_text, table
+from lossbench.report.markdown_table import cell_text, table
 from lossbench.report.measures import Measure, measure
 from lossbench.report.plots import Plot
 from lossbench.report.results import Results, is_tuned
