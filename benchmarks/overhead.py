@@ -156,7 +156,7 @@ def synthetic_directory(work: Path, cells: int) -> tuple[Path, Path, SyntheticEx
     """(suite file, results directory, the executor with its per-cell times, run wall seconds) of a run of
     `cells` synthetic cells."""
     from lossbench import runner
-    from lossbench.config import load_suite
+    from lossbench.suite import load_suite
     from lossbench.progress import PlainDisplay
 
     suite_path = write_suite(work, f"synthetic{cells}", cells)
@@ -172,7 +172,7 @@ def synthetic_directory(work: Path, cells: int) -> tuple[Path, Path, SyntheticEx
 
 def part_a(sizes: list[int], work: Path) -> None:
     from lossbench import runner
-    from lossbench.config import load_suite
+    from lossbench.suite import load_suite
 
     print("a. bookkeeping per cell (synthetic records: cell file + results.csv row + display + summary)")
     for n in sizes:
@@ -201,7 +201,7 @@ def part_b(sizes: list[int], work: Path) -> None:
     import torch
 
     from lossbench import runner
-    from lossbench.config import load_suite
+    from lossbench.suite import load_suite
     from lossbench.data.cache import DEFAULT_CACHE
     from lossbench.progress import PlainDisplay
 

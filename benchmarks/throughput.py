@@ -49,7 +49,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lossbench.config import Suite
+from lossbench.config.schema import Suite
 from lossbench.data import ImageData, load_dataset
 from lossbench.data.cache import DEFAULT_CACHE
 from lossbench.device import resolve_device

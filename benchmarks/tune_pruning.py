@@ -60,7 +60,7 @@ grid:
 
 def run_suite(text: str, out: Path, jobs: int) -> float:
     """Run one suite into `out` (resuming what is there); returns the wall seconds."""
-    from lossbench.config import load_suite
+    from lossbench.suite import load_suite
     from lossbench.runner import plan, run
 
     with tempfile.TemporaryDirectory() as tmp:

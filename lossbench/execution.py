@@ -16,7 +16,7 @@ from lossbench.checkpoint import (
     CheckpointError, CheckpointPolicy, final_payload, load_training, read_resume, to_bytes,
 )
 from lossbench.components import build_cell
-from lossbench.config import Suite
+from lossbench.config.schema import Suite
 from lossbench.data import ImageData, dataset_identity, load_dataset
 from lossbench.device import resolve_device, resolve_precision
 from lossbench.engine import CellResult, EngineOptions, ProgressFn, train

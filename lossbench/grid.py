@@ -15,7 +15,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from lossbench.config import ComponentSpec, Suite
+from lossbench.config.fields import ComponentSpec
+from lossbench.config.schema import Suite
 from lossbench.registry import Registry
 
 ID_LENGTH = 12

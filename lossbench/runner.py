@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lossbench.checkpoint import CheckpointPolicy, checkpoint_path, resume_path
-from lossbench.config import Suite, suite_to_yaml
+from lossbench.config.schema import Suite, suite_to_yaml
 from lossbench.data.cache import DEFAULT_CACHE
 from lossbench.device import resolve_device, resolve_precision
 from lossbench.errors import ConfigError, DataError, ForeignDirectoryError, Location, ResultsWriteError

@@ -2,7 +2,7 @@
 
 pydantic says "Input should be a valid dictionary or instance of DatasetConfig" or "Value error, ..."; a suite's
 author needs "must be a mapping of keys" and the value they wrote. One function per error record, used for the
-suite's structure (config.py) and for component parameters (registry.py).
+suite's structure (config/) and for component parameters (registry.py).
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from lossbench.adaptive_seeds import PointDecision, SeedRule, decide
-from lossbench.config import AdaptiveSeeds
+from lossbench.config.schema import AdaptiveSeeds
 from lossbench.errors import ConfigError, Location, did_you_mean
 from lossbench.grid import Cell
 from lossbench.record import CellRecord

@@ -40,7 +40,7 @@ from lossbench.store import atomic_write_text
 from lossbench.tuning_space import METRIC_DIRECTIONS, cell_paths, grid_cell_id, tuning_seeds, with_values
 
 if TYPE_CHECKING:
-    from lossbench.config import ParamRange, TuneConfig
+    from lossbench.config.tune_schema import ParamRange, TuneConfig
     from lossbench.engine import EpochRecord
     from lossbench.progress import RunDisplay
     from lossbench.execution import Job

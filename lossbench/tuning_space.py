@@ -22,12 +22,15 @@ import copy
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from lossbench.config import MAX_BATCH_SIZE
+from lossbench.config.fields import MAX_BATCH_SIZE
 from lossbench.errors import ConfigError, LossbenchError, did_you_mean
 from lossbench.grid import Cell, ResolvedComponent, cell_id
 
 if TYPE_CHECKING:
-    from lossbench.config import ComponentSpec, ParamRange, Suite, SuiteSource
+    from lossbench.config.fields import ComponentSpec
+    from lossbench.config.schema import Suite
+    from lossbench.config.source import SuiteSource
+    from lossbench.config.tune_schema import ParamRange
 
 #: Each tuning metric and whether it is maximised or minimised.
 METRIC_DIRECTIONS: dict[str, str] = {
@@ -149,7 +152,7 @@ def grid_cell_id(cell: Cell) -> str:
 
 def _levels(suite: Suite, part: str) -> list[tuple[tuple[Any, ...], ComponentSpec]]:
     """(suite path, component) of every component the cells can have at `part`."""
-    from lossbench.config import ComponentSpec
+    from lossbench.config.fields import ComponentSpec
 
     grid = suite.grid
     if part == "loss":

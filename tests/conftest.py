@@ -95,7 +95,7 @@ def run_and_kill_after(command: list[str], env: dict[str, str], finished: int, d
 
 def errors_of(path: Path) -> list:
     """Every ConfigError that loading the suite at `path` raises (one pass reports them all)."""
-    from lossbench.config import load_suite
+    from lossbench.suite import load_suite
     from lossbench.errors import ConfigError, SuiteErrors
 
     with pytest.raises(ConfigError) as info:

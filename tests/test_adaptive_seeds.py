@@ -16,7 +16,8 @@ from scipy import stats
 from conftest import TINY_SUITE
 from lossbench import execution, runner
 from lossbench.adaptive_seeds import SeedRule, decide, decide_point, settled
-from lossbench.config import AdaptiveSeeds, load_suite, suite_to_yaml
+from lossbench.config.schema import AdaptiveSeeds, suite_to_yaml
+from lossbench.suite import load_suite
 from lossbench.engine import CellResult
 from lossbench.errors import ConfigError, SuiteErrors
 from lossbench.grid import Cell

@@ -100,7 +100,7 @@ def test_script_prints_the_table_writes_the_csv_and_ends_with_the_speedup(
 def test_train_compile_reaches_the_model_without_changing_cell_ids(monkeypatch: pytest.MonkeyPatch) -> None:
     from torch import nn
 
-    from lossbench.config import Suite
+    from lossbench.config.schema import Suite
     from lossbench.grid import expand
     from lossbench.execution import EngineSettings
 
@@ -135,7 +135,7 @@ def test_native_bf16_follows_the_hardware(monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def test_the_gpu_grid_suite_stays_valid() -> None:
-    from lossbench.config import load_suite
+    from lossbench.suite import load_suite
     from lossbench.grid import expand
 
     suite = load_suite(REPO / "benchmarks" / "grid100.yaml")

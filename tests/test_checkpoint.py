@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from lossbench.checkpoint import CheckpointError, checkpoint_path, load_final, save_final
 from lossbench.cli import app
 from lossbench.components import build_cell
-from lossbench.config import load_suite
+from lossbench.suite import load_suite
 from lossbench.evaluate import evaluator_for
 from lossbench.device import Normalizer
 from lossbench.grid import expand

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from lossbench import components
 from lossbench.cli import app
 from lossbench.components import KINDS, build_cell, registries
-from lossbench.config import load_suite
+from lossbench.suite import load_suite
 from lossbench.data import ImageData
 from lossbench.engine import EngineOptions
 from lossbench.errors import SuiteErrors

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from lossbench.config import load_suite, suite_to_yaml
+from lossbench.config.schema import suite_to_yaml
+from lossbench.suite import load_suite
 from lossbench.errors import ConfigError
 
 from conftest import REPO, TINY_SUITE, errors_of, one_error

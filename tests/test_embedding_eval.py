@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from lossbench.config import Suite
+from lossbench.config.schema import Suite
 from lossbench.embedding_eval import evaluate_retrieval, knn_class_scores, knn_probabilities
 from lossbench.engine import EngineOptions
 from lossbench.execution import train_cell

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from lossbench.config import load_suite
+from lossbench.suite import load_suite
 from lossbench.data import ImageData
 from lossbench.components import build_cell
 from lossbench.device import resolve_device, resolve_precision

@@ -11,7 +11,7 @@ import torch
 
 from conftest import TINY_SUITE
 from lossbench import runner
-from lossbench.config import load_suite
+from lossbench.suite import load_suite
 from lossbench.models import MODELS, ModelFacts
 from lossbench.packing import batched_forward, stack_parameters
 

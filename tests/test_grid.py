@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lossbench.config import load_suite
+from lossbench.suite import load_suite
 from lossbench.grid import expand
 
 from conftest import TINY_SUITE

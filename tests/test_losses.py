@@ -18,7 +18,7 @@ import torchvision
 from typer.testing import CliRunner
 
 from lossbench.cli import app
-from lossbench.config import Suite
+from lossbench.config.schema import Suite
 from lossbench.engine import EngineOptions
 from lossbench.execution import train_cell
 from lossbench.errors import ConfigError

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from lossbench import runner
-from lossbench.config import load_suite
+from lossbench.suite import load_suite
 from lossbench.machine import MachineSample, load_average_1m, load_block, overloaded, usable_cores
 
 from conftest import TINY_SUITE

@@ -202,7 +202,7 @@ def digits(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped
 
 @pytest.mark.parametrize("name", ["arcface", "cosface", "center"])
 def test_training_changes_the_losses_own_parameters_and_beats_chance(name: str, digits, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from lossbench.config import Suite
+    from lossbench.config.schema import Suite
     from lossbench.engine import EngineOptions
     from lossbench.execution import train_cell
     from lossbench.grid import expand

@@ -113,7 +113,7 @@ def test_a_registered_model_is_listed_validated_and_trained(no_dropout_model: st
     from typer.testing import CliRunner
 
     from lossbench.cli import app
-    from lossbench.config import load_suite
+    from lossbench.suite import load_suite
     from lossbench.engine import EngineOptions
     from lossbench.grid import expand
     from lossbench.execution import train_cell

@@ -11,7 +11,8 @@ import pytest
 import scipy.io
 import torch
 
-from lossbench.config import SuiteSource, parse_suite
+from lossbench.config.source import SuiteSource
+from lossbench.suite import parse_suite
 from lossbench.data import DATASETS, dataset_identity, load_dataset
 from lossbench.data.scenarios import SCENARIOS, ScenarioSet
 from lossbench.data.stl10 import DEFAULT_CLASSES

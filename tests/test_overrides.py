@@ -10,7 +10,8 @@ import yaml
 from typer.testing import CliRunner
 
 from lossbench.cli import app
-from lossbench.config import load_suite, suite_to_yaml
+from lossbench.config.schema import suite_to_yaml
+from lossbench.suite import load_suite
 from lossbench.errors import ConfigError, SuiteErrors
 from lossbench.overrides import parse_override
 

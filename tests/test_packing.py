@@ -15,7 +15,7 @@ from torch import nn
 
 from conftest import REPO, TINY_SUITE
 from lossbench import runner
-from lossbench.config import load_suite
+from lossbench.suite import load_suite
 from lossbench.models import MODELS, ModelFacts
 from lossbench.packing import batched_forward, group_cells, stack_parameters, why_not_packable
 

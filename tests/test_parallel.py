@@ -21,7 +21,7 @@ from conftest import TINY_SUITE
 from lossbench import execution, runner
 from lossbench.record import CellRecord
 from lossbench.cli import app
-from lossbench.config import load_suite
+from lossbench.suite import load_suite
 from lossbench.errors import ConfigError
 from lossbench.parallel import ProcessExecutor, WorkerSpec, _Session, _worker_main
 from lossbench.progress import SilentDisplay

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from lossbench.config import load_suite
+from lossbench.suite import load_suite
 from lossbench.grid import expand
 from lossbench.progress import PlainDisplay
 from lossbench.record import CellRecord

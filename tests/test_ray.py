@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 
 from lossbench import execution, runner
 from lossbench.cli import app
-from lossbench.config import load_suite
+from lossbench.suite import load_suite
 from lossbench.grid import Cell, ResolvedComponent
 from lossbench.ray_executor import KILL_ONCE_ENV, RayExecutor
 from lossbench.record import CellRecord

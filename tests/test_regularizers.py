@@ -9,7 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from lossbench.config import SuiteSource, parse_suite
+from lossbench.config.source import SuiteSource
+from lossbench.suite import parse_suite
 from lossbench.data import load_dataset
 from lossbench.engine import EngineOptions
 from lossbench.execution import train_cell

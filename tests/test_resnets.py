@@ -208,7 +208,7 @@ def test_validate_and_one_epoch_on_a_tiny_subset(model: str, custom_nets: str, w
     from typer.testing import CliRunner
 
     from lossbench.cli import app
-    from lossbench.config import load_suite
+    from lossbench.suite import load_suite
     from lossbench.engine import EngineOptions
     from lossbench.grid import expand
     from lossbench.execution import train_cell

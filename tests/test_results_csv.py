@@ -75,7 +75,7 @@ def test_rows_are_appended_and_a_changed_row_waits_for_the_next_rewrite(tmp_path
 
 def test_a_run_reads_each_cell_file_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from lossbench import runner, store as store_module
-    from lossbench.config import load_suite
+    from lossbench.suite import load_suite
 
     suite_path = tmp_path / "suite.yaml"
     suite_path.write_text(MANY_CELLS % "0, 1, 2")
@@ -126,7 +126,7 @@ def _run_in_child(suite_path: Path, out: Path, first_run: bool) -> int:
         code = 1
         try:
             from lossbench import runner
-            from lossbench.config import load_suite
+            from lossbench.suite import load_suite
 
             # Rewrite the CSV often, so that kills also land in and around the rewrites.
             ResultsCsv.__init__.__kwdefaults__["min_interval_s"] = 0.02

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from lossbench.checkpoint import CheckpointPolicy, load_training, resume_path
-from lossbench.config import load_suite
+from lossbench.suite import load_suite
 from lossbench.data import ImageData
 from lossbench.engine import CellResult, EngineOptions
 from lossbench.grid import expand

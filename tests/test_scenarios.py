@@ -10,7 +10,8 @@ import pytest
 import torch
 from scipy import stats
 
-from lossbench.config import SuiteSource, parse_suite
+from lossbench.config.source import SuiteSource
+from lossbench.suite import parse_suite
 from lossbench.data import ImageData, load_dataset
 from lossbench.data.scenarios import CIFAR100_SUPERCLASSES, SCENARIOS, ScenarioSet, imbalance_counts
 from lossbench.engine import EngineOptions

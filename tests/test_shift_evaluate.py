@@ -11,7 +11,8 @@ import pytest
 import torch
 from sklearn.metrics import accuracy_score, log_loss, roc_auc_score
 
-from lossbench.config import load_suite, suite_to_yaml
+from lossbench.config.schema import suite_to_yaml
+from lossbench.suite import load_suite
 from lossbench.errors import ConfigError, SuiteErrors
 from lossbench.grid import expand
 

@@ -14,7 +14,8 @@ import pytest
 from typer.testing import CliRunner
 
 from lossbench.cli import app
-from lossbench.config import MAX_CELLS, load_suite
+from lossbench.config.fields import MAX_CELLS
+from lossbench.suite import load_suite
 from lossbench.grid import _fmt
 from lossbench.suite_yaml import MAX_DEPTH, MAX_NODES, MAX_SUITE_BYTES
 

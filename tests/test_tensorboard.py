@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from lossbench.cli import app
-from lossbench.config import load_suite
+from lossbench.suite import load_suite
 from lossbench.grid import expand
 from lossbench import runner
 from lossbench.store import results_id

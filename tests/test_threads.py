@@ -14,7 +14,7 @@ import torch
 
 from conftest import REPO, TINY_SUITE
 from lossbench import runner
-from lossbench.config import load_suite
+from lossbench.suite import load_suite
 from lossbench.errors import ConfigError
 from lossbench.machine import usable_cores
 from lossbench.threads import (

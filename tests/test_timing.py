@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from lossbench import execution, run_clock, runner
-from lossbench.config import load_suite
+from lossbench.suite import load_suite
 from lossbench.report import write_report
 from lossbench.store import read_runs
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from conftest import run_and_kill_after
-from lossbench.config import load_suite
+from lossbench.suite import load_suite
 from lossbench.errors import ConfigError, SuiteErrors
 from lossbench.grid import expand
 from lossbench.execution import LocalExecutor
@@ -72,7 +72,7 @@ def records(out: Path) -> list[dict[str, Any]]:
 
 
 def test_valid_block_round_trips_into_suite_yaml(write_suite) -> None:
-    from lossbench.config import suite_to_plain
+    from lossbench.config.schema import suite_to_plain
 
     suite = load_suite(write_suite(TUNED))
     assert suite.tune is not None and suite.tune.trials == 3 and suite.tune.space["loss.gamma"].high == 4.0

@@ -120,7 +120,7 @@ def run(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
     """Train every cell of SUITE that has no result yet, and write results/<suite>/ and its report."""
-    from lossbench.config import load_suite
+    from lossbench.suite import load_suite
     from lossbench.progress import DisplayGroup, PlainDisplay, RichDisplay
 
     try:
@@ -251,7 +251,7 @@ def evaluate(
 ) -> None:
     """Score the saved final weights of every finished cell on an evaluate: block (corruptions, OOD) without
     retraining; the new metrics are added to the cell files, beside what they had."""
-    from lossbench.config import load_suite
+    from lossbench.suite import load_suite
     from lossbench.errors import ReportError
     from lossbench.store import is_lossbench_dir
 
@@ -334,7 +334,7 @@ def validate(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
     """Check SUITE without training: print the number of cells and the grid, or every error (exit 2)."""
-    from lossbench.config import load_suite
+    from lossbench.suite import load_suite
 
     try:
         loaded = load_suite(suite, overrides or [], data_root=data_root)

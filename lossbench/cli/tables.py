@@ -11,7 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 if TYPE_CHECKING:
-    from lossbench.config import Suite
+    from lossbench.config.schema import Suite
     from lossbench.record import CellRecord
     from lossbench.runner import RunPlan
 

@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from lossbench.adaptive_seeds import PointDecision, decide, describe_rule
-from lossbench.config import AdaptiveSeeds
+from lossbench.config.schema import AdaptiveSeeds
 from lossbench.errors import ConfigError
 from lossbench.report.aggregate import SourceAnalysis
 from lossbench.report.markdown_table import cell_text, table

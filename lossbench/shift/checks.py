@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any
 from lossbench.errors import ConfigError, Location, did_you_mean
 
 if TYPE_CHECKING:
-    from lossbench.config import Suite, SuiteSource
+    from lossbench.config.schema import Suite
+    from lossbench.config.source import SuiteSource
 
 #: Keys an OOD dataset entry may set besides its name.
 OOD_DATASET_KEYS = ("root", "download")

@@ -38,7 +38,7 @@ from lossbench.shift.corruptions import CORRUPTIONS
 from lossbench.shift.ood import GENERATED, auroc, dataset_images, energy_score, fpr_at_tpr, generated_images, msp_score
 
 if TYPE_CHECKING:
-    from lossbench.config import Suite
+    from lossbench.config.schema import Suite
     from lossbench.data.base import ImageData
     from lossbench.engine import EngineOptions
     from lossbench.losses.base import Loss

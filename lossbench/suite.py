@@ -1,0 +1,118 @@
+"""The one loader `validate` and `run` share: `load_suite(path)` parses the YAML, validates the structure, then
+checks every component name and parameter against its registry and the combinations between them, and raises one
+`SuiteErrors` listing everything wrong before anything trains."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from lossbench.config.messages import in_file_order, structural_errors
+from lossbench.config.raw_checks import check_components, grid_size_error
+from lossbench.config.schema import Suite
+from lossbench.config.source import SuiteSource, read_suite_file
+from lossbench.config.suite_checks import check_checkpoint, check_data_memory, check_model_fit, check_seed_target
+from lossbench.config.tune_schema import ParamRange
+from lossbench.errors import SuiteErrors
+from lossbench.overrides import parse_override
+from lossbench.registry import add_import_dir
+
+
+def parse_suite(source: SuiteSource) -> Suite:
+    """Structure, components, parameters and combinations of a suite; raises SuiteErrors listing every problem."""
+    errors = list(source.problems)
+    too_big = grid_size_error(source)
+    if too_big is not None:
+        raise SuiteErrors([*errors, too_big])
+    suite: Suite | None = None
+    try:
+        suite = Suite.model_validate(source.data)
+    except ValidationError as exc:
+        errors.extend(structural_errors(source, exc))
+    component_errors = check_components(source)
+    errors.extend(component_errors)
+    if suite is not None and not errors:
+        errors.extend(check_model_fit(source, suite))
+        errors.extend(check_data_memory(source, suite))
+    if suite is not None:
+        errors.extend(check_seed_target(source, suite))
+        errors.extend(check_checkpoint(source, suite))
+    if suite is not None and suite.evaluate is not None:
+        from lossbench.shift.checks import check_evaluate
+
+        errors.extend(check_evaluate(source, suite))
+    tuned = suite if suite is not None else _suite_without_bad_ranges(source)
+    if tuned is not None and tuned.tune is not None and not component_errors:
+        from lossbench.tuning_space import check_tune
+
+        errors.extend(check_tune(source, tuned))
+    if errors or suite is None:
+        raise SuiteErrors(in_file_order(errors))
+    suite._source = source
+    return suite
+
+
+def _suite_without_bad_ranges(source: SuiteSource) -> Suite | None:
+    """The suite with the malformed ranges of tune.space left out, so that the other paths are still checked in
+    the same pass; None when anything else is malformed too."""
+    tune = source.data.get("tune")
+    if not isinstance(tune, dict) or not isinstance(tune.get("space"), dict):
+        return None
+    space = {}
+    for path, value in tune["space"].items():
+        try:
+            space[path] = ParamRange.model_validate(value)
+        except ValidationError:
+            continue
+    try:
+        return Suite.model_validate({**source.data, "tune": {**tune, "space": space}})
+    except ValidationError:
+        return None
+
+
+def load_suite(
+    path: str | Path,
+    overrides: Sequence[str] = (),
+    *,
+    epochs: int | None = None,
+    seeds: list[int] | None = None,
+    device: str | None = None,
+    data_root: str | None = None,
+    threads: int | str | None = None,
+    pack: int | None = None,
+) -> Suite:
+    """Read a suite file, apply command-line overrides (`train.epochs=2`) and options, and validate the result.
+
+    A value set from the command line is validated like the file's, and its errors name the override or option
+    (`override 'train.epochs=0'`, `--device gpu`) instead of a line of the file.
+    """
+    source = read_suite_file(path)
+    # Custom components may live beside the suite, as modules beside a script do.
+    add_import_dir(Path(path).parent)
+    parsed = [parse_override(text) for text in overrides]
+    for override in parsed:
+        source.problems.extend(override.problems)
+        source.set_from_command_line(override.path, override.value, override.label)
+    if epochs is not None:
+        source.set_from_command_line(("train", "epochs"), epochs, f"--epochs {epochs}")
+    if seeds is not None:
+        source.set_from_command_line(("seeds",), seeds, f"--seeds {','.join(str(s) for s in seeds)}")
+    if device is not None:
+        source.set_from_command_line(("train", "device"), device, f"--device {device}")
+    if data_root is not None:
+        source.set_from_command_line(("dataset", "root"), data_root, f"--data-root {data_root}")
+    if threads is not None:
+        source.set_from_command_line(("train", "threads"), threads, f"--threads {threads}")
+    if pack is not None:
+        source.set_from_command_line(("train", "pack"), pack, f"--pack {pack}")
+    data = source.data
+    if isinstance(data.get("dataset"), dict) and isinstance(data["dataset"].get("root"), str):
+        # A relative data root in the file is relative to the suite file, so a suite works from any directory;
+        # one given on the command line is relative to where the command runs.
+        root = Path(data["dataset"]["root"]).expanduser()
+        if not root.is_absolute() and ("dataset", "root") not in source.origins:
+            root = (Path(path).parent / root)
+        data["dataset"]["root"] = str(root)
+    return parse_suite(source)
