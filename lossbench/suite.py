@@ -4,12 +4,14 @@ checks every component name and parameter against its registry and the combinati
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
 from lossbench.config.messages import in_file_order, structural_errors
+from lossbench.config.options import apply_options
 from lossbench.config.raw_checks import check_components, grid_size_error
 from lossbench.config.schema import Suite
 from lossbench.config.source import SuiteSource, read_suite_file
@@ -72,21 +74,13 @@ def _suite_without_bad_ranges(source: SuiteSource) -> Suite | None:
         return None
 
 
-def load_suite(
-    path: str | Path,
-    overrides: Sequence[str] = (),
-    *,
-    epochs: int | None = None,
-    seeds: list[int] | None = None,
-    device: str | None = None,
-    data_root: str | None = None,
-    threads: int | str | None = None,
-    pack: int | None = None,
-) -> Suite:
+def load_suite(path: str | Path, overrides: Sequence[str] = (), settings: Mapping[str, Any] | None = None) -> Suite:
     """Read a suite file, apply command-line overrides (`train.epochs=2`) and options, and validate the result.
 
-    A value set from the command line is validated like the file's, and its errors name the override or option
-    (`override 'train.epochs=0'`, `--device gpu`) instead of a line of the file.
+    `settings` maps the name of an option of SUITE_OPTIONS (config/options.py) to its value, None where the option
+    was not given: `{"epochs": 2, "seeds": [0, 1]}`. A value set from the command line is validated like the
+    file's, and its errors name the override or option (`override 'train.epochs=0'`, `--device gpu`) instead of a
+    line of the file.
     """
     source = read_suite_file(path)
     # Custom components may live beside the suite, as modules beside a script do.
@@ -95,18 +89,7 @@ def load_suite(
     for override in parsed:
         source.problems.extend(override.problems)
         source.set_from_command_line(override.path, override.value, override.label)
-    if epochs is not None:
-        source.set_from_command_line(("train", "epochs"), epochs, f"--epochs {epochs}")
-    if seeds is not None:
-        source.set_from_command_line(("seeds",), seeds, f"--seeds {','.join(str(s) for s in seeds)}")
-    if device is not None:
-        source.set_from_command_line(("train", "device"), device, f"--device {device}")
-    if data_root is not None:
-        source.set_from_command_line(("dataset", "root"), data_root, f"--data-root {data_root}")
-    if threads is not None:
-        source.set_from_command_line(("train", "threads"), threads, f"--threads {threads}")
-    if pack is not None:
-        source.set_from_command_line(("train", "pack"), pack, f"--pack {pack}")
+    apply_options(source, settings or {})
     data = source.data
     if isinstance(data.get("dataset"), dict) and isinstance(data["dataset"].get("root"), str):
         # A relative data root in the file is relative to the suite file, so a suite works from any directory;

@@ -386,7 +386,7 @@ def test_force_restarts_the_rounds_and_a_failure_is_not_retried_in_the_same_run(
 
 
 def test_seeds_option_forces_a_plain_list(write_suite, tmp_path: Path, cache_dir: Path) -> None:
-    suite = load_suite(write_suite(ADAPTIVE), seeds=[0, 1, 2])
+    suite = load_suite(write_suite(ADAPTIVE), settings={"seeds": [0, 1, 2]})
     assert suite.adaptive is None and suite.seed_list == [0, 1, 2]
     p = runner.plan(suite, tmp_path / "out", cache_dir=cache_dir)
     assert p.rounds is None and len(p.pending) == 12

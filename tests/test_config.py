@@ -153,8 +153,8 @@ def test_missing_data_root(write_suite, tmp_path: Path) -> None:
 
 def test_overrides_are_validated(write_suite) -> None:
     with pytest.raises(ConfigError):
-        load_suite(write_suite(), epochs=0)
-    assert load_suite(write_suite(), epochs=5, seeds=[3, 4]).seeds == [3, 4]
+        load_suite(write_suite(), settings={"epochs": 0})
+    assert load_suite(write_suite(), settings={"epochs": 5, "seeds": [3, 4]}).seeds == [3, 4]
 
 
 def test_relative_data_root_is_relative_to_the_suite(write_suite, tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ _SUITE = TINY_SUITE.replace("  device: cpu\n", "  device: cuda\n").replace("epoc
 
 def _accuracies(write_suite, out: Path, cache_dir: Path, overrides: tuple[str, ...] = (),
                 **options: object) -> dict[str, float]:
-    suite = load_suite(write_suite(_SUITE), overrides, **options)  # type: ignore[arg-type]
+    suite = load_suite(write_suite(_SUITE), overrides, settings=options)
     summary = runner.run(runner.plan(suite, out, cache_dir=cache_dir))
     assert all(r.status == "done" for r in summary.records), [r.error for r in summary.records]
     return {r.label: r.metrics["test_acc"] for r in summary.records}

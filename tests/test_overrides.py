@@ -23,7 +23,7 @@ runner = CliRunner()
 
 def errors_of(path: Path, *overrides: str, **options: object) -> list[ConfigError]:
     with pytest.raises(ConfigError) as info:
-        load_suite(path, list(overrides), **options)  # type: ignore[arg-type]
+        load_suite(path, list(overrides), settings=options)
     exc = info.value
     return exc.errors if isinstance(exc, SuiteErrors) else [exc]
 
@@ -98,7 +98,7 @@ def test_options_are_blamed_as_the_option(write_suite) -> None:
 
 
 def test_the_resolved_suite_records_the_overrides(write_suite, tmp_path: Path) -> None:
-    suite = load_suite(write_suite(), ["train.epochs=1"], seeds=[3])
+    suite = load_suite(write_suite(), ["train.epochs=1"], settings={"seeds": [3]})
     text = suite_to_yaml(suite)
     assert "# from the command line: override 'train.epochs=1'" in text and "--seeds 3" in text
     plain = yaml.safe_load(text)

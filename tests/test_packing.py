@@ -56,8 +56,10 @@ def test_packed_smoke_suite_matches_a_sequential_run(tmp_path: Path, cache_dir: 
     """The must-show of the option: suites/smoke.yaml, all 8 cells in one pack, against one cell at a time."""
     assert torch.get_num_threads() == 1  # conftest; both runs with one thread
     smoke = REPO / "suites" / "smoke.yaml"
-    sequential = runner.run(runner.plan(load_suite(smoke, device="cpu"), tmp_path / "seq", cache_dir=cache_dir))
-    packed = runner.run(runner.plan(load_suite(smoke, device="cpu", pack=8), tmp_path / "pack", cache_dir=cache_dir))
+    sequential = runner.run(runner.plan(load_suite(smoke, settings={"device": "cpu"}), tmp_path / "seq",
+                                        cache_dir=cache_dir))
+    packed = runner.run(runner.plan(load_suite(smoke, settings={"device": "cpu", "pack": 8}), tmp_path / "pack",
+                                    cache_dir=cache_dir))
     seq = {r.id: r.to_dict() for r in sequential.records}
     assert len(packed.records) == len(seq) == 8
     diffs = []
@@ -118,7 +120,8 @@ def test_losses_with_their_own_class_layer_pack_by_output_width(write_suite, tmp
     groups = group_cells(plan.cells, 8, plan.job.engine.options(), digits)
     assert sorted(sorted(c.loss.name for c in g) for g in groups) == [["arcface", "center"], ["cross_entropy"]]
     sequential = runner.run(runner.plan(load_suite(write_suite(text)), tmp_path / "seq", cache_dir=cache_dir))
-    packed = runner.run(runner.plan(load_suite(write_suite(text), pack=8), tmp_path / "pack", cache_dir=cache_dir))
+    packed = runner.run(runner.plan(load_suite(write_suite(text), settings={"pack": 8}), tmp_path / "pack",
+                                    cache_dir=cache_dir))
     alone = {r.id: r for r in sequential.records}
     for record in packed.records:
         loss = record.axes["loss"]

@@ -101,8 +101,8 @@ def test_choose_threads_fixed_and_auto() -> None:
 def test_every_record_says_its_threads_policy_and_the_busy_cores_it_saw(write_suite, tmp_path: Path,
                                                                         cache_dir: Path) -> None:
     assert torch.get_num_threads() == 1  # conftest; `auto` never goes above what torch was given
-    fixed = runner.run(runner.plan(load_suite(write_suite(TINY_SUITE + "\n"), threads=1), tmp_path / "fixed",
-                                   cache_dir=cache_dir))
+    fixed_suite = load_suite(write_suite(TINY_SUITE + "\n"), settings={"threads": 1})
+    fixed = runner.run(runner.plan(fixed_suite, tmp_path / "fixed", cache_dir=cache_dir))
     auto = runner.run(runner.plan(load_suite(write_suite()), tmp_path / "auto", cache_dir=cache_dir))
     fixed_records = [r.to_dict() for r in fixed.records]
     auto_records = [r.to_dict() for r in auto.records]

@@ -129,8 +129,9 @@ def run(
 
             check_available()
             check_log_dir(tensorboard)
-        loaded = load_suite(suite, overrides or [], epochs=epochs, seeds=_parse_seeds(seeds), device=device,
-                            data_root=data_root, threads=_parse_threads(threads), pack=pack)
+        settings = {"epochs": epochs, "seeds": _parse_seeds(seeds), "device": device, "data_root": data_root,
+                    "threads": _parse_threads(threads), "pack": pack}
+        loaded = load_suite(suite, overrides or [], settings=settings)
         from lossbench import runner  # after the suite: a malformed file is refused before torch loads (seconds)
         from lossbench.data.cache import DEFAULT_CACHE
         from lossbench.run_clock import process_age_s
@@ -261,7 +262,7 @@ def evaluate(
                               value=str(results_dir), details=["give the directory `lossbench run` wrote, e.g. "
                                                                "results/shift-smoke"])
         suite_file = suite or results_dir / "suite.yaml"
-        loaded = load_suite(suite_file, data_root=data_root, device=device)
+        loaded = load_suite(suite_file, settings={"data_root": data_root, "device": device})
         if loaded.evaluate is None:
             raise ConfigError(message=f"{suite_file} has no evaluate: block: nothing to score",
                               details=["give --suite FILE with one, e.g. evaluate: {corruptions: {names: "
@@ -337,7 +338,7 @@ def validate(
     from lossbench.suite import load_suite
 
     try:
-        loaded = load_suite(suite, overrides or [], data_root=data_root)
+        loaded = load_suite(suite, overrides or [], settings={"data_root": data_root})
         # Imported after the suite is read: a malformed file is refused before torch loads (seconds).
         from lossbench.data.cache import DEFAULT_CACHE
         from lossbench.data.load import check_dataset_files
