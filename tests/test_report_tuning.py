@@ -16,7 +16,8 @@ import yaml
 
 from lossbench.record import CellRecord
 from lossbench.report import analyse, load_results, write_report
-from lossbench.report.tuning import Range, edge_warnings, load_study, read_space, short_names, still_rising
+from lossbench.report.tuning_files import load_study, read_space
+from lossbench.report.tuning_study import Range, edge_warnings, short_names, still_rising
 from lossbench.store import ResultsStore
 
 SPACE = {

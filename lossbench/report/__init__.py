@@ -112,14 +112,15 @@ def write_report(dirs: list[Path], out: Path | None = None, *, baseline: str | N
     else:
         figures, tuning_figures, shift_figures = {}, {}, {}
         if plots:
-            from lossbench.report import shift, tuning, tuning_plots
+            from lossbench.report import shift, tuning_plots
             from lossbench.report.plots import make_plots
+            from lossbench.report.tuning_files import load_study
 
             multi = len(analyses) > 1
             for a in analyses:
                 subdir = f"plots/{_slug(a.source.name)}" if multi else "plots"
                 figures[a.source.name] = make_plots(a, results.records, out_dir, subdir)
-                study = tuning.load_study(a, results)
+                study = load_study(a, results)
                 if study is not None:
                     tuning_figures[a.source.name] = tuning_plots.make_plots(study, out_dir, subdir)
                 shift_figures[a.source.name] = shift.make_plots(a, results.records, out_dir, subdir)

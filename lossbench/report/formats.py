@@ -70,6 +70,7 @@ def report_json(analyses: list[SourceAnalysis], results: Results) -> str:
     """report.json: per source the cell summaries, diverged/failed seeds, comparisons, main effects, pivots and,
     for a tuned source, its tuning (protocol, chosen values, edge-of-range warnings, budget verdicts)."""
     from lossbench.report import tuning
+    from lossbench.report.tuning_files import load_study
 
     m = analyses[0].metric
     sources = []
@@ -91,7 +92,7 @@ def report_json(analyses: list[SourceAnalysis], results: Results) -> str:
         pivots = [{"rows": p.rows, "columns": p.columns,
                    "values": {str(i): {str(c): _clean(p.table.loc[i, c]) for c in p.table.columns}
                               for i in p.table.index}} for p in a.pivots]
-        study = tuning.load_study(a, results)
+        study = load_study(a, results)
         sources.append({"name": a.source.name, "suite": a.source.suite, "dataset": a.source.dataset,
                         "dirs": [str(d) for d in a.source.dirs], "baseline": a.baseline,
                         "baseline_note": a.baseline_note, "cells": cells, "unranked": unranked,

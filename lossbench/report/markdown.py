@@ -49,8 +49,9 @@ def render(analyses: list[SourceAnalysis], results: Results, plots: dict[str, li
         if rule is not None:
             sections.insert(4, ("Adaptive seeding", section(a, rule)))
         from lossbench.report import tuning
+        from lossbench.report.tuning_files import load_study
 
-        study = tuning.load_study(a, results)
+        study = load_study(a, results)
         if study is not None:
             figures = (tuning_plots or {}).get(a.source.name, [])
             sections.insert(2, ("Tuning", tuning.section(study, analyses, figures)))

@@ -20,7 +20,7 @@ from matplotlib.patches import Patch
 from matplotlib.transforms import blended_transform_factory
 
 from lossbench.report.plots import Plot, _palette, _save, _wrap
-from lossbench.report.tuning import (
+from lossbench.report.tuning_study import (
     EDGE_SHARE,
     MAX_PANELS,
     RISE_WINDOW,
