@@ -15,13 +15,12 @@ from typing import Any
 
 import pandas as pd
 
-from lossbench.adaptive_seeds import PointDecision, SeedRule, decide
+from lossbench.analysis.adaptive_seeds import PointDecision, SeedRule, decide
+from lossbench.analysis.baseline import point_baselines
+from lossbench.analysis.measures import TIMING_KEYS, measure
 from lossbench.config.schema import AdaptiveSeeds
-from lossbench.errors import ConfigError, Location, did_you_mean
 from lossbench.grid import Cell
 from lossbench.record import CellRecord
-from lossbench.report.aggregate import DEFAULT_BASELINE, choose_baselines, normalize_label
-from lossbench.report.measures import TIMING_KEYS, measure
 
 
 def seed_rule(seeds: AdaptiveSeeds) -> SeedRule:
@@ -44,31 +43,6 @@ def metric_value(record: CellRecord, metric: str) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         return None
     return float(value)
-
-
-def point_baselines(points: pd.DataFrame, axes: list[str], requested: str | None) -> dict[str, str | None]:
-    """Each grid point's baseline (a baseline maps to itself; None where its context has none), chosen as the
-    report chooses: `requested`, else the `cross_entropy | none | none` point of each combination of the other
-    axes. `points` has a `label` column and one column per axis."""
-    labels = list(points["label"])
-    if requested is not None:
-        wanted = normalize_label(requested)
-        if wanted not in {normalize_label(x) for x in labels}:
-            raise ConfigError(message=f"seeds.baseline '{requested}' is not a cell of this grid",
-                              location=Location(path="seeds.baseline"), value=requested, allowed=labels,
-                              suggestion=did_you_mean(wanted, labels))
-    else:
-        is_default = pd.Series(True, index=points.index)
-        for axis, level in DEFAULT_BASELINE.items():
-            is_default &= points[axis] == level
-        if not is_default.any():
-            default = " | ".join(DEFAULT_BASELINE.values())
-            raise ConfigError(
-                message=f"adaptive seeding compares every cell with a baseline, and the grid has no `{default}` "
-                        "cell", location=Location(path="seeds.baseline"), allowed=labels,
-                details=["name one of the cells as seeds.baseline"])
-    mapping, _, _ = choose_baselines(points.assign(rank=1.0), axes, requested)
-    return {label: mapping.get(label) for label in labels}
 
 
 @dataclass

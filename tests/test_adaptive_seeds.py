@@ -15,7 +15,7 @@ from scipy import stats
 
 from conftest import TINY_SUITE
 from lossbench import execution, runner
-from lossbench.adaptive_seeds import SeedRule, decide, decide_point, settled
+from lossbench.analysis.adaptive_seeds import SeedRule, decide, decide_point, settled
 from lossbench.config.schema import AdaptiveSeeds, suite_to_yaml
 from lossbench.suite import load_suite
 from lossbench.engine import CellResult

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from lossbench.cli import app
-from lossbench.report.aggregate import closest_label
+from lossbench.analysis.baseline import closest_label
 
 from test_report import ResultsDir
 

@@ -10,7 +10,7 @@ import pytest
 from scipy import stats
 
 from lossbench.report import analyse, load_results, write_report
-from lossbench.report.stats import ALPHA, holm, holm_confidences, paired_t
+from lossbench.analysis.stats import ALPHA, holm, holm_confidences, paired_t
 
 from test_report import ResultsDir
 

@@ -153,7 +153,7 @@ def test_scores_match_sklearn_on_the_same_outputs(digits) -> None:
 
 def test_run_records_shift_metrics(write_suite, tmp_path: Path, cache_dir: Path) -> None:
     from lossbench import runner
-    from lossbench.report.measures import MEASURES
+    from lossbench.analysis.measures import MEASURES
     from lossbench.shift.evaluate import SUMMARY_METRICS
 
     suite = load_suite(write_suite(TINY_SUITE.replace("augmentation: [none, crop]", "augmentation: [none]")

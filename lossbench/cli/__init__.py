@@ -15,11 +15,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from lossbench import __version__
+from lossbench.analysis.measures import MEASURES
 from lossbench.cli.shell import Command, Group, choices, completer, usable_std_streams
 from lossbench.cli.tables import cells_table, cells_text, checkpoint_disk, grid_table, print_tuned_paths, valid_text
 from lossbench.components import KINDS as COMPONENT_KINDS
 from lossbench.errors import ConfigError, LossbenchError, ReportError, did_you_mean
-from lossbench.report.measures import MEASURES
 
 
 app = typer.Typer(

@@ -36,7 +36,7 @@ def cells_table(records: list[CellRecord], title: str, width: int | None = None)
     every seed's own values are in the report; past TABLE_ROWS cells only the best and the worst are listed.
     Fitted to `width` columns: the cell's name wraps first (down to 20 characters), then the optional columns go,
     timing first; `width=None` keeps them all."""
-    from lossbench.report.stats import t_interval
+    from lossbench.analysis.stats import t_interval
 
     by_cell: dict[str, list[CellRecord]] = {}
     for r in records:
@@ -98,7 +98,7 @@ def cells_text(run_plan: Any) -> str:
                                       f"({tune.sampler}, {tune.metric}, pruner {tune.pruner}), then ")
     if rounds is None:
         return f"{tuning}{len(run_plan.cells)} cell(s)"
-    from lossbench.report.measures import measure
+    from lossbench.analysis.measures import measure
 
     low, high = rounds.bounds()
     rule = rounds.seeds
@@ -154,7 +154,7 @@ def valid_text(loaded: Suite, run_plan: RunPlan) -> str:
     """`validate`'s verdict on a valid suite: how many trainings, on what, for how many epochs."""
     rounds = run_plan.rounds
     if rounds:
-        from lossbench.report.measures import measure
+        from lossbench.analysis.measures import measure
 
         low, high = rounds.bounds()
         target = rounds.seeds.target

@@ -139,7 +139,7 @@ class SeedTarget(StrictModel):
 
 class AdaptiveSeeds(StrictModel):
     """`seeds: {min, max, target}`: every cell runs seeds 0 … min−1, then cells whose interval is still wider than
-    the target get the next seed number, round after round, up to max seeds (lossbench/adaptive_seeds.py).
+    the target get the next seed number, round after round, up to max seeds (lossbench/analysis/adaptive_seeds.py).
     `baseline` names the cell every other is compared with (default: the report's, `cross_entropy | none | none`
     of each combination of the other axes)."""
 

@@ -73,7 +73,7 @@ def check_seed_target(source: SuiteSource, suite: Suite) -> list[ConfigError]:
     rule = suite.adaptive
     if rule is None:
         return []
-    from lossbench.report.measures import MEASURES
+    from lossbench.analysis.measures import MEASURES
 
     metric = rule.target.metric
     where = source.locate(["seeds", "target", "metric"])

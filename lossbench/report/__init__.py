@@ -19,14 +19,12 @@ from lossbench.errors import ForeignDirectoryError, Location, ReportError
 from lossbench.store import MARKER, MARKER_TEXT, atomic_write_text, check_results_dir
 
 __all__ = [
-    "DEFAULT_BASELINE", "FORMATS", "ReportError", "Results", "SourceAnalysis", "analyse", "load_results",
-    "write_report",
+    "FORMATS", "ReportError", "Results", "SourceAnalysis", "analyse", "load_results", "write_report",
 ]
 
 # Imported on first use: they bring pandas and scipy.stats (seconds), which the commands that only need the
 # report's metric names (`run`'s and `validate`'s option checks) must not pay for at start-up.
-_LAZY = {"DEFAULT_BASELINE": "aggregate", "SourceAnalysis": "aggregate", "analyse": "aggregate",
-         "Results": "results", "load_results": "results"}
+_LAZY = {"SourceAnalysis": "aggregate", "analyse": "aggregate", "Results": "results", "load_results": "results"}
 
 
 def __getattr__(name: str) -> Any:

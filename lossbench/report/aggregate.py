@@ -13,13 +13,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from lossbench.analysis.baseline import DEFAULT_BASELINE, choose_baselines, closest_label, normalize_label
+from lossbench.analysis.measures import Measure, measure
+from lossbench.analysis.stats import PairedTest, holm, holm_confidences, paired_t, t_interval, verdict
 from lossbench.errors import ReportError, did_you_mean
-from lossbench.report.measures import Measure, measure
 from lossbench.report.results import Results, Source
-from lossbench.report.stats import PairedTest, holm, holm_confidences, paired_t, t_interval, verdict
 
-#: The default baseline: plain cross-entropy, no regularizer, no augmentation (label `cross_entropy | none | none`).
-DEFAULT_BASELINE = {"loss": "cross_entropy", "regularizer": "none", "augmentation": "none"}
 #: The axis every pivot table puts in its rows.
 ROW_AXIS = "loss"
 #: A cell whose mean test accuracy is at most this far above chance (1 / classes) learned nothing usable: it is
@@ -114,11 +113,6 @@ class SourceAnalysis:
         return 1.0 / float(classes[0]) if len(classes) == 1 and classes[0] > 0 else None
 
 
-def normalize_label(label: str) -> str:
-    """A label with its ' | ' separators normalized, so `cross_entropy|none|none` names the same cell."""
-    return " | ".join(part.strip() for part in label.split("|"))
-
-
 def analyse(results: Results, metric: str = "test_acc", baseline: str | None = None) -> list[SourceAnalysis]:
     """Analyse every source of `results` on `metric` against `baseline` (a cell label; default: the
     cross_entropy | none | none cell of each combination of the other axes, else the best cell)."""
@@ -139,25 +133,6 @@ def analyse(results: Results, metric: str = "test_acc", baseline: str | None = N
             raise ReportError(message=f"no cell is labelled '{baseline}'", value=baseline, allowed=labels,
                               suggestion=closest_label(wanted, labels))
     return [_analyse_source(results, src, measure(metric), baseline) for src in results.sources]
-
-
-def closest_label(wanted: str, labels: list[str]) -> str | None:
-    """The label that agrees with `wanted` on the most axes, comparing each axis by its component names (so
-    `cross_entropy | none | crop` finds `cross_entropy | none | crop(padding=1)`, not `... | none | none`);
-    a spelling match (did_you_mean) where no label agrees on every axis given."""
-    def names(part: str) -> list[str]:
-        return [p.split("(")[0].strip() for p in part.split("+")]
-
-    parts = [names(p) for p in normalize_label(wanted).split(" | ")]
-    scored = []
-    for label in labels:
-        theirs = [names(p) for p in normalize_label(label).split(" | ")]
-        if len(theirs) == len(parts):
-            scored.append((sum(a == b for a, b in zip(parts, theirs)), label))
-    best = max(scored, default=(0, None), key=lambda s: s[0])
-    if best[1] is not None and best[0] == len(parts) and sum(s[0] == best[0] for s in scored) == 1:
-        return best[1]
-    return did_you_mean(wanted, labels)
 
 
 def _levels(rows: pd.DataFrame, axes: list[str]) -> dict[str, list[str]]:
@@ -189,43 +164,6 @@ def summarize(rows: pd.DataFrame, axes: list[str], metrics: list[str], metric: M
     rankable = table[f"{metric.name}_mean"].notna()
     table.insert(0, "rank", np.where(rankable, np.cumsum(rankable), np.nan))
     return table
-
-
-def choose_baselines(summary: pd.DataFrame, axes: list[str],
-                      requested: str | None) -> tuple[dict[str, str], str | None, str | None]:
-    """Map each label to the label of its baseline; also return the baseline to show and a note for the reader."""
-    ranked = summary[summary["rank"].notna()]
-    labels = list(summary["label"])
-    if requested is not None:
-        match = [x for x in labels if normalize_label(x) == normalize_label(requested)]
-        if not match:
-            return {}, None, f"the baseline '{requested}' is not in this source; no comparison"
-        return {x: match[0] for x in labels}, match[0], None
-    is_default = np.ones(len(summary), dtype=bool)
-    for axis, level in DEFAULT_BASELINE.items():
-        if axis in summary:
-            is_default &= (summary[axis] == level).to_numpy()
-    defaults = summary[is_default]
-    if len(defaults) == 0:
-        if len(ranked) == 0:
-            return {}, None, "no cell has a result; no comparison"
-        best = ranked.iloc[0]["label"]
-        return ({x: best for x in labels}, best,
-                f"the grid has no `{' | '.join(DEFAULT_BASELINE.values())}` cell, so every cell is compared with "
-                f"the best one, `{best}` (choose another with --baseline LABEL)")
-    others = [a for a in axes if a not in DEFAULT_BASELINE]
-    # Several default cells differ on the other axes (say the optimizer): each cell meets the one sharing them.
-    by_context = {tuple(r[a] for a in others): r["label"] for _, r in defaults.iterrows()}
-    mapping = {}
-    for _, r in summary.iterrows():
-        base = by_context.get(tuple(r[a] for a in others))
-        if base is not None:
-            mapping[r["label"]] = base
-    shown = defaults.iloc[0]["label"] if len(defaults) == 1 else None
-    note = None if len(defaults) == 1 else (
-        f"each cell is compared with the `{' | '.join(DEFAULT_BASELINE.values())}` cell of the same "
-        + ", ".join(others))
-    return mapping, shown, note
 
 
 def compare(rows: pd.DataFrame, mapping: dict[str, str], metric: Measure, order: list[str]) -> list[Comparison]:

@@ -3,9 +3,9 @@ adjusted) and the main effects of each axis."""
 
 from __future__ import annotations
 
+from lossbench.analysis.stats import ALPHA, CONFIDENCE
 from lossbench.report.aggregate import SourceAnalysis
 from lossbench.report.markdown_table import cell_text, diff_text, p_text, table
-from lossbench.report.stats import ALPHA, CONFIDENCE
 
 
 def pivot_tables(a: SourceAnalysis) -> list[str]:

@@ -10,10 +10,10 @@ from typing import Any
 
 import pandas as pd
 
+from lossbench.analysis.measures import Measure, measure
+from lossbench.analysis.stats import PairedTest
 from lossbench.report.aggregate import SourceAnalysis
-from lossbench.report.measures import Measure, measure
 from lossbench.report.results import Results
-from lossbench.report.stats import PairedTest
 
 JSON_SCHEMA = 1
 

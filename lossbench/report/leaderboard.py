@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pandas as pd
 
+from lossbench.analysis.measures import measure
+from lossbench.analysis.stats import ALPHA
 from lossbench.machine import overloaded
 from lossbench.report.aggregate import CHANCE_MARGIN, SourceAnalysis
 from lossbench.report.markdown_table import cell_text, diff_text, mean_ci, missing, p_text, table
-from lossbench.report.measures import measure
 from lossbench.report.results import Results
-from lossbench.report.stats import ALPHA
 
 #: Secondary leaderboard columns, after the ranking metric (skipped when it is the ranking metric or absent).
 LEADERBOARD_COLUMNS = ("test_acc", "test_top5", "test_nll", "ece", "gap", "epoch_s", "img_per_s", "peak_mem_mb")

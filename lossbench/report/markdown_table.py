@@ -9,8 +9,8 @@ from typing import Any
 
 import pandas as pd
 
-from lossbench.report.measures import Measure
-from lossbench.report.stats import PairedTest
+from lossbench.analysis.measures import Measure
+from lossbench.analysis.stats import PairedTest
 
 
 def cell_text(text: str) -> str:

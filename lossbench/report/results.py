@@ -17,9 +17,9 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from lossbench.analysis.measures import TIMING_KEYS
 from lossbench.errors import RecordSchemaError, ReportError
 from lossbench.record import AXES, CellRecord
-from lossbench.report.measures import TIMING_KEYS
 from lossbench.store import read_cell_file
 
 #: Axes every grid has, in display order; further axes found in the records follow in order of appearance

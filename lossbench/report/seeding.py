@@ -9,13 +9,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from lossbench.adaptive_seeds import PointDecision, decide, describe_rule
+from lossbench.analysis.adaptive_seeds import PointDecision, decide, describe_rule
+from lossbench.analysis.measures import measure
+from lossbench.analysis.stats import stopping_confidence
 from lossbench.config.schema import AdaptiveSeeds
 from lossbench.errors import ConfigError
 from lossbench.report.aggregate import SourceAnalysis
 from lossbench.report.markdown_table import cell_text, table
-from lossbench.report.measures import measure
-from lossbench.report.stats import stopping_confidence
 
 _STATE_TEXT = {
     "reached": "reached the target",
@@ -39,7 +39,8 @@ def adaptive_rule(suite_file: dict[str, Any]) -> AdaptiveSeeds | None:
 
 def decisions(a: SourceAnalysis, rule: AdaptiveSeeds) -> dict[str, PointDecision]:
     """The rule's decision for every grid point of the source, from its per-seed values of the target metric."""
-    from lossbench.seed_rounds import point_baselines, seed_rule
+    from lossbench.analysis.baseline import point_baselines
+    from lossbench.seed_rounds import seed_rule
 
     metric = rule.target.metric
     values: dict[str, dict[int, float | None]] = {label: {} for label in a.summary["label"]}

@@ -7,9 +7,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+from lossbench.analysis.baseline import DEFAULT_BASELINE
 from lossbench.machine import overloaded
 from lossbench.record import STATUSES, CellRecord
-from lossbench.report.aggregate import DEFAULT_BASELINE, SourceAnalysis
+from lossbench.report.aggregate import SourceAnalysis
 from lossbench.report.leaderboard import LOAD_MARK
 from lossbench.report.markdown_table import cell_text, duration, table
 from lossbench.report.results import Results

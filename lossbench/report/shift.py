@@ -21,11 +21,11 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
+from lossbench.analysis.stats import t_interval
 from lossbench.record import CellRecord
 from lossbench.report.aggregate import SourceAnalysis
 from lossbench.report.markdown_table import cell_text, table
 from lossbench.report.plots import CURVE_CELLS, Plot, _palette, _save, _seeds_text
-from lossbench.report.stats import t_interval
 
 #: OOD metrics of a source, in table order: (key in the shift block, heading, higher is better).
 OOD_COLUMNS = (("auroc_msp", "AUROC MSP (%)", True), ("fpr95_msp", "FPR95 MSP (%)", False),

@@ -10,10 +10,10 @@ from typing import Any
 
 import pandas as pd
 
+from lossbench.analysis.measures import measure
 from lossbench.record import CellRecord
 from lossbench.report.aggregate import SourceAnalysis
 from lossbench.report.markdown_table import missing
-from lossbench.report.measures import measure
 from lossbench.report.results import Results, is_tuned
 from lossbench.report.tuning_study import CellTuning, Range, Study, plain_value
 

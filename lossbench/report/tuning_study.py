@@ -18,9 +18,9 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from lossbench.analysis.measures import Measure
 from lossbench.record import CellRecord
 from lossbench.report.aggregate import SourceAnalysis
-from lossbench.report.measures import Measure
 
 
 #: A chosen value this close to either end of its range (a share of the range's width, on the log scale for log

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from lossbench.report.stats import Interval, PairedTest, holm, paired_t, t_interval, verdict
+from lossbench.analysis.stats import Interval, PairedTest, holm, paired_t, t_interval, verdict
 
 ACC = [0.9861, 0.9750, 0.9805, 0.9889]
 

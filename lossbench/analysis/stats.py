@@ -18,7 +18,7 @@ from scipy import stats
 CONFIDENCE = 0.95
 #: Family-wise error rate of the Holm-corrected comparisons.
 ALPHA = 0.05
-#: Adaptive seeding (lossbench/adaptive_seeds.py) stops a cell at the first n whose paired t-interval is narrow
+#: Adaptive seeding (lossbench/analysis/adaptive_seeds.py) stops a cell at the first n whose paired t-interval is narrow
 #: enough, so it stops more readily where the first seeds happen to agree, and the plain 95% interval at that n
 #: holds the true difference only 88–92% of the time (min 2–3; docs/adaptive-seeds.md). Its interval therefore
 #: uses a larger t quantile: the two-sided level below, by the rule's `min` (the last entry serves every larger

@@ -11,7 +11,7 @@ asymptotic theory of fixed-width sequential confidence intervals for the mean", 
 
 The interval is a 95% interval *at stopping*: because the rule looks at every n and stops where the seeds happen
 to agree, a plain 95% t-interval would then hold the true difference only 88–92% of the time. It takes the
-larger t quantile of `report.stats.stopping_confidence(min)` (the 98.5% level's at min 2, 98% at min 3, 97.5%
+larger t quantile of `analysis.stats.stopping_confidence(min)` (the 98.5% level's at min 2, 98% at min 3, 97.5%
 at min 5), calibrated by simulation so that the interval where the rule stops covers at least 95% whatever the
 noise; the price is more seeds before a point reaches the target (docs/adaptive-seeds.md gives both).
 
@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from lossbench.report.stats import PairedTest, paired_t, stopping_confidence
+from lossbench.analysis.stats import PairedTest, paired_t, stopping_confidence
 
 #: reached: the interval is within the target; max: max seeds without reaching it; running: seeds of the
 #: current round are not all finished yet; baseline: a reference cell (runs what its cells run);
@@ -60,7 +60,7 @@ class SeedRule:
     @property
     def confidence(self) -> float:
         """Two-sided level of the rule's paired t-interval: larger than 0.95 so that the interval where the rule
-        stops covers the true difference at least 95% of the time (report.stats.stopping_confidence)."""
+        stops covers the true difference at least 95% of the time (analysis.stats.stopping_confidence)."""
         return stopping_confidence(self.min_seeds)
 
 
