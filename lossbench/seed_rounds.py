@@ -17,15 +17,10 @@ import pandas as pd
 
 from lossbench.analysis.adaptive_seeds import PointDecision, SeedRule, decide
 from lossbench.analysis.baseline import point_baselines
-from lossbench.analysis.measures import TIMING_KEYS, measure
+from lossbench.analysis.measures import TIMING_KEYS
 from lossbench.config.schema import AdaptiveSeeds
 from lossbench.grid import Cell
 from lossbench.record import CellRecord
-
-
-def seed_rule(seeds: AdaptiveSeeds) -> SeedRule:
-    """The rule with the target half-width converted from the metric's display unit to its stored unit."""
-    return SeedRule(seeds.min, seeds.max, seeds.target.half_width / measure(seeds.target.metric).scale)
 
 
 def metric_value(record: CellRecord, metric: str) -> float | None:
@@ -59,7 +54,8 @@ class SeedRounds:
     _by_point: dict[tuple[str, int], Cell] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.rule = seed_rule(self.seeds)
+        self.rule = SeedRule.for_target(self.seeds.min, self.seeds.max, self.seeds.target.metric,
+                                        self.seeds.target.half_width)
         points = pd.DataFrame([{"label": c.label, **c.axes} for c in self.cells if c.seed == 0])
         self.baselines = point_baselines(points, list(self.cells[0].axes), self.seeds.baseline)
         self._by_point = {(c.label, c.seed): c for c in self.cells}

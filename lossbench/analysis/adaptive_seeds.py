@@ -30,6 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from lossbench.analysis.measures import measure
 from lossbench.analysis.stats import PairedTest, paired_t, stopping_confidence
 
 #: reached: the interval is within the target; max: max seeds without reaching it; running: seeds of the
@@ -57,11 +58,35 @@ class SeedRule:
         if not self.half_width > 0:
             raise ValueError(f"half_width must be positive, got {self.half_width}")
 
+    @classmethod
+    def for_target(cls, min_seeds: int, max_seeds: int, metric: str, half_width: float) -> SeedRule:
+        """The rule for a target `half_width` given in `metric`'s display unit (percentage points for accuracies),
+        which the rule holds in the metric's stored unit."""
+        return cls(min_seeds, max_seeds, half_width / measure(metric).scale)
+
     @property
     def confidence(self) -> float:
         """Two-sided level of the rule's paired t-interval: larger than 0.95 so that the interval where the rule
         stops covers the true difference at least 95% of the time (analysis.stats.stopping_confidence)."""
         return stopping_confidence(self.min_seeds)
+
+
+@dataclass(frozen=True)
+class AdaptiveSeeding:
+    """A suite's adaptive seeding, `seeds: {min, max, target: {metric, half_width}, baseline}`, as plain values:
+    `half_width` in `metric`'s display unit; `baseline` the label of the cell every other is compared with (None:
+    the default choice, analysis.baseline)."""
+
+    min_seeds: int
+    max_seeds: int
+    metric: str
+    half_width: float
+    baseline: str | None = None
+
+    @property
+    def rule(self) -> SeedRule:
+        """The stopping rule, its target in the metric's stored unit."""
+        return SeedRule.for_target(self.min_seeds, self.max_seeds, self.metric, self.half_width)
 
 
 @dataclass(frozen=True)
