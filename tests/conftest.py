@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -109,3 +111,15 @@ def one_error(path: Path):
     errs = errors_of(path)
     assert len(errs) == 1, [e.render() for e in errs]
     return errs[0]
+
+
+@contextmanager
+def no_hang(seconds: float) -> Iterator[None]:
+    """Ends the test process with every thread's traceback if the block has not returned after `seconds`: for
+    commands run in-process that a regression could block forever (reading a FIFO). A guard against a hang, not a
+    speed bound."""
+    faulthandler.dump_traceback_later(seconds, exit=True)
+    try:
+        yield
+    finally:
+        faulthandler.cancel_dump_traceback_later()

@@ -1,6 +1,7 @@
-"""Hostile and careless inputs met as a user meets them: the CLI in a subprocess against the file, its exit code
-and what it prints. Each is an error with exit 2, a location, no traceback and nothing written, in bounded memory;
-none may hang (the generous subprocess timeout only keeps a regression from blocking the test run)."""
+"""Hostile and careless inputs met as a user meets them: the CLI against the file (in a subprocess where the
+process's own streams matter), its exit code and what it prints. Each is an error with exit 2, a location, no
+traceback and nothing written, in bounded memory; none may hang (the generous timeouts only keep a regression from
+blocking the test run)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY_SUITE
+from conftest import TINY_SUITE, no_hang
 
 # A guard against a hang, not a speed bound: a regression fails here instead of blocking the test run.
 _HANG_GUARD_S = 120
@@ -40,23 +41,38 @@ def assert_refused(result: subprocess.CompletedProcess[str], *needles: str) -> N
         assert needle in text, text
 
 
+def in_process(*args: str, cwd: Path, monkeypatch: pytest.MonkeyPatch) -> subprocess.CompletedProcess[str]:
+    """The command run in this process (typer's CliRunner) with the subprocess's result shape: for refusals that
+    need no process of their own (test_suite_fuzz.py starts a FIFO and a device root as real processes)."""
+    from typer.testing import CliRunner
+
+    from lossbench.cli import app
+
+    monkeypatch.chdir(cwd)
+    monkeypatch.setenv("COLUMNS", "200")
+    with no_hang(_HANG_GUARD_S):
+        result = CliRunner().invoke(app, list(args))
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+    return subprocess.CompletedProcess(list(args), result.exit_code, result.output, "")
+
+
 @pytest.mark.parametrize("name", ["f.tar.gz", "data"])
-def test_a_fifo_as_dataset_root_is_refused_at_once(tmp_path: Path, name: str) -> None:
+def test_a_fifo_as_dataset_root_is_refused_at_once(tmp_path: Path, name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     fifo = tmp_path / name
     os.mkfifo(fifo)
     suite = suite_with(tmp_path, f"dataset:\n  name: cifar10\n  root: {fifo}\n")
     work = tmp_path / "cwd"
     work.mkdir()
-    result = lossbench("validate", str(suite), cwd=work)
+    result = in_process("validate", str(suite), cwd=work, monkeypatch=monkeypatch)
     assert_refused(result, "suite.yaml:4", "is a FIFO (named pipe), not a regular file or a directory")
-    result = lossbench("run", str(suite), "--out", str(tmp_path / "out"), cwd=work)
+    result = in_process("run", str(suite), "--out", str(tmp_path / "out"), cwd=work, monkeypatch=monkeypatch)
     assert_refused(result, "is a FIFO")
     assert not (tmp_path / "out").exists() and os.listdir(work) == []
 
 
-def test_a_device_as_dataset_root_is_refused_at_once(tmp_path: Path) -> None:
+def test_a_device_as_dataset_root_is_refused_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     suite = suite_with(tmp_path, "dataset:\n  name: cifar10\n")
-    result = lossbench("validate", str(suite), "--data-root", "/dev/zero", cwd=tmp_path)
+    result = in_process("validate", str(suite), "--data-root", "/dev/zero", cwd=tmp_path, monkeypatch=monkeypatch)
     assert_refused(result, "--data-root /dev/zero", "/dev/zero is a character device")
 
 
