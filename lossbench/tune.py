@@ -34,10 +34,11 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
+from lossbench.analysis.measures import measure
 from lossbench.grid import Cell, TrialLink
 from lossbench.record import CellRecord
 from lossbench.store import atomic_write_text
-from lossbench.tuning_space import METRIC_DIRECTIONS, cell_paths, grid_cell_id, tuning_seeds, with_values
+from lossbench.tuning_space import cell_paths, grid_cell_id, tuning_seeds, with_values
 
 if TYPE_CHECKING:
     from lossbench.config.tune_schema import ParamRange, TuneConfig
@@ -171,7 +172,8 @@ class Tuner:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.tune = tune
         self.epochs = epochs
-        self.direction = METRIC_DIRECTIONS[tune.metric]
+        # Every tuning metric (config/tune_schema.py) has a known direction.
+        self.direction = "maximize" if measure(tune.metric).higher_is_better else "minimize"
         self.seeds = tuning_seeds(seed_list)
         self.url = storage_url(results_dir)
         self.results_dir = Path(results_dir)

@@ -32,11 +32,6 @@ if TYPE_CHECKING:
     from lossbench.config.source import SuiteSource
     from lossbench.config.tune_schema import ParamRange
 
-#: Each tuning metric and whether it is maximised or minimised.
-METRIC_DIRECTIONS: dict[str, str] = {
-    "val_acc": "maximize", "val_top5": "maximize", "val_nll": "minimize", "val_ece": "minimize",
-    "val_loss": "minimize",
-}
 #: Tuning trials train with seeds from here up, above any seed a suite is likely to list for its verdict, so that
 #: the seeds that choose a cell's values are never the seeds that judge it (the first free ones are taken).
 TUNING_SEED_BASE = 1_000_000

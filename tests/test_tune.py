@@ -9,13 +9,15 @@ import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import optuna
 import pytest
 import torch
 
 from conftest import run_and_kill_after
+from lossbench.analysis.measures import measure
+from lossbench.config.tune_schema import TuneConfig
 from lossbench.suite import load_suite
 from lossbench.errors import ConfigError, SuiteErrors
 from lossbench.grid import expand
@@ -371,3 +373,10 @@ def test_a_cell_whose_trials_all_fail_gets_failed_verdicts_that_say_why(write_su
     (record,) = records(out)
     assert record["status"] == "failed" and "no tuning trial of this cell completed (0 complete, 0 pruned, 2 failed)" \
         in record["error"] and "tuning.csv" in record["error"]
+
+
+def test_every_tuning_metric_has_a_known_direction() -> None:
+    """The tuner maximises or minimises each metric by its measure's direction."""
+    metrics = get_args(TuneConfig.model_fields["metric"].annotation)
+    assert {m: measure(m).higher_is_better for m in metrics} == {
+        "val_acc": True, "val_top5": True, "val_nll": False, "val_ece": False, "val_loss": False}
