@@ -91,17 +91,18 @@ def write_suite(directory: Path, name: str, cells: int) -> Path:
 def synthetic_record(cell: Any, job: Any, rng: random.Random) -> Any:
     """A finished record of `cell`, shaped like a real one (metrics, one epoch of history, timings)."""
     from lossbench.execution import failed_record
+    from lossbench.record import Environment, Epoch, Metrics, Timings
 
     record = failed_record(cell, job, "", "")
     acc = 0.5 + 0.4 * rng.random()
     record.status, record.error, record.traceback = "done", None, None
-    record.metrics = {"test_acc": acc, "test_top5": min(1.0, acc + 0.2), "test_loss": 1.0 - acc, "test_nll": 1 - acc,
-                      "ece": 0.1 * rng.random(), "train_acc": min(1.0, acc + 0.05), "gap": 0.05, "brier": 0.2}
-    record.history = [{"epoch": 1, "train_loss": 1.0 - acc, "train_acc": acc, "test_acc": acc, "test_loss": 1 - acc,
-                       "val_acc": None, "lr": 0.01, "epoch_s": 0.01}]
-    record.timing = {"train_time_s": 0.01, "eval_time_s": 0.005, "img_per_s": 2000.0, "epochs_run": 1,
-                     "peak_mem_mb": 1.0, "cell_s": 0.02, "overhead_s": 0.005}
-    record.env = {"device": "cpu", "threads": 1}
+    record.metrics = Metrics(test_acc=acc, test_top5=min(1.0, acc + 0.2), test_loss=1.0 - acc, test_nll=1 - acc,
+                             ece=0.1 * rng.random(), train_acc=min(1.0, acc + 0.05), gap=0.05, brier=0.2)
+    record.history = [Epoch(epoch=1, train_loss=1.0 - acc, train_acc=acc, test_acc=acc, test_loss=1 - acc, lr=0.01,
+                            epoch_s=0.01)]
+    record.timing = Timings(train_time_s=0.01, eval_time_s=0.005, img_per_s=2000.0, epochs_run=1, peak_mem_mb=1.0,
+                            cell_s=0.02, overhead_s=0.005)
+    record.env = Environment(device="cpu", threads=1)
     return record
 
 
@@ -216,7 +217,7 @@ def part_b(sizes: list[int], work: Path) -> None:
             summary = runner.run(plan, display=PlainDisplay(sink))
         wall = time.perf_counter() - t0
         assert summary.ran == n and summary.failed == 0, (summary.ran, summary.failed)
-        trained = sum(float(r.timing.get("train_time_s") or 0) + float(r.timing.get("eval_time_s") or 0)
+        trained = sum(float(r.timing.train_time_s or 0) + float(r.timing.eval_time_s or 0)
                       for r in summary.records)
         report("b", n, "wall s per cell (plan to last result)", wall / n, "s")
         report("b", n, "recorded train + eval s per cell", trained / n, "s")

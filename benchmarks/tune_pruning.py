@@ -84,7 +84,7 @@ def verdicts(out: Path) -> dict[str, dict[int, float]]:
     table: dict[str, dict[int, float]] = {}
     for record in ResultsStore(out).records():
         if record.status == "done" and "tuned" in record.config:
-            table.setdefault(record.label, {})[record.seed] = float(record.metric("test_acc"))
+            table.setdefault(record.label, {})[record.seed] = float(record.metrics.test_acc)
     return table
 
 

@@ -23,7 +23,7 @@ from lossbench.engine import CellResult, EngineOptions, ProgressFn, train
 from lossbench.environment import environment
 from lossbench.grid import Cell
 from lossbench.machine import MachineSample, load_block
-from lossbench.record import CellRecord
+from lossbench.record import CellRecord, DataSizes, Environment, Epoch, MachineLoad, Metrics, Timings
 from lossbench.run_clock import utc_now
 from lossbench.shift.evaluate import ShiftPlan
 from lossbench.threads import ThreadChoice, ThreadSetting, apply_threads, choose_threads
@@ -193,7 +193,7 @@ def execute_cell(
         from lossbench.shift.evaluate import stamp_checkpoint
 
         stamp_checkpoint(record.metrics, record.weights)
-    record.load = load_block(before, MachineSample.now())
+    record.load = MachineLoad.from_dict(load_block(before, MachineSample.now()))
     add_wall_time(record, time.perf_counter() - t0)
     return record
 
@@ -212,10 +212,10 @@ def add_wall_time(record: CellRecord, seconds: float, pack_size: int = 1) -> Non
     A pack's cells share its training time and overhead: each gets 1/`pack_size` of them and its own evaluation,
     so the cell_s of a pack's cells add up to the pack's wall time. Seconds throughout."""
     timing = record.timing
-    train = float(timing.get("train_time_s") or 0.0)
-    evaluation = float(timing.get("eval_time_s") or 0.0)
-    timing["overhead_s"] = max(seconds - train - evaluation, 0.0) / pack_size
-    timing["cell_s"] = train / pack_size + evaluation + timing["overhead_s"]
+    train = float(timing.train_time_s or 0.0)
+    evaluation = float(timing.eval_time_s or 0.0)
+    timing.overhead_s = max(seconds - train - evaluation, 0.0) / pack_size
+    timing.cell_s = train / pack_size + evaluation + timing.overhead_s
 
 
 def _trained_env(options: EngineOptions, threads: ThreadChoice | None) -> dict[str, Any]:
@@ -243,10 +243,10 @@ def execute_pack(
     records = [_record(cell, job, result, options.precision, dict(env), started)
                for cell, result in zip(cells, results)]
     # The pack's time that is neither its (shared) training nor any cell's own evaluation, shared equally.
-    shared = time.perf_counter() - t0 - sum(float(r.timing.get("eval_time_s") or 0.0) for r in records)
+    shared = time.perf_counter() - t0 - sum(float(r.timing.eval_time_s or 0.0) for r in records)
     for record in records:
-        record.load = dict(load)
-        add_wall_time(record, shared + float(record.timing.get("eval_time_s") or 0.0), len(records))
+        record.load = MachineLoad.from_dict(load)
+        add_wall_time(record, shared + float(record.timing.eval_time_s or 0.0), len(records))
     return records
 
 
@@ -270,13 +270,13 @@ def _record(cell: Cell, job: Job, result: CellResult, precision: str, env: dict[
         error=result.error,
         traceback=result.traceback,
         notes=result.notes,
-        metrics=result.metrics,
-        history=[asdict(h) for h in result.history],
+        metrics=Metrics.from_dict(result.metrics),
+        history=[Epoch.from_dict(asdict(h)) for h in result.history],
         weights=_final_weights(cell, job, result),
-        timing=result.timing,
-        data=result.data,
+        timing=Timings.from_dict(result.timing),
+        data=DataSizes.from_dict(result.data),
         precision=precision,
-        env=env,
+        env=Environment.from_dict(env),
         started_at=started,
         finished_at=utc_now(),
     )

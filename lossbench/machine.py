@@ -46,13 +46,3 @@ def load_block(start: MachineSample, end: MachineSample) -> dict[str, float | in
         out[f"{prefix}_load_1m"] = values["load_1m"]
         out[f"{prefix}_cpu_time_s"] = values["cpu_time_s"]
     return out
-
-
-def overloaded(load: dict[str, float | int | None] | None) -> float | None:
-    """The highest load average of a record's `load` block when it exceeded the usable cores, else None."""
-    if not load or not load.get("cores"):
-        return None
-    loads = [v for v in (load.get("start_load_1m"), load.get("end_load_1m")) if isinstance(v, (int, float))]
-    if not loads or max(loads) <= float(load["cores"]):  # type: ignore[arg-type]
-        return None
-    return max(loads)

@@ -65,8 +65,7 @@ def _cell_name(cell: Cell) -> str:
 def _result_detail(record: CellRecord) -> tuple[str, bool]:
     """(`test acc 0.9120`, True); for a tuning trial, which reads no test split, its `val acc 0.9010`; else (the
     error, False)."""
-    for key, name in (("test_acc", "test acc"), ("val_acc", "val acc")):
-        value = record.metric(key)
+    for value, name in ((record.metrics.test_acc, "test acc"), (record.metrics.val_acc, "val acc")):
         if value is not None:
             return f"{name} {value:.4f}", True
     return record.error or "", False
@@ -303,7 +302,7 @@ def finished_line(cell: Cell, record: CellRecord, width: int) -> Text:
     marks = {"done": ("✓", "green"), "diverged": ("diverged", "yellow"), "failed": ("failed", "red")}
     mark, style = marks[record.status]
     detail, measured = _result_detail(record)
-    secs = record.timing.get("train_time_s")
+    secs = record.timing.train_time_s
     timing = f"  {secs:.1f} s" if secs else ""
     seed = _seed_text(cell)
     # An error message gives way to a name of at least 8 characters; the seed and the time stay whole.

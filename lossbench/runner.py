@@ -148,7 +148,7 @@ def located_data_error(suite: Suite, exc: DataError) -> DataError:
 
 def _outcome(record: CellRecord) -> str:
     """`done with test accuracy 0.9123`, `failed`, ...: one cell's ending in words."""
-    accuracy = record.metric("test_acc")
+    accuracy = record.value("test_acc")
     return record.status + (f" with test accuracy {accuracy:.4f}" if isinstance(accuracy, float) else "")
 
 
@@ -220,7 +220,7 @@ def run(run_plan: RunPlan, *, executor: Any = None, display: RunDisplay | None =
             if run_plan.rounds is not None:
                 run_plan.rounds.fresh[cell.id] = record
             clock.write_s += time.perf_counter() - t_write
-            clock.cells_s += float(record.timing.get("cell_s") or 0.0)
+            clock.cells_s += float(record.timing.cell_s or 0.0)
             clock.cells += 1
             summary.ran += 1
             summary.failed += record.status == "failed"
@@ -228,7 +228,7 @@ def run(run_plan: RunPlan, *, executor: Any = None, display: RunDisplay | None =
             display.cell_end(cell, record)
 
         def on_trial(record: CellRecord) -> None:
-            clock.cells_s += float(record.timing.get("cell_s") or 0.0)
+            clock.cells_s += float(record.timing.cell_s or 0.0)
             clock.cells += 1
 
         try:

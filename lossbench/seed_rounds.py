@@ -11,13 +11,11 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import pandas as pd
 
 from lossbench.analysis.adaptive_seeds import PointDecision, SeedRule, decide
 from lossbench.analysis.baseline import point_baselines
-from lossbench.analysis.measures import TIMING_KEYS
 from lossbench.config.schema import AdaptiveSeeds
 from lossbench.grid import Cell
 from lossbench.record import CellRecord
@@ -28,13 +26,7 @@ def metric_value(record: CellRecord, metric: str) -> float | None:
     recorded a finite number."""
     if record.status != "done":
         return None
-    value: Any = record.metric(metric)
-    if value is None and metric == "val_acc":
-        value = record.last_val_acc
-    if value is None and metric in TIMING_KEYS:
-        value = record.timing.get(metric)
-    if value is None and metric == "epoch_s" and record.timing.get("epochs_run"):
-        value = (record.timing.get("train_time_s") or math.nan) / record.timing["epochs_run"]
+    value = record.value(metric)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         return None
     return float(value)

@@ -412,7 +412,7 @@ def csv_row(record: CellRecord) -> dict[str, Any]:
         "seed": record.seed,
         "status": record.status,
         "epochs": record.epochs,
-        "epochs_run": record.timing.get("epochs_run"),
+        "epochs_run": record.timing.epochs_run,
         "device": record.device,
         "diverged_epoch": record.diverged_epoch,
         "error": record.error_line,
@@ -429,11 +429,11 @@ def csv_row(record: CellRecord) -> dict[str, Any]:
         # Results written before the scenario axis existed trained on the clean data.
         row[axis] = record.axes.get(axis, "none" if axis == "scenario" else None)
     for key in ("test_acc", "test_top5", "test_loss", "test_nll", "ece", "brier", "train_acc", "gap"):
-        row[key] = record.metric(key)
+        row[key] = record.metrics.get(key)
     for key in ("train_time_s", "img_per_s", "peak_mem_mb", "eval_time_s", "cell_s"):
         row[key] = record.timing.get(key)
     for key in ("model_params", "loss_params"):
-        row[key] = record.metric(key)
+        row[key] = record.metrics.get(key)
     # The machine's load around the cell: its times compare with others' only where the load stayed below cores.
     for key in ("start_load_1m", "end_load_1m", "cores"):
         row[key] = record.load.get(key)

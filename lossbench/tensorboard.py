@@ -131,9 +131,9 @@ class TensorBoardWriter:
         hparams: dict[str, Any] = {axis: str(level) for axis, level in cell.axes.items()}
         hparams["seed"] = cell.seed
         hparams["status"] = record.status
-        metrics = record.metrics
-        final = {f"final/{name}": float(metrics[name]) for name in FINAL_METRICS
-                 if isinstance(metrics.get(name), (int, float)) and not isinstance(metrics.get(name), bool)}
+        values = {name: record.value(name) for name in FINAL_METRICS}
+        final = {f"final/{name}": float(value) for name, value in values.items()
+                 if isinstance(value, (int, float)) and not isinstance(value, bool)}
         # run_name="." keeps the hparams in this cell's own run instead of a new timestamped one.
         writer.add_hparams(hparams, final, run_name=".")
         writer.close()

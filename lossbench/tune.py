@@ -249,8 +249,9 @@ class Tuner:
         assert cell.trial is not None
         cs = next(s for s in self.studies if s.study.study_name == cell.trial.study)
         trial = next(t for t in cs.asked.values() if t._trial_id == cell.trial.trial_id)
-        epochs = int(record.timing.get("epochs_run") or len(record.history))
-        value = record.metric(self.tune.metric)
+        epochs = int(record.timing.epochs_run or len(record.history))
+        # Only a finished trial has a value: a diverged one's last epoch is no result.
+        value = record.value(self.tune.metric) if record.status == "done" else None
         storage = cs.study._storage
         storage.set_trial_user_attr(trial._trial_id, "epochs", epochs)
         storage.set_trial_user_attr(trial._trial_id, "status", record.status)

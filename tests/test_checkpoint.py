@@ -64,8 +64,8 @@ def test_final_weights_reproduce_the_recorded_test_metrics(write_suite, tmp_path
         evaluator = evaluator_for(parts.loss, parts.data, Normalizer(parts.data, options.device,
                                                                      options.channels_last), options)
         metrics = evaluator.final(parts.model)
-        assert metrics["test_acc"] == record.metrics["test_acc"]
-        assert metrics["test_nll"] == record.metrics["test_nll"]
+        assert metrics["test_acc"] == record.metrics.test_acc
+        assert metrics["test_nll"] == record.metrics.test_nll
     arcface = next(r for r in records if r.axes["loss"].startswith("arcface"))
     assert load_final(checkpoint_path(out, arcface.id))["loss"], "arcface's class weights are saved with it"
     assert not list((out / "checkpoints").glob(".*.tmp"))
@@ -173,13 +173,13 @@ def test_keep_last_keeps_the_final_training_state_and_force_starts_over(write_su
     (record,) = ResultsStore(out).records()
     state = load_training(resume_path(out, record.id).read_bytes(), "state")
     assert state["epoch"] == 2 and [h["test_acc"] for h in state["history"]] == [
-        h["test_acc"] for h in record.history]
+        h.test_acc for h in record.history]
     assert torch.equal(next(iter(state["model"].values())),
                        next(iter(load_final(checkpoint_path(out, record.id))["model"].values())))
     # --force trains from the first epoch: the state kept after the last epoch is not resumed from.
     run(suite, out, cache_dir, "train.checkpoint.keep=last", "--force")
     (again,) = ResultsStore(out).records()
-    assert "resumed_after_epoch" not in again.timing and again.history[0]["test_acc"] == record.history[0]["test_acc"]
+    assert again.timing.resumed_after_epoch is None and again.history[0].test_acc == record.history[0].test_acc
 
 
 def test_packs_save_final_weights_per_cell(write_suite, tmp_path: Path, cache_dir: Path) -> None:
@@ -209,6 +209,6 @@ def test_a_damaged_saved_state_is_trained_over_and_stale_temp_files_go(write_sui
     stale.write_bytes(b"half")
     run(suite, out, cache_dir, "train.checkpoint.every=1")
     (record,) = ResultsStore(out).records()
-    assert record.status == "done" and "resumed_after_epoch" not in record.timing
+    assert record.status == "done" and record.timing.resumed_after_epoch is None
     assert any(n.startswith("trained from its first epoch: cannot read its saved training state") for n in record.notes)
     assert not stale.exists() and not resume_path(out, cell.id).exists()

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from lossbench import __version__
 from lossbench.cli import app
-from lossbench.record import CellRecord
+from lossbench.record import CellRecord, Metrics, Timings
 
 from conftest import REPO
 
@@ -102,8 +102,8 @@ def test_an_unknown_device_is_still_checked_by_lossbench(write_suite) -> None:
 
 def _record(label: str, seed: int, acc: float) -> CellRecord:
     return CellRecord(id=f"c{seed}", label=label, seed=seed, status="done", axes={},
-                      metrics={"test_acc": acc, "test_nll": 0.25, "ece": 0.031, "gap": 0.012},
-                      timing={"train_time_s": 123.4})
+                      metrics=Metrics(test_acc=acc, test_nll=0.25, ece=0.031, gap=0.012),
+                      timing=Timings(train_time_s=123.4))
 
 
 @pytest.mark.parametrize("width", [60, 80, 120, 160])

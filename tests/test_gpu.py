@@ -25,7 +25,7 @@ def _accuracies(write_suite, out: Path, cache_dir: Path, overrides: tuple[str, .
     suite = load_suite(write_suite(_SUITE), overrides, settings=options)
     summary = runner.run(runner.plan(suite, out, cache_dir=cache_dir))
     assert all(r.status == "done" for r in summary.records), [r.error for r in summary.records]
-    return {r.label: r.metrics["test_acc"] for r in summary.records}
+    return {r.label: r.metrics.test_acc for r in summary.records}
 
 
 def test_a_cell_trains_on_cuda_as_on_the_cpu(write_suite, tmp_path: Path, cache_dir: Path) -> None:

@@ -126,7 +126,7 @@ def test_losses_with_their_own_class_layer_pack_by_output_width(write_suite, tmp
     for record in packed.records:
         loss = record.axes["loss"]
         assert record.status == "done"
-        assert record.env.get("pack_size", 1) == (1 if loss == "cross_entropy" else 2)
-        assert record.metrics["loss_params"] == alone[record.id].metrics["loss_params"]
-        assert (record.metrics["loss_params"] > 0) == (loss != "cross_entropy")
-        assert abs(record.metrics["test_acc"] - alone[record.id].metrics["test_acc"]) <= ACC_TOLERANCE
+        assert (record.env.pack_size or 1) == (1 if loss == "cross_entropy" else 2)
+        assert record.metrics.loss_params == alone[record.id].metrics.loss_params
+        assert (record.metrics.loss_params > 0) == (loss != "cross_entropy")
+        assert abs(record.metrics.test_acc - alone[record.id].metrics.test_acc) <= ACC_TOLERANCE

@@ -7,7 +7,7 @@ import io
 from lossbench.suite import load_suite
 from lossbench.grid import expand
 from lossbench.progress import PlainDisplay
-from lossbench.record import CellRecord
+from lossbench.record import CellRecord, Metrics, Timings
 
 from conftest import TINY_SUITE
 
@@ -21,7 +21,7 @@ def test_plain_display_with_overlapping_cells(write_suite) -> None:
     display.cell_event(a, "epoch", {"epoch": 1, "train_loss": 1.5, "train_acc": None, "test_acc": 0.5, "epoch_s": 0.2})
     display.cell_start(b)
     display.cell_event(b, "epoch", {"epoch": 1, "train_loss": 1.25, "train_acc": 0.4, "test_acc": 0.6, "epoch_s": 0.2})
-    display.cell_end(a, CellRecord(a.id, a.label, a.seed, "done", a.axes, metrics={"test_acc": 0.75}))
+    display.cell_end(a, CellRecord(a.id, a.label, a.seed, "done", a.axes, metrics=Metrics(test_acc=0.75)))
     display.cell_end(b, CellRecord(b.id, b.label, b.seed, "failed", b.axes, error="RuntimeError: x"))
     lines = out.getvalue().splitlines()
     assert lines[0] == "2 cell(s) to run, 0 already done"
@@ -63,7 +63,7 @@ def _run_first_cell_and_part_of_the_second(display: RichDisplay, cells, clock: F
         clock.now += EPOCH_S
         display.cell_event(first, "epoch", _epoch(epoch))
     display.cell_end(first, CellRecord(first.id, first.label, first.seed, "done", first.axes,
-                                       metrics={"test_acc": 0.8123}, timing={"train_time_s": 40.0}))
+                                       metrics=Metrics(test_acc=0.8123), timing=Timings(train_time_s=40.0)))
     display.cell_start(second)
     display.cell_event(second, "cell_start", {"epochs": 5, "steps_per_epoch": 4})
     clock.now += EPOCH_S
@@ -139,10 +139,10 @@ def test_format_duration() -> None:
 def test_finished_line_keeps_result_and_time_and_shortens_the_name(smoke_cells) -> None:
     cell = smoke_cells[0]
     record = CellRecord(cell.id, cell.label, cell.seed, "diverged", cell.axes,
-                        error="training loss became nan in epoch 2", timing={"train_time_s": 12.25})
+                        error="training loss became nan in epoch 2", timing=Timings(train_time_s=12.25))
     line = finished_line(smoke_cells[0], record, 72).plain
     assert line.startswith("diverged ") and "nan in epoch 2" in line and line.endswith("12.2 s") and len(line) <= 72
-    done = CellRecord(cell.id, cell.label, cell.seed, "done", cell.axes, metrics={"test_acc": 0.5})
+    done = CellRecord(cell.id, cell.label, cell.seed, "done", cell.axes, metrics=Metrics(test_acc=0.5))
     wide = finished_line(cell, done, 160).plain
     assert wide == f"✓ {smoke_cells[0].label} · seed {smoke_cells[0].seed}  test acc 0.5000"
 
@@ -190,8 +190,8 @@ def test_live_display_in_a_real_pseudo_terminal(write_suite, tmp_path, cli_env) 
 
 def test_finished_lines_keep_the_seed_at_any_width(smoke_cells) -> None:
     cell = smoke_cells[-1]
-    record = CellRecord(cell.id, cell.label, cell.seed, "done", cell.axes, metrics={"test_acc": 0.9123},
-                        timing={"train_time_s": 3.5})
+    record = CellRecord(cell.id, cell.label, cell.seed, "done", cell.axes, metrics=Metrics(test_acc=0.9123),
+                        timing=Timings(train_time_s=3.5))
     for width in (50, 60, 80):
         line = finished_line(cell, record, width).plain
         assert f" · seed {cell.seed}  test acc 0.9123" in line and line.endswith("3.5 s"), line
@@ -241,7 +241,7 @@ def test_plain_display_gives_durations_and_the_adaptive_range(smoke_cells) -> No
     display.plan_range(2, 6)
     cell = smoke_cells[0]
     display.cell_start(cell)
-    display.cell_end(cell, CellRecord(cell.id, cell.label, cell.seed, "done", cell.axes, metrics={"test_acc": 0.5}))
+    display.cell_end(cell, CellRecord(cell.id, cell.label, cell.seed, "done", cell.axes, metrics=Metrics(test_acc=0.5)))
     out = stream.getvalue()
     assert "adaptive seeding: 2–6 cell(s) in all" in out
     last = out.strip().splitlines()[-1]

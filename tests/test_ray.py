@@ -228,8 +228,8 @@ def test_a_killed_worker_is_retried_and_its_cell_written_once(cluster: Any, suit
     record = display.records[cell.id]
     assert record["status"] == "done"
     expected = runner.ResultsStore(local_run).read_cell(cell.id)
-    assert record["metrics"]["test_acc"] == expected.metrics["test_acc"]
-    assert record["metrics"]["test_nll"] == expected.metrics["test_nll"]
+    assert record["metrics"]["test_acc"] == expected.metrics.test_acc
+    assert record["metrics"]["test_nll"] == expected.metrics.test_nll
 
 
 def test_checkpoints_travel_between_ray_workers_and_the_driver(cluster: Any, suite_file: Path, local_run: Path,
@@ -260,10 +260,10 @@ def test_checkpoints_travel_between_ray_workers_and_the_driver(cluster: Any, sui
     local = runner.ResultsStore(local_run)
     for record in runner.ResultsStore(out).records():
         expected = local.read_cell(record.id)
-        assert record.metrics["test_acc"] == expected.metrics["test_acc"]
-        assert record.metrics["test_nll"] == expected.metrics["test_nll"]
-        assert [h["train_loss"] for h in record.history] == [h["train_loss"] for h in expected.history]
-        assert record.timing.get("resumed_after_epoch") == (1 if record.id == cell.id else None)
+        assert record.metrics.test_acc == expected.metrics.test_acc
+        assert record.metrics.test_nll == expected.metrics.test_nll
+        assert [h.train_loss for h in record.history] == [h.train_loss for h in expected.history]
+        assert record.timing.resumed_after_epoch == (1 if record.id == cell.id else None)
         # keep: last — the state after the last epoch, sent by the worker, written by the driver
         assert load_training(resume_path(out, record.id).read_bytes(), "state")["epoch"] == 2
         assert load_final(out / "checkpoints" / f"{record.id}.pt")["epoch"] == 2
@@ -281,9 +281,9 @@ def test_a_retried_task_continues_from_the_state_its_lost_worker_sent(cluster: A
     assert summary.ran == 1 and summary.failed == 0
     record = runner.ResultsStore(out).read_cell(plan.pending[0].id)
     expected = runner.ResultsStore(local_run).read_cell(record.id)
-    assert record.timing.get("resumed_after_epoch") == 1
-    assert record.metrics["test_acc"] == expected.metrics["test_acc"]
-    assert record.metrics["test_nll"] == expected.metrics["test_nll"]
+    assert record.timing.resumed_after_epoch == 1
+    assert record.metrics.test_acc == expected.metrics.test_acc
+    assert record.metrics.test_nll == expected.metrics.test_nll
 
 
 def test_failures_are_recorded_with_tracebacks_and_the_rest_go_on(cluster: Any, suite_file: Path) -> None:

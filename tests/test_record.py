@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from lossbench.cli import app
 from lossbench.errors import RecordError, RecordSchemaError
-from lossbench.record import AXES, FINAL_STATUSES, SCHEMA_VERSION, STATUSES, CellRecord
+from lossbench.record import AXES, FINAL_STATUSES, SCHEMA_VERSION, STATUSES, CellRecord, Epoch, Metrics, Timings
 from lossbench.store import ResultsStore, csv_row
 
 from conftest import REPO
@@ -30,8 +30,8 @@ def test_the_committed_example_loads_and_round_trips_unchanged() -> None:
         assert {k: written[k] for k in raw} == raw  # nothing lost or changed; fields added since get defaults
         assert all(written[k] in ({}, [], None) for k in set(written) - set(raw))
         assert record.status in STATUSES and set(record.axes) <= set(AXES)
-        confusion = np.array(record.metric("confusion"))
-        assert record.metric("test_acc") == np.trace(confusion) / confusion.sum()
+        confusion = np.array(record.metrics.confusion)
+        assert record.value("test_acc") == np.trace(confusion) / confusion.sum()
     assert len(list(ResultsStore(EXAMPLE).records())) == 24
 
 
@@ -85,7 +85,7 @@ def test_files_that_are_not_records_are_record_errors(broken: object) -> None:
 def test_derived_values_and_csv_row() -> None:
     record = CellRecord.from_dict(_example_record())
     row = csv_row(record)
-    assert row["test_acc"] == record.metrics["test_acc"] and row["device"] == record.env["device"]
+    assert row["test_acc"] == record.metrics.test_acc and row["device"] == record.env.device
     assert row["epochs"] == record.config["train"]["epochs"] and row["scenario"] == "none"
     assert record.is_final == (record.status in FINAL_STATUSES)
 
@@ -107,3 +107,47 @@ def test_every_cell_of_a_fresh_smoke_run_has_test_acc_equal_to_the_confusion_tra
         confusion = np.array(raw["metrics"]["confusion"])
         assert raw["metrics"]["test_acc"] == np.trace(confusion) / confusion.sum()
         assert raw["history"][-1]["test_acc"] == raw["metrics"]["test_acc"]
+
+
+def test_a_rewritten_file_has_the_same_bytes(tmp_path: Path) -> None:
+    """Every committed cell file, read and written back by the store, is byte for byte the file it was: the blocks
+    keep their keys' order, their unknown keys and their nulls."""
+    store = ResultsStore(tmp_path)
+    for path in sorted((EXAMPLE / "cells").glob("*.json")):
+        record = CellRecord.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        store.write_cell(record)
+        assert store.cell_path(record.id).read_bytes() == path.read_bytes(), path.name
+
+
+def test_blocks_keep_order_unknown_keys_and_nulls_and_add_keys_as_a_dict_would() -> None:
+    raw = _example_record()
+    metrics = {k: v for k, v in raw["metrics"].items() if k != "ece"}
+    raw["metrics"] = {"written_by_a_plugin": [1], **metrics, "ece": None, "scenario": {"noise_rate": 0.2, "new_key": 1}}
+    raw["timing"] = dict(reversed(list(raw["timing"].items())))
+    raw["history"] = [{"lr": 0.1, "epoch": 1, "unknown": "x"}]
+    record = CellRecord.from_dict(raw)
+    assert record.metrics.extra == {"written_by_a_plugin": [1]} and record.metrics.ece is None
+    assert record.noise_rate == 0.2 and record.history[0].extra == {"unknown": "x"}
+    assert json.dumps(record.to_dict()) == json.dumps(raw)
+    record.timing.resumed_after_epoch = 3
+    record.metrics.set("plugin_score", 0.5)
+    raw["timing"]["resumed_after_epoch"] = 3
+    raw["metrics"]["plugin_score"] = 0.5
+    assert json.dumps(record.to_dict()) == json.dumps(raw)
+
+
+def test_blocks_built_from_fields_hold_what_was_given() -> None:
+    assert Metrics(test_acc=0.5, ece=0.1).to_dict() == {"test_acc": 0.5, "ece": 0.1}
+    assert not Metrics() and Metrics(test_acc=0.0)
+    assert tuple(Epoch(epoch=1, lr=0.1).to_dict()) == Epoch.field_names()  # a history entry lists every measure
+    assert Timings(epochs_run=2, train_time_s=3.0, epoch_eval_s=1.0).epoch_seconds() == 2.0
+    assert Timings(epochs_run=2, train_time_s=3.0).epoch_seconds() == 1.5  # files from before per-epoch evaluation
+
+
+def test_value_reads_metrics_then_the_last_epoch_then_timings() -> None:
+    record = CellRecord("a", "a", 0, "done", {}, metrics=Metrics(test_acc=0.75),
+                        history=[Epoch(epoch=1, val_acc=0.5), Epoch(epoch=2, val_acc=0.625)],
+                        timing=Timings(train_time_s=4.0, epochs_run=2, epoch_eval_s=2.0, final_eval_s=1.0))
+    assert record.value("test_acc") == 0.75 and record.value("val_acc") == 0.625
+    assert record.value("train_time_s") == 4.0 and record.value("epoch_s") == 3.0
+    assert record.value("final_eval_s") is None and record.value("ece") is None  # not a metric's name

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from lossbench.record import CellRecord
+from lossbench.record import CellRecord, DataSizes, Environment, Epoch, Metrics, Timings
 from lossbench.report import analyse, load_results, write_report
 from lossbench.report.tuning_files import load_study, read_space
 from lossbench.report.tuning_study import Range, edge_warnings, short_names, still_rising
@@ -27,10 +27,10 @@ SPACE = {
     "loss.gamma": {"low": 0.0, "high": 5.0},  # applies to focal only
 }
 PATHS = list(SPACE)
-DATA = {"train": 1150, "val": 288, "test": 359, "classes": 10, "image_size": [1, 8, 8]}
+DATA = DataSizes(train=1150, val=288, test=359, classes=10, image_size=[1, 8, 8])
 EPOCHS = 4
-ENV = {"lossbench": "0.1.0", "python": "3.11.7", "torch": "2.4.0", "device": "cpu", "device_name": "x86_64",
-       "threads": 1, "git_commit": "0123456789abcdef"}
+ENV = Environment(lossbench="0.1.0", python="3.11.7", torch="2.4.0", device="cpu", device_name="x86_64", threads=1,
+                  git_commit="0123456789abcdef")
 
 
 class TunedDir:
@@ -103,16 +103,15 @@ class TunedDir:
                                "params": params, "tuning_seeds": [1000], "sampler": "tpe", "pruner": self.pruner}
         rid = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
         started, finished = self._stamp()
-        history = [{"epoch": e, "train_loss": 1.0 / e, "train_acc": acc, "test_acc": acc * (0.8 + 0.2 * e / EPOCHS),
-                    "test_loss": 0.5 / e, "lr": optimizer["lr"], "epoch_s": 0.5, "val_acc": None}
-                   for e in range(1, EPOCHS + 1)]
+        history = [Epoch(epoch=e, train_loss=1.0 / e, train_acc=acc, test_acc=acc * (0.8 + 0.2 * e / EPOCHS),
+                         test_loss=0.5 / e, lr=optimizer["lr"], epoch_s=0.5) for e in range(1, EPOCHS + 1)]
         record = CellRecord(
             id=rid, label=label, seed=seed, status="done", suite="tuned-test",
             axes={"loss": loss, "regularizer": "none", "augmentation": "none", "optimizer": "sgd(lr=0.03)"},
-            config=config, metrics={"test_acc": acc, "test_top5": 1.0, "test_nll": 1 - acc, "ece": 0.02,
-                                    "train_acc": min(1.0, acc + 0.01), "gap": 0.01},
-            history=history, timing={"train_time_s": 2.0, "img_per_s": 1000.0, "epochs_run": EPOCHS,
-                                     "peak_mem_mb": 100.0, "eval_time_s": 0.2},
+            config=config, metrics=Metrics(test_acc=acc, test_top5=1.0, test_nll=1 - acc, ece=0.02,
+                                           train_acc=min(1.0, acc + 0.01), gap=0.01),
+            history=history, timing=Timings(train_time_s=2.0, img_per_s=1000.0, epochs_run=EPOCHS, peak_mem_mb=100.0,
+                                            eval_time_s=0.2),
             data=DATA, precision="fp32", env=ENV, started_at=started, finished_at=finished)
         self.store.write_cell(record)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from lossbench.record import CellRecord
+from lossbench.record import CellRecord, Metrics, Timings
 from lossbench.store import CSV_COLUMNS, ResultsCsv, ResultsStore, csv_row, csv_text
 from test_store import record
 
@@ -99,8 +99,8 @@ def _done(cell, job) -> CellRecord:
 
     rec = failed_record(cell, job, "", "")
     rec.status, rec.error, rec.traceback = "done", None, None
-    rec.metrics = {"test_acc": (cell.seed % 10) / 10, "test_nll": 1.0, "ece": 0.1}
-    rec.timing = {"train_time_s": 0.001, "epochs_run": 1}
+    rec.metrics = Metrics(test_acc=(cell.seed % 10) / 10, test_nll=1.0, ece=0.1)
+    rec.timing = Timings(train_time_s=0.001, epochs_run=1)
     return rec
 
 

@@ -18,7 +18,7 @@ from lossbench.engine import EngineOptions
 from lossbench.execution import train_cell
 from lossbench.errors import ConfigError, DataError, SuiteErrors
 from lossbench.grid import expand
-from lossbench.record import CellRecord
+from lossbench.record import CellRecord, Metrics
 from lossbench.store import csv_row
 
 CIFAR10 = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -225,5 +225,5 @@ def test_noisy_cell_trains_and_records_the_realised_rate(tmp_path: Path) -> None
     assert any("noisy" in note for note in result.notes)
     assert sum(sum(row) for row in result.metrics["confusion"]) == len(data.test_y)  # the whole clean test set
     row = csv_row(CellRecord(cell.id, cell.label, 0, result.status, cell.axes, config=cell.config,
-                             metrics=result.metrics))
+                             metrics=Metrics.from_dict(result.metrics)))
     assert row["scenario"] == "label_noise(rate=0.4)" and row["noise_rate"] == info["noise_rate"]

@@ -13,20 +13,20 @@ from pathlib import Path
 import pytest
 
 from lossbench.errors import ResultsLockedError, ResultsWriteError
-from lossbench.record import CellRecord
+from lossbench.record import CellRecord, Environment, Epoch, Metrics, Status, Timings
 from lossbench.store import CSV_COLUMNS, ResultsStore, atomic_write_text
 
 
-def record(cell_id: str, status: str = "done", acc: float | None = 0.5, seed: int = 0) -> CellRecord:
-    return CellRecord.from_dict({
-        "id": cell_id, "label": f"cell {cell_id}", "seed": seed, "status": status,
-        "axes": {"loss": "cross_entropy", "regularizer": "none", "augmentation": "none", "optimizer": "sgd"},
-        "config": {"train": {"epochs": 3}},
-        "metrics": {} if acc is None else {"test_acc": acc, "test_nll": 1.0, "ece": 0.1, "train_acc": 0.9, "gap": 0.4},
-        "timing": {"train_time_s": 2.0, "img_per_s": 100.0, "epochs_run": 3, "peak_mem_mb": 10.0},
-        "history": [{"epoch": 3, "val_acc": None}], "env": {"device": "cpu"},
-        "error": None if status == "done" else "ValueError: boom\nmore", "diverged_epoch": None,
-    })
+def record(cell_id: str, status: Status = "done", acc: float | None = 0.5, seed: int = 0) -> CellRecord:
+    return CellRecord(
+        id=cell_id, label=f"cell {cell_id}", seed=seed, status=status,
+        axes={"loss": "cross_entropy", "regularizer": "none", "augmentation": "none", "optimizer": "sgd"},
+        config={"train": {"epochs": 3}},
+        metrics=Metrics() if acc is None else Metrics(test_acc=acc, test_nll=1.0, ece=0.1, train_acc=0.9, gap=0.4),
+        timing=Timings(train_time_s=2.0, img_per_s=100.0, epochs_run=3, peak_mem_mb=10.0),
+        history=[Epoch(epoch=3)], env=Environment(device="cpu"),
+        error=None if status == "done" else "ValueError: boom\nmore",
+    )
 
 
 def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -49,7 +49,7 @@ def test_write_and_read_cells_and_csv(tmp_path: Path) -> None:
     store.write_cell(record("b", acc=0.7, seed=1))
     store.write_cell(record("a", acc=0.6))
     store.write_cell(record("c", status="failed", acc=None))
-    assert store.read_cell("a").metrics["test_acc"] == 0.6
+    assert store.read_cell("a").metrics.test_acc == 0.6
     assert _final_ids(store) == {"a", "b"}
     with open(store.rebuild_csv()) as f:
         rows = list(csv.DictReader(f))
@@ -134,7 +134,6 @@ def test_results_id_of_a_directory_without_its_marker_file(tmp_path):
 
 def test_results_csv_names_the_values_tuning_chose(tmp_path):
     """A tuned cell's optimizer column keeps the suite's recipe label; the tuned column says what it trained with."""
-    from lossbench.record import CellRecord
     from lossbench.store import csv_row
 
     tuned = {"params": {"train.optimizer.lr": 0.123456789, "train.batch_size": 64}, "trial": 3}

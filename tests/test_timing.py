@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from lossbench import execution, run_clock, runner
+from lossbench.record import CellRecord, Timings
 from lossbench.suite import load_suite
 from lossbench.report import write_report
 from lossbench.store import read_runs
@@ -116,16 +117,14 @@ def test_results_csv_has_parameters_load_and_times(write_suite, tmp_path: Path, 
 def test_pack_cells_share_their_wall_time() -> None:
     """Two packed cells: the pack's 4 s of training and its overhead are shared, each keeps its own evaluation,
     and their cell_s add up to the pack's 10 s of wall time."""
-    from lossbench.record import CellRecord
-
-    records = [CellRecord("a", "a", 0, "done", {}, timing={"train_time_s": 4.0, "eval_time_s": 1.0}),
-               CellRecord("b", "b", 0, "done", {}, timing={"train_time_s": 4.0, "eval_time_s": 2.0})]
+    records = [CellRecord("a", "a", 0, "done", {}, timing=Timings(train_time_s=4.0, eval_time_s=1.0)),
+               CellRecord("b", "b", 0, "done", {}, timing=Timings(train_time_s=4.0, eval_time_s=2.0))]
     shared = 10.0 - 3.0  # the pack's wall time less both evaluations
     for r in records:
-        execution.add_wall_time(r, shared + r.timing["eval_time_s"], pack_size=2)
-    assert [r.timing["overhead_s"] for r in records] == [1.5, 1.5]  # (7 − 4) / 2
-    assert [r.timing["cell_s"] for r in records] == [4.5, 5.5]
-    assert sum(r.timing["cell_s"] for r in records) == 10.0
+        execution.add_wall_time(r, shared + r.timing.eval_time_s, pack_size=2)
+    assert [r.timing.overhead_s for r in records] == [1.5, 1.5]  # (7 − 4) / 2
+    assert [r.timing.cell_s for r in records] == [4.5, 5.5]
+    assert sum(r.timing.cell_s for r in records) == 10.0
 
 
 def test_process_age_is_the_time_since_the_process_started() -> None:

@@ -79,9 +79,6 @@ _KNOWN = [
 ]
 MEASURES: dict[str, Measure] = {m.name: m for m in _KNOWN}
 
-#: Timing columns read from a record's `timing` block (the rest come from `metrics`); epoch_s is derived.
-TIMING_KEYS = ("train_time_s", "eval_time_s", "overhead_s", "cell_s", "img_per_s", "peak_mem_mb", "epochs_run")
-
 
 def measure(name: str) -> Measure:
     """The Measure of a metric name; an unknown numeric metric is shown raw with an unknown direction."""

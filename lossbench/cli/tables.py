@@ -42,15 +42,15 @@ def cells_table(records: list[CellRecord], title: str, width: int | None = None)
     for r in records:
         by_cell.setdefault(r.label, []).append(r)
 
-    def mean(recs: list[CellRecord], key: str, timing: bool = False) -> float | None:
-        values = [(r.timing if timing else r.metrics).get(key) for r in recs]
+    def mean(recs: list[CellRecord], key: str) -> float | None:
+        values = [r.value(key) for r in recs]
         values = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
         return sum(values) / len(values) if values else None
 
     rows = []
     for label, recs in by_cell.items():
         done = [r for r in recs if r.status == "done"]
-        accs = [float(r.metrics["test_acc"]) for r in done if isinstance(r.metrics.get("test_acc"), float)]
+        accs = [float(r.metrics.test_acc) for r in done if isinstance(r.metrics.test_acc, float)]
         interval = t_interval(accs) if accs else None
         bad = [f"[{'yellow' if s == 'diverged' else 'red'}]{n} {s}[/]"
                for s, n in (("diverged", sum(r.status == "diverged" for r in recs)),
@@ -61,7 +61,7 @@ def cells_table(records: list[CellRecord], title: str, width: int | None = None)
             "test acc": _fmt(interval.mean if interval else None),
             "95% CI": f"±{interval.half_width:.4f}" if interval and interval.half_width is not None else "—",
             "ECE": _fmt(mean(done, "ece"), ".3f"), "NLL": _fmt(mean(done, "test_nll"), ".3f"),
-            "gap": _fmt(mean(done, "gap"), "+.3f"), "train s": _fmt(mean(recs, "train_time_s", True), ".1f"),
+            "gap": _fmt(mean(done, "gap"), "+.3f"), "train s": _fmt(mean(recs, "train_time_s"), ".1f"),
             "_key": interval.mean if interval else -1.0,
         })
     rows.sort(key=lambda row: -row["_key"])

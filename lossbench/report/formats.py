@@ -227,10 +227,8 @@ TIMING_MEASURES = ("epoch_s", "img_per_s", "train_time_s", "eval_time_s", "cell_
 
 def _loaded_labels(a: SourceAnalysis, results: Results | None) -> set[str]:
     """Labels of cells with a done seed that ran while the load average exceeded the usable cores."""
-    from lossbench.machine import overloaded
-
     if results is None:
         return set()
     done = a.rows[a.rows["status"] == "done"]
     return {label for label, rid in zip(done["label"], done["id"])
-            if overloaded(results.records[rid].load) is not None}
+            if results.records[rid].load.overloaded() is not None}

@@ -7,7 +7,6 @@ import pandas as pd
 
 from lossbench.analysis.measures import measure
 from lossbench.analysis.stats import ALPHA
-from lossbench.machine import overloaded
 from lossbench.report.aggregate import CHANCE_MARGIN, SourceAnalysis
 from lossbench.report.markdown_table import cell_text, diff_text, mean_ci, missing, p_text, table
 from lossbench.report.results import Results
@@ -150,7 +149,7 @@ def _loaded_seeds(a: SourceAnalysis, results: Results) -> dict[str, list[tuple[i
     done = a.rows[a.rows["status"] == "done"].sort_values("seed")
     for rid, label, seed in zip(done["id"], done["label"], done["seed"]):
         load = results.records[rid].load
-        worst = overloaded(load)
+        worst = load.overloaded()
         if worst is not None:
-            out.setdefault(label, []).append((int(seed), worst, int(load["cores"])))
+            out.setdefault(label, []).append((int(seed), worst, int(load.cores or 0)))
     return out

@@ -105,9 +105,9 @@ def _notes(a: SourceAnalysis, results: Results) -> list[str]:
         notes.append(f"{len(partial)} cell(s) are ranked on fewer seeds than they ran, because the other seeds "
                      "diverged or failed; their means describe only the seeds that finished.")
     recs = [results.records[i] for i in a.rows["id"]]
-    for path, what in ((("env", "git_commit"), "lossbench commits"), (("env", "lossbench"), "lossbench versions"),
-                       (("env", "torch"), "torch versions"), (("env", "device_name"), "devices")):
-        found = distinct_values(recs, *path)
+    for key, what in (("git_commit", "lossbench commits"), ("lossbench", "lossbench versions"),
+                      ("torch", "torch versions"), ("device_name", "devices")):
+        found = distinct_values(getattr(r.env, key) for r in recs)
         if len(found) > 1:
             notes.append(f"The cells ran on {len(found)} different {what} (see Setup): where what a cell does "
                          "changed in between, their numbers are not comparable.")

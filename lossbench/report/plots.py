@@ -21,7 +21,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
-from lossbench.record import CellRecord
+from lossbench.record import CellRecord, Reliability
 from lossbench.report.aggregate import SourceAnalysis
 from lossbench.store import atomic_write_bytes
 
@@ -103,8 +103,8 @@ def _learning_curves(analysis: SourceAnalysis, records: dict[str, CellRecord], o
         if epochs == 0:
             continue
         x = np.arange(1, epochs + 1)
-        acc = np.array([[h[e]["test_acc"] for e in range(epochs)] for h in histories], dtype=float) * 100
-        loss = np.array([[h[e]["train_loss"] for e in range(epochs)] for h in histories], dtype=float)
+        acc = np.array([[h[e].test_acc for e in range(epochs)] for h in histories], dtype=float) * 100
+        loss = np.array([[h[e].train_loss for e in range(epochs)] for h in histories], dtype=float)
         style = "--" if label == analysis.baseline else "-"
         name = label + (" (baseline)" if label == analysis.baseline else "")
         # Test accuracy exists only at evaluated epochs (train.eval_every): the curve joins those, marked.
@@ -364,13 +364,13 @@ def _heatmap(analysis: SourceAnalysis, records: dict[str, CellRecord], out_dir: 
 
 def _pooled_bins(recs: list[CellRecord]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """Reliability bins pooled over seeds: total counts, and count-weighted mean confidence and accuracy."""
-    bins = [r.metric("reliability") for r in recs]
-    bins = [b for b in bins if b and b.get("count")]
+    bins = [r.metrics.reliability for r in recs]
+    bins = [b for b in bins if isinstance(b, Reliability) and b.count]
     if not bins:
         return None
-    count = np.sum([np.asarray(b["count"], dtype=float) for b in bins], axis=0)
-    conf = np.sum([np.asarray(b["count"], float) * np.asarray(b["confidence"], float) for b in bins], axis=0)
-    acc = np.sum([np.asarray(b["count"], float) * np.asarray(b["accuracy"], float) for b in bins], axis=0)
+    count = np.sum([np.asarray(b.count, dtype=float) for b in bins], axis=0)
+    conf = np.sum([np.asarray(b.count, float) * np.asarray(b.confidence, float) for b in bins], axis=0)
+    acc = np.sum([np.asarray(b.count, float) * np.asarray(b.accuracy, float) for b in bins], axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
         return count, conf / count, acc / count
 
@@ -444,7 +444,7 @@ def _numbers(k: int) -> list[str]:
 def _class_names(recs: list[CellRecord], k: int) -> list[str]:
     """The class names the cells recorded (`data.class_names`); the indices for files written before names were
     recorded."""
-    names = next((r.data.get("class_names") for r in recs if len(r.data.get("class_names") or []) == k), None)
+    names = next((r.data.class_names for r in recs if len(r.data.class_names or []) == k), None)
     if not names:
         return _numbers(k)
     return [str(n) for n in names]
@@ -456,8 +456,8 @@ def _confusion(analysis: SourceAnalysis, records: dict[str, CellRecord], out_dir
     if ranked.empty:
         return None
     label = ranked.iloc[0]["label"]
-    mats = [np.asarray(r.metric("confusion"), dtype=float)
-            for r in _done_records(analysis, records, label) if r.metric("confusion")]
+    mats = [np.asarray(r.metrics.confusion, dtype=float)
+            for r in _done_records(analysis, records, label) if r.metrics.confusion]
     if not mats or mats[0].ndim != 2:
         return None
     counts = np.sum(mats, axis=0)

@@ -17,9 +17,8 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from lossbench.analysis.measures import TIMING_KEYS
 from lossbench.errors import RecordSchemaError, ReportError
-from lossbench.record import AXES, CellRecord
+from lossbench.record import AXES, TIMING_KEYS, CellRecord
 from lossbench.store import read_cell_file
 
 #: Axes every grid has, in display order; further axes found in the records follow in order of appearance
@@ -278,19 +277,6 @@ def _drop_relabelled(records: dict[str, CellRecord], source_name: dict[str, str]
                             f"its latest run: {', '.join(sorted(ids))}")
 
 
-def epoch_seconds(record: CellRecord) -> float:
-    """Seconds per epoch, training and the evaluations after epochs together (final metrics excluded: they are
-    once per cell). Files written before evaluation was timed per epoch give training alone (NaN if unknown)."""
-    timing = record.timing
-    epochs = _number(timing.get("epochs_run"))
-    if not epochs or not epochs > 0:
-        return math.nan
-    train = _number(timing.get("train_time_s"))
-    if "epoch_eval_s" not in timing:
-        return train / epochs
-    return (train + _number(timing.get("epoch_eval_s"))) / epochs
-
-
 def _frame(records: dict[str, CellRecord], paths: dict[str, Path], source_name: dict[str, str],
            axes: list[str]) -> pd.DataFrame:
     rows = []
@@ -307,18 +293,14 @@ def _frame(records: dict[str, CellRecord], paths: dict[str, Path], source_name: 
             "error": rec.error.strip().splitlines()[0] if rec.error and rec.error.strip() else None,
             "file": str(paths[rid]),
             # The number of classes of the data the cell was tested on (chance accuracy is its inverse).
-            "classes": _number(rec.data.get("classes")),
+            "classes": _number(rec.data.classes),
         }
         for axis in axes:
             row[axis] = str(rec.axes.get(axis, "—"))
         done = rec.status == "done"
-        for key, value in rec.metrics.items():
-            if not isinstance(value, (list, dict)):
-                row[f"m:{key}"] = _number(value) if done else math.nan
-        if rec.last_val_acc is not None and "m:val_acc" not in row:
-            row["m:val_acc"] = _number(rec.last_val_acc) if done else math.nan
-        for key in TIMING_KEYS:
-            row[f"m:{key}"] = _number(rec.timing.get(key)) if done else math.nan
-        row["m:epoch_s"] = epoch_seconds(rec) if done else math.nan
+        names = [*rec.metrics.scalars(), *(["val_acc"] if rec.last_val_acc is not None else []), *TIMING_KEYS,
+                 "epoch_s"]
+        for name in names:
+            row[f"m:{name}"] = _number(rec.value(name)) if done else math.nan
         rows.append(row)
     return pd.DataFrame(rows)

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from lossbench.analysis.baseline import DEFAULT_BASELINE
-from lossbench.machine import overloaded
-from lossbench.record import STATUSES, CellRecord
+from lossbench.record import STATUSES, CellRecord, Timings
 from lossbench.report.aggregate import SourceAnalysis
 from lossbench.report.leaderboard import LOAD_MARK
 from lossbench.report.markdown_table import cell_text, duration, table
@@ -17,16 +17,9 @@ from lossbench.report.results import Results
 from lossbench.store import read_runs
 
 
-def distinct_values(records: list[CellRecord], field: str, key: str | None = None) -> list[str]:
-    """The distinct values of a record field (or of one key of a dict field such as `env`), in order."""
-    out = []
-    for r in records:
-        value: Any = getattr(r, field)
-        if key is not None:
-            value = value.get(key) if isinstance(value, dict) else None
-        if value is not None:
-            out.append(str(value))
-    return list(dict.fromkeys(out))
+def distinct_values(values: Iterable[Any]) -> list[str]:
+    """The distinct values that are not None, as text, in order."""
+    return list(dict.fromkeys(str(v) for v in values if v is not None))
 
 
 def _params(component: dict[str, Any] | None) -> str:
@@ -53,12 +46,12 @@ def setup_table(a: SourceAnalysis, results: Results, out_dir: Path) -> list[str]
     devices = []
     for r in recs:
         env = r.env
-        if env.get("device"):
-            threads = env.get("threads", "?")
-            devices.append(f"{env['device']} ({env.get('device_name') or '?'}, {threads} thread{'' if threads == 1 else 's'})")
+        if env.device:
+            threads = "?" if env.threads is None else env.threads
+            devices.append(f"{env.device} ({env.device_name or '?'}, {threads} thread{'' if threads == 1 else 's'})")
     versions = []
     for key in ("lossbench", "torch", "torchvision", "python"):
-        vs = distinct_values(recs, "env", key)
+        vs = distinct_values(getattr(r.env, key) for r in recs)
         if vs:
             versions.append(f"{key} {' / '.join(vs)}")
     seeds = sorted(set(int(s) for s in rows["seed"]))
@@ -74,7 +67,7 @@ def setup_table(a: SourceAnalysis, results: Results, out_dir: Path) -> list[str]
         ("scenario", scenario or "none (the dataset as loaded)"),
         ("model", _params(config.get("model"))),
         ("training", f"{train.get('epochs', '?')} epochs, batch {_batch_sizes(recs)}, schedule "
-                     f"{_params(schedule)}, precision {' / '.join(distinct_values(recs, 'precision')) or '?'}"),
+                     f"{_params(schedule)}, precision {' / '.join(distinct_values(r.precision for r in recs)) or '?'}"),
         ("optimizer", (", ".join(a.levels.get("optimizer", [])) or "—") + _tuned_note(recs)),
         ("learning rate", _learning_rates(recs)),
         ("seeds", f"{', '.join(str(s) for s in seeds)} ({len(seeds)} seed{'s' if len(seeds) != 1 else ''})"),
@@ -82,7 +75,7 @@ def setup_table(a: SourceAnalysis, results: Results, out_dir: Path) -> list[str]
         ("device", "; ".join(dict.fromkeys(devices)) or "—"),
         ("machine load", _machine_load(recs)),
         ("versions", ", ".join(versions) or "—"),
-        ("git commit", ", ".join(v[:12] for v in distinct_values(recs, "env", "git_commit")) or "—"),
+        ("git commit", ", ".join(v[:12] for v in distinct_values(r.env.git_commit for r in recs)) or "—"),
         ("compute", _compute(recs)),
         ("wall time", _wall_time(a.source.dirs)),
         ("run", f"{started[0]} → {finished[-1]}" if started and finished else "—"),
@@ -93,19 +86,18 @@ def setup_table(a: SourceAnalysis, results: Results, out_dir: Path) -> list[str]
 
 def _compute(recs: list[CellRecord]) -> str:
     """The cells' time summed over cell files, and what it is made of: training, evaluation, the rest."""
-    timed = [r for r in recs if "cell_s" in r.timing]
+    timed = [r for r in recs if r.timing.cell_s is not None]
     if not timed:
-        total = sum(float(r.timing.get(k) or 0.0) for r in recs for k in ("train_time_s", "eval_time_s"))
+        total = sum(float(r.timing.train_time_s or 0.0) + float(r.timing.eval_time_s or 0.0) for r in recs)
         return (f"{duration(total)} of training and final evaluation in total (these cell files predate the "
                 "timing of per-epoch evaluation and overhead: the run took longer)")
 
-    def total(key: str, shared: bool = False) -> float:
+    def total(seconds: Callable[[Timings], float | None], shared: bool = False) -> float:
         # A pack's cells share its training time: each counts its share, so the sum is the pack's time once.
-        return sum(float(r.timing.get(key) or 0.0) / (int(r.env.get("pack_size") or 1) if shared else 1)
-                   for r in timed)
+        return sum(float(seconds(r.timing) or 0.0) / (int(r.env.pack_size or 1) if shared else 1) for r in timed)
 
-    cells, train, evaluation, other = total("cell_s"), total("train_time_s", True), total("eval_time_s"), \
-        total("overhead_s")
+    cells, train = total(lambda t: t.cell_s), total(lambda t: t.train_time_s, True)
+    evaluation, other = total(lambda t: t.eval_time_s), total(lambda t: t.overhead_s)
     text = (f"{duration(cells)} summed over {len(timed)} cell file(s): training {duration(train)}, evaluation "
             f"{duration(evaluation)} (after evaluated epochs and the final metrics), other per-cell work "
             f"{duration(other)} (building the model, loss and optimizer, choosing threads)")
@@ -161,16 +153,16 @@ def _data_sizes(recs: list[CellRecord]) -> str:
     blocks = [r.data for r in recs if r.data]
     if not blocks:
         return "— (these cell files predate recorded data sizes)"
-    parts = [f"{split} {_count_range([int(b[split]) for b in blocks if split in b])}"
-             for split in ("train", "val", "test") if any(split in b for b in blocks)]
-    classes = sorted({int(b["classes"]) for b in blocks if "classes" in b})
-    shapes = list(dict.fromkeys("×".join(str(v) for v in b["image_size"]) for b in blocks if b.get("image_size")))
+    counts = {split: [n for b in blocks if (n := getattr(b, split)) is not None] for split in ("train", "val", "test")}
+    parts = [f"{split} {_count_range([int(n) for n in found])}" for split, found in counts.items() if found]
+    classes = sorted({int(b.classes) for b in blocks if b.classes is not None})
+    shapes = list(dict.fromkeys("×".join(str(v) for v in b.image_size) for b in blocks if b.image_size))
     text = " · ".join(parts) + " images"
     if classes:
         text += f" · {', '.join(str(c) for c in classes)} classes"
     if shapes:
         text += f" · {', '.join(shapes)} (channels×height×width)"
-    if len({int(b.get('train', 0)) for b in blocks}) > 1:
+    if len({int(b.train or 0) for b in blocks}) > 1:
         text += "; the training count varies with the scenario"
     return text
 
@@ -195,10 +187,10 @@ def _learning_rates(recs: list[CellRecord]) -> str:
     the cells where they differ (tuned per cell)."""
     ends: dict[str, list[tuple[float, int, float, int]]] = {}
     for r in recs:
-        history = [h for h in r.history if h.get("lr") is not None]
+        history = [h for h in r.history if h.lr is not None]
         if history:
             ends.setdefault(str(r.axes.get("optimizer", "")), []).append(
-                (history[0]["lr"], history[0]["epoch"], history[-1]["lr"], history[-1]["epoch"]))
+                (history[0].lr, history[0].epoch, history[-1].lr, history[-1].epoch))
     seen: dict[str, str] = {}
     for key, found in ends.items():
         first, first_epoch, last, last_epoch = found[0]
@@ -222,9 +214,9 @@ def _machine_load(recs: list[CellRecord]) -> str:
     blocks = [r.load for r in recs if r.load]
     if not blocks:
         return "— (not recorded in these cell files)"
-    loads = [float(b[k]) for b in blocks for k in ("start_load_1m", "end_load_1m") if b.get(k) is not None]
-    cores = sorted({int(b["cores"]) for b in blocks if b.get("cores")})
-    above = sum(overloaded(b) is not None for b in blocks)
+    loads = [float(v) for b in blocks for v in (b.start_load_1m, b.end_load_1m) if v is not None]
+    cores = sorted({int(b.cores) for b in blocks if b.cores})
+    above = sum(b.overloaded() is not None for b in blocks)
     text = (f"1-minute load average {min(loads):.2f}–{max(loads):.2f} at cell starts and ends" if loads
             else "load average not available on this OS")
     text += f", {'/'.join(str(c) for c in cores)} usable cores; "

@@ -49,7 +49,7 @@ def shift_data(analysis: SourceAnalysis, records: dict[str, CellRecord]) -> Shif
     blocks: dict[str, dict[int, dict[str, Any]]] = {}
     for rid in rows["id"]:
         record = records[rid]
-        block = record.metrics.get("shift")
+        block = record.metrics.shift
         if isinstance(block, dict):
             blocks.setdefault(record.label, {})[record.seed] = block
     if not blocks:

@@ -44,12 +44,12 @@ def _protocol(study: Study) -> str:
     text = (f"{cells} was tuned on its own with the same budget: {budget} drawn by {sampler}, {pruner}, {goal} "
             f"{m.title} (`{m.name}`).")
     if data:
-        text += (f" Trials trained on {int(data.get('train', 0)):,} images and were scored on the "
-                 f"{int(data.get('val', 0)):,} images of the validation split; the test split was not read.")
+        text += (f" Trials trained on {int(data.train or 0):,} images and were scored on the "
+                 f"{int(data.val or 0):,} images of the validation split; the test split was not read.")
     text += f" Tuning seeds: {_seeds(study.tuning_seeds)}."
     text += (f" Then each cell's chosen configuration was trained anew on the verdict seeds "
-             f"{_seeds(study.verdict_seeds)}" + (f" and measured on the {int(data['test']):,} test images"
-                                                  if data.get("test") else "")
+             f"{_seeds(study.verdict_seeds)}" + (f" and measured on the {int(data.test):,} test images"
+                                                  if data.test else "")
              + ": the leaderboard, the paired comparisons and every other section rank those final cells.")
     overlap = sorted(set(study.tuning_seeds) & set(study.verdict_seeds))
     if overlap:

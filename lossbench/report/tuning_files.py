@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 
 from lossbench.analysis.measures import measure
-from lossbench.record import CellRecord
+from lossbench.record import CellRecord, DataSizes
 from lossbench.report.aggregate import SourceAnalysis
 from lossbench.report.markdown_table import missing
 from lossbench.report.results import Results, is_tuned
@@ -142,7 +142,7 @@ def load_study(analysis: SourceAnalysis, results: Results) -> Study | None:
         paths=paths, space=space, cells=cells,
         tuning_seeds=sorted({int(s) for b in blocks for s in (b.get("tuning_seeds") or [])}),
         verdict_seeds=sorted({r.seed for r in recs}),
-        data=next((r.data for r in recs if r.data), {}),
+        data=next((r.data for r in recs if r.data), DataSizes()),
         epochs_per_trial=train.get("epochs"), csv_files=files, problems=problems, space_from=space_from,
     )
 

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from lossbench.analysis.measures import Measure
-from lossbench.record import CellRecord
+from lossbench.record import CellRecord, DataSizes
 from lossbench.report.aggregate import SourceAnalysis
 
 
@@ -175,7 +175,7 @@ class Study:
     tuning_seeds: list[int]
     verdict_seeds: list[int]
     #: Split sizes of the final cells (train, val, test, classes, image_size).
-    data: dict[str, Any]
+    data: DataSizes
     #: Epochs one untruncated trial trains (the recipe's train.epochs).
     epochs_per_trial: int | None
     csv_files: list[Path] = field(default_factory=list)
@@ -195,7 +195,7 @@ class Study:
     @property
     def resolution(self) -> float:
         """The metric's smallest meaningful step: one validation image for counted metrics, else 0."""
-        val = int(self.data.get("val") or 0)
+        val = int(self.data.val or 0)
         return 1.0 / val if self.metric.name in COUNTED_METRICS and val > 0 else 0.0
 
     def complete(self, cell: CellTuning) -> pd.DataFrame:

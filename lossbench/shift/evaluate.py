@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from lossbench.data.base import ImageData
     from lossbench.engine import EngineOptions
     from lossbench.losses.base import Loss
+    from lossbench.record import Metrics
 
 #: Images corrupted per random draw. Fixed (not the evaluation batch size), so the corrupted test split is the
 #: same whatever batch size evaluates it.
@@ -192,10 +193,11 @@ def _classification(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, flo
 # Into a cell record's metrics.
 
 
-def merge(metrics: dict[str, Any], block: dict[str, Any], plan: ShiftPlan, sha256: str | None) -> None:
-    """Add a fresh shift block to a record's metrics: entries of earlier evaluations stay unless this one scored
-    them again; the evaluation is listed with the checkpoint's sha256; the scalar summaries are recomputed."""
-    shift = metrics.get("shift") if isinstance(metrics.get("shift"), dict) else {}
+def merged_metrics(earlier: Any, block: dict[str, Any], plan: ShiftPlan, sha256: str | None) -> dict[str, Any]:
+    """The metrics that add a fresh shift block to a record whose shift block was `earlier` (None if it had none):
+    `shift` (entries of earlier evaluations stay unless this one scored them again; the evaluation is listed with
+    the checkpoint's sha256), the scalar summaries recomputed, and the sha256, in the order they are written."""
+    shift = earlier if isinstance(earlier, dict) else {}
     merged = {
         "clean": block["clean"],
         "corruptions": {**shift.get("corruptions", {})},
@@ -209,9 +211,7 @@ def merge(metrics: dict[str, Any], block: dict[str, Any], plan: ShiftPlan, sha25
         "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     })
     merged["checkpoint_sha256"] = sha256
-    metrics["shift"] = merged
-    metrics.update(summarize(merged))
-    metrics[SHA_KEY] = sha256
+    return {"shift": merged, **summarize(merged), SHA_KEY: sha256}
 
 
 def summarize(shift: dict[str, Any]) -> dict[str, float]:
@@ -228,17 +228,17 @@ def summarize(shift: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def stamp_checkpoint(metrics: dict[str, Any], weights: bytes | None) -> None:
+def stamp_checkpoint(metrics: Metrics, weights: bytes | None) -> None:
     """Record the sha256 of the final-weights file's bytes beside the shift metrics scored on the model in memory
     (`run` scores before the file is written; `keep: none` writes none and leaves the hash None)."""
-    shift = metrics.get("shift")
+    shift = metrics.shift
     if not isinstance(shift, dict) or weights is None:
         return
     sha = hashlib.sha256(weights).hexdigest()
     shift["checkpoint_sha256"] = sha
     if shift.get("evaluations"):
         shift["evaluations"][-1]["checkpoint_sha256"] = sha
-    metrics[SHA_KEY] = sha
+    metrics.shift_checkpoint_sha256 = sha
 
 
 def file_sha256(path: Path) -> str:
@@ -254,7 +254,7 @@ def score_into(metrics: dict[str, Any], notes: list[str], plan: ShiftPlan, model
     """Score a freshly trained model into its result's metrics (sha256 stamped later, by the driver). A failure of
     the evaluation keeps the training's result and says why in the notes."""
     try:
-        merge(metrics, plan.score(model, loss, data, options), plan, None)
+        metrics.update(merged_metrics(metrics.get("shift"), plan.score(model, loss, data, options), plan, None))
     except Exception as exc:  # an OOD dataset that cannot load must not throw away a trained cell
         notes.append(f"evaluation under shift failed: {type(exc).__name__}: {exc}; run `lossbench evaluate` on "
                      "the results directory to score the saved checkpoint")
@@ -338,7 +338,7 @@ def evaluate_directory(results_dir: Path, suite: Suite, cache_dir: Path,
             block = plan.score(model, loss, data, options)
             # Reread just before writing: the file on disk is the one to extend.
             current = store.read_cell(record.id) or record
-            merge(current.metrics, block, plan, sha)
+            current.metrics.update(merged_metrics(current.metrics.shift, block, plan, sha))
             store.write_cell(current)
             summary.scored.append(record.id)
         store.rebuild_csv()
