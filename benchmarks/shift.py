@@ -25,8 +25,7 @@ import time
 import torch
 
 from lossbench.data.base import ImageData
-from lossbench.device import Normalizer, resolve_device, synchronize
-from lossbench.engine import EngineOptions
+from lossbench.device import EngineOptions, Normalizer, resolve_device, synchronize
 from lossbench.losses import LOSSES
 from lossbench.models import MODELS, DropoutPlacement, ModelFacts
 from lossbench.environment import cpu_name
@@ -55,10 +54,10 @@ def main() -> None:
     channels_last = device.type in ("cuda", "cpu")
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    options = EngineOptions(device=device, precision="bf16" if device.type == "cuda" else "fp32", epochs=1,
-                            batch_size=128, eval_batch_size=args.eval_batch_size, channels_last=channels_last)
+    options = EngineOptions(device=device, precision="bf16" if device.type == "cuda" else "fp32",
+                            channels_last=channels_last)
     norm = Normalizer(data, device, channels_last)
-    forward = _Forward(model, LOSSES.build("cross_entropy", {}), norm, options)
+    forward = _Forward(model, LOSSES.build("cross_entropy", {}), norm, options, args.eval_batch_size)
 
     def evaluation() -> None:
         forward(norm.to_unit(data.test_x))

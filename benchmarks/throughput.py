@@ -52,8 +52,7 @@ from torch import nn
 from lossbench.config.schema import Suite
 from lossbench.data import ImageData, load_dataset
 from lossbench.data.cache import DEFAULT_CACHE
-from lossbench.device import resolve_device
-from lossbench.engine import EngineOptions
+from lossbench.device import EngineOptions, resolve_device
 from lossbench.environment import cpu_name
 from lossbench.execution import EngineSettings, train_cell
 from lossbench.grid import expand
@@ -175,9 +174,9 @@ class NaivePipeline:
 # The lossbench engine.
 
 
-def engine_options(device: str, precision: str, epochs: int, recipe: Recipe, compile: bool = False) -> EngineOptions:
+def engine_options(device: str, precision: str, compile: bool = False) -> EngineOptions:
     """The engine options `lossbench run` would use for these settings."""
-    return EngineSettings(device, precision, epochs, recipe.batch_size, recipe.eval_batch_size, compile).options()
+    return EngineSettings(device, precision, compile).options()
 
 
 class EnginePipeline:
@@ -193,7 +192,8 @@ class EnginePipeline:
             "name": "throughput",
             "dataset": {"name": data.name},
             "model": {"name": recipe.model},
-            "train": {"batch_size": recipe.batch_size, "optimizer": {"name": "sgd", "lr": recipe.lr,
+            "train": {"batch_size": recipe.batch_size, "eval_batch_size": recipe.eval_batch_size,
+                      "optimizer": {"name": "sgd", "lr": recipe.lr,
                                                                      "momentum": recipe.momentum}},
             "seeds": [recipe.seed],
             "grid": {"loss": ["cross_entropy"],
@@ -206,7 +206,8 @@ class EnginePipeline:
             if event == "epoch" and info.get("train_s") is not None:
                 on_epoch(info["epoch"], info["train_s"])
 
-        result = train_cell(self.cell, self.data, replace(self.options, epochs=epochs), progress)
+        cell = replace(self.cell, recipe=replace(self.cell.recipe, epochs=epochs))
+        result = train_cell(cell, self.data, self.options, progress)
         if result.status != "done":
             raise RuntimeError(f"the engine did not finish: {result.status}: {result.error}\n{result.traceback or ''}")
 
@@ -310,7 +311,7 @@ def measure_models(data: ImageData, recipe: Recipe, device: str, models: Sequenc
     rows = []
     for model in models:
         model_recipe = replace(recipe, model=model)
-        options = engine_options(device, "fp32", warmup_epochs + timed_epochs, model_recipe)
+        options = engine_options(device, "fp32")
         rows += measure([(f"engine fp32 {model}", EnginePipeline(small, model_recipe, options))], warmup_epochs,
                         timed_epochs)
     return rows
@@ -380,13 +381,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     pipelines: list[tuple[str, NaivePipeline | EnginePipeline]] = [
         (f"naive, {w} worker{'s' if w != 1 else ''}", NaivePipeline(data, recipe, device, w)) for w in workers
     ]
-    epochs = args.warmup_epochs + timed
     for precision in ("fp32", "bf16"):
         pipelines.append((f"engine {precision}", EnginePipeline(
-            data, recipe, engine_options(str(device), precision, epochs, recipe))))
+            data, recipe, engine_options(str(device), precision))))
     if args.compile:
         pipelines.append((f"engine {headline_precision} + compile", EnginePipeline(
-            data, recipe, engine_options(str(device), headline_precision, epochs, recipe, compile=True))))
+            data, recipe, engine_options(str(device), headline_precision, compile=True))))
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     print(f"device {device} ({name}) · torch {torch.__version__} · {torch.get_num_threads()} torch thread(s) · "

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import io
 import pickle
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -30,8 +30,10 @@ from torch import nn
 from lossbench.errors import LossbenchError
 from lossbench.store import atomic_write_bytes
 
+from lossbench.engine import EpochRecord, TrainingProgress, cpu_state
+
 if TYPE_CHECKING:
-    from lossbench.engine import CellParts
+    from lossbench.engine import CellParts, ProgressFn, StateFn
 
 #: The layout version of both files; a file of another version is refused.
 FORMAT = 1
@@ -81,11 +83,6 @@ def to_bytes(payload: dict[str, Any]) -> bytes:
     return buffer.getvalue()
 
 
-def cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
-    """The module's state dict on the CPU, detached (the tensors themselves where they already are on the CPU)."""
-    return {k: v.detach().cpu() for k, v in module.state_dict().items()}
-
-
 def final_payload(model_state: dict[str, torch.Tensor], loss_state: dict[str, torch.Tensor],
                   config: dict[str, Any], epoch: int) -> dict[str, Any]:
     """The content of a final-weights file."""
@@ -110,22 +107,22 @@ def load_final(path: Path) -> dict[str, Any]:
     return payload
 
 
-def capture_training(parts: CellParts, scaler: torch.amp.GradScaler, epoch: int, train_seconds: float,
-                     eval_seconds: float, history: list[dict[str, Any]]) -> dict[str, Any]:
-    """Everything a cell's training continues from after `epoch`: the content of a training-state file, less the
-    config (the runner adds it). Tensors are copied to the CPU; the random streams are read, not advanced."""
+def capture_training(parts: CellParts, progress: TrainingProgress) -> dict[str, Any]:
+    """Everything a cell's training continues from after `progress.epoch`: the content of a training-state file,
+    less the config (the runner adds it). Tensors are copied to the CPU; the random streams are read, not
+    advanced."""
     device = next(iter(parts.model.parameters()), torch.zeros(0)).device
     return {
         "format": FORMAT,
-        "epoch": int(epoch),
-        "train_seconds": float(train_seconds),
-        "eval_seconds": float(eval_seconds),
-        "history": history,
+        "epoch": int(progress.epoch),
+        "train_seconds": float(progress.train_seconds),
+        "eval_seconds": float(progress.eval_seconds),
+        "history": [asdict(h) for h in progress.history],
         "model": cpu_state(parts.model),
         "loss": cpu_state(parts.loss),
         "optimizer": _to_cpu(parts.optimizer.state_dict()),
         "schedule": parts.schedule.state_dict(),
-        "scaler": scaler.state_dict(),
+        "scaler": parts.scaler.state_dict(),
         # The random streams: data order, augmentation parameters, and the global generators (dropout masks).
         "order": parts.order.get_state(),
         "augment_rng": parts.augment_rng.bit_generator.state,
@@ -134,20 +131,37 @@ def capture_training(parts: CellParts, scaler: torch.amp.GradScaler, epoch: int,
     }
 
 
-def restore_training(parts: CellParts, scaler: torch.amp.GradScaler, state: dict[str, Any]) -> None:
-    """Put a freshly built cell (components.build_cell) into the saved training `state` (capture_training)."""
+def restore_training(parts: CellParts, state: dict[str, Any]) -> TrainingProgress:
+    """Put a freshly built cell (components.build_cell) into the saved training `state` (capture_training); the
+    progress to continue from (engine.CellRun.resume)."""
     parts.model.load_state_dict(state["model"])
     parts.loss.load_state_dict(state["loss"])
     parts.optimizer.load_state_dict(state["optimizer"])
     parts.schedule.load_state_dict(state["schedule"])
     if state["scaler"]:  # a disabled scaler (every precision but fp16) has an empty state
-        scaler.load_state_dict(state["scaler"])
+        parts.scaler.load_state_dict(state["scaler"])
     parts.order.set_state(state["order"])
     parts.augment_rng.bit_generator.state = state["augment_rng"]
     torch.set_rng_state(state["torch_rng"])
     if state["cuda_rng"] is not None:
         device = next(iter(parts.model.parameters())).device
         torch.cuda.set_rng_state(state["cuda_rng"], device)
+    return TrainingProgress(state["epoch"], state["train_seconds"], state["eval_seconds"],
+                            [EpochRecord(**h) for h in state["history"]])
+
+
+def state_saver(policy: CheckpointPolicy, epochs: int, config: dict[str, Any], report: ProgressFn) -> StateFn:
+    """The engine's state hook for a cell of `epochs` epochs: after each epoch `policy` names, the training state
+    with the cell's resolved `config` goes out as a `checkpoint` event, {"epoch": N, "state": file bytes}, for the
+    process that writes the results directory."""
+
+    def save(parts: CellParts, progress: TrainingProgress) -> None:
+        if policy.saves_state_after(progress.epoch, epochs):
+            state = capture_training(parts, progress)
+            state["config"] = config
+            report("checkpoint", {"epoch": progress.epoch, "state": to_bytes(state)})
+
+    return save
 
 
 def load_training(data: bytes, source: str) -> dict[str, Any]:

@@ -32,11 +32,13 @@ if TYPE_CHECKING:
     from torch import nn
 
     from lossbench.data.base import ImageData, ImageShape
-    from lossbench.engine import CellParts, EngineOptions
+    from lossbench.device import EngineOptions
+    from lossbench.engine import CellParts
     from lossbench.grid import Cell
     from lossbench.losses import Loss
     from lossbench.models import DropoutPlacement, ModelFacts
     from lossbench.registry import Registry
+    from lossbench.regularizers import RegularizerSet
 
 # This module imports torch and the components only when a function needs them: the CLI reads KINDS at start-up
 # (help, shell completion) and must not wait for torch.
@@ -148,29 +150,40 @@ def parameter_groups(model: nn.Module, loss: Loss) -> list[dict[str, Any]]:
     return groups
 
 
+def build_loss(cell: Cell) -> Loss:
+    """The cell's loss, built from its resolved parameters (not yet set up for a dataset)."""
+    return registries()["losses"].build(cell.loss.name, cell.loss.params)
+
+
+def build_regularizers(cell: Cell) -> RegularizerSet:
+    """The cell's regularizers, built from their resolved parameters."""
+    from lossbench.regularizers import RegularizerSet
+
+    return RegularizerSet([registries()["regularizers"].build(r.name, r.params) for r in cell.regularizer])
+
+
 def build_cell(cell: Cell, data: ImageData, options: EngineOptions) -> CellParts:
-    """Everything one cell trains with, on `options.device`, seeded as the module docstring says."""
+    """Everything one cell trains with, as its recipe says, on `options.device`, seeded as the module docstring
+    says."""
     import torch
 
     from lossbench.augment import AugmentationPipeline
     from lossbench.data.base import ImageShape
     from lossbench.data.scenarios import ScenarioSet
     from lossbench.engine import CellParts
-    from lossbench.regularizers import RegularizerSet
 
-    reg = registries()
+    reg, recipe = registries(), cell.recipe
     # 1. The cell's data scenario (label noise, imbalance, subset) replaces the training split.
     scenarios = ScenarioSet([reg["scenarios"].build(s.name, s.params) for s in cell.scenario])
     data, scenario = scenarios.apply(data, cell.seed)
-    steps_per_epoch = math.ceil(int(data.train_x.shape[0]) / options.batch_size)
-    loss = reg["losses"].build(cell.loss.name, cell.loss.params)
-    regularizers = RegularizerSet([reg["regularizers"].build(r.name, r.params) for r in cell.regularizer])
-    model_spec = cell.config["model"]
+    steps_per_epoch = math.ceil(int(data.train_x.shape[0]) / recipe.batch_size)
+    loss = build_loss(cell)
+    regularizers = build_regularizers(cell)
     shape = ImageShape(data.channels, *data.image_size, data.num_classes)
     facts = model_facts(shape, loss, regularizers.dropout())
     # 2. Initial weights: the seed and the model only.
     torch.manual_seed(cell.seed)
-    model = reg["models"].build(model_spec["name"], model_spec["params"]).build(facts).to(options.device)
+    model = reg["models"].build(recipe.model.name, recipe.model.params).build(facts).to(options.device)
     # A loss with parameters of its own creates them here, after the model, from the same seeded stream: they
     # depend on the seed only, like the model's weights, which stay what they were without it.
     loss.setup(data.num_classes)
@@ -184,14 +197,14 @@ def build_cell(cell: Cell, data: ImageData, options: EngineOptions) -> CellParts
     optimizer = reg["optimizers"].build(cell.optimizer.name, cell.optimizer.params).build(
         parameter_groups(model, loss), fused=options.device.type == "cuda"
     )
-    sched_spec = cell.config["train"]["schedule"]
-    schedule = reg["schedules"].build(sched_spec["name"], sched_spec["params"]).build(
-        optimizer, total_steps=steps_per_epoch * options.epochs, steps_per_epoch=steps_per_epoch
+    schedule = reg["schedules"].build(recipe.schedule.name, recipe.schedule.params).build(
+        optimizer, total_steps=steps_per_epoch * recipe.epochs, steps_per_epoch=steps_per_epoch
     )
+    scaler = torch.amp.GradScaler(options.device.type, enabled=options.precision == "fp16")
     # 3.–5. The random streams of training.
     order = torch.Generator().manual_seed(cell.seed)
     augment_rng = np.random.default_rng([cell.seed, 1])
     torch.manual_seed(cell.seed + 1)
     return CellParts(data=data, scenario=scenario, model=model, loss=loss, regularizers=regularizers,
-                     augment=augment, optimizer=optimizer, schedule=schedule, order=order, augment_rng=augment_rng)
-
+                     augment=augment, optimizer=optimizer, schedule=schedule, order=order, augment_rng=augment_rng,
+                     scaler=scaler)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import resource
 import sys
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 import torch
@@ -14,6 +15,19 @@ if TYPE_CHECKING:
     from lossbench.data.base import ImageData
 
 Precision = Literal["fp32", "bf16", "fp16"]
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """Where and how a cell's recipe runs: the device, the precision resolved on it, and the model's layout. What a
+    cell trains (epochs, batch sizes, model, schedule) is its recipe (grid.Recipe), not an option."""
+
+    device: torch.device
+    precision: Precision
+    #: Run the model in the channels-last memory layout (faster convolutions on CUDA and, measured, on CPU).
+    channels_last: bool = False
+    #: Compile the model with torch.compile (meant for CUDA GPUs; on CPU it measured slower: docs/performance.md).
+    compile: bool = False
 
 
 def resolve_device(requested: str) -> torch.device:

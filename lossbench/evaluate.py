@@ -35,7 +35,7 @@ from lossbench.metrics import (
 
 if TYPE_CHECKING:
     from lossbench.data.base import ImageData
-    from lossbench.engine import EngineOptions
+    from lossbench.device import EngineOptions
     from lossbench.losses.base import Loss
 
 #: Equal-width confidence bins of ECE and the reliability diagram.
@@ -63,8 +63,16 @@ class Evaluator:
     #: Whether the training loop's running accuracy (argmax of the batch outputs) means anything for this head.
     measures_train_acc: bool = True
 
-    def __init__(self, loss: Loss, data: ImageData, normalizer: Normalizer, options: EngineOptions):
+    def __init__(self, loss: Loss, data: ImageData, normalizer: Normalizer, options: EngineOptions, *,
+                 batch_size: int, eval_batch_size: int, evaluate_test: bool = True):
         self.loss, self.data, self.normalizer, self.options = loss, data, normalizer, options
+        #: The training batch size (images per step): the batches of an embedding loss measured on a split.
+        self.batch_size = batch_size
+        #: Images per forward pass of an evaluation.
+        self.eval_batch_size = eval_batch_size
+        #: Measure the test split (each epoch and at the end). A tuning trial is judged on the validation split
+        #: only, and the test split is never read while tuning.
+        self.evaluate_test = evaluate_test
         # The last epoch's test outputs, loss and class scores: the final metrics reuse them (the model has not
         # changed since), so the last epoch's test accuracy and the final one are the same number.
         self._test: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
@@ -74,8 +82,8 @@ class Evaluator:
         model.eval()
         outs = []
         with torch.no_grad(), autocast(self.options.device, self.options.precision):
-            for start in range(0, x.shape[0], self.options.eval_batch_size):
-                chunk = x[start : start + self.options.eval_batch_size]
+            for start in range(0, x.shape[0], self.eval_batch_size):
+                chunk = x[start : start + self.eval_batch_size]
                 outs.append(model(self.normalizer.standardize(self.normalizer.to_unit(chunk))).float())
         model.train()
         return torch.cat(outs) if outs else torch.zeros(0, 0, device=x.device)
@@ -85,9 +93,9 @@ class Evaluator:
         return []
 
     def epoch(self, model: nn.Module) -> EpochEvaluation:
-        """Test loss, top-1 and top-5 (None each without `options.evaluate_test`), and with a validation split its
-        loss, top-1, top-5, NLL and ECE."""
-        if self.options.evaluate_test:
+        """Test loss, top-1 and top-5 (None each without `evaluate_test`), and with a validation split its loss,
+        top-1, top-5, NLL and ECE."""
+        if self.evaluate_test:
             labels = self.data.test_y
             _, test_loss, scores = self._evaluate_test(model)
             n = labels.shape[0]
@@ -174,7 +182,7 @@ class LogitsEvaluator(Evaluator):
         return scores.log_softmax(dim=1)
 
     def _scored(self, outputs: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        batch = self.options.eval_batch_size
+        batch = self.eval_batch_size
         total = torch.zeros((), device=outputs.device)
         for start in range(0, outputs.shape[0], batch):
             o, y = outputs[start : start + batch], labels[start : start + batch]
@@ -193,8 +201,10 @@ class EmbeddingEvaluator(Evaluator):
 
     measures_train_acc = False
 
-    def __init__(self, loss: Loss, data: ImageData, normalizer: Normalizer, options: EngineOptions):
-        super().__init__(loss, data, normalizer, options)
+    def __init__(self, loss: Loss, data: ImageData, normalizer: Normalizer, options: EngineOptions, *,
+                 batch_size: int, eval_batch_size: int, evaluate_test: bool = True):
+        super().__init__(loss, data, normalizer, options, batch_size=batch_size, eval_batch_size=eval_batch_size,
+                         evaluate_test=evaluate_test)
         self._train_emb: torch.Tensor | None = None
 
     def notes(self, loss_name: str) -> list[str]:
@@ -208,7 +218,7 @@ class EmbeddingEvaluator(Evaluator):
         ]
 
     def _knn(self) -> dict[str, Any]:
-        return {"k": self.loss.knn_k, "metric": self.loss.knn_metric, "batch_size": self.options.eval_batch_size}
+        return {"k": self.loss.knn_k, "metric": self.loss.knn_metric, "batch_size": self.eval_batch_size}
 
     def _prepare(self, model: nn.Module) -> None:
         # The clean training images' embeddings, eval mode: the reference set of k-NN evaluation.
@@ -220,7 +230,7 @@ class EmbeddingEvaluator(Evaluator):
         Pair losses depend on which samples share a batch; a fixed shuffled order (seed 0) gives every batch
         several classes even where a split is stored sorted by class, and the same batches in every epoch and cell.
         """
-        n, batch = outputs.shape[0], self.options.batch_size
+        n, batch = outputs.shape[0], self.batch_size
         order = torch.randperm(n, generator=torch.Generator().manual_seed(0)).to(outputs.device)
         total = torch.zeros((), device=outputs.device)
         for start in range(0, n, batch):
@@ -254,7 +264,10 @@ class EmbeddingEvaluator(Evaluator):
         return knn_probabilities(scores).log(), train_scores, extra
 
 
-def evaluator_for(loss: Loss, data: ImageData, normalizer: Normalizer, options: EngineOptions) -> Evaluator:
-    """The evaluator of the loss's head."""
+def evaluator_for(loss: Loss, data: ImageData, normalizer: Normalizer, options: EngineOptions, *, batch_size: int,
+                  eval_batch_size: int, evaluate_test: bool = True) -> Evaluator:
+    """The evaluator of the loss's head; `batch_size` is the training batch size, `eval_batch_size` the images per
+    evaluation forward pass, `evaluate_test` False for a tuning trial (validation split only)."""
     head = EmbeddingEvaluator if loss.head == "embedding" else LogitsEvaluator
-    return head(loss, data, normalizer, options)
+    return head(loss, data, normalizer, options, batch_size=batch_size, eval_batch_size=eval_batch_size,
+                evaluate_test=evaluate_test)

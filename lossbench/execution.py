@@ -8,18 +8,19 @@ from __future__ import annotations
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from lossbench.checkpoint import (
-    CheckpointError, CheckpointPolicy, final_payload, load_training, read_resume, to_bytes,
+    CheckpointError, CheckpointPolicy, final_payload, load_training, read_resume, restore_training, state_saver,
+    to_bytes,
 )
 from lossbench.components import build_cell
 from lossbench.config.schema import Suite
 from lossbench.data import ImageData, dataset_identity, load_dataset
-from lossbench.device import resolve_device, resolve_precision
-from lossbench.engine import CellResult, EngineOptions, ProgressFn, train
+from lossbench.device import EngineOptions, resolve_device, resolve_precision
+from lossbench.engine import CellResult, CellRun, ProgressFn, TrainingProgress, train
 from lossbench.environment import environment
 from lossbench.grid import Cell
 from lossbench.machine import MachineSample, load_block
@@ -67,13 +68,11 @@ class DataRequest:
 
 @dataclass(frozen=True)
 class EngineSettings:
-    """The suite's training recipe as the engine needs it, with the device still as requested (picklable)."""
+    """How the suite's cells run, with the device still as requested (picklable). What each cell trains is its
+    recipe (grid.Recipe)."""
 
     device: str
     precision: str
-    epochs: int
-    batch_size: int
-    eval_batch_size: int
     compile: bool = False
     #: torch threads per cell on the CPU: `auto` or a whole number (lossbench/threads.py).
     threads: ThreadSetting = "auto"
@@ -81,28 +80,21 @@ class EngineSettings:
     pack: int = 1
     #: What each cell saves (train.checkpoint).
     checkpoint: CheckpointPolicy = CheckpointPolicy()
-    #: Evaluate on the test split every this many epochs, and after the last one.
-    eval_every: int = 1
 
     @classmethod
     def from_suite(cls, suite: Suite) -> EngineSettings:
         t = suite.train
-        return cls(t.device, t.precision, t.epochs, t.batch_size, t.eval_batch_size, t.compile, t.threads, t.pack,
-                   CheckpointPolicy(t.checkpoint.every, t.checkpoint.keep), t.eval_every)
+        return cls(t.device, t.precision, t.compile, t.threads, t.pack,
+                   CheckpointPolicy(t.checkpoint.every, t.checkpoint.keep))
 
     def options(self) -> EngineOptions:
         device = resolve_device(self.device)
         return EngineOptions(
             device=device,
             precision=resolve_precision(self.precision, device),
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            eval_batch_size=self.eval_batch_size,
             # Measured faster on CPU as well (docs/performance.md); MPS is left in the default layout.
             channels_last=device.type in ("cuda", "cpu"),
             compile=self.compile,
-            eval_every=self.eval_every,
-            checkpoint=self.checkpoint,
         )
 
 
@@ -118,53 +110,51 @@ class Job:
     #: The results directory, where the driver reads and writes checkpoints (checkpoint.py); None: nowhere.
     results_dir: str | None = None
 
+
 def train_cell(cell: Cell, data: ImageData, options: EngineOptions, progress: ProgressFn | None = None,
-               shift: ShiftPlan | None = None, resume: bytes | None = None) -> CellResult:
-    """Build and train one cell, then score `shift` (the suite's `evaluate:` block) on the trained model. An
-    exception (while building or training) becomes a `failed` result.
+               shift: ShiftPlan | None = None, resume: bytes | None = None,
+               checkpoint: CheckpointPolicy = CheckpointPolicy()) -> CellResult:
+    """Build and train one cell as its recipe says, then score `shift` (the suite's `evaluate:` block) on the
+    trained model. An exception (while building or training) becomes a `failed` result.
 
     `sys.exit()` in a user's loss or component is an exception of its cell too: only Ctrl-C stops the grid.
     `resume` is the cell's saved training state (checkpoint.py): the cell continues from it. The training states
-    that `options.checkpoint` asks for are sent as `checkpoint` events, {"epoch": N, "state": file bytes}, for
-    the process that writes the results directory.
+    that `checkpoint` asks for are sent as `checkpoint` events, {"epoch": N, "state": file bytes}, for the process
+    that writes the results directory.
     """
     report = progress or (lambda event, info: None)
-
-    def save_state(state: dict[str, Any]) -> None:
-        state["config"] = cell.config
-        report("checkpoint", {"epoch": state["epoch"], "state": to_bytes(state)})
-
     try:
         should_stop = None
-        if cell.trial is not None or "tuned" in cell.config:
-            # A tuned cell or a trial carries its own recipe: its batch size may be a tuned value.
-            recipe = cell.config["train"]
-            options = replace(options, epochs=recipe["epochs"], batch_size=recipe["batch_size"])
         if cell.trial is not None:
             from lossbench.tune import epoch_reporter
 
             # A tuning trial: validation only (the test split is never read), a report to its study each epoch,
-            # and no scoring under shift.
-            options, shift = replace(options, evaluate_test=False), None
+            # no scoring under shift, no training state saved.
+            shift = None
             should_stop = epoch_reporter(cell.trial)
         parts = build_cell(cell, data, options)
-        state, unusable = None, None
+        start: TrainingProgress | None = None
+        unusable = None
         if resume is not None and cell.trial is None:
             try:
                 state = load_training(resume, "its saved training state")
             except CheckpointError as exc:  # damaged, or of another layout: the cell starts over instead
                 unusable = exc.message
-        result = train(parts, cell.loss.name, options, report, should_stop, state,
-                       save_state if cell.trial is None else None)
+            else:
+                start = restore_training(parts, state)
+        save_state = None if cell.trial is not None else state_saver(checkpoint, cell.recipe.epochs, cell.config,
+                                                                        report)
+        result = train(CellRun(cell, parts, report, should_stop, start, save_state), options)
         if unusable is not None:
             result.notes.append(f"trained from its first epoch: {unusable}")
-        if state is not None:
+        if start is not None:
             # The timings of a resumed cell add up the runs that trained it.
-            result.timing["resumed_after_epoch"] = state["epoch"]
+            result.timing["resumed_after_epoch"] = start.epoch
         if shift is not None and result.status == "done":
             from lossbench.shift.evaluate import score_into
 
-            score_into(result.metrics, result.notes, shift, parts.model, parts.loss, data, options)
+            score_into(result.metrics, result.notes, shift, parts.model, parts.loss, data, options,
+                       cell.recipe.eval_batch_size)
         return result
     except KeyboardInterrupt:
         raise
@@ -187,7 +177,7 @@ def execute_cell(
     started, before, t0 = utc_now(), MachineSample.now(), time.perf_counter()
     if threads is not None:
         apply_threads(threads)
-    result = train_cell(cell, data, options, progress, job.evaluate, resume)
+    result = train_cell(cell, data, options, progress, job.evaluate, resume, job.engine.checkpoint)
     record = _record(cell, job, result, options.precision, _trained_env(options, threads), started)
     if job.evaluate is not None:
         from lossbench.shift.evaluate import stamp_checkpoint

@@ -13,6 +13,7 @@ import itertools
 import json
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from lossbench.config.fields import ComponentSpec
@@ -70,25 +71,97 @@ class TrialLink:
     pruner: str
     #: Epochs every trial may train (the pruner's maximum resource).
     epochs: int
+    #: The trial's number in its study (it enters the trial cell's id).
+    number: int
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a cell trains: its model, schedule, epochs and batch sizes. The engine and build_cell read them from here
+    and nowhere else; `plain_train()` is what enters the cell's id (the evaluation settings do not: they change
+    when a cell is measured, not what it learns)."""
+
+    model: ResolvedComponent
+    schedule: ResolvedComponent
+    epochs: int
+    #: Training images per optimizer step.
+    batch_size: int
+    #: The precision the suite asks for (`auto`, `fp32`, `bf16`, `fp16`); the engine runs at the precision this
+    #: resolves to on its device (EngineOptions.precision).
+    precision: str
+    #: Images per forward pass when evaluating (no gradients).
+    eval_batch_size: int = 2048
+    #: Evaluate on the test split every this many epochs, and always after the last one (train.eval_every).
+    eval_every: int = 1
+
+    def plain_train(self) -> dict[str, Any]:
+        """The `train` block of the cell's config (and id)."""
+        return {"epochs": self.epochs, "batch_size": self.batch_size, "schedule": self.schedule.plain(),
+                "precision": self.precision}
+
+    def evaluates(self, epoch: int) -> bool:
+        """Whether epoch `epoch` (1-based) ends with an evaluation on the test split."""
+        return epoch % self.eval_every == 0 or epoch == self.epochs
+
+
+@dataclass(frozen=True)
+class DatasetRef:
+    """The dataset a cell trains on: its registry name and its identity (every option that changes the tensors)."""
+
+    name: str
+    identity: str
 
 
 @dataclass(frozen=True)
 class Cell:
-    """One training run: a point of the grid with one seed."""
+    """One training run: a point of the grid with one seed, and the recipe it trains with.
 
-    id: str
+    `config` (the resolved configuration written into its record) and `id` (a short hash of it) are computed from
+    the fields, so they cannot disagree with what trains."""
+
     seed: int
     loss: ResolvedComponent
     regularizer: tuple[ResolvedComponent, ...]
     augmentation: tuple[ResolvedComponent, ...]
     optimizer: ResolvedComponent
-    config: dict[str, Any]
+    recipe: Recipe
+    dataset: DatasetRef
     has_optimizer_axis: bool = False
     #: Data scenarios of this cell (dataset-level ones first), in the order they apply; () for the clean data.
     scenario: tuple[ResolvedComponent, ...] = ()
     has_scenario_axis: bool = False
     #: Set on a tuning trial: it is judged on the validation split only and reports each epoch to its study.
     trial: TrialLink | None = None
+    #: Set on a tuned cell: what tuning chose for it (study, trial, metric, values; lossbench/tune.py).
+    tuned: dict[str, Any] | None = None
+
+    @cached_property
+    def config(self) -> dict[str, Any]:
+        """The cell's resolved configuration: every component with every parameter, the recipe, the seed, the
+        dataset identity (what the id hashes, and what its record keeps)."""
+        config: dict[str, Any] = {
+            "dataset": {"identity": self.dataset.identity, "name": self.dataset.name},
+            "model": self.recipe.model.plain(),
+            "train": self.recipe.plain_train(),
+            "loss": self.loss.plain(),
+            "regularizer": [r.plain() for r in self.regularizer],
+            "augmentation": [a.plain() for a in self.augmentation],
+            "optimizer": self.optimizer.plain(),
+            "seed": self.seed,
+        }
+        if self.scenario:
+            # Only a cell with a scenario gets the key, so the ids of clean cells never change.
+            config["scenario"] = [s.plain() for s in self.scenario]
+        if self.tuned is not None:
+            config["tuned"] = self.tuned
+        if self.trial is not None:
+            config["tuning_trial"] = {"study": self.trial.study, "number": self.trial.number}
+        return config
+
+    @cached_property
+    def id(self) -> str:
+        """Short hash of `config` (cell_id)."""
+        return cell_id(self.config)
 
     @property
     def label(self) -> str:
@@ -133,18 +206,12 @@ def expand(suite: Suite, dataset_identity: str) -> list[Cell]:
     from lossbench.components import registries
 
     model = ResolvedComponent(suite.model.name, registries()["models"].resolve_params(suite.model.name, suite.model.params))
-    schedule = resolve(registries()["schedules"], suite.train.schedule)
+    t = suite.train
+    recipe = Recipe(model=model, schedule=resolve(registries()["schedules"], t.schedule), epochs=t.epochs,
+                    batch_size=t.batch_size, precision=t.precision, eval_batch_size=t.eval_batch_size,
+                    eval_every=t.eval_every)
+    dataset = DatasetRef(suite.dataset.name, dataset_identity)
     optimizers = suite.grid.optimizer or [suite.train.optimizer]
-    shared = {
-        "dataset": {"identity": dataset_identity, "name": suite.dataset.name},
-        "model": model.plain(),
-        "train": {
-            "epochs": suite.train.epochs,
-            "batch_size": suite.train.batch_size,
-            "schedule": schedule.plain(),
-            "precision": suite.train.precision,
-        },
-    }
     scenario_stacks = suite.grid.scenario or [[ComponentSpec(name="none")]]
     cells = []
     for loss_spec, reg_stack, aug_stack, opt_spec, scenario_stack in itertools.product(
@@ -156,18 +223,7 @@ def expand(suite: Suite, dataset_identity: str) -> list[Cell]:
         opt = resolve(registries()["optimizers"], opt_spec)
         scenario = _scenario_stack(registries()["scenarios"], [*suite.dataset.scenarios(), *scenario_stack])
         for seed in suite.seed_list:
-            config = {
-                **shared,
-                "loss": loss.plain(),
-                "regularizer": [r.plain() for r in regs],
-                "augmentation": [a.plain() for a in augs],
-                "optimizer": opt.plain(),
-                "seed": seed,
-            }
-            if scenario:
-                # Only a cell with a scenario gets the key, so the ids of clean cells never change.
-                config["scenario"] = [s.plain() for s in scenario]
-            cells.append(Cell(cell_id(config), seed, loss, regs, augs, opt, config, suite.grid.optimizer is not None,
+            cells.append(Cell(seed, loss, regs, augs, opt, recipe, dataset, suite.grid.optimizer is not None,
                               scenario, suite.grid.scenario is not None))
     return cells
 

@@ -13,40 +13,31 @@ convolutions into one grouped convolution). Everything else stays per cell, exac
   with respect to one cell's weights is that cell's gradient alone); then each cell's optimizer steps;
 - evaluation and the final metrics run per cell with the evaluator of its head (evaluate.py).
 
+The loop itself is the engine's (engine.train_together), the same as for one cell; this module holds the grouping
+(which cells pack together) and the pack's layout (`PackedModels`: the batched forward and the step).
+
 So a packed cell's result equals its sequential result up to floating-point rounding of the batched kernels, which
 grows over the epochs (tests/test_packing.py states and checks the tolerance). Cells that cannot be packed train
 on their own, as without the option: embedding losses (their k-NN evaluation and pair mining are per cell anyway),
 dropout (a batched model would draw other masks than the sequential run), fp16 (one loss scaler per pack would
 couple the cells), and models with buffers such as batch-norm statistics (updated in place, which vmap forbids).
-"""
+Cells pack only with cells of the same epochs and batch size (a tuned recipe may differ from the suite's)."""
 
 from __future__ import annotations
 
 import json
-import math
-import time
 import traceback
 from collections.abc import Callable
-from dataclasses import asdict, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-from lossbench.components import build_cell, registries
-from lossbench.device import Normalizer, autocast, synchronize
-from lossbench.engine import (
-    CellParts,
-    CellResult,
-    EngineOptions,
-    ProgressFn,
-    epoch_record,
-    finish_result,
-    start_result,
-    timed_evaluation,
-)
-from lossbench.evaluate import Evaluator, evaluator_for
+from lossbench.components import build_cell, build_loss, build_regularizers
+from lossbench.device import EngineOptions, autocast
+from lossbench.engine import CellParts, CellResult, CellRun, ProgressFn, objective, train_together
 from lossbench.grid import Cell
 
 if TYPE_CHECKING:
@@ -57,24 +48,21 @@ def why_not_packable(cell: Cell, options: EngineOptions) -> str | None:
     """Why this cell must train on its own (a short reason), or None when it can join a pack."""
     if options.precision == "fp16":
         return "fp16 needs a loss scaler per cell"
-    if "tuned" in cell.config and cell.config["train"]["batch_size"] != options.batch_size:
-        return "its tuned batch size is its own"
-    reg = registries()
-    if getattr(reg["losses"].get(cell.loss.name), "head", "logits") != "logits":
+    if build_loss(cell).head != "logits":
         return "embedding losses are evaluated by k-NN per cell"
-    for spec in cell.regularizer:
-        placement = reg["regularizers"].build(spec.name, spec.params).dropout()
-        if placement is not None and placement.requested():
-            return "dropout masks would differ from a sequential run"
+    if build_regularizers(cell).dropout().requested():
+        return "dropout masks would differ from a sequential run"
     return None
 
 
 def pack_key(cell: Cell, num_classes: int) -> str:
     """Cells with the same key can share a pack: the same model with the same output width (a loss with its own
-    class layer makes the model end in its feature width instead of the classes) and the same training split (a
-    scenario's data is drawn from the seed, so cells with a scenario must also share the seed)."""
-    loss = registries()["losses"].build(cell.loss.name, cell.loss.params)
-    key: dict[str, Any] = {"model": cell.config["model"], "outputs": loss.output_dim(num_classes)}
+    class layer makes the model end in its feature width instead of the classes), the same epochs and batch size
+    (one loop steps them together), and the same training split (a scenario's data is drawn from the seed, so cells
+    with a scenario must also share the seed)."""
+    recipe = cell.recipe
+    key: dict[str, Any] = {"model": recipe.model.plain(), "outputs": build_loss(cell).output_dim(num_classes),
+                           "epochs": recipe.epochs, "batch_size": recipe.batch_size}
     if cell.scenario:
         key["scenario"] = cell.config.get("scenario")
         key["seed"] = cell.seed
@@ -128,35 +116,38 @@ def stack_parameters(models: list[nn.Module]) -> dict[str, torch.Tensor]:
     return {name: torch.stack([p[name] for p in per_model]) for name in names}
 
 
-class _PackedCell:
-    """One cell's share of a pack: its parts (built and seeded as for a sequential run), evaluator and sums."""
+class PackedModels:
+    """The layout of a pack: the cells' models as one batched model (`batched_forward` of the first cell's model),
+    one backward pass through the sum of the cells' objectives, then each cell's optimizer steps."""
 
-    def __init__(self, cell: Cell, data: ImageData, options: EngineOptions):
-        self.cell = cell
-        self.parts: CellParts = build_cell(cell, data, options)
-        # The batched model takes [P, B, C, H, W]: no channels-last layout for a 5-D batch.
-        self.norm = Normalizer(self.parts.data, options.device, channels_last=False)
-        self.evaluator: Evaluator = evaluator_for(self.parts.loss, self.parts.data, self.norm, options)
-        self.result = start_result(self.parts, self.evaluator, cell.loss.name)
-        self.train_seconds = 0.0
-        self.eval_seconds = 0.0
-        self.active = True
-        self.perm = torch.zeros(0, dtype=torch.long)
-        self.aug_params: Any = None
-        self.lr = 0.0
-        self.loss_sum = torch.zeros((), device=options.device)
-        self.penalty_sum = torch.zeros((), device=options.device)
-        self.correct = torch.zeros((), device=options.device, dtype=torch.long)
-        self.has_penalty = False
+    #: The batched model takes [P, B, C, H, W]: no channels-last layout for a 5-D batch.
+    channels_last = False
 
-    def start_epoch(self, n: int, device: torch.device) -> None:
-        self.perm = torch.randperm(n, generator=self.parts.order).to(device)
-        self.aug_params = self.parts.augment.draw_epoch(n, self.parts.augment_rng, device)
-        self.loss_sum = torch.zeros((), device=device)
-        self.penalty_sum = torch.zeros((), device=device)
-        self.correct = torch.zeros((), device=device, dtype=torch.long)
-        self.has_penalty = False
-        self.lr = self.parts.schedule.get_last_lr()[0]
+    def __init__(self, skeleton: nn.Module):
+        self.forward = batched_forward(skeleton)
+
+    def step(self, parts: list[CellParts], x: list[torch.Tensor], targets: list[torch.Tensor],
+             options: EngineOptions) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+        # A differentiable copy: the backward pass below fills each cell's own parameters' gradients.
+        params = stack_parameters([p.model for p in parts])
+        with autocast(options.device, options.precision):
+            outputs = self.forward(params, torch.stack(x))
+        total = torch.zeros((), device=options.device)
+        stepped = []
+        for i, cell in enumerate(parts):
+            loss, penalty, objective_i = objective(cell, outputs[i], targets[i])
+            total = total + objective_i
+            stepped.append((outputs[i], loss, penalty))
+        for cell in parts:
+            cell.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        for cell in parts:
+            cell.optimizer.step()
+        return stepped
+
+    def note(self, cells: int) -> str | None:
+        return (f"trained in a pack of {cells} cells as one batched model (train.pack); train_time_s and img_per_s "
+                "are the pack's, shared by its cells")
 
 
 def train_pack(cells: list[Cell], data: ImageData, options: EngineOptions,
@@ -165,88 +156,10 @@ def train_pack(cells: list[Cell], data: ImageData, options: EngineOptions,
     cell, in order. An exception fails every cell of the pack, with its traceback."""
     progress = progress or [lambda event, info: None] * len(cells)
     try:
-        return _train_pack(cells, data, options, progress)
+        runs = [CellRun(cell, build_cell(cell, data, options), report) for cell, report in zip(cells, progress)]
+        return train_together(runs, options, PackedModels(runs[0].parts.model))
     except KeyboardInterrupt:
         raise
     except BaseException as exc:
         error, trace = f"{type(exc).__name__}: {exc}", traceback.format_exc()
         return [CellResult(status="failed", error=error, traceback=trace) for _ in cells]
-
-
-def _train_pack(cells: list[Cell], data: ImageData, options: EngineOptions,
-                progress: list[ProgressFn]) -> list[CellResult]:
-    device = options.device
-    members = [_PackedCell(c, data, options) for c in cells]
-    n = int(members[0].parts.data.train_x.shape[0])  # after the scenario, the same for the whole pack (pack_key)
-    if any(int(m.parts.data.train_x.shape[0]) != n for m in members):
-        raise ValueError("the cells of a pack must train on splits of the same size")
-    steps_per_epoch = math.ceil(n / options.batch_size)
-    batched = batched_forward(members[0].parts.model)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    for report in progress:
-        report("cell_start", {"epochs": options.epochs, "steps_per_epoch": steps_per_epoch})
-    for epoch in range(1, options.epochs + 1):
-        synchronize(device)
-        t0 = time.perf_counter()
-        live = [m for m in members if m.active]
-        for m in live:
-            m.start_epoch(n, device)
-        for step, start in enumerate(range(0, n, options.batch_size)):
-            batches, targets, labels = [], [], []
-            for m in live:
-                idx = m.perm[start : start + options.batch_size]
-                y = m.parts.data.train_y[idx]
-                x, t = m.parts.augment(m.norm.to_unit(m.parts.data.train_x[idx]), y, m.aug_params, start)
-                batches.append(m.norm.standardize(x))
-                targets.append(t)
-                labels.append(y)
-            # A differentiable copy: the backward pass below fills each cell's own parameters' gradients.
-            params = stack_parameters([m.parts.model for m in live])
-            with autocast(device, options.precision):
-                outputs = batched(params, torch.stack(batches))
-            total = torch.zeros((), device=device)
-            for i, m in enumerate(live):
-                loss = m.parts.loss(outputs[i], targets[i])
-                penalty = m.parts.regularizers.penalty(m.parts.model)
-                total = total + (loss if penalty is None else loss + penalty)
-                b = labels[i].shape[0]
-                m.loss_sum += loss.detach() * b
-                if penalty is not None:
-                    m.penalty_sum += penalty.detach() * b
-                    m.has_penalty = True
-                m.correct += (m.parts.loss.to_logits(outputs[i].detach()).argmax(1) == labels[i]).sum()
-            for m in live:
-                m.parts.optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            for m in live:
-                m.parts.optimizer.step()
-                m.lr = m.parts.schedule.get_last_lr()[0]
-                m.parts.schedule.step()
-                m.parts.regularizers.after_step(m.parts.model, m.lr)
-                progress[members.index(m)]("step", {"epoch": epoch, "step": step + 1})
-        synchronize(device)
-        train_s = time.perf_counter() - t0
-        for m in live:
-            report = progress[members.index(m)]
-            m.train_seconds += train_s
-            train_loss = (m.loss_sum / n).item()
-            if not math.isfinite(train_loss):
-                m.active = False
-                m.result.status, m.result.diverged_epoch = "diverged", epoch
-                m.result.error = f"training loss became {train_loss} in epoch {epoch}"
-                report("epoch", {"epoch": epoch, "train_loss": train_loss, "diverged": True})
-                continue
-            evaluation, eval_s = timed_evaluation(m.evaluator, m.parts.model, options.evaluates(epoch))
-            m.eval_seconds += eval_s
-            record = epoch_record(epoch, train_loss, m.correct.item() / n, evaluation, m.lr, t0, train_s,
-                                  (m.penalty_sum / n).item() if m.has_penalty else None, eval_s)
-            m.result.history.append(record)
-            report("epoch", asdict(record))
-        if not any(m.active for m in members):
-            break
-    for m in members:
-        finish_result(m.result, m.parts.model, m.evaluator, n, m.train_seconds, device, m.eval_seconds)
-        m.result.notes.append(f"trained in a pack of {len(members)} cells as one batched model (train.pack); "
-                              f"train_time_s and img_per_s are the pack's, shared by its cells")
-    return [m.result for m in members]

@@ -6,7 +6,7 @@ The search is Optuna's, ask-and-tell, in the run process: one study per grid cel
 is an ordinary cell (the grid cell's config with the sampled values set at their paths, trained on a tuning seed
 that no verdict uses) that goes through the run's executor like any other, and its record is told to the study
 the moment it arrives. A trial trains on the training split and is measured on the validation split only: the
-engine reads nothing of the test split while tuning (EngineOptions.evaluate_test).
+engine reads nothing of the test split while tuning (a trial cell's evaluator skips it: Evaluator.evaluate_test).
 
 Pruning: with `pruner: median` or `hyperband`, a trial reports its validation metric to the study after every
 epoch (from the process that trains it: workers open the same SQLite study) and stops when the pruner says so;
@@ -239,10 +239,8 @@ class Tuner:
         trial = cs.study.ask({p: distribution(r) for p, r in space.items()})
         cs.asked[trial.number] = trial
         link = TrialLink(self.url, cs.study.study_name, trial._trial_id, self.tune.metric, self.tune.pruner,
-                         self.epochs)
-        cell = with_values(cs.cells[0], trial.params, self.seeds[0],
-                           {"tuning_trial": {"study": cs.study.study_name, "number": trial.number}})
-        return replace(cell, trial=link)
+                         self.epochs, trial.number)
+        return replace(with_values(cs.cells[0], trial.params, self.seeds[0]), trial=link)
 
     def tell(self, cell: Cell, record: CellRecord) -> None:
         """Record a finished trial in its study: complete, pruned (stopped before its last epoch) or failed."""
@@ -316,7 +314,7 @@ class Tuner:
                 "direction": self.direction, "value": float(best.value), "params": dict(best.params),
                 "tuning_seeds": list(self.seeds), "sampler": self.tune.sampler, "pruner": self.tune.pruner,
             }
-            cells.extend(with_values(c, best.params, c.seed, {"tuned": tuned}) for c in cs.cells)
+            cells.extend(with_values(c, best.params, c.seed, tuned) for c in cs.cells)
         return TuningOutcome(cells, failed, 0)
 
 

@@ -18,7 +18,6 @@ cell gets. This module imports no Optuna; lossbench/tune.py drives the study.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -80,25 +79,24 @@ def tuning_seeds(seed_list: list[int]) -> list[int]:
 # -- cells ---------------------------------------------------------------------------------------------------------
 
 
-def _components(cell: Cell, part: str) -> list[dict[str, Any]]:
-    """The plain {name, params} entries of a cell's config that `part` names (config["train"]["schedule"], ...)."""
-    config = cell.config
+def _components(cell: Cell, part: str) -> list[ResolvedComponent]:
+    """The components of a cell that `part` names (its recipe's schedule and model, its loss, ...)."""
     if part == "loss":
-        return [config["loss"]]
+        return [cell.loss]
     if part == "optimizer":
-        return [config["optimizer"]]
+        return [cell.optimizer]
     if part == "schedule":
-        return [config["train"]["schedule"]]
+        return [cell.recipe.schedule]
     if part == "model":
-        return [config["model"]]
-    return list(config[part])
+        return [cell.recipe.model]
+    return list(getattr(cell, part))
 
 
 def applies(cell: Cell, target: Target) -> bool:
     """Whether the path sets something in this cell: its component there has the parameter."""
     if target.param is None:
         return True
-    return any(target.param in c["params"] for c in _components(cell, target.part))
+    return any(target.param in c.params for c in _components(cell, target.part))
 
 
 def cell_paths(cell: Cell, space: dict[str, ParamRange]) -> list[str]:
@@ -106,35 +104,30 @@ def cell_paths(cell: Cell, space: dict[str, ParamRange]) -> list[str]:
     return [path for path in space if applies(cell, parse_path(path))]
 
 
-def with_values(cell: Cell, values: dict[str, Any], seed: int, extra: dict[str, Any] | None = None) -> Cell:
+def _with_param(component: ResolvedComponent, param: str, value: Any) -> ResolvedComponent:
+    """The component with `param` set to `value`, where it has that parameter (else unchanged)."""
+    if param not in component.params:
+        return component
+    return ResolvedComponent(component.name, {**component.params, param: value}, component.given)
+
+
+def with_values(cell: Cell, values: dict[str, Any], seed: int, tuned: dict[str, Any] | None = None) -> Cell:
     """The cell with each value set at its path (paths that do not apply to it are ignored), trained with `seed`,
-    and `extra` keys added to its config (the `tuned` block); its id is computed from the new config as for any
+    and `tuned` (what tuning chose) carried along; its id is computed from the new recipe and components as for any
     cell. Label and axes stay the grid cell's: tuned values are in the config, not in the name."""
-    config = copy.deepcopy(cell.config)
-    view = replace(cell, config=config)
+    recipe, parts = cell.recipe, {"loss": cell.loss, "optimizer": cell.optimizer,
+                                  "regularizer": cell.regularizer, "augmentation": cell.augmentation}
     for path, value in values.items():
         target = parse_path(path)
-        if not applies(view, target):
-            continue
         if target.param is None:
-            config["train"][target.part] = value
-            continue
-        for component in _components(view, target.part):
-            if target.param in component["params"]:
-                component["params"][target.param] = value
-    config["seed"] = seed
-    config.update(extra or {})
-
-    def resolved(old: ResolvedComponent, plain: dict[str, Any]) -> ResolvedComponent:
-        return ResolvedComponent(old.name, dict(plain["params"]), old.given)
-
-    return replace(
-        cell, id=cell_id(config), seed=seed, config=config,
-        loss=resolved(cell.loss, config["loss"]),
-        optimizer=resolved(cell.optimizer, config["optimizer"]),
-        regularizer=tuple(resolved(r, p) for r, p in zip(cell.regularizer, config["regularizer"])),
-        augmentation=tuple(resolved(a, p) for a, p in zip(cell.augmentation, config["augmentation"])),
-    )
+            recipe = replace(recipe, **{target.part: value})
+        elif target.part in ("schedule", "model"):
+            recipe = replace(recipe, **{target.part: _with_param(getattr(recipe, target.part), target.param, value)})
+        elif target.part in ("regularizer", "augmentation"):
+            parts[target.part] = tuple(_with_param(c, target.param, value) for c in parts[target.part])
+        else:
+            parts[target.part] = _with_param(parts[target.part], target.param, value)
+    return replace(cell, seed=seed, recipe=recipe, tuned=tuned if tuned is not None else cell.tuned, **parts)
 
 
 def grid_cell_id(cell: Cell) -> str:

@@ -18,6 +18,14 @@ torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parent.parent
 
 
+def with_recipe(cell, **changes):
+    """The cell (grid.Cell) with its recipe changed, e.g. `with_recipe(cell, epochs=1, batch_size=32)`: a test's own
+    training length (the id follows the recipe)."""
+    from dataclasses import replace
+
+    return replace(cell, recipe=replace(cell.recipe, **changes))
+
+
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("cache")

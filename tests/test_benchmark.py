@@ -40,8 +40,8 @@ def test_measure_times_naive_and_engine_pipelines_side_by_side() -> None:
     recipe = throughput.Recipe(batch_size=32, eval_batch_size=64)
     pipelines = [
         ("naive", throughput.NaivePipeline(data, recipe, torch.device("cpu"), num_workers=0)),
-        ("engine fp32", throughput.EnginePipeline(data, recipe, throughput.engine_options("cpu", "fp32", 3, recipe))),
-        ("engine bf16", throughput.EnginePipeline(data, recipe, throughput.engine_options("cpu", "bf16", 3, recipe))),
+        ("engine fp32", throughput.EnginePipeline(data, recipe, throughput.engine_options("cpu", "fp32"))),
+        ("engine bf16", throughput.EnginePipeline(data, recipe, throughput.engine_options("cpu", "bf16"))),
     ]
     results = throughput.measure(pipelines, warmup_epochs=1, timed_epochs=2)
     assert [m.name for m in results] == ["naive", "engine fp32", "engine bf16"]
@@ -121,7 +121,7 @@ def test_train_compile_reaches_the_model_without_changing_cell_ids(monkeypatch: 
     monkeypatch.setattr(nn.Module, "compile", eager_compile)
     recipe = throughput.Recipe(batch_size=32, eval_batch_size=64)
     pipeline = throughput.EnginePipeline(synthetic(), recipe,
-                                         throughput.engine_options("cpu", "fp32", 2, recipe, compile=True))
+                                         throughput.engine_options("cpu", "fp32", compile=True))
     [[seconds]] = throughput.measure_epochs([pipeline.run], warmup_epochs=1, timed_epochs=1)
     assert seconds > 0 and len(compiled_models) == 1
 

@@ -62,7 +62,8 @@ def test_final_weights_reproduce_the_recorded_test_metrics(write_suite, tmp_path
         parts.loss.load_state_dict(saved["loss"])
         assert any(not torch.equal(untrained[k], saved["model"][k]) for k in untrained)
         evaluator = evaluator_for(parts.loss, parts.data, Normalizer(parts.data, options.device,
-                                                                     options.channels_last), options)
+                                                                     options.channels_last), options,
+                                  batch_size=cell.recipe.batch_size, eval_batch_size=cell.recipe.eval_batch_size)
         metrics = evaluator.final(parts.model)
         assert metrics["test_acc"] == record.metrics.test_acc
         assert metrics["test_nll"] == record.metrics.test_nll

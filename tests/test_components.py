@@ -14,17 +14,17 @@ from lossbench.cli import app
 from lossbench.components import KINDS, build_cell, registries
 from lossbench.suite import load_suite
 from lossbench.data import ImageData
-from lossbench.engine import EngineOptions
+from lossbench.device import EngineOptions
 from lossbench.errors import SuiteErrors
 from lossbench.grid import expand
 from lossbench.losses import LOSSES
 from lossbench.losses.classification import CrossEntropy
 
-from conftest import TINY_SUITE
+from conftest import TINY_SUITE, with_recipe
 
 
-def options(epochs: int = 1) -> EngineOptions:
-    return EngineOptions(device=torch.device("cpu"), precision="fp32", epochs=epochs, batch_size=64)
+def options() -> EngineOptions:
+    return EngineOptions(device=torch.device("cpu"), precision="fp32")
 
 
 def test_list_shows_every_kind_of_the_table_and_nothing_else() -> None:
@@ -61,16 +61,16 @@ class _CentredCrossEntropy(CrossEntropy):
 
 def test_the_optimizer_trains_the_loss_parameters_too(write_suite, digits: ImageData,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    from lossbench.engine import train
+    from lossbench.engine import CellRun, train
 
     monkeypatch.setitem(LOSSES._entries, "test_centred", _CentredCrossEntropy)
-    cell = expand(load_suite(write_suite(TINY_SUITE.replace("[cross_entropy, mse]", "[test_centred]"))),
-                  "digits:sklearn")[0]
+    cell = with_recipe(expand(load_suite(write_suite(TINY_SUITE.replace("[cross_entropy, mse]", "[test_centred]"))),
+                              "digits:sklearn")[0], epochs=1)
     parts = build_cell(cell, digits, options())
     optimized = {id(p) for group in parts.optimizer.param_groups for p in group["params"]}
     assert id(parts.loss.offset) in optimized
     assert all(id(p) in optimized for p in parts.model.parameters())
-    train(parts, cell.loss.name, options())
+    train(CellRun(cell, parts), options())
     assert parts.loss.offset.abs().sum() > 0  # it moved
 
 

@@ -10,9 +10,11 @@ import torch
 
 from lossbench.config.schema import Suite
 from lossbench.embedding_eval import evaluate_retrieval, knn_class_scores, knn_probabilities
-from lossbench.engine import EngineOptions
+from lossbench.device import EngineOptions
 from lossbench.execution import train_cell
 from lossbench.grid import expand
+
+from conftest import with_recipe
 
 
 def _clusters() -> tuple[torch.Tensor, torch.Tensor]:
@@ -127,7 +129,7 @@ def test_embedding_cell_reports_knn_metrics(tmp_path) -> None:  # type: ignore[n
         "grid": {"loss": [{"name": "triplet", "knn_k": 1, "embedding_dim": 32}]},
     })
     cell = expand(suite, data.identity)[0]
-    result = train_cell(cell, data, EngineOptions(torch.device("cpu"), "fp32", 2, 32))
+    result = train_cell(with_recipe(cell, epochs=2, batch_size=32), data, EngineOptions(torch.device("cpu"), "fp32"))
     assert result.status == "done", result.traceback
     m = result.metrics
     # With k = 1 the k-NN prediction is the nearest neighbour: test accuracy is precision@1.

@@ -11,12 +11,12 @@ from lossbench.suite import load_suite
 from lossbench.data import ImageData
 from lossbench.components import build_cell
 from lossbench.device import resolve_device, resolve_precision
-from lossbench.engine import EngineOptions
+from lossbench.device import EngineOptions
 from lossbench.execution import train_cell
 from lossbench.grid import Cell, expand
 from lossbench.losses import LOSSES
 
-from conftest import TINY_SUITE
+from conftest import TINY_SUITE, with_recipe
 
 
 @pytest.fixture
@@ -32,13 +32,17 @@ def cells_of(write_suite, text: str = TINY_SUITE) -> list[Cell]:
     return expand(load_suite(write_suite(text)), "digits:sklearn")
 
 
-def options(epochs: int = 2) -> EngineOptions:
-    return EngineOptions(device=torch.device("cpu"), precision="fp32", epochs=epochs, batch_size=64, eval_batch_size=128)
+CPU = EngineOptions(device=torch.device("cpu"), precision="fp32")
+
+
+def trained(cell: Cell, data: ImageData, epochs: int = 2, options: EngineOptions = CPU):
+    """The cell trained for `epochs` epochs of 64 images per step, evaluated 128 images at a time."""
+    return train_cell(with_recipe(cell, epochs=epochs, batch_size=64, eval_batch_size=128), data, options)
 
 
 def test_cell_trains_and_reports_everything(write_suite, small: ImageData) -> None:
     cell = cells_of(write_suite)[0]
-    result = train_cell(cell, small, options(epochs=3))
+    result = trained(cell, small, 3)
     assert result.status == "done", result.traceback
     m = result.metrics
     assert m["test_acc"] > 0.5  # ten classes: chance is 0.1
@@ -55,21 +59,21 @@ def test_cell_trains_and_reports_everything(write_suite, small: ImageData) -> No
 
 def test_same_seed_gives_identical_results(write_suite, small: ImageData) -> None:
     cell = cells_of(write_suite)[1]  # cross_entropy with random crops: exercises augmentation randomness too
-    a, b = train_cell(cell, small, options()), train_cell(cell, small, options())
+    a, b = trained(cell, small), trained(cell, small)
     assert a.metrics["test_acc"] == b.metrics["test_acc"] and a.metrics["confusion"] == b.metrics["confusion"]
     assert [h.train_loss for h in a.history] == [h.train_loss for h in b.history]
 
 
 def test_different_seeds_differ(write_suite, small: ImageData) -> None:
     cells = cells_of(write_suite, TINY_SUITE.replace("seeds: [0]", "seeds: [0, 1]"))
-    a, b = train_cell(cells[0], small, options(1)), train_cell(cells[1], small, options(1))
+    a, b = trained(cells[0], small, 1), trained(cells[1], small, 1)
     assert a.history[0].train_loss != b.history[0].train_loss
 
 
 def test_cells_with_one_seed_share_initial_weights(write_suite, small: ImageData) -> None:
     text = TINY_SUITE.replace("regularizer: [none]", "regularizer: [none, l2]")
     cells = cells_of(write_suite, text)
-    states = [build_cell(c, small, options()).model.state_dict() for c in cells]
+    states = [build_cell(c, small, CPU).model.state_dict() for c in cells]
     assert len({c.label for c in cells}) == 8
     for state in states[1:]:
         assert all(torch.equal(state[k], states[0][k]) for k in state)
@@ -78,9 +82,9 @@ def test_cells_with_one_seed_share_initial_weights(write_suite, small: ImageData
 def test_l2_penalty_is_recorded_and_matches_the_weights(write_suite, small: ImageData) -> None:
     text = TINY_SUITE.replace("regularizer: [none]", "regularizer: [{name: l2, weight: 0.001}]")
     cell = cells_of(write_suite, text)[0]
-    result = train_cell(cell, small, options(1))
+    result = trained(cell, small, 1)
     assert result.history[0].penalty is not None and result.history[0].penalty > 0
-    parts = build_cell(cell, small, options(1))
+    parts = build_cell(with_recipe(cell, epochs=1), small, CPU)
     initial = 0.001 * sum(p.pow(2).sum().item() for p in parts.model.parameters() if p.ndim > 1)
     # The mean penalty over the first epoch is near its value at initialization (weights move little).
     assert math.isclose(result.history[0].penalty, initial, rel_tol=0.2)
@@ -89,7 +93,7 @@ def test_l2_penalty_is_recorded_and_matches_the_weights(write_suite, small: Imag
 def test_nonfinite_loss_marks_the_cell_diverged(write_suite, small: ImageData) -> None:
     text = TINY_SUITE.replace("lr: 0.05", "lr: 1.0e+8")
     cell = cells_of(write_suite, text)[0]
-    result = train_cell(cell, small, options(3))
+    result = trained(cell, small, 3)
     assert result.status == "diverged" and result.diverged_epoch == 1
     assert "training loss became" in result.error and result.metrics == {}
 
@@ -102,20 +106,20 @@ def test_an_exception_marks_the_cell_failed_with_its_traceback(write_suite, smal
         raise RuntimeError("out of memory (simulated)")
 
     monkeypatch.setattr(LOSSES.get("cross_entropy"), "hard", boom)
-    result = train_cell(cell, small, options(1))
+    result = trained(cell, small, 1)
     assert result.status == "failed"
     assert "out of memory (simulated)" in result.error and "Traceback" in result.traceback
 
 
 def test_non_probabilistic_loss_is_noted(write_suite, small: ImageData) -> None:
     text = TINY_SUITE.replace("loss: [cross_entropy, mse]", "loss: [{name: mse, over: outputs}]")
-    result = train_cell(cells_of(write_suite, text)[0], small, options(1))
+    result = trained(cells_of(write_suite, text)[0], small, 1)
     assert result.status == "done" and any("softmax(outputs)" in n for n in result.notes)
 
 
 def test_bf16_autocast_on_cpu_trains(write_suite, small: ImageData) -> None:
-    opts = EngineOptions(device=torch.device("cpu"), precision="bf16", epochs=1, batch_size=64, eval_batch_size=128)
-    result = train_cell(cells_of(write_suite)[0], small, opts)
+    opts = EngineOptions(device=torch.device("cpu"), precision="bf16")
+    result = trained(cells_of(write_suite)[0], small, 1, opts)
     assert result.status == "done" and result.metrics["test_acc"] > 0.2
 
 

@@ -10,11 +10,10 @@ import torch
 from torch import nn
 
 from lossbench.data import ImageData
-from lossbench.device import Normalizer
+from lossbench.device import EngineOptions, Normalizer
 from lossbench.embedding_eval import knn_class_scores
-from lossbench.engine import EngineOptions
-from lossbench.evaluate import EmbeddingEvaluator, LogitsEvaluator, evaluator_for
-from lossbench.losses import LOSSES
+from lossbench.evaluate import EmbeddingEvaluator, Evaluator, LogitsEvaluator, evaluator_for
+from lossbench.losses import LOSSES, Loss
 from lossbench.metrics import predicted_class, topk_correct
 
 
@@ -24,8 +23,10 @@ def small(digits: ImageData) -> ImageData:
                    test_x=digits.test_x[:120], test_y=digits.test_y[:120])
 
 
-def _options() -> EngineOptions:
-    return EngineOptions(device=torch.device("cpu"), precision="fp32", epochs=1, batch_size=64, eval_batch_size=50)
+def _evaluator(loss: Loss, data: ImageData) -> Evaluator:
+    """The loss's evaluator on the CPU: training batches of 64, evaluation batches of 50."""
+    return evaluator_for(loss, data, Normalizer(data, torch.device("cpu"), False),
+                         EngineOptions(device=torch.device("cpu"), precision="fp32"), batch_size=64, eval_batch_size=50)
 
 
 def _constant_model(width: int) -> nn.Module:
@@ -44,7 +45,7 @@ def _ranked(scores: torch.Tensor, labels: torch.Tensor, k: int) -> int:
 
 def test_logit_ties_agree_across_top1_confusion_per_class_and_top5(small: ImageData) -> None:
     loss = LOSSES.build("cross_entropy", {})
-    evaluator = evaluator_for(loss, small, Normalizer(small, torch.device("cpu"), False), _options())
+    evaluator = _evaluator(loss, small)
     assert isinstance(evaluator, LogitsEvaluator)
     model = _constant_model(10)
     epoch = evaluator.epoch(model)
@@ -74,7 +75,7 @@ def test_knn_vote_ties_go_to_the_lower_class() -> None:
 
 def test_embedding_evaluator_ties_agree_with_a_stable_ranking(small: ImageData) -> None:
     loss = LOSSES.build("supcon", {})
-    evaluator = evaluator_for(loss, small, Normalizer(small, torch.device("cpu"), False), _options())
+    evaluator = _evaluator(loss, small)
     assert isinstance(evaluator, EmbeddingEvaluator) and not evaluator.measures_train_acc
     # All embeddings equal: the k neighbours are some k references, and the classes they leave out tie at 0 votes.
     model = _constant_model(loss.output_dim(10))

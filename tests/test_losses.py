@@ -19,11 +19,13 @@ from typer.testing import CliRunner
 
 from lossbench.cli import app
 from lossbench.config.schema import Suite
-from lossbench.engine import EngineOptions
+from lossbench.device import EngineOptions
 from lossbench.execution import train_cell
 from lossbench.errors import ConfigError
 from lossbench.grid import expand
 from lossbench.losses import LOSSES, Loss
+
+from conftest import with_recipe
 
 C = 5
 
@@ -440,7 +442,8 @@ def _cell(loss: str | dict, data) -> object:  # type: ignore[no-untyped-def]
 @pytest.mark.parametrize("name", LOSSES.names())
 def test_every_loss_trains_above_chance(name: str, digits) -> None:  # type: ignore[no-untyped-def]
     torch.set_num_threads(1)
-    result = train_cell(_cell(name, digits), digits, EngineOptions(torch.device("cpu"), "fp32", 3, 32))
+    result = train_cell(with_recipe(_cell(name, digits), epochs=3, batch_size=32), digits,
+                        EngineOptions(torch.device("cpu"), "fp32"))
     assert result.status == "done", result.traceback
     chance = 1 / digits.num_classes
     assert result.metrics["test_acc"] > 5 * chance, (name, result.metrics["test_acc"])
@@ -455,8 +458,8 @@ def test_every_loss_trains_above_chance(name: str, digits) -> None:  # type: ign
 
 def test_non_probabilistic_losses_say_so(digits) -> None:  # type: ignore[no-untyped-def]
     torch.set_num_threads(1)
-    result = train_cell(_cell({"name": "mse", "over": "outputs"}, digits), digits,
-                        EngineOptions(torch.device("cpu"), "fp32", 1, 64))
+    result = train_cell(with_recipe(_cell({"name": "mse", "over": "outputs"}, digits), epochs=1, batch_size=64),
+                        digits, EngineOptions(torch.device("cpu"), "fp32"))
     assert any("softmax(outputs)" in note for note in result.notes)
 
 

@@ -11,6 +11,8 @@ import torch
 from lossbench.losses import LOSSES
 from lossbench.losses.margin import ArcFace, CenterLoss, CosFace
 
+from conftest import with_recipe
+
 
 def unit(degrees: float) -> list[float]:
     return [math.cos(math.radians(degrees)), math.sin(math.radians(degrees))]
@@ -203,7 +205,7 @@ def digits(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped
 @pytest.mark.parametrize("name", ["arcface", "cosface", "center"])
 def test_training_changes_the_losses_own_parameters_and_beats_chance(name: str, digits, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     from lossbench.config.schema import Suite
-    from lossbench.engine import EngineOptions
+    from lossbench.device import EngineOptions
     from lossbench.execution import train_cell
     from lossbench.grid import expand
 
@@ -222,7 +224,8 @@ def test_training_changes_the_losses_own_parameters_and_beats_chance(name: str, 
         "grid": {"loss": [{"name": name, "embedding_dim": 32}]},
     })
     torch.set_num_threads(1)
-    result = train_cell(expand(suite, digits.identity)[0], digits, EngineOptions(torch.device("cpu"), "fp32", 3, 32))
+    result = train_cell(with_recipe(expand(suite, digits.identity)[0], epochs=3, batch_size=32), digits,
+                        EngineOptions(torch.device("cpu"), "fp32"))
     assert result.status == "done", result.traceback
     assert result.metrics["test_acc"] > 5 / digits.num_classes
     (loss, initial), = built

@@ -15,6 +15,8 @@ from lossbench.errors import ModelFitError
 from lossbench.models import MODELS, DropoutPlacement, IncompatibleInput, Model, ModelFacts
 from lossbench.models.cnn import ArticleCNN
 
+from conftest import with_recipe
+
 ALL_MODELS = MODELS.names()
 
 
@@ -114,7 +116,7 @@ def test_a_registered_model_is_listed_validated_and_trained(no_dropout_model: st
 
     from lossbench.cli import app
     from lossbench.suite import load_suite
-    from lossbench.engine import EngineOptions
+    from lossbench.device import EngineOptions
     from lossbench.grid import expand
     from lossbench.execution import train_cell
 
@@ -127,7 +129,7 @@ def test_a_registered_model_is_listed_validated_and_trained(no_dropout_model: st
     assert "grid.regularizer[1]" in bad.output and "cannot place dropout at classifier" in bad.output
     good = write_suite(text.replace(", {name: dropout, p: 0.5}", ""))
     cell = expand(load_suite(good), "digits:sklearn")[0]
-    result = train_cell(cell, digits, EngineOptions(torch.device("cpu"), "fp32", epochs=1, batch_size=256))
+    result = train_cell(with_recipe(cell, epochs=1, batch_size=256), digits, EngineOptions(torch.device("cpu"), "fp32"))
     assert result.status == "done", result.traceback
 
 

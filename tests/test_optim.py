@@ -11,11 +11,13 @@ import torch
 from lossbench.config.source import SuiteSource
 from lossbench.suite import parse_suite
 from lossbench.data import load_dataset
-from lossbench.engine import EngineOptions
+from lossbench.device import EngineOptions
 from lossbench.execution import train_cell
 from lossbench.errors import ConfigError
 from lossbench.grid import expand
 from lossbench.optim import OPTIMIZERS, SCHEDULES
+
+from conftest import with_recipe
 
 TORCH_CLASS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
                "rmsprop": torch.optim.RMSprop, "adagrad": torch.optim.Adagrad}
@@ -167,6 +169,6 @@ def test_history_records_the_learning_rate_per_epoch(tmp_path: Path) -> None:
     }, "optim-test.yaml", {}))
     (cell,) = expand(suite, "digits:test")
     data = load_dataset("digits", None, cache_dir=tmp_path, train_subset=300)
-    result = train_cell(cell, data, EngineOptions(torch.device("cpu"), "fp32", epochs=3, batch_size=128))
+    result = train_cell(with_recipe(cell, epochs=3, batch_size=128), data, EngineOptions(torch.device("cpu"), "fp32"))
     assert result.status == "done", result.error
     assert [r.lr for r in result.history] == pytest.approx([0.004, 0.002, 0.001])

@@ -197,10 +197,10 @@ def test_cli_rejects_jobs_with_ray_and_below_one(write_suite, tmp_path: Path) ->
 
 def test_workers_share_one_gpu_or_spread_over_several(write_suite, tmp_path: Path, cache_dir: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    from lossbench.engine import EngineOptions
+    from lossbench.device import EngineOptions
 
     job = _plan(write_suite, cache_dir, tmp_path / "out").job
-    cuda = EngineOptions(device=torch.device("cuda"), precision="bf16", epochs=1, batch_size=64)
+    cuda = EngineOptions(device=torch.device("cuda"), precision="bf16")
     monkeypatch.setattr(execution.EngineSettings, "options", lambda self: cuda)
     executor = ProcessExecutor(3, threads_per_job=2)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)

@@ -249,7 +249,8 @@ def test_checkpoints_travel_between_ray_workers_and_the_driver(cluster: Any, sui
     torch.set_num_threads(1)  # as a 1-CPU Ray cell trains
     try:
         execution.train_cell(cell, plan.job.data.load(), plan.job.engine.options(),
-                          lambda event, info: states.append(info["state"]) if event == "checkpoint" else None)
+                             lambda event, info: states.append(info["state"]) if event == "checkpoint" else None,
+                             checkpoint=plan.job.engine.checkpoint)
     finally:
         torch.set_num_threads(threads)
     resume_path(out, cell.id).parent.mkdir()

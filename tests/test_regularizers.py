@@ -12,13 +12,15 @@ from torch import nn
 from lossbench.config.source import SuiteSource
 from lossbench.suite import parse_suite
 from lossbench.data import load_dataset
-from lossbench.engine import EngineOptions
+from lossbench.device import EngineOptions
 from lossbench.execution import train_cell
 from lossbench.errors import ConfigError
 from lossbench.grid import expand
 from lossbench.models import MODELS
 from lossbench.models import DropoutPlacement, ModelFacts
 from lossbench.regularizers import REGULARIZERS, RegularizerSet
+
+from conftest import with_recipe
 
 
 def small_model(seed: int = 0) -> nn.Module:
@@ -151,8 +153,8 @@ def test_training_records_the_penalty_share_and_applies_after_step(tmp_path: Pat
     }, "reg-test.yaml", {}))
     (cell,) = expand(suite, "digits:test")
     data = load_dataset("digits", None, cache_dir=tmp_path)
-    options = EngineOptions(device=torch.device("cpu"), precision="fp32", epochs=2, batch_size=64)
-    result = train_cell(cell, data, options)
+    options = EngineOptions(device=torch.device("cpu"), precision="fp32")
+    result = train_cell(with_recipe(cell, epochs=2, batch_size=64), data, options)
     assert result.status == "done", result.error
     for record in result.history:
         assert record.penalty is not None and record.penalty > 0

@@ -17,6 +17,8 @@ from lossbench.errors import ConfigError, ModelFitError, UnknownComponentError
 from lossbench.models import MODELS, DropoutPlacement, ModelFacts
 from lossbench.models.resnet import BasicBlock, PreActBlock, WideResNet
 
+from conftest import with_recipe
+
 
 def parameter_count(name: str, params: dict, facts: ModelFacts = ModelFacts(3, (32, 32), 10)) -> int:
     with torch.device("meta"):
@@ -209,7 +211,7 @@ def test_validate_and_one_epoch_on_a_tiny_subset(model: str, custom_nets: str, w
 
     from lossbench.cli import app
     from lossbench.suite import load_suite
-    from lossbench.engine import EngineOptions
+    from lossbench.device import EngineOptions
     from lossbench.grid import expand
     from lossbench.execution import train_cell
 
@@ -222,7 +224,8 @@ def test_validate_and_one_epoch_on_a_tiny_subset(model: str, custom_nets: str, w
     subset = ImageData(**{**digits.__dict__, "train_x": digits.train_x[:64], "train_y": digits.train_y[:64],
                           "test_x": digits.test_x[:50], "test_y": digits.test_y[:50]})
     for cell in expand(load_suite(path), digits.identity):
-        result = train_cell(cell, subset, EngineOptions(torch.device("cpu"), "fp32", epochs=1, batch_size=32))
+        result = train_cell(with_recipe(cell, epochs=1, batch_size=32), subset,
+                            EngineOptions(torch.device("cpu"), "fp32"))
         assert result.status == "done", result.traceback
         assert result.metrics["model_params"] > 0
 

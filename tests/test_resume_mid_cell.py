@@ -20,11 +20,12 @@ import torch
 from lossbench.checkpoint import CheckpointPolicy, load_training, resume_path
 from lossbench.suite import load_suite
 from lossbench.data import ImageData
-from lossbench.engine import CellResult, EngineOptions
+from lossbench.device import EngineOptions
+from lossbench.engine import CellResult, TrainingProgress
 from lossbench.grid import expand
 from lossbench.execution import train_cell
 
-from conftest import TINY_SUITE
+from conftest import TINY_SUITE, with_recipe
 
 # What may differ between a resumed and an uninterrupted training: how long things took.
 TIMINGS = ("epoch_s", "train_s", "eval_s")
@@ -79,19 +80,21 @@ def test_a_cell_resumed_after_each_epoch_ends_bit_identical(write_suite, small: 
     for key, value in CASES[case].items():
         text = text.replace(key, value)
     (cell,) = expand(load_suite(write_suite(text)), "digits:test")
+    cell = with_recipe(cell, eval_batch_size=128)
     precision = "fp16" if case.startswith("fp16") else "fp32"
-    opts = EngineOptions(torch.device("cpu"), precision, 3, 64, 128, checkpoint=CheckpointPolicy(every=1))
+    opts = EngineOptions(torch.device("cpu"), precision)
+    every = CheckpointPolicy(every=1)
     states: list[bytes] = []
 
     def keep(event: str, info: dict[str, Any]) -> None:
         if event == "checkpoint":
             states.append(info["state"])
 
-    whole = train_cell(cell, small, opts, keep)
+    whole = train_cell(cell, small, opts, keep, checkpoint=every)
     assert whole.status == "done", whole.traceback
     assert [load_training(s, "x")["epoch"] for s in states] == [1, 2]  # none after the last epoch (keep: final)
     for state in states:
-        resumed = train_cell(cell, small, opts, resume=state)
+        resumed = train_cell(cell, small, opts, resume=state, checkpoint=every)
         assert resumed.status == "done", resumed.traceback
         assert comparable(resumed) == comparable(whole)
         for part in ("model", "loss"):
@@ -185,16 +188,17 @@ def test_restore_puts_back_the_grad_scaler_and_every_random_stream(write_suite, 
     for key, value in CASES["sgd-cosine-dropout-mixup"].items():
         text = text.replace(key, value)
     (cell,) = expand(load_suite(write_suite(text)), "digits:test")
-    opts = EngineOptions(torch.device("cpu"), "fp32", 3, 64, 128)
+    opts = EngineOptions(torch.device("cpu"), "fp32")
     parts = build_cell(cell, small, opts)
-    scaler = torch.amp.GradScaler("cpu", init_scale=8.0)
+    parts.scaler = scaler = torch.amp.GradScaler("cpu", init_scale=8.0)
     scaler.scale(torch.ones(()))  # the scale tensor exists from the first use
-    state = load_training(to_bytes({**capture_training(parts, scaler, 1, 0.0, 0.0, []), "config": {}}), "x")
+    state = load_training(to_bytes({**capture_training(parts, TrainingProgress(1, 0.0, 0.0, [])), "config": {}}),
+                          "x")
     draws = (torch.randperm(10, generator=parts.order), parts.augment_rng.random(3), torch.rand(3))
 
     fresh = build_cell(cell, small, opts)
-    fresh_scaler = torch.amp.GradScaler("cpu")
-    restore_training(fresh, fresh_scaler, state)
+    fresh.scaler = fresh_scaler = torch.amp.GradScaler("cpu")
+    restore_training(fresh, state)
     assert fresh_scaler.state_dict() == scaler.state_dict() and fresh_scaler.get_scale() == 8.0
     again = (torch.randperm(10, generator=fresh.order), fresh.augment_rng.random(3), torch.rand(3))
     assert torch.equal(draws[0], again[0]) and (draws[1] == again[1]).all() and torch.equal(draws[2], again[2])

@@ -14,12 +14,14 @@ from lossbench.config.source import SuiteSource
 from lossbench.suite import parse_suite
 from lossbench.data import ImageData, load_dataset
 from lossbench.data.scenarios import CIFAR100_SUPERCLASSES, SCENARIOS, ScenarioSet, imbalance_counts
-from lossbench.engine import EngineOptions
+from lossbench.device import EngineOptions
 from lossbench.execution import train_cell
 from lossbench.errors import ConfigError, DataError, SuiteErrors
 from lossbench.grid import expand
 from lossbench.record import CellRecord, Metrics
 from lossbench.store import csv_row
+
+from conftest import with_recipe
 
 CIFAR10 = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
@@ -218,7 +220,7 @@ def test_bad_scenarios_are_reported_with_their_place() -> None:
 def test_noisy_cell_trains_and_records_the_realised_rate(tmp_path: Path) -> None:
     (cell,) = expand(suite({"scenario": [{"name": "label_noise", "rate": 0.4}]}), "digits:x")
     data = load_dataset("digits", None, cache_dir=tmp_path, train_subset=400)
-    result = train_cell(cell, data, EngineOptions(torch.device("cpu"), "fp32", epochs=1, batch_size=64))
+    result = train_cell(with_recipe(cell, epochs=1, batch_size=64), data, EngineOptions(torch.device("cpu"), "fp32"))
     assert result.status == "done", result.error
     info = result.metrics["scenario"]
     assert info["train_size"] == 400 and info["noise_rate"] == pytest.approx(0.4, abs=0.01)

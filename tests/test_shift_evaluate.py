@@ -105,7 +105,7 @@ def test_scores_match_sklearn_on_the_same_outputs(digits) -> None:
     """ShiftPlan.score against accuracy, NLL, ECE and AUROC computed by sklearn/numpy from the model's outputs on
     corrupted images made independently (contrast is deterministic)."""
     from lossbench.device import Normalizer
-    from lossbench.engine import EngineOptions
+    from lossbench.device import EngineOptions
     from lossbench.losses import LOSSES
     from lossbench.models import MODELS, DropoutPlacement, ModelFacts
     from lossbench.shift.corruptions import corrupt
@@ -115,10 +115,9 @@ def test_scores_match_sklearn_on_the_same_outputs(digits) -> None:
     torch.manual_seed(0)
     model = MODELS.build("tutorial_cnn", {}).build(ModelFacts(1, (8, 8), 10, DropoutPlacement()))
     loss = LOSSES.build("cross_entropy", {})
-    options = EngineOptions(device=torch.device("cpu"), precision="fp32", epochs=1, batch_size=64,
-                            eval_batch_size=100)
+    options = EngineOptions(device=torch.device("cpu"), precision="fp32")
     plan = ShiftPlan(corruptions=("contrast", "gaussian_noise"), severities=(2, 4), ood=(OodSource("uniform_noise"),))
-    block = plan.score(model, loss, digits, options)
+    block = plan.score(model, loss, digits, options, eval_batch_size=100)
     norm = Normalizer(digits, torch.device("cpu"), False)
     model.eval()
     labels = digits.test_y.numpy()
@@ -147,7 +146,7 @@ def test_scores_match_sklearn_on_the_same_outputs(digits) -> None:
     assert block["ood"]["uniform_noise"]["auroc_msp"] == pytest.approx(
         roc_auc_score(y, np.r_[clean32.max(1), ood.max(1)]), abs=1e-9)
     # The same inputs again give the same numbers (corruption draws are seeded by corruption, severity, chunk).
-    again = plan.score(model, loss, digits, options)
+    again = plan.score(model, loss, digits, options, eval_batch_size=100)
     assert again["corruptions"] == block["corruptions"] and again["ood"] == block["ood"]
 
 

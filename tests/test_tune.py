@@ -137,7 +137,7 @@ def test_paths_and_values_land_in_the_cell(write_suite) -> None:
     tuned = with_values(focal, {"train.optimizer.lr": 0.2, "loss.gamma": 3.5, "train.batch_size": 32}, 7)
     assert tuned.config["optimizer"]["params"]["lr"] == 0.2 == tuned.optimizer.params["lr"]
     assert tuned.config["loss"]["params"]["gamma"] == 3.5 == tuned.loss.params["gamma"]
-    assert tuned.config["train"]["batch_size"] == 32 and tuned.seed == 7 == tuned.config["seed"]
+    assert tuned.config["train"]["batch_size"] == 32 == tuned.recipe.batch_size and tuned.seed == 7 == tuned.config["seed"]
     assert tuned.label == focal.label and tuned.axes == focal.axes and tuned.id != focal.id
     assert focal.config["optimizer"]["params"]["lr"] == 0.05  # the grid cell is untouched
     # cross_entropy has no gamma: the path does not apply, nothing is added.
@@ -285,18 +285,18 @@ def test_a_trial_worse_than_its_peers_is_stopped(tmp_path: Path, pruner: str) ->
     study = optuna.create_study(study_name="s", storage=url, direction="maximize", pruner=make_pruner(pruner, 9))
     for _ in range(6):
         trial = study.ask()
-        stop = epoch_reporter(TrialLink(url, "s", trial._trial_id, "val_acc", pruner, 9))
+        stop = epoch_reporter(TrialLink(url, "s", trial._trial_id, "val_acc", pruner, 9, trial.number))
         assert stop is not None
         for epoch in range(1, 10):
             if stop(_record(epoch, 0.9)):
                 break
         study.tell(trial, 0.9)
     trial = study.ask()
-    stop = epoch_reporter(TrialLink(url, "s", trial._trial_id, "val_acc", pruner, 9))
+    stop = epoch_reporter(TrialLink(url, "s", trial._trial_id, "val_acc", pruner, 9, trial.number))
     assert stop is not None
     stopped_at = next((e for e in range(1, 10) if stop(_record(e, 0.1))), None)
     assert stopped_at is not None and stopped_at < 9
-    assert epoch_reporter(TrialLink(url, "s", trial._trial_id, "val_acc", "none", 9)) is None
+    assert epoch_reporter(TrialLink(url, "s", trial._trial_id, "val_acc", "none", 9, trial.number)) is None
 
 
 def test_pruned_trials_are_recorded_with_the_epochs_they_trained(write_suite, tmp_path: Path,

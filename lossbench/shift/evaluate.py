@@ -40,7 +40,7 @@ from lossbench.shift.ood import GENERATED, auroc, dataset_images, energy_score, 
 if TYPE_CHECKING:
     from lossbench.config.schema import Suite
     from lossbench.data.base import ImageData
-    from lossbench.engine import EngineOptions
+    from lossbench.device import EngineOptions
     from lossbench.losses.base import Loss
     from lossbench.record import Metrics
 
@@ -104,12 +104,14 @@ class ShiftPlan:
 
     # -- scoring ---------------------------------------------------------------------------------------------
 
-    def score(self, model: nn.Module, loss: Loss, data: ImageData, options: EngineOptions) -> dict[str, Any]:
-        """The shift block of a trained model on `data` (already on options.device): clean, corruptions, ood."""
+    def score(self, model: nn.Module, loss: Loss, data: ImageData, options: EngineOptions,
+              eval_batch_size: int) -> dict[str, Any]:
+        """The shift block of a trained model on `data` (already on options.device): clean, corruptions, ood;
+        `eval_batch_size` images per forward pass."""
         t0 = time.perf_counter()
         device = options.device
         norm = Normalizer(data, device, options.channels_last)
-        forward = _Forward(model, loss, norm, options)
+        forward = _Forward(model, loss, norm, options, eval_batch_size)
         labels = data.test_y
         clean = forward(norm.to_unit(data.test_x))
         block: dict[str, Any] = {"clean": _classification(clean, labels), "corruptions": {}, "ood": {}}
@@ -157,16 +159,17 @@ class ShiftPlan:
 class _Forward:
     """Class logits of float images in [0, 1]: standardized, in eval mode, no grad, in evaluation batches."""
 
-    def __init__(self, model: nn.Module, loss: Loss, norm: Normalizer, options: EngineOptions):
+    def __init__(self, model: nn.Module, loss: Loss, norm: Normalizer, options: EngineOptions, eval_batch_size: int):
         self.model, self.loss, self.norm, self.options = model, loss, norm, options
+        self.eval_batch_size = eval_batch_size
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         was_training = self.model.training
         self.model.eval()
         outs = []
         with torch.no_grad(), autocast(self.options.device, self.options.precision):
-            for start in range(0, x.shape[0], self.options.eval_batch_size):
-                chunk = x[start:start + self.options.eval_batch_size].contiguous(memory_format=self.norm.memory_format)
+            for start in range(0, x.shape[0], self.eval_batch_size):
+                chunk = x[start:start + self.eval_batch_size].contiguous(memory_format=self.norm.memory_format)
                 outs.append(self.model(self.norm.standardize(chunk)).float())
         self.model.train(was_training)
         with torch.no_grad():
@@ -250,11 +253,12 @@ def file_sha256(path: Path) -> str:
 
 
 def score_into(metrics: dict[str, Any], notes: list[str], plan: ShiftPlan, model: nn.Module, loss: Loss,
-               data: ImageData, options: EngineOptions) -> None:
+               data: ImageData, options: EngineOptions, eval_batch_size: int) -> None:
     """Score a freshly trained model into its result's metrics (sha256 stamped later, by the driver). A failure of
     the evaluation keeps the training's result and says why in the notes."""
     try:
-        metrics.update(merged_metrics(metrics.get("shift"), plan.score(model, loss, data, options), plan, None))
+        metrics.update(merged_metrics(metrics.get("shift"), plan.score(model, loss, data, options, eval_batch_size),
+                                      plan, None))
     except Exception as exc:  # an OOD dataset that cannot load must not throw away a trained cell
         notes.append(f"evaluation under shift failed: {type(exc).__name__}: {exc}; run `lossbench evaluate` on "
                      "the results directory to score the saved checkpoint")
@@ -335,7 +339,7 @@ def evaluate_directory(results_dir: Path, suite: Suite, cache_dir: Path,
                 # A foreign, truncated or mismatched file: this cell cannot be scored, the others can.
                 summary.skipped.append((record.label, record.seed, f"{path.name}: {exc}"))
                 continue
-            block = plan.score(model, loss, data, options)
+            block = plan.score(model, loss, data, options, suite.train.eval_batch_size)
             # Reread just before writing: the file on disk is the one to extend.
             current = store.read_cell(record.id) or record
             current.metrics.update(merged_metrics(current.metrics.shift, block, plan, sha))
