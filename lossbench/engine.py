@@ -124,6 +124,10 @@ StopFn = Callable[[EpochRecord], bool]
 StateFn = Callable[[CellParts, TrainingProgress], None]
 
 
+#: What one cell's step gives the loop: (the batch's outputs, its loss, its penalty or None).
+StepOutput = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]
+
+
 def _quiet(event: str, info: dict[str, Any]) -> None:
     return None
 
@@ -149,7 +153,7 @@ class Layout(Protocol):
     channels_last: bool
 
     def step(self, parts: list[CellParts], x: list[torch.Tensor], targets: list[torch.Tensor],
-             options: EngineOptions) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+             options: EngineOptions) -> list[StepOutput]:
         """One optimizer step of each cell on its standardized batch; per cell (outputs, loss, penalty)."""
         ...
 
@@ -173,7 +177,7 @@ class SingleModel:
         self.channels_last = channels_last
 
     def step(self, parts: list[CellParts], x: list[torch.Tensor], targets: list[torch.Tensor],
-             options: EngineOptions) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+             options: EngineOptions) -> list[StepOutput]:
         (cell,) = parts
         with autocast(options.device, options.precision):
             outputs = cell.model(x[0])

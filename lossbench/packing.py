@@ -37,7 +37,7 @@ from torch.func import functional_call, vmap
 
 from lossbench.components import build_cell, build_loss, build_regularizers
 from lossbench.device import EngineOptions, autocast
-from lossbench.engine import CellParts, CellResult, CellRun, ProgressFn, objective, train_together
+from lossbench.engine import CellParts, CellResult, CellRun, ProgressFn, StepOutput, objective, train_together
 from lossbench.grid import Cell
 
 if TYPE_CHECKING:
@@ -127,13 +127,13 @@ class PackedModels:
         self.forward = batched_forward(skeleton)
 
     def step(self, parts: list[CellParts], x: list[torch.Tensor], targets: list[torch.Tensor],
-             options: EngineOptions) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+             options: EngineOptions) -> list[StepOutput]:
         # A differentiable copy: the backward pass below fills each cell's own parameters' gradients.
         params = stack_parameters([p.model for p in parts])
         with autocast(options.device, options.precision):
             outputs = self.forward(params, torch.stack(x))
         total = torch.zeros((), device=options.device)
-        stepped = []
+        stepped: list[StepOutput] = []
         for i, cell in enumerate(parts):
             loss, penalty, objective_i = objective(cell, outputs[i], targets[i])
             total = total + objective_i

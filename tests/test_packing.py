@@ -130,3 +130,25 @@ def test_losses_with_their_own_class_layer_pack_by_output_width(write_suite, tmp
         assert record.metrics.loss_params == alone[record.id].metrics.loss_params
         assert (record.metrics.loss_params > 0) == (loss != "cross_entropy")
         assert abs(record.metrics.test_acc - alone[record.id].metrics.test_acc) <= ACC_TOLERANCE
+
+
+def test_a_pack_runs_the_engines_loop_a_diverging_cell_stops_alone(write_suite, digits) -> None:
+    """The pack trains through the engine's one loop (engine.train_together): its divergence check stops the
+    diverging cell in its first epoch while the other cell of the pack trains on to the end."""
+    from lossbench.device import EngineOptions
+    from lossbench.grid import expand
+    from lossbench.packing import train_pack
+
+    text = TINY_SUITE.replace("  loss: [cross_entropy, mse]", "  loss: [cross_entropy]").replace(
+        "  augmentation: [none, crop]", "  augmentation: [none]\n  optimizer: [{name: sgd, lr: 0.05}, "
+                                        "{name: sgd, lr: 1.0e+8}]")
+    cells = expand(load_suite(write_suite(text)), digits.identity)
+    options = EngineOptions(torch.device("cpu"), "fp32")
+    assert len(group_cells(cells, 2, options, digits)) == 1
+    events: list[list[str]] = [[], []]
+    progress = [lambda event, info, i=i: events[i].append(event) for i in range(2)]
+    calm, wild = train_pack(cells, digits, options, progress)
+    assert calm.status == "done" and [h.epoch for h in calm.history] == [1, 2], calm.traceback
+    assert wild.status == "diverged" and wild.diverged_epoch == 1 and not wild.history
+    assert events[0].count("epoch") == 2 and events[1].count("epoch") == 1
+    assert all(any("pack of 2 cells" in note for note in r.notes) for r in (calm, wild))
