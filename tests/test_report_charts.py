@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from lossbench.report import plots, write_report
-from lossbench.report.plots import _outlier_edge
+from lossbench.report import dot_plot, plots, write_report
+from lossbench.report.dot_plot import _outlier_edge
 
 from test_report import ResultsDir
 
@@ -20,7 +20,8 @@ from test_report import ResultsDir
 def figures(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """The matplotlib figures the report draws, by file name, instead of PNG files."""
     drawn: dict[str, Any] = {}
-    monkeypatch.setattr(plots, "_save", lambda fig, path: drawn.__setitem__(Path(path).name, fig))
+    for module in (plots, dot_plot):
+        monkeypatch.setattr(module, "save_png", lambda fig, path: drawn.__setitem__(Path(path).name, fig))
     return drawn
 
 
@@ -93,7 +94,7 @@ def test_a_large_grid_names_the_best_and_worst_cells_and_counts_every_cell(tmp_p
     """Past DOT_PLOT_ROWS cells the dot plot stays readable: the best and worst cells by name, the baseline, a gap
     row saying how many are not named, and a histogram over the same axis that counts every cell."""
     res = ResultsDir(tmp_path)
-    n = plots.DOT_PLOT_ROWS + 40
+    n = dot_plot.DOT_PLOT_ROWS + 40
     for i in range(n):
         loss = "cross_entropy" if i == 70 else f"loss{i:03d}"  # the baseline ranks in the middle
         for seed in range(2):
@@ -104,13 +105,13 @@ def test_a_large_grid_names_the_best_and_worst_cells_and_counts_every_cell(tmp_p
     fig = figures["test_acc_bars.png"]
     hist_ax, ax = fig.axes
     labels = [t.get_text() for t in ax.get_yticklabels()]
-    named = plots.DOT_PLOT_BEST + plots.DOT_PLOT_WORST + 1 + 1  # + the baseline + the failed cell
+    named = dot_plot.DOT_PLOT_BEST + dot_plot.DOT_PLOT_WORST + 1 + 1  # + the baseline + the failed cell
     assert len(labels) == named and "cross_entropy | none | none (baseline)" in labels
     assert "broken | none | none" in labels and "loss000 | none | none" in labels
-    hidden = n - plots.DOT_PLOT_BEST - plots.DOT_PLOT_WORST - 1
+    hidden = n - dot_plot.DOT_PLOT_BEST - dot_plot.DOT_PLOT_WORST - 1
     assert any(t.get_text().startswith(f"… {hidden} more cells ranked between") for t in ax.texts)
     counted = sum(p.get_height() for p in hist_ax.patches)
     assert counted == n  # every cell with a result, in the histogram
     assert hist_ax.get_xlim() == ax.get_xlim()
     text = (tmp_path / "report.md").read_text()
-    assert f"only the best {plots.DOT_PLOT_BEST} and the worst {plots.DOT_PLOT_WORST} are named" in text
+    assert f"only the best {dot_plot.DOT_PLOT_BEST} and the worst {dot_plot.DOT_PLOT_WORST} are named" in text

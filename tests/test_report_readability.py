@@ -139,7 +139,7 @@ def test_reliability_diagram_shows_every_bin_count_and_marks_empty_bins(tmp_path
     root = tmp_path / "results"
     golden_set(root)
     figures = []
-    monkeypatch.setattr(report_plots, "_save", lambda fig, path: figures.append(fig))
+    monkeypatch.setattr(report_plots, "save_png", lambda fig, path: figures.append(fig))
     results = load_results([root])
     analysis = analyse(results, "test_acc", None)[0]
     plot = report_plots._reliability(analysis, results.records, root, "plots")

@@ -11,7 +11,7 @@ from lossbench.report.comparisons import main_effects, paired_comparisons, pivot
 from lossbench.report.leaderboard import leaderboard_section, summary_line
 from lossbench.report.markdown_table import cell_text, mean_ci, missing, table
 from lossbench.report.per_seed import every_seed_table
-from lossbench.report.plots import Plot
+from lossbench.report.figure import Plot
 from lossbench.report.results import Results
 from lossbench.report.setup_section import distinct_values, setup_table
 

@@ -24,8 +24,9 @@ from matplotlib.figure import Figure
 from lossbench.analysis.stats import t_interval
 from lossbench.record import CellRecord
 from lossbench.report.aggregate import SourceAnalysis
+from lossbench.report.figure import Plot, palette, save_png, seeds_text
 from lossbench.report.markdown_table import cell_text, table
-from lossbench.report.plots import CURVE_CELLS, Plot, _palette, _save, _seeds_text
+from lossbench.report.plots import CURVE_CELLS
 
 #: OOD metrics of a source, in table order: (key in the shift block, heading, higher is better).
 OOD_COLUMNS = (("auroc_msp", "AUROC MSP (%)", True), ("fpr95_msp", "FPR95 MSP (%)", False),
@@ -197,7 +198,7 @@ def make_plots(analysis: SourceAnalysis, records: dict[str, CellRecord], out_dir
     fig = Figure(figsize=(11, 4.6))
     ax_acc, ax_ece = fig.subplots(1, 2)
     handles = []
-    for label, color in zip(shown, _palette(len(shown))):
+    for label, color in zip(shown, palette(len(shown))):
         blocks = [data.blocks[label][seed] for seed in sorted(data.blocks[label])]
         for ax, key in ((ax_acc, "acc"), (ax_ece, "ece")):
             values = np.array([[b["clean"][key], *(_corrupted(b, data, key, s) for s in data.severities)]
@@ -218,12 +219,12 @@ def make_plots(analysis: SourceAnalysis, records: dict[str, CellRecord], out_dir
     seeds = analysis.max_seeds
     band = "; band: min–max over seeds" if seeds > 1 else ""
     fig.suptitle(f"Under shift — {analysis.source.name} (mean over {len(data.corruptions)} corruption(s) and up to "
-                 f"{_seeds_text(seeds)}{band})")
+                 f"{seeds_text(seeds)}{band})")
     fig.legend(handles=handles, loc="lower center", ncol=2, fontsize=9, frameon=False,
                bbox_to_anchor=(0.5, -0.02 - 0.045 * ((len(handles) + 1) // 2)))
     fig.tight_layout()
     path = f"{subdir}/under_shift.png"
-    _save(fig, out_dir / path)
+    save_png(fig, out_dir / path)
     return [Plot(path, "Under shift", f"Accuracy and ECE of {len(shown)} cell(s) on the clean test split "
                  f"(severity 0) and averaged over {', '.join(data.corruptions)} at each severity"
                  + ("; the baseline dashed." if base is not None else "."))]

@@ -9,7 +9,7 @@ from typing import Any
 
 from lossbench.report.aggregate import SourceAnalysis
 from lossbench.report.markdown_table import cell_text, table
-from lossbench.report.plots import Plot
+from lossbench.report.figure import Plot
 from lossbench.report.tuning_study import (
     EDGE_SHARE,
     RISE_SHARE,

@@ -19,7 +19,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.transforms import blended_transform_factory
 
-from lossbench.report.plots import Plot, _palette, _save, _wrap
+from lossbench.report.figure import Plot, palette, save_png, wrap
 from lossbench.report.tuning_study import (
     EDGE_SHARE,
     MAX_PANELS,
@@ -92,7 +92,7 @@ def best_so_far_plot(study: Study, out_dir: Path, rel: str) -> Plot | None:
     # A cell's colour is what tells it apart within its loss (the rest of its label), the same in every panel, so
     # one legend under the figure names them all and no legend covers a curve.
     rests = list(dict.fromkeys(_rest_of_label(c) for c, *_ in curves))
-    colors = dict(zip(rests, _palette(len(rests))))
+    colors = dict(zip(rests, palette(len(rests))))
     for ax, loss in zip(axes, shown):
         for cell, x, y, rising in (c for c in curves if c[0].loss == loss):
             color = colors[_rest_of_label(cell)]
@@ -102,7 +102,7 @@ def best_so_far_plot(study: Study, out_dir: Path, rel: str) -> Plot | None:
             improved = np.r_[True, np.diff(y) != 0]
             ax.plot(x[improved], y[improved], "o", color=color, ms=3.5)
         ax.axvspan(budget - window - 0.5, budget - 0.5, color="#999999", alpha=0.15, lw=0)
-        ax.set_title(_wrap(loss, 40), fontsize=10)
+        ax.set_title(wrap(loss, 40), fontsize=10)
         ax.set_xlim(-0.5, budget - 0.5)
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)
@@ -114,7 +114,7 @@ def best_so_far_plot(study: Study, out_dir: Path, rel: str) -> Plot | None:
             ax.set_ylabel(f"best {m.heading} so far")
     handles: list[Any] = []
     if len(rests) > 1:
-        handles += [Line2D([], [], color=colors[r], lw=1.5, label=_wrap(r, 40)) for r in rests[:MAX_LEGEND_LINES]]
+        handles += [Line2D([], [], color=colors[r], lw=1.5, label=wrap(r, 40)) for r in rests[:MAX_LEGEND_LINES]]
         if len(rests) > MAX_LEGEND_LINES:
             handles.append(Line2D([], [], ls="", label=f"+{len(rests) - MAX_LEGEND_LINES} more, not named"))
     if any(rising for *_, rising in curves):
@@ -127,7 +127,7 @@ def best_so_far_plot(study: Study, out_dir: Path, rel: str) -> Plot | None:
         ncol = min(3, len(handles))
         fig.legend(handles=handles, loc="upper center", ncol=ncol, fontsize=8, frameon=False,
                    bbox_to_anchor=(0.5, 0.0))
-    _save(fig, out_dir / rel)
+    save_png(fig, out_dir / rel)
     caption = (f"For each cell, the best {m.title} among its complete trials up to each trial (dots where it "
                f"improved), one panel per loss. A curve still improving in the shaded last {window} trials "
                "(drawn thick) means the budget was too small for that cell.")
@@ -218,8 +218,8 @@ def sensitivity_plot(study: Study, path: str, out_dir: Path, rel: str) -> Plot |
     frame["py"] = frame["y"] * m.scale
     losses = [loss for loss in _losses(study) if loss in set(frame["loss"])]
     # Facets tell the losses apart by panel: strong colours (tab10, repeating) read better than tab20's pale ones.
-    colors = dict(zip(losses, _palette(len(losses)) if len(losses) <= FACET_LOSSES
-                      else [_palette(10)[i % 10] for i in range(len(losses))]))
+    colors = dict(zip(losses, palette(len(losses)) if len(losses) <= FACET_LOSSES
+                      else [palette(10)[i % 10] for i in range(len(losses))]))
     log = rng is not None and rng.log and categories is None and (frame["px"] > 0).all()
     facets = len(losses) > FACET_LOSSES
     # Every cell draws the same random points first (a paired search), so losses share x values: shapes as well as
@@ -243,7 +243,7 @@ def sensitivity_plot(study: Study, path: str, out_dir: Path, rel: str) -> Plot |
             # The other losses' complete trials in grey: where this loss stands against the rest.
             rest = frame[~frame["loss"].isin(group) & (frame["state"] == "complete") & frame["py"].notna()]
             ax.scatter(rest["px"], rest["py"], s=10, color="#cccccc", lw=0, zorder=1)
-            ax.set_title(_wrap(group[0], 36), fontsize=9)
+            ax.set_title(wrap(group[0], 36), fontsize=9)
         for loss in group:
             _draw_trials(ax, frame[frame["loss"] == loss], colors[loss], "o" if facets else markers[loss])
         if log:
@@ -258,11 +258,11 @@ def sensitivity_plot(study: Study, path: str, out_dir: Path, rel: str) -> Plot |
         if spec.is_first_col():
             ax.set_ylabel(m.heading if m.name.startswith("val") else f"{m.heading} (validation)")
     handles: list[Any] = [] if facets else [
-        Line2D([], [], ls="", marker=markers[loss], color=colors[loss], label=_wrap(loss, 28)) for loss in losses]
+        Line2D([], [], ls="", marker=markers[loss], color=colors[loss], label=wrap(loss, 28)) for loss in losses]
     handles += [
         Line2D([], [], ls="", marker="o", color="#555555", label="complete trial"),
         Line2D([], [], ls="", marker="o", markerfacecolor="none", markeredgecolor="#555555",
-               label=_wrap(PRUNED_NOTE, 28)),
+               label=wrap(PRUNED_NOTE, 28)),
         Line2D([], [], ls="", marker="x", color="#555555", label="failed (no value)"),
         Line2D([], [], ls="", marker="*", markersize=12, color="#555555", markeredgecolor="black",
                label="chosen trial of a cell"),
@@ -271,7 +271,7 @@ def sensitivity_plot(study: Study, path: str, out_dir: Path, rel: str) -> Plot |
         handles.append(Line2D([], [], ls="", marker="o", color="#cccccc", label="other losses' trials"))
     if rng is not None and rng.choices is None:
         handles.append(Patch(color="#ff7f0e", alpha=0.25, label=f"outer {EDGE_SHARE:.0%} of the range"))
-    title = _wrap(f"{m.title.capitalize()} against {path} — {study.analysis.source.name}", 70)
+    title = wrap(f"{m.title.capitalize()} against {path} — {study.analysis.source.name}", 70)
     if facets:
         fig.suptitle(title + " (one panel per loss)", fontsize=11)
         fig.tight_layout(rect=(0, 0, 1 - 2.4 / fig.get_figwidth(), 1))
@@ -282,7 +282,7 @@ def sensitivity_plot(study: Study, path: str, out_dir: Path, rel: str) -> Plot |
         ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
         ax.set_title(title, fontsize=11)
         fig.tight_layout()
-    _save(fig, out_dir / rel)
+    save_png(fig, out_dir / rel)
     counts = frame["state"].value_counts()
     cells = frame["label"].nunique()
     text = (f"Every trial of the {cells} cell(s) that tune `{path}`: its {m.title} against the value it "
