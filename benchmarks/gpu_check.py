@@ -248,9 +248,10 @@ def main() -> int:
     py = args.python
     run = [py, "-m", "lossbench", "run", "--no-report", "--plain", "--force"]
     steps = [
-        Step("data", [py, "-c", "import json, sys; from pathlib import Path; from lossbench.data import "
-                      "load_dataset; d = json.loads(sys.argv[1]); name = d.pop('name'); root = d.pop('root', None);"
-                      " x = load_dataset(name, root, cache_dir=Path(sys.argv[2])); print(x.name, x.train_x.shape)",
+        Step("data", [py, "-c", "import json, sys; from pathlib import Path; from lossbench.config.dataset "
+                      "import DatasetConfig; from lossbench.data import load_dataset; d = json.loads(sys.argv[1]); "
+                      "x = load_dataset(DatasetConfig(name=d['name'], root=d.get('root')), cache_dir=Path(sys.argv[2]));"
+                      " print(x.name, x.train_x.shape)",
                       json.dumps({**sizes.dataset, **({"root": data_root} if data_root else {})}),
                       str(work / "cache")], sizes.limits["data"]),
         Step("tests", [py, "-m", "pytest", "-q", "-rs", "-m", "gpu", "-p", "no:cacheprovider", *GPU_TEST_FILES],

@@ -49,6 +49,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from lossbench.config.dataset import DatasetConfig
 from lossbench.config.schema import Suite
 from lossbench.data import ImageData, load_dataset
 from lossbench.data.cache import DEFAULT_CACHE
@@ -375,8 +376,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     load_before = os.getloadavg()[0]
     t_start = time.perf_counter()
-    data = load_dataset(args.dataset, args.data_root, cache_dir=args.cache_dir, train_subset=train_images,
-                        test_subset=test_images)
+    data = load_dataset(DatasetConfig(name=args.dataset, root=args.data_root, train_subset=train_images,
+                                      test_subset=test_images), cache_dir=args.cache_dir)
     headline_precision = "bf16" if native_bf16(device) else "fp32"
     pipelines: list[tuple[str, NaivePipeline | EnginePipeline]] = [
         (f"naive, {w} worker{'s' if w != 1 else ''}", NaivePipeline(data, recipe, device, w)) for w in workers

@@ -240,8 +240,7 @@ def estimate_sizes(suite: Any, cells: list[Any], with_state: bool = True) -> Che
 
     dataset = suite.dataset
     try:
-        shape = known_image_shape(dataset.name, dataset.root, image_size=dataset.image_size,
-                                  source_params=dataset.source_params)
+        shape = known_image_shape(dataset)
     except LossbenchError:
         return None
     if shape is None:

@@ -84,8 +84,15 @@ class ModelFitError(ConfigError):
     `parameter` names the model's suite parameter to change, when one is to blame (e.g. `padding`)."""
 
 
+@dataclass
 class DataError(LossbenchError):
-    """A dataset cannot be found, read or decoded."""
+    """A dataset cannot be found, read or decoded.
+
+    `option` names the dataset option whose value the data cannot satisfy (a key of the suite's `dataset:`, e.g.
+    `train_subset` when the split holds fewer images); None when the data itself is at fault (its root or, without
+    one, its name). It tells `located_data_error` which suite key to point at."""
+
+    option: str | None = None
 
 
 class ResultsLockedError(LossbenchError):

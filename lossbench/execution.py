@@ -9,7 +9,6 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 from lossbench.checkpoint import (
@@ -18,7 +17,8 @@ from lossbench.checkpoint import (
 )
 from lossbench.components import build_cell
 from lossbench.config.schema import Suite
-from lossbench.data import ImageData, dataset_identity, load_dataset
+from lossbench.data import ImageData
+from lossbench.data.request import DataRequest
 from lossbench.device import EngineOptions, resolve_device, resolve_precision
 from lossbench.engine import CellResult, CellRun, ProgressFn, TrainingProgress, train
 from lossbench.environment import environment
@@ -28,42 +28,6 @@ from lossbench.record import CellRecord, DataSizes, Environment, Epoch, MachineL
 from lossbench.run_clock import utc_now
 from lossbench.shift.evaluate import ShiftPlan
 from lossbench.threads import ThreadChoice, ThreadSetting, apply_threads, choose_threads
-
-
-@dataclass(frozen=True)
-class DataRequest:
-    """Everything needed to load the suite's dataset in any process (picklable)."""
-
-    name: str
-    root: str | None
-    download: bool
-    train_subset: int | float | None
-    test_subset: int | float | None
-    val_fraction: float
-    image_size: int | None
-    cache_dir: str
-    #: The source's own parameters (emnist's split, svhn's extra) as sorted (name, value) pairs.
-    source_params: tuple[tuple[str, Any], ...] = ()
-
-    @classmethod
-    def from_suite(cls, suite: Suite, cache_dir: Path) -> DataRequest:
-        d = suite.dataset
-        return cls(d.name, d.root, d.download, d.train_subset, d.test_subset, d.val_fraction, d.image_size,
-                   str(cache_dir), tuple(sorted(d.source_params.items())))
-
-    def load(self) -> ImageData:
-        return load_dataset(
-            self.name, self.root, cache_dir=Path(self.cache_dir), download=self.download,
-            train_subset=self.train_subset, test_subset=self.test_subset, val_fraction=self.val_fraction,
-            image_size=self.image_size, source_params=dict(self.source_params),
-        )
-
-    def identity(self) -> str:
-        """The dataset identity that enters cell ids, including every option that changes the tensors."""
-        return dataset_identity(
-            self.name, self.root, train_subset=self.train_subset, test_subset=self.test_subset,
-            val_fraction=self.val_fraction, image_size=self.image_size, source_params=dict(self.source_params),
-        )
 
 
 @dataclass(frozen=True)

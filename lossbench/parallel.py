@@ -43,7 +43,8 @@ from lossbench.checkpoint import read_resume
 from lossbench.errors import ConfigError
 from lossbench.executor_session import HeldBetweenCalls
 from lossbench.grid import Cell
-from lossbench.execution import DataRequest, Job, OnEvent, OnResult, execute_cell, failed_record
+from lossbench.data.request import DataRequest
+from lossbench.execution import Job, OnEvent, OnResult, execute_cell, failed_record
 from lossbench.machine import usable_cores
 from lossbench.threads import choose_threads
 

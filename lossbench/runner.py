@@ -21,7 +21,8 @@ from lossbench.config.schema import Suite, suite_to_yaml
 from lossbench.data.cache import DEFAULT_CACHE
 from lossbench.device import resolve_device, resolve_precision
 from lossbench.errors import ConfigError, DataError, ForeignDirectoryError, Location, ResultsWriteError
-from lossbench.execution import DataRequest, EngineSettings, Job, LocalExecutor, OnResult
+from lossbench.data.request import DataRequest, located_data_error
+from lossbench.execution import EngineSettings, Job, LocalExecutor, OnResult
 from lossbench.grid import Cell, expand
 from lossbench.progress import RunDisplay, SilentDisplay
 from lossbench.record import CellRecord
@@ -135,15 +136,6 @@ def _final_records(records: dict[str, CellRecord], cells: list[Cell]) -> list[Ce
     """The final (done or diverged) records among `records` of the given cells."""
     found = (records.get(c.id) for c in cells)
     return [r for r in found if r is not None and r.is_final]
-
-
-def located_data_error(suite: Suite, exc: DataError) -> DataError:
-    """A data error pointed at the suite key (or option) behind it: a subset size, else the root or the name."""
-    if exc.location is None:
-        key = next((k for k in ("train_subset", "test_subset", "val_fraction") if exc.message.startswith(k)),
-                   "root" if suite.dataset.root else "name")
-        exc.location = suite.locate(["dataset", key])
-    return exc
 
 
 def _outcome(record: CellRecord) -> str:

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from lossbench.config.dataset import DatasetConfig
+
 # Tests are small; one thread per process keeps them fast and deterministic on a loaded 2-core machine.
 torch.set_num_threads(1)
 
@@ -35,7 +37,7 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def digits(cache_dir: Path):
     from lossbench.data import load_dataset
 
-    return load_dataset("digits", None, cache_dir=cache_dir)
+    return load_dataset(DatasetConfig(name="digits"), cache_dir=cache_dir)
 
 
 TINY_SUITE = """\

@@ -17,7 +17,8 @@ from lossbench.suite import load_suite
 from lossbench.evaluate import evaluator_for
 from lossbench.device import Normalizer
 from lossbench.grid import expand
-from lossbench.execution import DataRequest, EngineSettings
+from lossbench.data.request import DataRequest
+from lossbench.execution import EngineSettings
 from lossbench.store import ResultsStore
 
 from conftest import TINY_SUITE

@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from lossbench.config.dataset import DatasetConfig
 from lossbench.cli import app
 from lossbench.data import load_dataset
 from lossbench.data.folder import check_folder_images, read_folder
@@ -174,7 +175,7 @@ def test_a_truncated_archive_says_so(tmp_path: Path, cache_dir: Path) -> None:
         tar.add(src / "test", arcname="test")
     archive.write_bytes(archive.read_bytes()[:-2000])
     with pytest.raises(DataError, match="truncated"):
-        load_dataset("image_folder", archive, cache_dir=cache_dir)
+        load_dataset(DatasetConfig(name="image_folder", root=archive), cache_dir=cache_dir)
 
 
 def png_header(width: int, height: int) -> bytes:
@@ -261,8 +262,8 @@ def test_a_gzipped_idx_bomb_is_refused_from_its_header(tmp_path: Path, cache_dir
     (root / "train-images-idx3-ubyte.gz").write_bytes(
         gzip.compress(idx_bytes((2 * 2**30 // 784, 28, 28), bytes(64 * 2**20)), compresslevel=9))
     peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    for call in (lambda: dataset_identity("kmnist", root),
-                 lambda: load_dataset("kmnist", root, cache_dir=cache_dir)):
+    for call in (lambda: dataset_identity(DatasetConfig(name="kmnist", root=root)),
+                 lambda: load_dataset(DatasetConfig(name="kmnist", root=root), cache_dir=cache_dir)):
         with pytest.raises(DataError) as caught:
             call()
         text = caught.value.render()
@@ -274,8 +275,8 @@ def test_an_idx_header_whose_size_overflows_is_refused(tmp_path: Path, cache_dir
     from lossbench.data.load import dataset_identity
 
     root = idx_folder(tmp_path / "kmnist", idx_bytes((4194304, 4194304, 4194304), bytes(784)))
-    for call in (lambda: dataset_identity("kmnist", root),
-                 lambda: load_dataset("kmnist", root, cache_dir=cache_dir)):
+    for call in (lambda: dataset_identity(DatasetConfig(name="kmnist", root=root)),
+                 lambda: load_dataset(DatasetConfig(name="kmnist", root=root), cache_dir=cache_dir)):
         with pytest.raises(DataError, match=r"4194304×4194304×4194304 uint8 values, .* over the limit"):
             call()
 
@@ -284,8 +285,8 @@ def test_a_dataset_without_training_images_is_an_error(tmp_path: Path, cache_dir
     from lossbench.data.load import dataset_identity
 
     root = idx_folder(tmp_path / "kmnist", idx_bytes((0, 28, 28)), train_count=0)
-    for call in (lambda: dataset_identity("kmnist", root),
-                 lambda: load_dataset("kmnist", root, cache_dir=cache_dir)):
+    for call in (lambda: dataset_identity(DatasetConfig(name="kmnist", root=root)),
+                 lambda: load_dataset(DatasetConfig(name="kmnist", root=root), cache_dir=cache_dir)):
         with pytest.raises(DataError, match="train-images-idx3-ubyte holds no images"):
             call()
 

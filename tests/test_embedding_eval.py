@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from lossbench.config.dataset import DatasetConfig
 from lossbench.config.schema import Suite
 from lossbench.embedding_eval import evaluate_retrieval, knn_class_scores, knn_probabilities
 from lossbench.device import EngineOptions
@@ -120,7 +121,7 @@ def test_embedding_cell_reports_knn_metrics(tmp_path) -> None:  # type: ignore[n
     from lossbench.data import load_dataset
 
     torch.set_num_threads(1)
-    data = load_dataset("digits", None, cache_dir=tmp_path, train_subset=400)
+    data = load_dataset(DatasetConfig(name="digits", train_subset=400), cache_dir=tmp_path)
     suite = Suite.model_validate({
         "name": "knn-test",
         "dataset": {"name": "digits"},

@@ -18,6 +18,7 @@ import torchvision
 from typer.testing import CliRunner
 
 from lossbench.cli import app
+from lossbench.config.dataset import DatasetConfig
 from lossbench.config.schema import Suite
 from lossbench.device import EngineOptions
 from lossbench.execution import train_cell
@@ -425,7 +426,7 @@ def test_gradients_finite_at_extreme_outputs(name: str, params: dict) -> None:  
 def digits(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     from lossbench.data import load_dataset
 
-    return load_dataset("digits", None, cache_dir=tmp_path_factory.mktemp("cache"), train_subset=500)
+    return load_dataset(DatasetConfig(name="digits", train_subset=500), cache_dir=tmp_path_factory.mktemp("cache"))
 
 
 def _cell(loss: str | dict, data) -> object:  # type: ignore[no-untyped-def]

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from lossbench import runner
+from lossbench.config.dataset import DatasetConfig
 from lossbench.machine import MachineSample, load_average_1m, load_block, usable_cores
 from lossbench.record import MachineLoad
 from lossbench.suite import load_suite
@@ -60,5 +61,5 @@ def test_each_record_holds_load_cpu_time_cores_and_data_sizes(write_suite, tmp_p
         assert data.train == 400 and data.val == 0
         from lossbench.data import load_dataset
 
-        full = load_dataset("digits", None, cache_dir=cache_dir)
+        full = load_dataset(DatasetConfig(name="digits"), cache_dir=cache_dir)
         assert data.test == full.test_x.shape[0]

@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from lossbench.config.dataset import DatasetConfig
 from lossbench.losses import LOSSES
 from lossbench.losses.margin import ArcFace, CenterLoss, CosFace
 
@@ -199,7 +200,7 @@ def test_bad_parameters_are_rejected(params: dict, match: str) -> None:
 def digits(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     from lossbench.data import load_dataset
 
-    return load_dataset("digits", None, cache_dir=tmp_path_factory.mktemp("cache"), train_subset=500)
+    return load_dataset(DatasetConfig(name="digits", train_subset=500), cache_dir=tmp_path_factory.mktemp("cache"))
 
 
 @pytest.mark.parametrize("name", ["arcface", "cosface", "center"])

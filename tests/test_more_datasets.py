@@ -11,6 +11,7 @@ import pytest
 import scipy.io
 import torch
 
+from lossbench.config.dataset import DatasetConfig
 from lossbench.config.source import SuiteSource
 from lossbench.suite import parse_suite
 from lossbench.data import DATASETS, dataset_identity, load_dataset
@@ -45,7 +46,7 @@ def test_the_new_datasets_are_registered() -> None:
 
 def test_svhn_from_mat_files(tmp_path: Path) -> None:
     written = write_svhn(tmp_path / "svhn", {"train": 20, "test": 10})
-    data = load_dataset("svhn", tmp_path / "svhn", cache_dir=tmp_path / "cache")
+    data = load_dataset(DatasetConfig(name="svhn", root=tmp_path / "svhn"), cache_dir=tmp_path / "cache")
     x, y = written["train"]
     assert data.train_x.shape == (20, 3, 32, 32) and data.train_x.dtype == torch.uint8
     # Pixel (row 5, column 7, channel 2) of image 3 as the .mat stores it: X[5, 7, 2, 3].
@@ -59,15 +60,15 @@ def test_svhn_from_mat_files(tmp_path: Path) -> None:
 def test_svhn_extra_joins_the_training_split_and_names_itself(tmp_path: Path) -> None:
     root = tmp_path / "svhn"
     written = write_svhn(root, {"train": 20, "test": 10, "extra": 30})
-    data = load_dataset("svhn", root, cache_dir=tmp_path / "cache", source_params={"extra": True})
+    data = load_dataset(DatasetConfig(name="svhn", root=root, extra=True), cache_dir=tmp_path / "cache")
     assert len(data.train_y) == 50 and len(data.test_y) == 10
     assert torch.equal(data.train_x[20:], torch.from_numpy(written["extra"][0]).permute(3, 2, 0, 1))
-    plain = dataset_identity("svhn", root)
-    with_extra = dataset_identity("svhn", root, source_params={"extra": True})
+    plain = dataset_identity(DatasetConfig(name="svhn", root=root))
+    with_extra = dataset_identity(DatasetConfig(name="svhn", root=root, extra=True))
     assert with_extra.startswith("svhn:train+extra:mat:") and with_extra != plain.replace("svhn:", "svhn:train+extra:")
     (root / "extra_32x32.mat").unlink()
     with pytest.raises(DataError, match="missing: extra_32x32.mat"):
-        dataset_identity("svhn", root, source_params={"extra": True})
+        dataset_identity(DatasetConfig(name="svhn", root=root, extra=True))
 
 
 def test_svhn_rejects_labels_outside_1_to_10(tmp_path: Path) -> None:
@@ -75,7 +76,7 @@ def test_svhn_rejects_labels_outside_1_to_10(tmp_path: Path) -> None:
     write_svhn(root, {"train": 4, "test": 2})
     scipy.io.savemat(root / "test_32x32.mat", {"X": np.zeros((32, 32, 3, 2), np.uint8), "y": np.array([[0], [3]])})
     with pytest.raises(DataError, match="labels outside 1..10"):
-        load_dataset("svhn", root, cache_dir=tmp_path / "cache")
+        load_dataset(DatasetConfig(name="svhn", root=root), cache_dir=tmp_path / "cache")
 
 
 def write_stl10(directory: Path, counts: dict[str, int], seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -95,7 +96,7 @@ def write_stl10(directory: Path, counts: dict[str, int], seed: int = 0) -> dict[
 def test_stl10_from_its_binary_files(tmp_path: Path) -> None:
     written = write_stl10(tmp_path / "tv" / "stl10_binary", {"train": 12, "test": 5})
     (tmp_path / "tv" / "stl10_binary" / "class_names.txt").write_text("\n".join(DEFAULT_CLASSES) + "\n")
-    data = load_dataset("stl10", tmp_path / "tv", cache_dir=tmp_path / "cache")
+    data = load_dataset(DatasetConfig(name="stl10", root=tmp_path / "tv"), cache_dir=tmp_path / "cache")
     assert data.train_x.shape == (12, 3, 96, 96) and data.image_size == (96, 96)
     assert torch.equal(data.train_x, torch.from_numpy(written["train"][0]))
     # The first bytes of the file are the first column of the red plane of image 0: rows 0, 1, 2 at column 0.
@@ -103,7 +104,7 @@ def test_stl10_from_its_binary_files(tmp_path: Path) -> None:
     assert data.train_x[0, 0, :3, 0].tolist() == first.tolist()
     assert data.train_y.tolist() == [i % 10 for i in range(12)] and data.classes == DEFAULT_CLASSES
     assert data.identity.startswith("stl10:bin:")
-    assert dataset_identity("stl10", tmp_path / "tv" / "stl10_binary") == data.identity
+    assert dataset_identity(DatasetConfig(name="stl10", root=tmp_path / "tv" / "stl10_binary")) == data.identity
 
 
 def test_stl10_with_a_truncated_file_is_a_data_error(tmp_path: Path) -> None:
@@ -111,7 +112,7 @@ def test_stl10_with_a_truncated_file_is_a_data_error(tmp_path: Path) -> None:
     write_stl10(directory, {"train": 2, "test": 2})
     (directory / "test_X.bin").write_bytes(b"\0" * 100)
     with pytest.raises(DataError, match="not a whole number of 3x96x96 images"):
-        load_dataset("stl10", directory, cache_dir=tmp_path / "cache")
+        load_dataset(DatasetConfig(name="stl10", root=directory), cache_dir=tmp_path / "cache")
 
 
 def test_kmnist_from_torchvision_raw_files(tmp_path: Path) -> None:
@@ -123,7 +124,7 @@ def test_kmnist_from_torchvision_raw_files(tmp_path: Path) -> None:
     write_idx(raw / "train-labels-idx1-ubyte.gz", np.arange(20) % 10)
     write_idx(raw / "t10k-images-idx3-ubyte", rng.integers(0, 256, (10, 28, 28), dtype=np.uint8), compress=False)
     write_idx(raw / "t10k-labels-idx1-ubyte", np.arange(10), compress=False)
-    data = load_dataset("kmnist", tmp_path / "tv", cache_dir=tmp_path / "cache")
+    data = load_dataset(DatasetConfig(name="kmnist", root=tmp_path / "tv"), cache_dir=tmp_path / "cache")
     assert torch.equal(data.train_x, torch.from_numpy(train).unsqueeze(1))
     assert data.classes == ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo")
     assert data.identity.startswith("kmnist:idx:")
@@ -141,7 +142,8 @@ def write_emnist(raw: Path, split: str, labels: np.ndarray, seed: int = 0) -> np
 
 def test_emnist_letters_are_upright_and_labelled_from_zero(tmp_path: Path) -> None:
     stored = write_emnist(tmp_path / "tv" / "EMNIST" / "raw", "letters", np.arange(1, 27))
-    data = load_dataset("emnist", tmp_path / "tv", cache_dir=tmp_path / "cache", source_params={"split": "letters"})
+    data = load_dataset(DatasetConfig(name="emnist", root=tmp_path / "tv", split="letters"),
+                        cache_dir=tmp_path / "cache")
     assert data.classes == tuple(string.ascii_lowercase)
     assert data.train_y.tolist() == list(range(26))
     # The files store each image transposed: pixel (row r, column c) of the character is stored at [c, r].
@@ -156,18 +158,19 @@ def test_emnist_letters_are_upright_and_labelled_from_zero(tmp_path: Path) -> No
 ])
 def test_emnist_splits_have_torchvisions_classes(tmp_path: Path, split: str, count: int, sample: dict) -> None:
     write_emnist(tmp_path / split, split, np.arange(count))
-    data = load_dataset("emnist", tmp_path / split, cache_dir=tmp_path / "cache", source_params={"split": split})
+    data = load_dataset(DatasetConfig(name="emnist", root=tmp_path / split, split=split), cache_dir=tmp_path / "cache")
     assert data.num_classes == count and all(data.classes[i] == name for i, name in sample.items())
 
 
 def test_emnist_split_is_part_of_the_identity_and_its_files_are_per_split(tmp_path: Path) -> None:
     write_emnist(tmp_path / "e", "digits", np.arange(10))
-    assert dataset_identity("emnist", tmp_path / "e", source_params={"split": "digits"}).startswith("emnist:digits:")
+    digits = dataset_identity(DatasetConfig(name="emnist", root=tmp_path / "e", split="digits"))
+    assert digits.startswith("emnist:digits:")
     # Only the digits files are there: the balanced split finds none and reads the folder as an image folder.
     with pytest.raises(DataError):
-        load_dataset("emnist", tmp_path / "e", cache_dir=tmp_path / "cache", source_params={"split": "balanced"})
+        load_dataset(DatasetConfig(name="emnist", root=tmp_path / "e", split="balanced"), cache_dir=tmp_path / "cache")
     with pytest.raises(Exception, match="split"):
-        dataset_identity("emnist", tmp_path / "e", source_params={"split": "lettres"})
+        dataset_identity(DatasetConfig(name="emnist", root=tmp_path / "e", split="lettres"))
 
 
 def suite_source(dataset: dict) -> SuiteSource:
@@ -210,7 +213,7 @@ def test_asymmetric_noise_mappings_of_the_new_datasets() -> None:
 @pytest.mark.parametrize("name", ["svhn", "stl10", "emnist"])
 def test_without_files_and_with_downloads_off_the_error_says_what_to_do(name: str, tmp_path: Path) -> None:
     with pytest.raises(DataError, match="downloads are off"):
-        load_dataset(name, None, cache_dir=tmp_path / "cache", download=False)
+        load_dataset(DatasetConfig(name=name, download=False), cache_dir=tmp_path / "cache")
 
 
 def test_class_names_agree_with_torchvisions_datasets() -> None:
@@ -245,22 +248,23 @@ def test_the_new_datasets_declare_their_shape_without_decoding(tmp_path: Path,
     write_stl10(tmp_path / "stl" / "stl10_binary", {"train": 2, "test": 1})
     write_kmnist(tmp_path / "k" / "KMNIST" / "raw")
     write_emnist(tmp_path / "e" / "EMNIST" / "raw", "letters", np.arange(4) % 26 + 1)
-    assert known_image_shape("svhn", tmp_path / "svhn") == ImageShape(3, 32, 32, 10)
-    assert known_image_shape("svhn", None, source_params={"extra": True}) == ImageShape(3, 32, 32, 10)
-    assert known_image_shape("stl10", tmp_path / "stl") == ImageShape(3, 96, 96, 10)
-    assert known_image_shape("kmnist", tmp_path / "k") == ImageShape(1, 28, 28, 10)
-    letters = known_image_shape("emnist", tmp_path / "e", source_params={"split": "letters"})
+    assert known_image_shape(DatasetConfig(name="svhn", root=tmp_path / "svhn")) == ImageShape(3, 32, 32, 10)
+    assert known_image_shape(DatasetConfig(name="svhn", extra=True)) == ImageShape(3, 32, 32, 10)
+    assert known_image_shape(DatasetConfig(name="stl10", root=tmp_path / "stl")) == ImageShape(3, 96, 96, 10)
+    assert known_image_shape(DatasetConfig(name="kmnist", root=tmp_path / "k")) == ImageShape(1, 28, 28, 10)
+    letters = known_image_shape(DatasetConfig(name="emnist", root=tmp_path / "e", split="letters"))
     assert letters == ImageShape(1, 28, 28, 26)
-    assert known_image_shape("emnist", None, source_params={"split": "byclass"}) == ImageShape(1, 28, 28, 62)
+    assert known_image_shape(DatasetConfig(name="emnist", split="byclass")) == ImageShape(1, 28, 28, 62)
     # dataset.image_size resizes every image: the shape follows it.
-    assert known_image_shape("stl10", tmp_path / "stl", image_size=40) == ImageShape(3, 40, 40, 10)
+    resized = known_image_shape(DatasetConfig(name="stl10", root=tmp_path / "stl", image_size=40))
+    assert resized == ImageShape(3, 40, 40, 10)
     # An image folder given as the root may hold any size: only decoding (or image_size) tells.
     folder = tmp_path / "folder"
     (folder / "train" / "a").mkdir(parents=True)
     (folder / "test" / "a").mkdir(parents=True)
-    assert known_image_shape("svhn", folder) is None
-    assert known_image_shape("image_folder", folder) is None
-    resized = known_image_shape("image_folder", folder, image_size=12)
+    assert known_image_shape(DatasetConfig(name="svhn", root=folder)) is None
+    assert known_image_shape(DatasetConfig(name="image_folder", root=folder)) is None
+    resized = known_image_shape(DatasetConfig(name="image_folder", root=folder, image_size=12))
     assert resized is not None and (resized.height, resized.width) == (12, 12)
 
 
@@ -330,6 +334,6 @@ def test_stl10_class_names_that_are_not_utf8_are_a_data_error(tmp_path: Path) ->
     names = tmp_path / "tv" / "stl10_binary" / "class_names.txt"
     names.write_bytes("\n".join(DEFAULT_CLASSES).encode("utf-16"))
     with pytest.raises(DataError, match=r"class_names.txt is not UTF-8 text \(byte 0xff at offset 0\)"):
-        load_dataset("stl10", tmp_path / "tv", cache_dir=tmp_path / "cache")
+        load_dataset(DatasetConfig(name="stl10", root=tmp_path / "tv"), cache_dir=tmp_path / "cache")
     with pytest.raises(DataError, match="is not UTF-8 text"):  # what validate checks, without decoding
-        check_dataset_files("stl10", tmp_path / "tv")
+        check_dataset_files(DatasetConfig(name="stl10", root=tmp_path / "tv"))

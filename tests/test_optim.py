@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from lossbench.config.dataset import DatasetConfig
 from lossbench.config.source import SuiteSource
 from lossbench.suite import parse_suite
 from lossbench.data import load_dataset
@@ -168,7 +169,7 @@ def test_history_records_the_learning_rate_per_epoch(tmp_path: Path) -> None:
         "grid": {"loss": ["cross_entropy"]},
     }, "optim-test.yaml", {}))
     (cell,) = expand(suite, "digits:test")
-    data = load_dataset("digits", None, cache_dir=tmp_path, train_subset=300)
+    data = load_dataset(DatasetConfig(name="digits", train_subset=300), cache_dir=tmp_path)
     result = train_cell(with_recipe(cell, epochs=3, batch_size=128), data, EngineOptions(torch.device("cpu"), "fp32"))
     assert result.status == "done", result.error
     assert [r.lr for r in result.history] == pytest.approx([0.004, 0.002, 0.001])

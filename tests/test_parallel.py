@@ -22,6 +22,7 @@ from lossbench import execution, runner
 from lossbench.record import CellRecord
 from lossbench.cli import app
 from lossbench.suite import load_suite
+from lossbench.data.request import DataRequest
 from lossbench.errors import ConfigError
 from lossbench.parallel import ProcessExecutor, WorkerSpec, _Session, _worker_main
 from lossbench.progress import SilentDisplay
@@ -84,8 +85,8 @@ def test_worker_loads_the_data_once_for_all_its_cells(write_suite, tmp_path: Pat
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     plan = _plan(write_suite, cache_dir, tmp_path / "out", TINY_SUITE.replace("epochs: 2", "epochs: 1"))
     loads = []
-    real_load = execution.DataRequest.load
-    monkeypatch.setattr(execution.DataRequest, "load", lambda self: loads.append(1) or real_load(self))
+    real_load = DataRequest.load
+    monkeypatch.setattr(DataRequest, "load", lambda self: loads.append(1) or real_load(self))
     tasks: queue.Queue = queue.Queue()
     messages: queue.Queue = queue.Queue()
     for index, cell in enumerate(plan.pending[:3]):

@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from lossbench.config.dataset import DatasetConfig
 from lossbench.config.source import SuiteSource
 from lossbench.suite import parse_suite
 from lossbench.data import load_dataset
@@ -152,7 +153,7 @@ def test_training_records_the_penalty_share_and_applies_after_step(tmp_path: Pat
                  "regularizer": [[{"name": "l2", "weight": 0.01}, {"name": "max_norm", "c": c}]]},
     }, "reg-test.yaml", {}))
     (cell,) = expand(suite, "digits:test")
-    data = load_dataset("digits", None, cache_dir=tmp_path)
+    data = load_dataset(DatasetConfig(name="digits"), cache_dir=tmp_path)
     options = EngineOptions(device=torch.device("cpu"), precision="fp32")
     result = train_cell(with_recipe(cell, epochs=2, batch_size=64), data, options)
     assert result.status == "done", result.error

@@ -10,6 +10,7 @@ import pytest
 import torch
 from scipy import stats
 
+from lossbench.config.dataset import DatasetConfig
 from lossbench.config.source import SuiteSource
 from lossbench.suite import parse_suite
 from lossbench.data import ImageData, load_dataset
@@ -219,7 +220,7 @@ def test_bad_scenarios_are_reported_with_their_place() -> None:
 
 def test_noisy_cell_trains_and_records_the_realised_rate(tmp_path: Path) -> None:
     (cell,) = expand(suite({"scenario": [{"name": "label_noise", "rate": 0.4}]}), "digits:x")
-    data = load_dataset("digits", None, cache_dir=tmp_path, train_subset=400)
+    data = load_dataset(DatasetConfig(name="digits", train_subset=400), cache_dir=tmp_path)
     result = train_cell(with_recipe(cell, epochs=1, batch_size=64), data, EngineOptions(torch.device("cpu"), "fp32"))
     assert result.status == "done", result.error
     info = result.metrics["scenario"]

@@ -343,13 +343,14 @@ def validate(
         from lossbench.data.cache import DEFAULT_CACHE
         from lossbench.data.load import check_dataset_files
         from lossbench.errors import DataError
-        from lossbench.runner import located_data_error, plan
+        from lossbench.data.request import located_data_error
+        from lossbench.runner import plan
 
         # force: validate reads no results, so a directory of another suite there is none of its business.
         run_plan = plan(loaded, Path("results") / loaded.name, cache_dir=DEFAULT_CACHE, force=True)
         try:
             # Image headers, empty and single classes of a local image folder (nothing is decoded).
-            check_dataset_files(loaded.dataset.name, loaded.dataset.root)
+            check_dataset_files(loaded.dataset)
         except DataError as exc:
             raise located_data_error(loaded, exc) from None
     except LossbenchError as exc:

@@ -11,9 +11,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from lossbench.config.dataset import DatasetConfig
 from lossbench.config.fields import MAX_ADAPTIVE_SEEDS, MAX_CELLS, ComponentSpec, to_spec
 from lossbench.config.messages import located_error
-from lossbench.config.schema import GRID_AXES, DatasetConfig
+from lossbench.config.schema import GRID_AXES
 from lossbench.config.source import SuiteSource
 from lossbench.errors import ConfigError, LossbenchError, did_you_mean
 

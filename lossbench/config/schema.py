@@ -9,20 +9,19 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, PrivateAttr, Tag, field_validator, model_validator
 
+from lossbench.config.dataset import DatasetConfig
 from lossbench.config.fields import (
     MAX_ADAPTIVE_SEEDS,
     MAX_BATCH_SIZE,
     MAX_DESCRIPTION,
     MAX_EPOCHS,
     MAX_EVAL_BATCH_SIZE,
-    MAX_IMAGE_SIZE,
     Component,
     ComponentSpec,
     Flag,
     Seed,
     Stack,
     StrictModel,
-    Subset,
     spec_to_plain,
 )
 from lossbench.config.source import SuiteSource
@@ -33,34 +32,6 @@ from lossbench.suite_yaml import dotted
 
 # ---------------------------------------------------------------------------------------------------------------
 # The schema. Every model forbids unknown keys.
-
-
-class DatasetConfig(BaseModel):
-    """Which images to train and test on; keys beyond these fields are the source's own parameters
-    (e.g. `split` of emnist, `extra` of svhn), checked against the source in `check_components`."""
-
-    model_config = ConfigDict(extra="allow")
-    name: str = "cifar10"
-    root: str | None = None
-    download: Flag = True
-    train_subset: Subset | None = None
-    test_subset: Subset | None = None
-    val_fraction: float = Field(0.0, ge=0.0, lt=1.0, strict=True)
-    image_size: Annotated[int, Field(strict=True, gt=0, le=MAX_IMAGE_SIZE)] | None = None
-    # Scenarios every cell's training split gets (parameters of the `imbalance` / `label_noise` scenarios, e.g.
-    # {rate: 0.2}); the grid axis `scenario` varies them instead. The test split is never changed.
-    imbalance: dict[str, Any] | None = None
-    label_noise: dict[str, Any] | None = None
-
-    @property
-    def source_params(self) -> dict[str, Any]:
-        """The parameters of the dataset's source class that the suite sets."""
-        return dict(self.model_extra or {})
-
-    def scenarios(self) -> list[ComponentSpec]:
-        """The dataset-level scenarios as components, selections before relabelling."""
-        return [ComponentSpec(name=name, params=params) for name, params in
-                (("imbalance", self.imbalance), ("label_noise", self.label_noise)) if params is not None]
 
 
 class ModelConfig(BaseModel):

@@ -30,8 +30,7 @@ def check_model_fit(source: SuiteSource, suite: Suite) -> list[ConfigError]:
 
     dataset = suite.dataset
     try:
-        shape = known_image_shape(dataset.name, dataset.root, image_size=dataset.image_size,
-                                  source_params=dataset.source_params)
+        shape = known_image_shape(dataset)
     except LossbenchError:
         return errors  # an unusable root or source: the data checks of `validate` name it
     if shape is None or errors:
@@ -59,9 +58,7 @@ def check_data_memory(source: SuiteSource, suite: Suite) -> list[ConfigError]:
     from lossbench.data.load import check_resized_memory
 
     try:
-        check_resized_memory(dataset.name, dataset.root, image_size=dataset.image_size,
-                             train_subset=dataset.train_subset, test_subset=dataset.test_subset,
-                             source_params=dataset.source_params)
+        check_resized_memory(dataset)
     except LossbenchError as exc:
         return [ConfigError(message=exc.message, location=source.locate(["dataset", "image_size"]),
                             value=dataset.image_size, details=exc.details)]

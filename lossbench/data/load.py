@@ -1,132 +1,70 @@
-"""The two entry points: `dataset_identity` (cheap, for cell ids) and `load_dataset` (tensors for the engine).
+"""The data request's entry points: `dataset_identity` (cheap, for cell ids) and `load_dataset` (tensors for the
+engine), with the checks `validate` runs without decoding (`known_image_shape`, `check_resized_memory`,
+`check_dataset_files`). Each takes the request, a `DatasetConfig`.
 
 Loading is: decode the source once into the tensor cache (or read the cache), then take the requested subsets
-and validation hold-out with the split seed, resize if asked, and measure the per-channel mean and std on what
-remains of the training split.
+and validation hold-out with a fixed seed (the same images for every cell), resize if asked, and measure the
+per-channel mean and std on what remains of the training split.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from lossbench.config.dataset import DatasetConfig, InIdentity
 from lossbench.data.base import ImageData, ImageShape
 from lossbench.data.bounds import check_fits_memory, check_root_kind
 from lossbench.data.cache import cache_path, load_cached, store_cached
 from lossbench.data.sources import DATASETS, DatasetSource
-from lossbench.data.splits import check_subset, stratified_holdout, stratified_sample, subset_count
+from lossbench.data.splits import stratified_holdout, stratified_sample, subset_count
 from lossbench.errors import DataError, LossbenchError, UnknownComponentError
 from lossbench.registry import component_params
 
 # Independent random streams per selection, so changing the test subset never changes the training images.
 _TRAIN_STREAM, _TEST_STREAM, _VAL_STREAM = 1, 2, 3
+# The seed of every selection: all cells and seeds of a suite train and test on the same images, so they pair.
+_SPLIT_SEED = 0
 # Images resized per chunk, to bound the float32 working memory (1024 x 3 x 224 x 224 x 4 B ≈ 0.6 GB at most).
 _RESIZE_CHUNK = 1024
 
 
-@dataclass(frozen=True)
-class _Options:
-    """The options of `load_dataset` that change the tensors, validated."""
-
-    train_subset: int | float | None
-    test_subset: int | float | None
-    val_fraction: float
-    image_size: int | None
-    split_seed: int
-
-    def __post_init__(self) -> None:
-        for what, spec in (("train_subset", self.train_subset), ("test_subset", self.test_subset)):
-            if spec is not None:
-                check_subset(spec, what)
-        if isinstance(self.val_fraction, bool) or not isinstance(self.val_fraction, (int, float)) or not (
-            0.0 <= self.val_fraction < 1.0
-        ):
-            raise DataError(f"val_fraction = {self.val_fraction!r}: must be a fraction in [0, 1)")
-        if self.image_size is not None and (
-            isinstance(self.image_size, bool) or not isinstance(self.image_size, int) or self.image_size < 1
-        ):
-            raise DataError(f"image_size = {self.image_size!r}: must be a positive number of pixels")
-        if isinstance(self.split_seed, bool) or not isinstance(self.split_seed, int):
-            raise DataError(f"split_seed = {self.split_seed!r}: must be an int")
-
-    def suffix(self) -> str:
-        """`|train=…|test=…|val=…|size=…` for each option in effect (and the split seed when it matters)."""
-        parts = []
-        if self.train_subset is not None:
-            parts.append(f"train={self.train_subset}")
-        if self.test_subset is not None:
-            parts.append(f"test={self.test_subset}")
-        if self.val_fraction:
-            parts.append(f"val={self.val_fraction}")
-        if self.image_size is not None:
-            parts.append(f"size={self.image_size}")
-        selects = self.train_subset is not None or self.test_subset is not None or self.val_fraction > 0
-        if self.split_seed != 0 and selects:
-            parts.append(f"split_seed={self.split_seed}")
-        return "".join(f"|{p}" for p in parts)
-
-
-def dataset_identity(
-    name: str,
-    root: str | os.PathLike[str] | None,
-    *,
-    train_subset: int | float | None = None,
-    test_subset: int | float | None = None,
-    val_fraction: float = 0.0,
-    image_size: int | None = None,
-    split_seed: int = 0,
-    source_params: Mapping[str, Any] | None = None,
-) -> str:
+def dataset_identity(dataset: DatasetConfig) -> str:
     """A string naming the data, cheap to compute (nothing is decoded), e.g. `cifar10:torchvision`.
 
-    With the defaults it names the source only: `digits:sklearn`, `cifar10:folder:cifar10-jpeg.tar.gz:5a46c22328c1`
-    (12 hex of the archive's sha256; for a directory, of its image paths and sizes). Given the options of
-    `load_dataset`, it returns exactly the identity that `load_dataset` will give the data, e.g.
-    `cifar10:torchvision|train=5000|val=0.1`. A source's own parameters (`source_params`, e.g. EMNIST's split)
-    are named by the source: `emnist:balanced:torchvision`. Raises DataError when `root` is unusable or an option
-    is out of range, UnknownComponentError when `name` is not a dataset.
+    With no option set it names the source only: `digits:sklearn`, `cifar10:folder:cifar10-jpeg.tar.gz:5a46c22328c1`
+    (12 hex of the archive's sha256; for a directory, of its image paths and sizes). Each option that changes the
+    tensors (marked `InIdentity` in DatasetConfig) and differs from its default follows as `|key=value`, so it is
+    exactly the identity that `load_dataset` gives the data, e.g. `cifar10:torchvision|train=5000|val=0.1`. A
+    source's own parameters (e.g. EMNIST's split) are named by the source: `emnist:balanced:torchvision`. Raises
+    DataError when the root is unusable, UnknownComponentError when the name is not a dataset.
     """
-    options = _Options(train_subset, test_subset, val_fraction, image_size, split_seed)
-    source = _source(name, image_size, source_params)
-    return f"{name}:{source.describe(_root_path(root))}{options.suffix()}"
+    return f"{dataset.name}:{_source(dataset).describe(_root_path(dataset.root))}{_identity_suffix(dataset)}"
 
 
-def known_image_shape(
-    name: str,
-    root: str | os.PathLike[str] | None,
-    *,
-    image_size: int | None = None,
-    source_params: Mapping[str, Any] | None = None,
-) -> ImageShape | None:
-    """The shape of the images `load_dataset` will give with these options, without decoding anything; None
-    when only decoding tells (e.g. an image folder without `image_size`). `image_size` makes every image that
-    square, whatever the source's own size."""
-    shape = _source(name, image_size, source_params).known_shape(_root_path(root))
-    if shape is None or image_size is None:
+def known_image_shape(dataset: DatasetConfig) -> ImageShape | None:
+    """The shape of the images `load_dataset` will give, without decoding anything; None when only decoding tells
+    (e.g. an image folder without `image_size`). `image_size` makes every image that square, whatever the
+    source's own size."""
+    shape = _source(dataset).known_shape(_root_path(dataset.root))
+    if shape is None or dataset.image_size is None:
         return shape
-    return replace(shape, height=image_size, width=image_size)
+    return replace(shape, height=dataset.image_size, width=dataset.image_size)
 
 
-def check_resized_memory(
-    name: str,
-    root: str | os.PathLike[str] | None,
-    *,
-    image_size: int,
-    train_subset: int | float | None = None,
-    test_subset: int | float | None = None,
-    source_params: Mapping[str, Any] | None = None,
-) -> None:
-    """Raise DataError when the images resized to `image_size` would not fit in memory, where the image counts
-    and channels are known without reading the data (the official files of a torchvision dataset)."""
+def check_resized_memory(dataset: DatasetConfig) -> None:
+    """Raise DataError when the images resized to `dataset.image_size` would not fit in memory, where the image
+    counts and channels are known without reading the data (the official files of a torchvision dataset)."""
+    image_size = dataset.image_size
+    if image_size is None:
+        return
     try:
-        source = _source(name, image_size, source_params)
-        path = _root_path(root)
+        source = _source(dataset)
+        path = _root_path(dataset.root)
         shape = source.known_shape(path)
     except LossbenchError:
         return  # an unusable root or source is reported by the checks of its own
@@ -134,53 +72,43 @@ def check_resized_memory(
     if sizes is None or shape is None:
         return  # counted again from the decoded tensors, before they are resized
     total = 0
-    for spec, size in ((train_subset, sizes[0]), (test_subset, sizes[1])):
+    for spec, size in ((dataset.train_subset, sizes[0]), (dataset.test_subset, sizes[1])):
         # A count over the split's size is its own error, reported by validation beside this one.
         total += size if spec is None else min(spec, size) if isinstance(spec, int) else subset_count(spec, size, "")
     check_fits_memory(
-        f"{name} resized to image_size {image_size}: {total:,} images of {shape.channels}×{image_size}×{image_size}",
+        f"{dataset.name} resized to image_size {image_size}: {total:,} images of "
+        f"{shape.channels}×{image_size}×{image_size}",
         total * shape.channels * image_size ** 2,
         hint="lower dataset.image_size, or take a subset (dataset.train_subset, dataset.test_subset)")
 
 
-def check_dataset_files(name: str, root: str | os.PathLike[str] | None) -> None:
+def check_dataset_files(dataset: DatasetConfig) -> None:
     """What `validate` checks of the data beyond its identity, without decoding it: for image folders the full
     listing and every image's header. Raises DataError naming the first few bad files and their count."""
-    _source(name, None).check_files(_root_path(root))
+    _source(dataset).check_files(_root_path(dataset.root))
 
 
-def load_dataset(
-    name: str,
-    root: str | os.PathLike[str] | None,
-    *,
-    cache_dir: Path,
-    download: bool = True,
-    train_subset: int | float | None = None,
-    test_subset: int | float | None = None,
-    val_fraction: float = 0.0,
-    image_size: int | None = None,
-    split_seed: int = 0,
-    source_params: Mapping[str, Any] | None = None,
-) -> ImageData:
-    """The dataset `name` (from `root`, or its default source when None) as CPU tensors ready for the engine.
+def load_dataset(dataset: DatasetConfig, *, cache_dir: Path) -> ImageData:
+    """The dataset (from its root, or its source's default place when None) as CPU tensors ready for the engine.
 
-    The source is decoded once into `cache_dir` and read back from there afterwards. Then, with `split_seed`:
-    `train_subset` / `test_subset` keep a class-stratified subset (an int is a number of images, a float in
-    (0, 1] a fraction); `val_fraction` in [0, 1) holds out a stratified part of the training split as
-    `val_x`/`val_y`; `image_size` resizes every image to a square of that many pixels. `mean`/`std` are per
-    channel in [0, 1] units on the final training split. `identity` is `dataset_identity` with the same options.
-    `source_params` are the parameters of the source's class (e.g. `{"split": "letters"}` for emnist).
+    The source is decoded once into `cache_dir` and read back from there afterwards. Then `train_subset` /
+    `test_subset` keep a class-stratified subset (an int is a number of images, a float in (0, 1] a fraction);
+    `val_fraction` in [0, 1) holds out a stratified part of the training split as `val_x`/`val_y`; `image_size`
+    resizes every image to a square of that many pixels. `mean`/`std` are per channel in [0, 1] units on the final
+    training split. `identity` is `dataset_identity` of the same request. The source's own parameters (e.g.
+    `split="letters"` for emnist) are the request's extra keys.
     """
-    options = _Options(train_subset, test_subset, val_fraction, image_size, split_seed)
-    source = _source(name, image_size, source_params)
-    root_path = _root_path(root)
+    name = dataset.name
+    source = _source(dataset)
+    root_path = _root_path(dataset.root)
     source_identity = f"{name}:{source.describe(root_path)}"
     key = source_identity + source.decode_options()
     path = cache_path(Path(cache_dir), name, key)
 
     data = load_cached(path, key)
     if data is None:
-        decoded = source.decode(root_path, download=download, download_dir=Path(cache_dir) / "torchvision")
+        decoded = source.decode(root_path, download=dataset.download,
+                                download_dir=Path(cache_dir) / "torchvision")
         data = replace(
             decoded,
             name=name,
@@ -190,7 +118,7 @@ def load_dataset(
         )
         _check_decoded(data)
         store_cached(path, key, data)
-    return _prepare(replace(data, name=name, identity=source_identity + options.suffix()), options)
+    return _prepare(replace(data, name=name, identity=source_identity + _identity_suffix(dataset)), dataset)
 
 
 def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -224,37 +152,38 @@ def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
     return torch.cat(chunks).contiguous()
 
 
-def _prepare(data: ImageData, options: _Options) -> ImageData:
+def _prepare(data: ImageData, dataset: DatasetConfig) -> ImageData:
     """Subsets, validation hold-out, resize and channel statistics, in that order."""
     train_x, train_y, test_x, test_y = data.train_x, data.train_y, data.test_x, data.test_y
-    seed = options.split_seed
-    if options.train_subset is not None:
-        count = subset_count(options.train_subset, len(train_y), "train_subset")
-        keep = stratified_sample(train_y, count, seed=seed, stream=_TRAIN_STREAM)
+    if dataset.train_subset is not None:
+        count = subset_count(dataset.train_subset, len(train_y), "train_subset")
+        keep = stratified_sample(train_y, count, seed=_SPLIT_SEED, stream=_TRAIN_STREAM)
         train_x, train_y = train_x[keep], train_y[keep]
-    if options.test_subset is not None:
-        count = subset_count(options.test_subset, len(test_y), "test_subset")
-        keep = stratified_sample(test_y, count, seed=seed, stream=_TEST_STREAM)
+    if dataset.test_subset is not None:
+        count = subset_count(dataset.test_subset, len(test_y), "test_subset")
+        keep = stratified_sample(test_y, count, seed=_SPLIT_SEED, stream=_TEST_STREAM)
         test_x, test_y = test_x[keep], test_y[keep]
     val_x = val_y = None
-    if options.val_fraction > 0:
-        count = max(1, int(options.val_fraction * len(train_y) + 0.5))
+    if dataset.val_fraction > 0:
+        count = max(1, int(dataset.val_fraction * len(train_y) + 0.5))
         if count >= len(train_y):
             raise DataError(
-                f"val_fraction = {options.val_fraction} of {len(train_y)} training images leaves none to train on"
+                f"val_fraction = {dataset.val_fraction} of {len(train_y)} training images leaves none to train on",
+                option="val_fraction",
             )
-        keep, held = stratified_holdout(train_y, count, seed=seed, stream=_VAL_STREAM)
+        keep, held = stratified_holdout(train_y, count, seed=_SPLIT_SEED, stream=_VAL_STREAM)
         val_x, val_y = train_x[held], train_y[held]
         train_x, train_y = train_x[keep], train_y[keep]
-    if options.image_size is not None:
+    size = dataset.image_size
+    if size is not None:
         count = len(train_x) + len(test_x) + (0 if val_x is None else len(val_x))
         check_fits_memory(
-            f"{data.name}: {count:,} images of {train_x.shape[1]}×{options.image_size}×{options.image_size} "
-            f"(image_size {options.image_size})", count * train_x.shape[1] * options.image_size ** 2,
+            f"{data.name}: {count:,} images of {train_x.shape[1]}×{size}×{size} (image_size {size})",
+            count * train_x.shape[1] * size ** 2,
             hint="lower dataset.image_size, or take a subset (dataset.train_subset, dataset.test_subset)")
-        train_x = resize_images(train_x, options.image_size)
-        test_x = resize_images(test_x, options.image_size)
-        val_x = None if val_x is None else resize_images(val_x, options.image_size)
+        train_x = resize_images(train_x, size)
+        test_x = resize_images(test_x, size)
+        val_x = None if val_x is None else resize_images(val_x, size)
     mean, std = channel_stats(train_x)
     return replace(
         data, train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y, val_x=val_x, val_y=val_y,
@@ -262,21 +191,34 @@ def _prepare(data: ImageData, options: _Options) -> ImageData:
     )
 
 
-def _source(name: str, image_size: int | None, params: Mapping[str, Any] | None = None) -> DatasetSource:
-    """An instance of the source registered as `name` with its `params`; a source with an `image_size` parameter
-    decodes to it."""
+def _source(dataset: DatasetConfig) -> DatasetSource:
+    """An instance of the dataset's registered source with its own parameters (the request's extra keys); a
+    source with an `image_size` parameter decodes to the request's."""
+    name = dataset.name
     cls = DATASETS.get(name)
     if not issubclass(cls, DatasetSource):
         raise UnknownComponentError(
             message=f"custom dataset '{name}' must subclass lossbench.data.sources.DatasetSource", value=name
         )
-    resolved = DATASETS.resolve_params(name, dict(params or {}))
+    resolved = DATASETS.resolve_params(name, dataset.source_params)
     try:
         if any(p.name == "image_size" for p in component_params(cls)):
-            resolved["image_size"] = image_size
+            resolved["image_size"] = dataset.image_size
         return cls(**resolved)
     except (TypeError, ValueError) as exc:
         raise DataError(f"dataset '{name}': {exc}") from None
+
+
+def _identity_suffix(dataset: DatasetConfig) -> str:
+    """`|key=value` for each option of the request that changes the tensors and differs from its default, in the
+    order DatasetConfig declares them, e.g. `|train=5000|val=0.1`."""
+    parts = []
+    for name, field in type(dataset).model_fields.items():
+        marker = next((m for m in field.metadata if isinstance(m, InIdentity)), None)
+        value = getattr(dataset, name)
+        if marker is not None and value != field.default:
+            parts.append(f"|{marker.key}={value}")
+    return "".join(parts)
 
 
 def _root_path(root: str | os.PathLike[str] | None) -> Path | None:

@@ -14,13 +14,17 @@ from lossbench.errors import DataError
 
 
 def check_subset(spec: object, what: str) -> None:
-    """Raise DataError unless `spec` is an image count (int >= 1) or a fraction (float in (0, 1])."""
+    """Raise DataError unless `spec` is an image count (int >= 1) or a fraction (float in (0, 1]); `what` is the
+    dataset option that asks for it (the error's `option`), or '' when none does."""
+    option = what or None
     if isinstance(spec, bool) or not isinstance(spec, (int, float)):
-        raise DataError(f"{what} must be an image count (int) or a fraction in (0, 1] (float), not {spec!r}")
+        raise DataError(f"{what} must be an image count (int) or a fraction in (0, 1] (float), not {spec!r}",
+                        option=option)
     if isinstance(spec, int) and spec < 1:
-        raise DataError(f"{what} = {spec}: an image count must be at least 1")
+        raise DataError(f"{what} = {spec}: an image count must be at least 1", option=option)
     if isinstance(spec, float) and not 0.0 < spec <= 1.0:
-        raise DataError(f"{what} = {spec}: a fraction must be in (0, 1]; use an int for a number of images")
+        raise DataError(f"{what} = {spec}: a fraction must be in (0, 1]; use an int for a number of images",
+                        option=option)
 
 
 def subset_count(spec: int | float, available: int, what: str) -> int:
@@ -28,7 +32,7 @@ def subset_count(spec: int | float, available: int, what: str) -> int:
     check_subset(spec, what)
     if isinstance(spec, int):
         if spec > available:
-            raise DataError(f"{what} = {spec}, but the split has only {available} images")
+            raise DataError(f"{what} = {spec}, but the split has only {available} images", option=what or None)
         return spec
     return max(1, int(spec * available + 0.5))
 

@@ -123,6 +123,7 @@ def _check_heads(source: SuiteSource, suite: Suite) -> list[ConfigError]:
 def check_ood_data(suite: Suite) -> None:
     """Raise DataError, located at its `evaluate.ood` entry, for an OOD dataset whose root is unusable (what a
     dataset's identity checks without decoding it); called where the training data's identity is checked."""
+    from lossbench.config.dataset import DatasetConfig
     from lossbench.data import dataset_identity
     from lossbench.errors import DataError
     from lossbench.shift.ood import GENERATED
@@ -131,7 +132,7 @@ def check_ood_data(suite: Suite) -> None:
         if spec.name in GENERATED:
             continue
         try:
-            dataset_identity(spec.name, spec.params.get("root"))
+            dataset_identity(DatasetConfig(name=spec.name, root=spec.params.get("root")))
         except DataError as exc:
             exc.location = suite.locate(["evaluate", "ood", i])
             exc.message = f"OOD source '{spec.name}': {exc.message}"

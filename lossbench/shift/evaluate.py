@@ -304,7 +304,8 @@ def evaluate_directory(results_dir: Path, suite: Suite, cache_dir: Path,
 
     Cells whose data differs from the suite's dataset, or without a final checkpoint, are skipped and listed."""
     from lossbench.checkpoint import CheckpointError, checkpoint_path, load_final
-    from lossbench.execution import DataRequest, EngineSettings
+    from lossbench.data.request import DataRequest
+    from lossbench.execution import EngineSettings
     from lossbench.store import ResultsStore
 
     plan = ShiftPlan.from_suite(suite, cache_dir)

@@ -111,9 +111,10 @@ def conform(images: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
 def dataset_images(name: str, root: str | None, n: int, shape: tuple[int, int, int], seed: int, cache_dir: Path,
                    download: bool, device: torch.device) -> torch.Tensor:
     """Up to `n` test images of the registry's dataset `name` (a seeded random choice), conformed to `shape`."""
+    from lossbench.config.dataset import DatasetConfig
     from lossbench.data.load import load_dataset
 
-    data = load_dataset(name, root, cache_dir=cache_dir, download=download)
+    data = load_dataset(DatasetConfig(name=name, root=root, download=download), cache_dir=cache_dir)
     x = data.test_x
     if x.shape[0] > n:
         keep = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))[:n].sort().values
