@@ -21,6 +21,8 @@ from lossbench.data.idx import read_idx
 from lossbench.data.load import channel_stats
 from lossbench.errors import DataError, UnknownComponentError
 
+from conftest import TINY_SUITE
+
 TENSORS = ("train_x", "train_y", "test_x", "test_y")
 
 
@@ -484,6 +486,20 @@ def test_identity_changes_with_every_option_and_matches_dataset_identity(cache: 
 def test_too_large_a_subset_is_a_data_error(cache: Path) -> None:
     with pytest.raises(DataError, match="only 1438 images"):
         load_dataset(DatasetConfig(name="digits", train_subset=5000), cache_dir=cache)
+
+
+def test_a_data_error_points_at_the_option_it_names(write_suite, cache: Path) -> None:
+    from lossbench.data.request import DataRequest, located_data_error
+    from lossbench.suite import load_suite
+
+    suite = load_suite(write_suite(TINY_SUITE.replace("train_subset: 400", "train_subset: 10\n  val_fraction: 0.95")))
+    with pytest.raises(DataError) as caught:
+        DataRequest.from_suite(suite, cache).load()
+    assert caught.value.option == "val_fraction"
+    assert "suite.yaml:5:3 at dataset.val_fraction: val_fraction = 0.95 of 10 training images leaves none" in (
+        located_data_error(suite, caught.value).render())
+    unnamed = located_data_error(suite, DataError("the data itself"))  # no option: the name, as no root is set
+    assert str(unnamed.location).endswith("at dataset.name")
 
 
 # ---------------------------------------------------------------------------------------------------------------
