@@ -1,6 +1,6 @@
 """The one-command GPU check: everything lossbench wants to know about a CUDA GPU, in at most 8 minutes, into one
 summary file. Run it through `benchmarks/gpu_check.sh OUT` (which installs carried wheels first); `--dry-run` runs
-every step on the CPU on tiny sizes (the test suite does, so the check keeps working where no GPU is).
+every step on the CPU on tiny sizes (the slow tests do, so the check keeps working where no GPU is).
 
 Steps, each a subprocess with its own time limit (the limits add up to under 8 minutes):
 

@@ -2,7 +2,7 @@
 # The one-command GPU check (benchmarks/gpu_check.py says what it runs), within 8 minutes on one GPU:
 #
 #   bash benchmarks/gpu_check.sh OUT             # on a CUDA machine; OUT/summary.md holds the figures
-#   bash benchmarks/gpu_check.sh --dry-run OUT   # every step on the CPU on tiny sizes (the test suite runs this)
+#   bash benchmarks/gpu_check.sh --dry-run OUT   # every step on the CPU on tiny sizes (the slow tests run this)
 #
 # It brings what it needs: CIFAR-10 in .data/ and the wheels of packages the machine may lack (pydantic) in
 # .whl/, both prepared here by benchmarks/gpu_prepare.sh and git-ignored. The wheels are installed into a
