@@ -134,9 +134,9 @@ class Block:
 @dataclass
 class Reliability(Block):
     """The calibration bins of a cell's test predictions (metrics.reliability_bins): per equal-width confidence
-    bin, the predictions in it and their mean confidence and accuracy (NaN in an empty bin)."""
+    bin, the predictions in it (a count, stored as a float) and their mean confidence and accuracy."""
 
-    count: list[int] | None = None
+    count: list[float] | None = None
     confidence: list[float] | None = None
     accuracy: list[float] | None = None
 

@@ -17,13 +17,15 @@ import pytest
 from typer.testing import CliRunner
 
 from lossbench.cli import app
+from lossbench.record import (
+    CellRecord, DataSizes, Environment, Epoch, MachineLoad, Metrics, Reliability, Status, Timings,
+)
 from lossbench.report import ReportError, analyse, load_results, write_report
 from lossbench.report.formats import latex_escape
 
 GOLDEN = Path(__file__).parent / "golden" / "report_small.md"
-ENV = {"lossbench": "0.1.0", "python": "3.11.7", "torch": "2.4.0", "torchvision": "0.19.0", "device": "cpu",
-       "device_name": "x86_64", "threads": 2, "hostname": "bench", "platform": "Linux",
-       "git_commit": "0123456789abcdef"}
+ENV = Environment(lossbench="0.1.0", python="3.11.7", torch="2.4.0", torchvision="0.19.0", device="cpu",
+                  device_name="x86_64", threads=2, hostname="bench", platform="Linux", git_commit="0123456789abcdef")
 
 
 class ResultsDir:
@@ -36,9 +38,9 @@ class ResultsDir:
         (root / "suite.yaml").write_text(f"name: {suite}\ndescription: Fixed numbers for report tests.\n"
                                          f"dataset:\n  name: {dataset}\n")
 
-    def add(self, axes: dict[str, str], seed: int, acc: float | None, status: str = "done",
+    def add(self, axes: dict[str, str], seed: int, acc: float | None, status: Status = "done",
             epochs: int | None = None, loss_params: dict[str, Any] | None = None,
-            load_1m: float = 0.5) -> dict[str, Any]:
+            load_1m: float = 0.5) -> CellRecord:
         epochs = epochs or self.epochs
         axes = {"loss": axes["loss"], "regularizer": "none", "augmentation": "none", "optimizer": "sgd(lr=0.05)",
                 **axes}
@@ -52,49 +54,51 @@ class ResultsDir:
         rid = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
         minute = self.count
         self.count += 1
-        record: dict[str, Any] = {
-            "schema": 1, "id": rid, "label": label, "suite": self.suite, "seed": seed, "axes": axes,
-            "config": config, "status": status, "diverged_epoch": None, "error": None, "traceback": None,
-            "notes": [], "metrics": {}, "history": [], "timing": {}, "precision": "fp32", "env": ENV,
-            "started_at": f"2026-01-01T{10 + minute // 60:02d}:{minute % 60:02d}:00+00:00",
-            "finished_at": f"2026-01-01T{10 + minute // 60:02d}:{minute % 60:02d}:30+00:00",
-            "data": {"train": 1437, "val": 0, "test": 360, "classes": 10, "image_size": [1, 8, 8]},
-            "load": {"cores": 2, "start_load_1m": load_1m, "start_cpu_time_s": 10.0, "end_load_1m": load_1m + 0.25,
-                     "end_cpu_time_s": 14.0},
-        }
+        record = CellRecord(
+            id=rid, label=label, suite=self.suite, seed=seed, axes=axes, config=config, status=status,
+            precision="fp32", env=ENV,
+            started_at=f"2026-01-01T{10 + minute // 60:02d}:{minute % 60:02d}:00+00:00",
+            finished_at=f"2026-01-01T{10 + minute // 60:02d}:{minute % 60:02d}:30+00:00",
+            data=DataSizes(train=1437, val=0, test=360, classes=10, image_size=[1, 8, 8]),
+            load=MachineLoad(cores=2, start_load_1m=load_1m, start_cpu_time_s=10.0, end_load_1m=load_1m + 0.25,
+                             end_cpu_time_s=14.0),
+        )
         if status == "failed":
-            record["error"] = "RuntimeError: shapes do not match\nsecond line"
-            record["traceback"] = "Traceback ..."
+            record.error = "RuntimeError: shapes do not match\nsecond line"
+            record.traceback = "Traceback ..."
         elif status == "diverged":
-            record["diverged_epoch"] = 2
-            record["error"] = "training loss became nan in epoch 2"
-            record["timing"] = {"train_time_s": 1.0, "img_per_s": 900.0, "epochs_run": 2, "peak_mem_mb": 400.0}
+            record.diverged_epoch = 2
+            record.error = "training loss became nan in epoch 2"
+            record.timing = Timings(train_time_s=1.0, img_per_s=900.0, epochs_run=2, peak_mem_mb=400.0)
         else:
             assert acc is not None
-            record["metrics"] = _metrics(acc)
-            record["history"] = [{"epoch": e, "train_loss": 2.0 / e, "train_acc": acc * e / epochs,
-                                  "test_loss": 1.5 / e, "test_acc": acc * (0.7 + 0.3 * e / epochs),
-                                  "test_top5": 1.0, "lr": 0.05, "epoch_s": 1.0, "penalty": None,
-                                  "val_acc": None, "val_loss": None} for e in range(1, epochs + 1)]
+            record.metrics = _metrics(acc)
+            record.history = [Epoch(epoch=e, train_loss=2.0 / e, train_acc=acc * e / epochs, test_loss=1.5 / e,
+                                    test_acc=acc * (0.7 + 0.3 * e / epochs), test_top5=1.0, lr=0.05, epoch_s=1.0)
+                              for e in range(1, epochs + 1)]
             train = 3.0 + seed * 0.25
-            record["timing"] = {"train_time_s": train, "img_per_s": 1200.0 - 10 * seed,
-                                "epochs_run": epochs, "peak_mem_mb": 512.0, "epoch_eval_s": 0.25 * epochs,
-                                "final_eval_s": 0.5, "eval_time_s": 0.5 + 0.25 * epochs, "overhead_s": 0.75,
-                                "cell_s": train + 0.5 + 0.25 * epochs + 0.75}
+            record.timing = Timings(train_time_s=train, img_per_s=1200.0 - 10 * seed, epochs_run=epochs,
+                                    peak_mem_mb=512.0, epoch_eval_s=0.25 * epochs, final_eval_s=0.5,
+                                    eval_time_s=0.5 + 0.25 * epochs, overhead_s=0.75,
+                                    cell_s=train + 0.5 + 0.25 * epochs + 0.75)
         if axes["loss"] == "mse":
-            record["notes"] = ["loss 'mse' does not train softmax(outputs) as probabilities"]
-        (self.root / "cells" / f"{rid}.json").write_text(json.dumps(record, indent=1))
+            record.notes = ["loss 'mse' does not train softmax(outputs) as probabilities"]
+        self.write(record)
         return record
 
+    def write(self, record: CellRecord) -> None:
+        """(Re)write a record's cell file."""
+        (self.root / "cells" / f"{record.id}.json").write_text(json.dumps(record.to_dict(), indent=1))
 
-def _metrics(acc: float) -> dict[str, Any]:
+
+def _metrics(acc: float) -> Metrics:
     wrong = round((1 - acc) * 200)
     confusion = [[100 - wrong // 2, wrong // 2], [wrong - wrong // 2, 100 - (wrong - wrong // 2)]]
-    return {"test_acc": acc, "test_top5": 1.0, "test_loss": 1 - acc, "test_nll": 2 * (1 - acc),
-            "ece": (1 - acc) / 4, "train_acc": min(1.0, acc + 0.03), "gap": min(1.0, acc + 0.03) - acc,
-            "per_class_acc": [c[i] / 100 for i, c in enumerate(confusion)], "confusion": confusion,
-            "reliability": {"count": [0.0, 20.0, 180.0], "confidence": [0.0, 0.5, 0.95],
-                            "accuracy": [0.0, 0.45, acc]}}
+    return Metrics(test_acc=acc, test_top5=1.0, test_loss=1 - acc, test_nll=2 * (1 - acc), ece=(1 - acc) / 4,
+                   train_acc=min(1.0, acc + 0.03), gap=min(1.0, acc + 0.03) - acc,
+                   per_class_acc=[c[i] / 100 for i, c in enumerate(confusion)], confusion=confusion,
+                   reliability=Reliability(count=[0.0, 20.0, 180.0], confidence=[0.0, 0.5, 0.95],
+                                           accuracy=[0.0, 0.45, acc]))
 
 
 CE, MSE = "cross_entropy", "mse"
@@ -208,7 +212,7 @@ def test_directories_of_one_suite_merge_their_seeds(tmp_path: Path) -> None:
     [a] = analyse(results)
     assert len(results.sources) == 1 and len(results.sources[0].dirs) == 2
     assert a.summary.loc[0, "n_seeds"] == 3 and a.summary.loc[0, "test_acc_mean"] == pytest.approx(0.91)
-    assert any(dup["id"] in w for w in results.warnings)
+    assert any(dup.id in w for w in results.warnings)
     # A run with other settings stands beside them, named by what differs.
     longer = ResultsDir(tmp_path / "c", epochs=5)
     longer.add({"loss": CE}, 0, 0.95)

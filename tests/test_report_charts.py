@@ -3,13 +3,13 @@ result marked, confusion matrices with class names, reliability panels on one sc
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
+from lossbench.record import Reliability
 from lossbench.report import dot_plot, plots, write_report
 from lossbench.report.dot_plot import _outlier_edge
 
@@ -75,12 +75,11 @@ def test_confusion_matrix_uses_class_names_and_reliability_panels_share_a_scale(
     for loss, acc in (("cross_entropy", 0.9), ("mse", 0.8)):
         for seed in range(2):
             record = res.add({"loss": loss}, seed, acc + seed * 0.01)
-    for path in (tmp_path / "cells").glob("*.json"):
-        record = json.loads(path.read_text())
-        record["data"]["class_names"] = ["cat", "dog"]
-        if record["axes"]["loss"] == "mse":  # fewer predictions per bin: on its own scale its bars would look alike
-            record["metrics"]["reliability"]["count"] = [0.0, 2.0, 18.0]
-        path.write_text(json.dumps(record))
+            record.data.class_names = ["cat", "dog"]
+            if loss == "mse":  # fewer predictions per bin: on its own scale its bars would look alike
+                record.metrics.reliability = Reliability(count=[0.0, 2.0, 18.0], confidence=[0.0, 0.5, 0.95],
+                                                         accuracy=[0.0, 0.45, record.metrics.test_acc])
+            res.write(record)
     write_report([tmp_path])
     confusion = figures["confusion_best.png"].axes[0]
     assert [t.get_text() for t in confusion.get_xticklabels()] == ["cat", "dog"]

@@ -38,8 +38,8 @@ def _results(root: Path, with_shift: bool = True) -> None:
         for seed in (0, 1):
             record = res.add({"loss": loss}, seed, 0.95)
             if with_shift:
-                record["metrics"]["shift"] = _block(loss, seed)
-                (root / "cells" / f"{record['id']}.json").write_text(json.dumps(record))
+                record.metrics.shift = _block(loss, seed)
+                res.write(record)
 
 
 def test_sections_tables_and_mce(tmp_path: Path) -> None:
