@@ -22,9 +22,10 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal, TypeVar, get_args
+from typing import Any, ClassVar, Literal, get_args
 
 from lossbench.errors import RecordError, RecordSchemaError
+from lossbench.json_block import Block
 
 #: The version of the record layout this lossbench writes and the newest it reads.
 SCHEMA_VERSION = 1
@@ -44,91 +45,6 @@ TIMING_KEYS = ("train_time_s", "eval_time_s", "overhead_s", "cell_s", "img_per_s
 
 #: Keys without which a file is not a cell record at all.
 _REQUIRED = ("id", "label", "seed", "status", "axes")
-
-
-_B = TypeVar("_B", bound="Block")
-
-
-@dataclass
-class Block:
-    """A JSON object inside a record: one typed field per key lossbench writes, every other key in `extra`.
-
-    A block remembers which keys it holds and in which order: the file's order when read, then each field in the
-    order it is first set, as a dict would. So `from_dict(d).to_dict() == d` for any object `d`, key order
-    included, and a rewritten file has the same bytes. A block built from its fields holds those that are not
-    None, in their declared order (every field, when the class sets `WRITES_NONE`).
-    """
-
-    #: Keys of the file that no field of this version names, kept so that a rewrite loses nothing.
-    extra: dict[str, Any] = field(default_factory=dict, kw_only=True)
-
-    #: Whether a block built from its fields writes the fields that are None (as JSON null) too.
-    WRITES_NONE: ClassVar[bool] = False
-    #: The fields that hold a block of their own, with its type (a JSON object inside this one).
-    NESTED: ClassVar[dict[str, type[Block]]] = {}
-
-    def __post_init__(self) -> None:
-        names = self.field_names()
-        keys = [n for n in names if self.WRITES_NONE or getattr(self, n) is not None]
-        object.__setattr__(self, "_keys", keys + [k for k in self.extra if k not in names])
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        keys: list[str] | None = self.__dict__.get("_keys")
-        if keys is not None and name not in keys and name in self.field_names():
-            keys.append(name)
-        object.__setattr__(self, name, value)
-
-    @classmethod
-    def field_names(cls) -> tuple[str, ...]:
-        """The keys this version has a typed field for, in their declared order."""
-        return tuple(f.name for f in dataclasses.fields(cls) if f.name != "extra")
-
-    @classmethod
-    def from_dict(cls: type[_B], data: dict[str, Any]) -> _B:
-        """The block of a JSON object (the caller checked that it is one)."""
-        names = cls.field_names()
-        nested = cls.NESTED
-        block = cls(**{k: nested[k].from_dict(v) if k in nested and isinstance(v, dict) else v
-                       for k, v in data.items() if k in names},
-                    extra={k: v for k, v in data.items() if k not in names})
-        object.__setattr__(block, "_keys", list(data))
-        return block
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON object: the keys in the order they were read or set, then `extra`'s others."""
-        names = self.field_names()
-        out: dict[str, Any] = {}
-        for key in self.__dict__["_keys"]:
-            if key in names:
-                value = getattr(self, key)
-                out[key] = value.to_dict() if isinstance(value, Block) else value
-            elif key in self.extra:
-                out[key] = self.extra[key]
-        out.update({k: v for k, v in self.extra.items() if k not in out})
-        return out
-
-    def __bool__(self) -> bool:
-        """False for a block that holds no key, like an empty JSON object."""
-        return bool(self.to_dict())
-
-    def get(self, name: str) -> Any:
-        """The value under the JSON key `name` (a field, or a key in `extra`); None when absent."""
-        return getattr(self, name) if name in self.field_names() else self.extra.get(name)
-
-    def set(self, name: str, value: Any) -> None:
-        """Set the value under the JSON key `name` (a field, or a key in `extra`)."""
-        if name in self.field_names():
-            setattr(self, name, value)
-            return
-        keys: list[str] = self.__dict__["_keys"]
-        if name not in keys:
-            keys.append(name)
-        self.extra[name] = value
-
-    def update(self, values: dict[str, Any]) -> None:
-        """Set every value of `values` under its JSON key, in its order."""
-        for name, value in values.items():
-            self.set(name, value)
 
 
 @dataclass
