@@ -176,7 +176,7 @@ def _spatter_layer_is_empty(shape: tuple[int, int], severity: int) -> bool:
 def test_spatter_matches_imagecorruptions_on_its_own_draw(severity: int, photos: list[np.ndarray]) -> None:
     """Given the noise the package draws, the rest of spatter (blur, threshold, Canny, chamfer distance, box blurs,
     equalization, emboss; or the mud mask) is the package's, pixel for pixel."""
-    from lossbench.shift.corruptions import _spatter_noise
+    from lossbench.shift.spatter import _spatter_noise
 
     parameters = CORRUPTIONS["spatter"].parameters[severity - 1]
     changes = []
@@ -201,7 +201,7 @@ def test_spatter_edges_and_distance_match_opencv() -> None:
     import cv2
     from skimage.filters import gaussian
 
-    from lossbench.shift.corruptions import _canny, _chamfer_distance
+    from lossbench.shift.spatter import _canny, _chamfer_distance
 
     rng = np.random.default_rng(0)
     for severity in (1, 2, 3):
