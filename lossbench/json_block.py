@@ -11,9 +11,27 @@ from __future__ import annotations
 import dataclasses
 import functools
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar, Union
 
 _B = TypeVar("_B", bound="Block")
+
+
+@dataclass(frozen=True)
+class MapOf:
+    """The shape of a JSON object whose every value has the shape `item` (names → blocks, say)."""
+
+    item: Shape
+
+
+@dataclass(frozen=True)
+class ListOf:
+    """The shape of a JSON list whose every entry has the shape `item`."""
+
+    item: Shape
+
+
+#: What a nested field holds: a block, or an object or list of them (of any depth).
+Shape = Union[type["Block"], MapOf, ListOf]
 
 
 @dataclass
@@ -32,8 +50,8 @@ class Block:
 
     #: Whether a block built from its fields writes the fields that are None (as JSON null) too.
     WRITES_NONE: ClassVar[bool] = False
-    #: The fields that hold a block of their own, with its type (a JSON object inside this one).
-    NESTED: ClassVar[dict[str, type[Block]]] = {}
+    #: The fields that hold blocks of their own, with their shape (a JSON object or list inside this one).
+    NESTED: ClassVar[dict[str, Shape]] = {}
 
     def __post_init__(self) -> None:
         names = self.field_names()
@@ -63,7 +81,7 @@ class Block:
             if key not in names:
                 extra[key] = value
             else:
-                state[key] = nested[key].from_dict(value) if key in nested and isinstance(value, dict) else value
+                state[key] = _read(nested[key], value) if key in nested else value
         block = cls.__new__(cls)
         block.__dict__.update(state, extra=extra, _keys=list(data))
         return block
@@ -75,7 +93,7 @@ class Block:
         for key in self.__dict__["_keys"]:
             if key in names:
                 value = getattr(self, key)
-                out[key] = value.to_dict() if isinstance(value, Block) else value
+                out[key] = _plain(value) if key in self.NESTED else value
             elif key in self.extra:
                 out[key] = self.extra[key]
         out.update({k: v for k, v in self.extra.items() if k not in out})
@@ -90,9 +108,10 @@ class Block:
         return getattr(self, name) if name in _name_set(type(self)) else self.extra.get(name)
 
     def set(self, name: str, value: Any) -> None:
-        """Set the value under the JSON key `name` (a field, or a key in `extra`)."""
+        """Set the value under the JSON key `name` (a field, or a key in `extra`); a nested field's plain JSON
+        value becomes its blocks."""
         if name in _name_set(type(self)):
-            setattr(self, name, value)
+            setattr(self, name, _read(self.NESTED[name], value) if name in self.NESTED else value)
             return
         keys: list[str] = self.__dict__["_keys"]
         if name not in keys:
@@ -103,6 +122,26 @@ class Block:
         """Set every value of `values` under its JSON key, in its order."""
         for name, value in values.items():
             self.set(name, value)
+
+
+def _read(shape: Shape, value: Any) -> Any:
+    """A JSON value read as `shape`; a value of another kind (a damaged file) is kept as it is."""
+    if isinstance(shape, MapOf):
+        return {k: _read(shape.item, v) for k, v in value.items()} if isinstance(value, dict) else value
+    if isinstance(shape, ListOf):
+        return [_read(shape.item, v) for v in value] if isinstance(value, list) else value
+    return shape.from_dict(value) if isinstance(value, dict) else value
+
+
+def _plain(value: Any) -> Any:
+    """The JSON value of a nested field's blocks."""
+    if isinstance(value, Block):
+        return value.to_dict()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
 
 
 @functools.cache  # a class's fields do not change; blocks are read by the thousand in a report

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, get_args
 
 from lossbench.errors import RecordError, RecordSchemaError
-from lossbench.json_block import Block
+from lossbench.json_block import Block, ListOf, MapOf, Shape
 
 #: The version of the record layout this lossbench writes and the newest it reads.
 SCHEMA_VERSION = 1
@@ -70,6 +70,56 @@ class ScenarioSummary(Block):
 
 
 @dataclass
+class ShiftScore(Block):
+    """Accuracy in [0, 1], NLL in nats per image and ECE in [0, 1] on the clean or a corrupted test split."""
+
+    acc: float | None = None
+    nll: float | None = None
+    ece: float | None = None
+
+
+@dataclass
+class OodScore(Block):
+    """How well one OOD source is told from the test split: AUROC and FPR at 95 % TPR (in [0, 1]) of the
+    max-softmax and the energy scores, and the OOD images scored."""
+
+    auroc_msp: float | None = None
+    fpr95_msp: float | None = None
+    auroc_energy: float | None = None
+    fpr95_energy: float | None = None
+    images: int | None = None
+
+
+@dataclass
+class ShiftEvaluation(Block):
+    """One scoring of a cell under shift: what it covered, the final-weights file it scored, its seconds and time."""
+
+    corruptions: list[str] | None = None
+    severities: list[int] | None = None
+    ood: list[str] | None = None
+    checkpoint_sha256: str | None = None
+    seconds: float | None = None
+    #: ISO 8601, UTC.
+    at: str | None = None
+
+
+@dataclass
+class ShiftBlock(Block):
+    """A cell's scores under shift (lossbench/shift/evaluate.py): clean, per corruption and severity (severities
+    as text, "1" to "5"), per OOD source, and every evaluation that contributed."""
+
+    clean: ShiftScore | None = None
+    corruptions: dict[str, dict[str, ShiftScore]] | None = None
+    ood: dict[str, OodScore] | None = None
+    evaluations: list[ShiftEvaluation] | None = None
+    #: The final-weights file the latest evaluation scored.
+    checkpoint_sha256: str | None = None
+
+    NESTED: ClassVar[dict[str, Shape]] = {"clean": ShiftScore, "corruptions": MapOf(MapOf(ShiftScore)),
+                                          "ood": MapOf(OodScore), "evaluations": ListOf(ShiftEvaluation)}
+
+
+@dataclass
 class Metrics(Block):
     """A cell's final metrics; empty unless it is done. Accuracies and rates in [0, 1], losses and NLL in nats
     per sample. Which keys a cell has depends on its head, its scenario and its suite's `evaluate:` block."""
@@ -105,8 +155,9 @@ class Metrics(Block):
     val_ece: float | None = None
     #: For a cell trained under a data scenario.
     scenario: ScenarioSummary | None = None
-    #: The `evaluate:` block's detail (lossbench/shift/evaluate.py) and its scalar summaries.
-    shift: dict[str, Any] | None = None
+    #: The `evaluate:` block's detail and its scalar summaries (means over corruptions × severities, over OOD
+    #: sources).
+    shift: ShiftBlock | None = None
     corrupt_acc: float | None = None
     corrupt_nll: float | None = None
     corrupt_ece: float | None = None
@@ -117,7 +168,8 @@ class Metrics(Block):
     #: The sha256 of the final-weights file the latest shift evaluation scored.
     shift_checkpoint_sha256: str | None = None
 
-    NESTED: ClassVar[dict[str, type[Block]]] = {"reliability": Reliability, "scenario": ScenarioSummary}
+    NESTED: ClassVar[dict[str, Shape]] = {"reliability": Reliability, "scenario": ScenarioSummary,
+                                          "shift": ShiftBlock}
 
     def scalars(self) -> dict[str, Any]:
         """Every metric that is one value (not a list or an object), by name, in the record's order."""

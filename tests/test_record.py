@@ -12,7 +12,9 @@ from typer.testing import CliRunner
 
 from lossbench.cli import app
 from lossbench.errors import RecordError, RecordSchemaError
-from lossbench.record import AXES, FINAL_STATUSES, SCHEMA_VERSION, STATUSES, CellRecord, Epoch, Metrics, Timings
+from lossbench.record import (
+    AXES, FINAL_STATUSES, SCHEMA_VERSION, STATUSES, CellRecord, Epoch, Metrics, ShiftBlock, Timings,
+)
 from lossbench.store import ResultsStore, csv_row
 
 from conftest import REPO
@@ -151,3 +153,24 @@ def test_value_reads_metrics_then_the_last_epoch_then_timings() -> None:
     assert record.value("test_acc") == 0.75 and record.value("val_acc") == 0.625
     assert record.value("train_time_s") == 4.0 and record.value("epoch_s") == 3.0
     assert record.value("final_eval_s") is None and record.value("ece") is None  # not a metric's name
+
+
+def test_a_shift_block_reads_into_scores_and_writes_back_the_same() -> None:
+    raw = {"clean": {"acc": 0.9, "nll": 0.3, "ece": 0.02},
+           "corruptions": {"contrast": {"1": {"acc": 0.8, "nll": 0.5, "ece": 0.03, "from_a_plugin": 1}}},
+           "ood": {"blank": {"auroc_msp": 0.9, "fpr95_msp": 0.2, "auroc_energy": 0.95, "fpr95_energy": 0.1,
+                             "images": 10}},
+           "evaluations": [{"corruptions": ["contrast"], "severities": [1], "ood": ["blank"],
+                            "checkpoint_sha256": None, "seconds": 1.5, "at": "2026-01-01T10:00:00+00:00"}],
+           "checkpoint_sha256": None}
+    metrics = Metrics.from_dict({"test_acc": 0.9, "shift": raw})
+    shift = metrics.shift
+    assert isinstance(shift, ShiftBlock) and shift.corruptions["contrast"]["1"].acc == 0.8
+    assert shift.ood["blank"].images == 10 and shift.evaluations[0].severities == [1]
+    assert json.dumps(metrics.to_dict()) == json.dumps({"test_acc": 0.9, "shift": raw})
+    later = Metrics(test_acc=0.9)
+    later.update({"shift": raw, "corrupt_acc": 0.8})  # what `lossbench evaluate` adds to a record
+    assert isinstance(later.shift, ShiftBlock) and later.to_dict() == {"test_acc": 0.9, "shift": raw,
+                                                                       "corrupt_acc": 0.8}
+    damaged = Metrics.from_dict({"shift": "not an object"})
+    assert damaged.shift == "not an object" and damaged.to_dict() == {"shift": "not an object"}

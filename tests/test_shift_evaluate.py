@@ -161,11 +161,11 @@ def test_run_records_shift_metrics(write_suite, tmp_path: Path, cache_dir: Path)
     assert summary.ran == 2 and summary.failed == 0
     for record in summary.records:
         shift = record.metrics.shift
-        assert set(shift["corruptions"]) == {"contrast", "gaussian_noise"}
-        assert set(shift["corruptions"]["contrast"]) == {"1", "5"}
+        assert set(shift.corruptions) == {"contrast", "gaussian_noise"}
+        assert set(shift.corruptions["contrast"]) == {"1", "5"}
         for name in SUMMARY_METRICS:
             assert isinstance(record.value(name), float) and name in MEASURES
-        entries = [e["acc"] for per in shift["corruptions"].values() for e in per.values()]
+        entries = [e.acc for per in shift.corruptions.values() for e in per.values()]
         assert record.metrics.corrupt_acc == pytest.approx(sum(entries) / 4)
         assert "evaluate" not in record.config
 
@@ -188,8 +188,8 @@ def test_run_stamps_the_checkpoint_hash(write_suite, tmp_path: Path, cache_dir: 
                                    .replace("epochs: 2", "epochs: 1") + EVALUATE))
     (record,) = runner.run(runner.plan(suite, tmp_path / "out", cache_dir=cache_dir)).records
     sha = hashlib.sha256(checkpoint_path(tmp_path / "out", record.id).read_bytes()).hexdigest()
-    assert record.metrics.shift_checkpoint_sha256 == sha == record.metrics.shift["checkpoint_sha256"]
-    assert record.metrics.shift["evaluations"][-1]["checkpoint_sha256"] == sha
+    assert record.metrics.shift_checkpoint_sha256 == sha == record.metrics.shift.checkpoint_sha256
+    assert record.metrics.shift.evaluations[-1].checkpoint_sha256 == sha
 
 
 def test_lossbench_evaluate_adds_metrics_without_retraining(write_suite, tmp_path: Path, cache_dir: Path) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from lossbench.record import ShiftBlock
 from lossbench.report import write_report
 
 from test_report import ResultsDir
@@ -38,7 +39,7 @@ def _results(root: Path, with_shift: bool = True) -> None:
         for seed in (0, 1):
             record = res.add({"loss": loss}, seed, 0.95)
             if with_shift:
-                record.metrics.shift = _block(loss, seed)
+                record.metrics.shift = ShiftBlock.from_dict(_block(loss, seed))
                 res.write(record)
 
 

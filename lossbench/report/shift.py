@@ -14,23 +14,34 @@ interval is the t-interval of the per-seed mCE.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
 
 from lossbench.analysis.stats import t_interval
-from lossbench.record import CellRecord
+from lossbench.record import CellRecord, OodScore, ShiftBlock, ShiftScore
 from lossbench.report.aggregate import SourceAnalysis
 from lossbench.report.figure import Plot, palette, save_png, seeds_text
 from lossbench.report.markdown_table import cell_text, table
 from lossbench.report.plots import CURVE_CELLS
 
-#: OOD metrics of a source, in table order: (key in the shift block, heading, higher is better).
-OOD_COLUMNS = (("auroc_msp", "AUROC MSP (%)", True), ("fpr95_msp", "FPR95 MSP (%)", False),
-               ("auroc_energy", "AUROC energy (%)", True), ("fpr95_energy", "FPR95 energy (%)", False))
+#: OOD metrics of a source, in table order: (the score's figure, heading, higher is better).
+OOD_COLUMNS: tuple[tuple[Callable[[OodScore], float | None], str, bool], ...] = (
+    (lambda s: s.auroc_msp, "AUROC MSP (%)", True), (lambda s: s.fpr95_msp, "FPR95 MSP (%)", False),
+    (lambda s: s.auroc_energy, "AUROC energy (%)", True), (lambda s: s.fpr95_energy, "FPR95 energy (%)", False))
+#: One figure of a clean or corrupted score: its accuracy, NLL or ECE.
+ScoreReading = Callable[[ShiftScore], float | None]
+
+
+def _accuracy(score: ShiftScore) -> float | None:
+    return score.acc
+
+
+def _ece(score: ShiftScore) -> float | None:
+    return score.ece
 
 
 @dataclass
@@ -38,7 +49,7 @@ class ShiftData:
     """The shift blocks of a source's done cells: {label: {seed: block}}, and the corruptions, severities and OOD
     sources every one of them has."""
 
-    blocks: dict[str, dict[int, dict[str, Any]]]
+    blocks: dict[str, dict[int, ShiftBlock]]
     corruptions: list[str]
     severities: list[str]
     ood: list[str]
@@ -47,19 +58,19 @@ class ShiftData:
 def shift_data(analysis: SourceAnalysis, records: dict[str, CellRecord]) -> ShiftData | None:
     """The source's shift blocks, or None when no done cell has one."""
     rows = analysis.rows[analysis.rows["status"] == "done"].sort_values("order")
-    blocks: dict[str, dict[int, dict[str, Any]]] = {}
+    blocks: dict[str, dict[int, ShiftBlock]] = {}
     for rid in rows["id"]:
         record = records[rid]
         block = record.metrics.shift
-        if isinstance(block, dict):
+        if isinstance(block, ShiftBlock):
             blocks.setdefault(record.label, {})[record.seed] = block
     if not blocks:
         return None
     every = [b for per in blocks.values() for b in per.values()]
-    corruptions = [c for c in every[0].get("corruptions", {}) if all(c in b.get("corruptions", {}) for b in every)]
-    severities = sorted({s for c in corruptions for s in every[0]["corruptions"][c]}, key=int)
-    severities = [s for s in severities if all(s in b["corruptions"][c] for b in every for c in corruptions)]
-    ood = [o for o in every[0].get("ood", {}) if all(o in b.get("ood", {}) for b in every)]
+    corruptions = [c for c in every[0].corruptions or {} if all(c in (b.corruptions or {}) for b in every)]
+    severities = sorted({s for c in corruptions for s in every[0].corruptions[c]}, key=int)
+    severities = [s for s in severities if all(s in b.corruptions[c] for b in every for c in corruptions)]
+    ood = [o for o in every[0].ood or {} if all(o in (b.ood or {}) for b in every)]
     return ShiftData(blocks, corruptions, severities, ood)
 
 
@@ -69,10 +80,10 @@ def _order(analysis: SourceAnalysis, data: ShiftData) -> list[str]:
     return ranked + [label for label in data.blocks if label not in ranked]
 
 
-def _corrupted(block: dict[str, Any], data: ShiftData, key: str, severity: str | None = None) -> float:
-    """Mean of `key` (acc, nll, ece) over the shared corruptions, at one severity or over all of them."""
+def _corrupted(block: ShiftBlock, data: ShiftData, figure: ScoreReading, severity: str | None = None) -> float:
+    """Mean of `figure` (accuracy, NLL, ECE) over the shared corruptions, at one severity or over all of them."""
     severities = [severity] if severity is not None else data.severities
-    values = [block["corruptions"][c][s][key] for c in data.corruptions for s in severities]
+    values = [figure(block.corruptions[c][s]) for c in data.corruptions for s in severities]
     return float(np.mean(values))
 
 
@@ -90,7 +101,7 @@ def _mean_ci(values: list[float], bounds: tuple[float, float] = (0.0, 1.0)) -> s
     return f"{_pct(interval.mean)} [{_pct(low)}, {_pct(high)}]"
 
 
-def mce_per_seed(cell: dict[int, dict[str, Any]], baseline: dict[int, dict[str, Any]],
+def mce_per_seed(cell: dict[int, ShiftBlock], baseline: dict[int, ShiftBlock],
                  data: ShiftData) -> tuple[list[float], dict[str, list[float]]]:
     """Per seed shared with the baseline: mCE, and CE of each corruption (fractions; 1.0 = the baseline)."""
     mces: list[float] = []
@@ -98,8 +109,8 @@ def mce_per_seed(cell: dict[int, dict[str, Any]], baseline: dict[int, dict[str, 
     for seed in sorted(set(cell) & set(baseline)):
         ces = {}
         for c in data.corruptions:
-            err = sum(1 - cell[seed]["corruptions"][c][s]["acc"] for s in data.severities)
-            base = sum(1 - baseline[seed]["corruptions"][c][s]["acc"] for s in data.severities)
+            err = sum(1 - cell[seed].corruptions[c][s].acc for s in data.severities)
+            base = sum(1 - baseline[seed].corruptions[c][s].acc for s in data.severities)
             if base > 0:  # a baseline without a single error under c leaves its CE undefined
                 ces[c] = err / base
                 per_corruption[c].append(ces[c])
@@ -124,9 +135,9 @@ def under_shift_section(analysis: SourceAnalysis, records: dict[str, CellRecord]
     rows = []
     for label in labels:
         per_seed = data.blocks[label]
-        clean = [b["clean"]["acc"] for b in per_seed.values()]
-        acc = [_corrupted(b, data, "acc") for b in per_seed.values()]
-        ece = [_corrupted(b, data, "ece") for b in per_seed.values()]
+        clean = [b.clean.acc for b in per_seed.values()]
+        acc = [_corrupted(b, data, _accuracy) for b in per_seed.values()]
+        ece = [_corrupted(b, data, _ece) for b in per_seed.values()]
         mce = "—"
         if label == base:
             mce = "100 (reference)"
@@ -166,7 +177,7 @@ def ood_section(analysis: SourceAnalysis, records: dict[str, CellRecord]) -> lis
         for label in _order(analysis, data):
             blocks = list(data.blocks[label].values())
             rows.append([source, cell_text(label), str(len(blocks)),
-                         *(_mean_ci([b["ood"][source][key] for b in blocks]) for key, _, _ in OOD_COLUMNS)])
+                         *(_mean_ci([figure(b.ood[source]) for b in blocks]) for figure, _, _ in OOD_COLUMNS)])
     lines += table(["OOD source", "cell", "seeds", *(h for _, h, _ in OOD_COLUMNS)], rows,
                    align=["l", "l", "r", "r", "r", "r", "r"])
     return lines
@@ -200,15 +211,15 @@ def make_plots(analysis: SourceAnalysis, records: dict[str, CellRecord], out_dir
     handles = []
     for label, color in zip(shown, palette(len(shown))):
         blocks = [data.blocks[label][seed] for seed in sorted(data.blocks[label])]
-        for ax, key in ((ax_acc, "acc"), (ax_ece, "ece")):
-            values = np.array([[b["clean"][key], *(_corrupted(b, data, key, s) for s in data.severities)]
+        for ax, figure in ((ax_acc, _accuracy), (ax_ece, _ece)):
+            values = np.array([[figure(b.clean), *(_corrupted(b, data, figure, s) for s in data.severities)]
                                for b in blocks]) * 100
             style = "--" if label == base else "-"
             (line,) = ax.plot(x, values.mean(0), style, color=color, lw=1.8, marker="o", ms=3,
                               label=label + (" (baseline)" if label == base else ""))
             if len(blocks) > 1:
                 ax.fill_between(x, values.min(0), values.max(0), color=color, alpha=0.15, lw=0)
-            if key == "acc":
+            if ax is ax_acc:
                 handles.append(line)
     ax_acc.set(xlabel="severity (0 = clean test split)", ylabel="accuracy (%)",
                title="Accuracy under corruption")

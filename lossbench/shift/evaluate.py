@@ -5,9 +5,9 @@ test split, AUROC and FPR at 95 % TPR of the max-softmax and energy scores again
 train_cell, so adaptive seeding and tuning can target these metrics); `lossbench evaluate` scores the saved final
 checkpoints of a results directory (`evaluate_directory`), adding to the cell files without retraining.
 
-In a cell record: `metrics["shift"]` holds the detail (per corruption and severity, per OOD source, and the list
-of evaluations with the sha256 of the checkpoint each scored), and the scalar summaries sit beside the clean
-metrics, where the report's statistics, the tuning target and adaptive seeding can name them:
+In a cell record: `metrics.shift` (record.ShiftBlock) holds the detail (per corruption and severity, per OOD
+source, and the list of evaluations with the sha256 of the checkpoint each scored), and the scalar summaries sit
+beside the clean metrics, where the report's statistics, the tuning target and adaptive seeding can name them:
 
   corrupt_acc, corrupt_nll, corrupt_ece         means over every corruption × severity of the shift block
   ood_auroc_msp, ood_fpr95_msp, ood_auroc_energy, ood_fpr95_energy   means over the OOD sources
@@ -34,6 +34,7 @@ from torch import nn
 
 from lossbench.device import Normalizer, autocast
 from lossbench.metrics import expected_calibration_error, predicted_class
+from lossbench.record import Metrics, ShiftBlock
 from lossbench.shift.corruptions import CORRUPTIONS
 from lossbench.shift.ood import GENERATED, auroc, dataset_images, energy_score, fpr_at_tpr, generated_images, msp_score
 
@@ -42,7 +43,6 @@ if TYPE_CHECKING:
     from lossbench.data.base import ImageData
     from lossbench.device import EngineOptions
     from lossbench.losses.base import Loss
-    from lossbench.record import Metrics
 
 #: Images corrupted per random draw. Fixed (not the evaluation batch size), so the corrupted test split is the
 #: same whatever batch size evaluates it.
@@ -196,11 +196,12 @@ def _classification(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, flo
 # Into a cell record's metrics.
 
 
-def merged_metrics(earlier: Any, block: dict[str, Any], plan: ShiftPlan, sha256: str | None) -> dict[str, Any]:
+def merged_metrics(earlier: ShiftBlock | None, block: dict[str, Any], plan: ShiftPlan,
+                   sha256: str | None) -> dict[str, Any]:
     """The metrics that add a fresh shift block to a record whose shift block was `earlier` (None if it had none):
     `shift` (entries of earlier evaluations stay unless this one scored them again; the evaluation is listed with
     the checkpoint's sha256), the scalar summaries recomputed, and the sha256, in the order they are written."""
-    shift = earlier if isinstance(earlier, dict) else {}
+    shift = earlier.to_dict() if isinstance(earlier, ShiftBlock) else {}
     merged = {
         "clean": block["clean"],
         "corruptions": {**shift.get("corruptions", {})},
@@ -235,12 +236,12 @@ def stamp_checkpoint(metrics: Metrics, weights: bytes | None) -> None:
     """Record the sha256 of the final-weights file's bytes beside the shift metrics scored on the model in memory
     (`run` scores before the file is written; `keep: none` writes none and leaves the hash None)."""
     shift = metrics.shift
-    if not isinstance(shift, dict) or weights is None:
+    if not isinstance(shift, ShiftBlock) or weights is None:
         return
     sha = hashlib.sha256(weights).hexdigest()
-    shift["checkpoint_sha256"] = sha
-    if shift.get("evaluations"):
-        shift["evaluations"][-1]["checkpoint_sha256"] = sha
+    shift.checkpoint_sha256 = sha
+    if shift.evaluations:
+        shift.evaluations[-1].checkpoint_sha256 = sha
     metrics.shift_checkpoint_sha256 = sha
 
 
@@ -257,8 +258,8 @@ def score_into(metrics: dict[str, Any], notes: list[str], plan: ShiftPlan, model
     """Score a freshly trained model into its result's metrics (sha256 stamped later, by the driver). A failure of
     the evaluation keeps the training's result and says why in the notes."""
     try:
-        metrics.update(merged_metrics(metrics.get("shift"), plan.score(model, loss, data, options, eval_batch_size),
-                                      plan, None))
+        # A fresh training: no earlier evaluation to merge with.
+        metrics.update(merged_metrics(None, plan.score(model, loss, data, options, eval_batch_size), plan, None))
     except Exception as exc:  # an OOD dataset that cannot load must not throw away a trained cell
         notes.append(f"evaluation under shift failed: {type(exc).__name__}: {exc}; run `lossbench evaluate` on "
                      "the results directory to score the saved checkpoint")
