@@ -27,12 +27,14 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 from torch import nn
 
-from lossbench.errors import LossbenchError
+from lossbench.errors import ConfigError, LossbenchError
 from lossbench.store import atomic_write_bytes
 
 from lossbench.engine import EpochRecord, TrainingProgress, cpu_state
 
 if TYPE_CHECKING:
+    from lossbench.config.schema import Suite
+    from lossbench.config.source import SuiteSource
     from lossbench.engine import CellParts, ProgressFn, StateFn
 
 #: The layout version of both files; a file of another version is refused.
@@ -263,7 +265,8 @@ def _cell_sizes(cell: Any, model_name: str, model_params: dict[str, Any], shape:
     """(bytes of the weights, bytes of the optimizer state) of one cell whose images have `shape` (ImageShape)."""
     import itertools
 
-    from lossbench.components import model_facts, registries
+    from lossbench.components import model_facts
+    from lossbench.registries import registries
     from lossbench.regularizers import RegularizerSet
 
     reg = registries()
@@ -318,3 +321,20 @@ def _size(n: int) -> str:
         if n >= scale:
             return f"{n / scale:.{2 if unit == 'GB' else 1}f} {unit}"
     return f"{n} B"
+
+
+def check_checkpoint(source: SuiteSource, suite: Suite) -> list[ConfigError]:
+    """A training state is one cell's; a pack trains several cells as one model, so packs save no training state
+    (`every` > 0 or `keep: last`); their final weights are saved per cell all the same."""
+    train = suite.train
+    checkpoint = train.checkpoint
+    if train.pack == 1 or (checkpoint.every == 0 and checkpoint.keep != "last"):
+        return []
+    key = "every" if checkpoint.every > 0 else "keep"
+    value = checkpoint.every if key == "every" else checkpoint.keep
+    return [ConfigError(
+        message=f"train.checkpoint.{key} {value} saves each cell's training state, which packed cells (train.pack "
+                f"{train.pack}) do not do",
+        location=source.locate(["train", "checkpoint", key]), value=value,
+        details=["set train.checkpoint to {every: 0, keep: final} (final weights are still saved per cell), or "
+                 "train.pack (--pack) to 1"])]

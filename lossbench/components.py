@@ -1,7 +1,6 @@
-"""The components layer: the one table of registries, and everything one cell needs, built in one place.
+"""The components layer: everything one cell needs, built in one place.
 
-`registries()` is the table `lossbench list`, suite validation and grid expansion all read; a new kind of
-component is one line there. `build_cell()` turns a cell (names and resolved parameters) and its dataset into
+`build_cell()` turns a cell (names and resolved parameters) and its dataset into
 the objects the training loop uses: the cell's training split (after its data scenarios), model, loss,
 regularizers, augmentation pipeline, optimizer over the model's *and the loss's* parameters (two parameter
 groups: the loss's own weight decay for the latter), schedule, and the random streams.
@@ -21,12 +20,12 @@ augmentation draws and dropout masks, whatever else the grid varies):
 from __future__ import annotations
 
 import math
-from functools import cache
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from lossbench.errors import ModelFitError
+from lossbench.registries import registries
 
 if TYPE_CHECKING:
     from torch import nn
@@ -37,41 +36,7 @@ if TYPE_CHECKING:
     from lossbench.grid import Cell
     from lossbench.losses import Loss
     from lossbench.models import DropoutPlacement, ModelFacts
-    from lossbench.registry import Registry
     from lossbench.regularizers import RegularizerSet
-
-# This module imports torch and the components only when a function needs them: the CLI reads KINDS at start-up
-# (help, shell completion) and must not wait for torch.
-
-#: The kinds of component a suite can name, in the order `lossbench list` shows them.
-KINDS: tuple[str, ...] = (
-    "losses", "regularizers", "augmentations", "models", "datasets", "optimizers", "schedules", "scenarios",
-)
-
-
-@cache
-def registries() -> dict[str, Registry[Any]]:
-    """The one table of registries, by kind (in KINDS order). A new kind of component is one line here and one
-    in KINDS. Importing the registries registers every built-in component."""
-    from lossbench.augment import AUGMENTATIONS
-    from lossbench.data import DATASETS
-    from lossbench.data.scenarios import SCENARIOS
-    from lossbench.losses import LOSSES
-    from lossbench.models import MODELS
-    from lossbench.optim import OPTIMIZERS, SCHEDULES
-    from lossbench.regularizers import REGULARIZERS
-
-    table = {
-        "losses": LOSSES,
-        "regularizers": REGULARIZERS,
-        "augmentations": AUGMENTATIONS,
-        "models": MODELS,
-        "datasets": DATASETS,
-        "optimizers": OPTIMIZERS,
-        "schedules": SCHEDULES,
-        "scenarios": SCENARIOS,
-    }
-    return {kind: table[kind] for kind in KINDS}
 
 
 def model_facts(shape: ImageShape, loss: Loss, dropout: DropoutPlacement) -> ModelFacts:

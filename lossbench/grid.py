@@ -203,7 +203,7 @@ def cell_id(config: dict[str, Any]) -> str:
 def expand(suite: Suite, dataset_identity: str) -> list[Cell]:
     """Every cell of the suite, in grid order (loss slowest, seed fastest); under adaptive seeding every seed a
     cell may run (0 … max−1)."""
-    from lossbench.components import registries
+    from lossbench.registries import registries
 
     model = ResolvedComponent(suite.model.name, registries()["models"].resolve_params(suite.model.name, suite.model.params))
     t = suite.train

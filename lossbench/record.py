@@ -36,9 +36,6 @@ STATUSES: tuple[Status, ...] = get_args(Status)
 #: Statuses that are final: a rerun skips these cells (a failed cell is retried).
 FINAL_STATUSES: tuple[Status, ...] = ("done", "diverged")
 
-#: The grid axes, in display order (the columns of results.csv and of the report's tables).
-AXES: tuple[str, ...] = ("loss", "regularizer", "augmentation", "optimizer", "scenario")
-
 #: The timings a report, adaptive seeding or tuning can name like a metric (the rest of `timing` is detail);
 #: `epoch_s` is derived from them (Timings.epoch_seconds).
 TIMING_KEYS = ("train_time_s", "eval_time_s", "overhead_s", "cell_s", "img_per_s", "peak_mem_mb", "epochs_run")

@@ -3,7 +3,8 @@
 A thin layer between the runner and the pure rule in `adaptive_seeds`: it turns result records into per-seed
 values of the target metric, maps every grid point to its baseline the way the report does, and answers "what
 is still to run" from whatever has finished — so the first round, every later round and a resumed run are the
-same question asked of different files.
+same question asked of different files. `check_seed_target` refuses, before anything trains, a target metric that
+these rounds could not read off every cell.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import pandas as pd
 
 from lossbench.analysis.adaptive_seeds import PointDecision, SeedRule, decide
 from lossbench.analysis.baseline import point_baselines
-from lossbench.config.schema import AdaptiveSeeds
+from lossbench.config.schema import AdaptiveSeeds, Suite
+from lossbench.config.source import SuiteSource
+from lossbench.errors import ConfigError, did_you_mean
 from lossbench.grid import Cell
 from lossbench.record import CellRecord
 
@@ -87,3 +90,36 @@ class SeedRounds:
         grows = len(compared | references)  # type: ignore[operator]
         return (self.points * self.rule.min_seeds,
                 grows * self.rule.max_seeds + (self.points - grows) * self.rule.min_seeds)
+
+
+def check_seed_target(source: SuiteSource, suite: Suite) -> list[ConfigError]:
+    """Adaptive seeding's target metric must be one the report knows and every cell of this suite records."""
+    rule = suite.adaptive
+    if rule is None:
+        return []
+    from lossbench.analysis.measures import MEASURES
+
+    metric = rule.target.metric
+    where = source.locate(["seeds", "target", "metric"])
+    if metric not in MEASURES:
+        return [ConfigError(message=f"unknown metric '{metric}' for the seeds target", location=where, value=metric,
+                            allowed=list(MEASURES), suggestion=did_you_mean(metric, list(MEASURES)))]
+    from lossbench.embedding_eval import RETRIEVAL_METRICS
+    from lossbench.losses import LOSSES
+
+    if metric in RETRIEVAL_METRICS:
+        logits = [s.name for s in suite.grid.loss if getattr(LOSSES.get(s.name), "head", "logits") != "embedding"]
+        if logits:
+            return [ConfigError(
+                message=f"the seeds target is {metric}, but {metric} is measured only on embedding heads, and "
+                        f"these losses train logits: {', '.join(logits)}", location=where, value=metric,
+                details=["aim at test_acc (every head records it), or grid only embedding losses "
+                         "(lossbench list losses)"])]
+    if metric == "val_acc" and suite.dataset.val_fraction == 0:
+        return [ConfigError(message="the seeds target is val_acc, but dataset.val_fraction is 0: no cell measures "
+                                    "a validation accuracy", location=where, value=metric,
+                            details=["set dataset.val_fraction (e.g. 0.1) or aim at test_acc"])]
+    from lossbench.shift.checks import shift_metric_error
+
+    unmeasured = shift_metric_error(metric, suite, where)
+    return [unmeasured] if unmeasured else []

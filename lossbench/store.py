@@ -33,14 +33,15 @@ from typing import Any
 
 import yaml
 
+from lossbench.axes import AXES, AXIS_NAMES
 from lossbench.errors import (
     ForeignDirectoryError, RecordError, RecordSchemaError, ResultsLockedError, ResultsWriteError,
 )
-from lossbench.record import AXES, CellRecord
+from lossbench.record import CellRecord
 
 #: results.csv columns, in order. Metrics of failed or diverged cells are empty.
 CSV_COLUMNS = [
-    "id", "label", "loss", "regularizer", "augmentation", "optimizer", "scenario", "seed", "status",
+    "id", "label", *AXIS_NAMES, "seed", "status",
     "test_acc", "test_top5", "test_loss", "test_nll", "ece", "brier", "train_acc", "gap", "val_acc",
     "noise_rate", "epochs", "epochs_run", "train_time_s", "img_per_s", "peak_mem_mb", "device", "diverged_epoch",
     "error", "eval_time_s", "cell_s", "model_params", "loss_params", "start_load_1m", "end_load_1m", "cores",
@@ -426,8 +427,7 @@ def csv_row(record: CellRecord) -> dict[str, Any]:
         "tuned": _tuned_text(record),
     }
     for axis in AXES:
-        # Results written before the scenario axis existed trained on the clean data.
-        row[axis] = record.axes.get(axis, "none" if axis == "scenario" else None)
+        row[axis.name] = record.axes.get(axis.name, axis.absent)
     for key in ("test_acc", "test_top5", "test_loss", "test_nll", "ece", "brier", "train_acc", "gap"):
         row[key] = record.metrics.get(key)
     for key in ("train_time_s", "img_per_s", "peak_mem_mb", "eval_time_s", "cell_s"):

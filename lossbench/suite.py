@@ -1,6 +1,8 @@
 """The one loader `validate` and `run` share: `load_suite(path)` parses the YAML, validates the structure, then
-checks every component name and parameter against its registry and the combinations between them, and raises one
-`SuiteErrors` listing everything wrong before anything trains."""
+runs the semantic checks, each of which lives beside what it checks (components, data, checkpoints, shift,
+tuning, the seeds target), and raises one `SuiteErrors` listing everything wrong before anything trains.
+
+It sits above everything it checks, so the schema below (lossbench/config/) imports none of it."""
 
 from __future__ import annotations
 
@@ -10,12 +12,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from lossbench.config.grid_size import grid_size_error
 from lossbench.config.messages import in_file_order, structural_errors
 from lossbench.config.options import apply_options
-from lossbench.config.raw_checks import check_components, grid_size_error
 from lossbench.config.schema import Suite
 from lossbench.config.source import SuiteSource, read_suite_file
-from lossbench.config.suite_checks import check_checkpoint, check_data_memory, check_model_fit, check_seed_target
 from lossbench.config.tune_schema import ParamRange
 from lossbench.errors import SuiteErrors
 from lossbench.overrides import parse_override
@@ -28,12 +29,21 @@ def parse_suite(source: SuiteSource) -> Suite:
     too_big = grid_size_error(source)
     if too_big is not None:
         raise SuiteErrors([*errors, too_big])
+    # The checks import torch and the registries: a file that is not a suite, or a grid too big, is refused
+    # before they load (seconds).
+    from lossbench.checkpoint import check_checkpoint
+    from lossbench.component_checks import check_components, check_model_fit
+    from lossbench.data.checks import check_data_memory, check_dataset
+    from lossbench.seed_rounds import check_seed_target
+    from lossbench.shift.checks import check_evaluate
+    from lossbench.tuning_space import check_tune
+
     suite: Suite | None = None
     try:
         suite = Suite.model_validate(source.data)
     except ValidationError as exc:
         errors.extend(structural_errors(source, exc))
-    component_errors = check_components(source)
+    component_errors = [*check_dataset(source), *check_components(source)]
     errors.extend(component_errors)
     if suite is not None and not errors:
         errors.extend(check_model_fit(source, suite))
@@ -42,13 +52,9 @@ def parse_suite(source: SuiteSource) -> Suite:
         errors.extend(check_seed_target(source, suite))
         errors.extend(check_checkpoint(source, suite))
     if suite is not None and suite.evaluate is not None:
-        from lossbench.shift.checks import check_evaluate
-
         errors.extend(check_evaluate(source, suite))
     tuned = suite if suite is not None else _suite_without_bad_ranges(source)
     if tuned is not None and tuned.tune is not None and not component_errors:
-        from lossbench.tuning_space import check_tune
-
         errors.extend(check_tune(source, tuned))
     if errors or suite is None:
         raise SuiteErrors(in_file_order(errors))

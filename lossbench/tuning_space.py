@@ -184,7 +184,7 @@ def check_tune(source: SuiteSource, suite: Suite) -> list[ConfigError]:
 
 def _path_errors(source: SuiteSource, suite: Suite, path: str, spec: ParamRange) -> list[ConfigError]:
     """The errors of one path of tune.space: what it names, whether a cell has it, whether its values fit."""
-    from lossbench.components import registries
+    from lossbench.registries import registries
 
     assert suite.tune is not None
     where = source.locate(["tune", "space", path])

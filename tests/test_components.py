@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 
 from lossbench import components
 from lossbench.cli import app
-from lossbench.components import KINDS, build_cell, registries
+from lossbench.components import build_cell
+from lossbench.registries import KINDS, registries
 from lossbench.suite import load_suite
 from lossbench.data import ImageData
 from lossbench.device import EngineOptions

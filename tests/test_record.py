@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from lossbench.axes import AXIS_NAMES
 from lossbench.cli import app
 from lossbench.errors import RecordError, RecordSchemaError
 from lossbench.record import (
-    AXES, FINAL_STATUSES, SCHEMA_VERSION, STATUSES, CellRecord, Epoch, Metrics, ShiftBlock, Timings,
+    FINAL_STATUSES, SCHEMA_VERSION, STATUSES, CellRecord, Epoch, Metrics, ShiftBlock, Timings,
 )
 from lossbench.store import ResultsStore, csv_row
 
@@ -31,7 +32,7 @@ def test_the_committed_example_loads_and_round_trips_unchanged() -> None:
         written = record.to_dict()
         assert {k: written[k] for k in raw} == raw  # nothing lost or changed; fields added since get defaults
         assert all(written[k] in ({}, [], None) for k in set(written) - set(raw))
-        assert record.status in STATUSES and set(record.axes) <= set(AXES)
+        assert record.status in STATUSES and set(record.axes) <= set(AXIS_NAMES)
         confusion = np.array(record.metrics.confusion)
         assert record.value("test_acc") == np.trace(confusion) / confusion.sum()
     assert len(list(ResultsStore(EXAMPLE).records())) == 24

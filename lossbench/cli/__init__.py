@@ -18,7 +18,7 @@ from lossbench import __version__
 from lossbench.analysis.measures import MEASURES
 from lossbench.cli.shell import Command, Group, choices, completer, usable_std_streams
 from lossbench.cli.tables import cells_table, cells_text, checkpoint_disk, grid_table, print_tuned_paths, valid_text
-from lossbench.components import KINDS as COMPONENT_KINDS
+from lossbench.registries import KINDS as COMPONENT_KINDS
 from lossbench.errors import ConfigError, LossbenchError, ReportError, did_you_mean
 
 
@@ -373,7 +373,7 @@ def list_components(
     as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
 ) -> None:
     """List registered components with their parameters, defaults and one-line docs."""
-    from lossbench.components import registries as component_registries
+    from lossbench.registries import registries as component_registries
 
     registries = component_registries()
     if kind is not None and kind not in registries:

@@ -34,7 +34,7 @@ ImageSize = Annotated[int, Field(strict=True, gt=0, le=MAX_IMAGE_SIZE)]
 
 class DatasetConfig(BaseModel):
     """Which images to train and test on; keys beyond these fields are the source's own parameters
-    (e.g. `split` of emnist, `extra` of svhn), checked against the source in `check_components`.
+    (e.g. `split` of emnist, `extra` of svhn), checked against the source in lossbench/data/checks.py.
 
     The fields marked `InIdentity` are in the order the identity names them."""
 

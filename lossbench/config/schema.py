@@ -96,8 +96,6 @@ class GridConfig(StrictModel):
     scenario: list[Stack] | None = Field(None, min_length=1)
 
 
-GRID_AXES = ("loss", "regularizer", "augmentation", "optimizer", "scenario")
-
 
 class SeedTarget(StrictModel):
     """The precision adaptive seeding aims for: the 95% interval of each cell's paired difference from the

@@ -17,13 +17,14 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from lossbench.axes import AXES
 from lossbench.errors import RecordSchemaError, ReportError
-from lossbench.record import AXES, TIMING_KEYS, CellRecord
+from lossbench.record import TIMING_KEYS, CellRecord
 from lossbench.store import read_cell_file
 
 #: Axes every grid has, in display order; further axes found in the records follow in order of appearance
 #: (the scenario axis appears where a suite varies it).
-STANDARD_AXES = tuple(a for a in AXES if a != "scenario")
+STANDARD_AXES = tuple(axis.name for axis in AXES if axis.standard)
 
 
 @dataclass

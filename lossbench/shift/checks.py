@@ -107,7 +107,7 @@ def _check_ood(source: SuiteSource, suite: Suite, generated: list[str]) -> list[
 
 def _check_heads(source: SuiteSource, suite: Suite) -> list[ConfigError]:
     """Corruption NLL/ECE and both OOD scores read class probabilities: embedding heads (k-NN) have none."""
-    from lossbench.components import registries
+    from lossbench.registries import registries
 
     errors = []
     for i, spec in enumerate(suite.grid.loss):

@@ -280,7 +280,8 @@ class EvaluateSummary:
 def rebuild_model(config: dict[str, Any], payload: dict[str, Any], data: ImageData,
                   options: EngineOptions) -> tuple[nn.Module, Loss]:
     """The model and loss of a cell's resolved config, with the checkpoint's weights, on options.device."""
-    from lossbench.components import model_facts, registries
+    from lossbench.components import model_facts
+    from lossbench.registries import registries
     from lossbench.data.base import ImageShape
     from lossbench.regularizers import RegularizerSet
 
