@@ -21,7 +21,8 @@ def finished(out: Path) -> dict[str, str]:
 def test_sigkill_mid_grid_then_resume(write_suite, tmp_path: Path, cli_env: dict[str, str]) -> None:
     suite = write_suite(SIX_CELLS.replace("epochs: 2", "epochs: 3"))
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "lossbench", "run", str(suite), "--out", str(out), "--plain"]
+    # No report: resuming is about the cells (a report takes seconds of a fresh process).
+    command = [sys.executable, "-m", "lossbench", "run", str(suite), "--out", str(out), "--plain", "--no-report"]
     done_lines = run_and_kill_after(command, cli_env, finished=2)
     assert done_lines == 2
 
