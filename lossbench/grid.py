@@ -139,6 +139,15 @@ class Cell:
     def config(self) -> dict[str, Any]:
         """The cell's resolved configuration: every component with every parameter, the recipe, the seed, the
         dataset identity (what the id hashes, and what its record keeps)."""
+        return self._plain()
+
+    @cached_property
+    def id(self) -> str:
+        """Short hash of the cell's configuration (cell_id); hashed from the fields, not from `config`, which its
+        readers hold as a plain dict."""
+        return cell_id(self._plain())
+
+    def _plain(self) -> dict[str, Any]:
         config: dict[str, Any] = {
             "dataset": {"identity": self.dataset.identity, "name": self.dataset.name},
             "model": self.recipe.model.plain(),
@@ -157,11 +166,6 @@ class Cell:
         if self.trial is not None:
             config["tuning_trial"] = {"study": self.trial.study, "number": self.trial.number}
         return config
-
-    @cached_property
-    def id(self) -> str:
-        """Short hash of `config` (cell_id)."""
-        return cell_id(self.config)
 
     @property
     def label(self) -> str:

@@ -64,7 +64,7 @@ def pack_key(cell: Cell, num_classes: int) -> str:
     key: dict[str, Any] = {"model": recipe.model.plain(), "outputs": build_loss(cell).output_dim(num_classes),
                            "epochs": recipe.epochs, "batch_size": recipe.batch_size}
     if cell.scenario:
-        key["scenario"] = cell.config.get("scenario")
+        key["scenario"] = [s.plain() for s in cell.scenario]
         key["seed"] = cell.seed
     return json.dumps(key, sort_keys=True, default=str)
 

@@ -54,7 +54,7 @@ def _epoch_figures_by_priority(info: dict[str, Any]) -> list[str]:
 def _seed_text(cell: Cell) -> str:
     """` · seed 0`; for a tuning trial (lossbench/tune.py) its number in its cell's study, ` · tuning trial 3`."""
     if cell.trial is not None:
-        return f" · tuning trial {cell.config['tuning_trial']['number']}"
+        return f" · tuning trial {cell.trial.number}"
     return f" · seed {cell.seed}"
 
 

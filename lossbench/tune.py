@@ -3,8 +3,8 @@ the cell's verdict configuration, trained with the suite's seeds and tested like
 
 The search is Optuna's, ask-and-tell, in the run process: one study per grid cell, all in `<results>/tuning.db`
 (SQLite: embedded, nothing to start). Each round asks every cell still short of its budget for new trials; a trial
-is an ordinary cell (the grid cell's config with the sampled values set at their paths, trained on a tuning seed
-that no verdict uses) that goes through the run's executor like any other, and its record is told to the study
+is an ordinary cell (the grid cell with the sampled values set in its recipe and components, trained on a tuning
+seed that no verdict uses) that goes through the run's executor like any other, and its record is told to the study
 the moment it arrives. A trial trains on the training split and is measured on the validation split only: the
 engine reads nothing of the test split while tuning (a trial cell's evaluator skips it: Evaluator.evaluate_test).
 

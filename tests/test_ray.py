@@ -291,7 +291,7 @@ def test_failures_are_recorded_with_tracebacks_and_the_rest_go_on(cluster: Any, 
     _, marker = cluster
     plan = runner.plan(load_suite(suite_file), Path("unused"), check_device=False)
     # An exception inside training: the engine turns it into a failed record on the worker.
-    broken = dataclasses.replace(plan.cells[0], id="broken000000", loss=ResolvedComponent("no_such_loss", {}))
+    broken = dataclasses.replace(plan.cells[0], loss=ResolvedComponent("no_such_loss", {}))
     display = Recorder()
     marker.touch()
     # No retries: the worker that dies takes its cell with it, and Ray's error becomes the record.
