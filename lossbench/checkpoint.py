@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 from torch import nn
 
+from lossbench.atomic_write import atomic_write_bytes
 from lossbench.errors import ConfigError, LossbenchError
-from lossbench.store import atomic_write_bytes
 
 from lossbench.engine import EpochRecord, TrainingProgress, cpu_state
 

@@ -28,7 +28,8 @@ from lossbench.progress import RunDisplay, SilentDisplay
 from lossbench.record import CellRecord
 from lossbench.run_clock import RunClock
 from lossbench.shift.evaluate import ShiftPlan
-from lossbench.store import ResultsStore, atomic_write_bytes, check_results_dir, write_error
+from lossbench.atomic_write import atomic_write_bytes, write_error
+from lossbench.store import ResultsStore, check_results_dir
 
 if TYPE_CHECKING:
     from lossbench.seed_rounds import SeedRounds

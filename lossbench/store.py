@@ -12,107 +12,36 @@ Layout of `results/<suite>/`:
                          directory, one with this marker, or one of its own written before the marker existed
 
 Every file is written atomically, so a full disk or a crash leaves the previous version whole; a write that fails
-raises ResultsWriteError naming the file and the reason.
+raises ResultsWriteError naming the file and the reason (lossbench/atomic_write.py); results.csv's rows and its
+incremental upkeep are in lossbench/results_csv.py.
 """
 
 from __future__ import annotations
 
-import csv
-import errno
 import fcntl
 import io
 import json
 import os
-import tempfile
 import uuid
-import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from lossbench.axes import AXES, AXIS_NAMES
+from lossbench.atomic_write import atomic_write_text, write_error
 from lossbench.errors import (
     ForeignDirectoryError, RecordError, RecordSchemaError, ResultsLockedError, ResultsWriteError,
 )
 from lossbench.record import CellRecord
+from lossbench.results_csv import ResultsCsv, csv_row
 
-#: results.csv columns, in order. Metrics of failed or diverged cells are empty.
-CSV_COLUMNS = [
-    "id", "label", *AXIS_NAMES, "seed", "status",
-    "test_acc", "test_top5", "test_loss", "test_nll", "ece", "brier", "train_acc", "gap", "val_acc",
-    "noise_rate", "epochs", "epochs_run", "train_time_s", "img_per_s", "peak_mem_mb", "device", "diverged_epoch",
-    "error", "eval_time_s", "cell_s", "model_params", "loss_params", "start_load_1m", "end_load_1m", "cores",
-    "suite", "dataset", "settings", "tuned",
-]
-#: results.csv columns that measure the machine and the moment (times, memory, load), not the training: they
-#: differ between two runs of the same cell, where every other column is the same.
-MACHINE_COLUMNS = ("train_time_s", "img_per_s", "peak_mem_mb", "eval_time_s", "cell_s", "start_load_1m",
-                   "end_load_1m", "cores")
 #: The file listing every run into a results directory with its wall time (ResultsStore.record_run).
 RUNS_FILE = "runs.json"
 #: The file that marks a directory as a lossbench results directory.
 MARKER = ".lossbench"
 MARKER_TEXT = "This directory holds lossbench results; lossbench writes here (cells/, results.csv, report.md, plots/).\n"
-
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _current_umask()
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to `path` so that a reader (or a crash) sees either the old file or the new one, whole."""
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` atomically (temp file, fsync, rename). Raises ResultsWriteError when the file cannot
-    be written (read-only directory, full disk, a directory in the way); the previous file, if any, is untouched."""
-    tmp: str | None = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path.is_dir():
-            raise IsADirectoryError(errno.EISDIR, "a directory of that name is in the way", str(path))
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        # mkstemp creates 0600; results are ordinary files, so give them the mode open() would (0666 & ~umask).
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        if tmp is not None:
-            try:
-                Path(tmp).unlink(missing_ok=True)
-            except OSError:
-                pass
-        if isinstance(exc, OSError):
-            raise write_error(path, exc) from None
-        raise
-
-
-def write_error(path: Path, exc: OSError) -> ResultsWriteError:
-    """The ResultsWriteError of an OSError met while writing `path`, with what to do about it."""
-    reason = exc.strerror or str(exc)
-    hints = {
-        errno.ENOSPC: "the disk is full: free some space and run the same command again (finished cells are kept)",
-        errno.EDQUOT: "the disk quota is used up: free some space and run the same command again",
-        errno.EROFS: "the file system is read-only: write elsewhere with --out DIR",
-        errno.EACCES: "this user may not write there: write elsewhere with --out DIR",
-        errno.EPERM: "this user may not write there: write elsewhere with --out DIR",
-        errno.EISDIR: "move that directory away: lossbench does not remove what it did not write",
-    }
-    hint = hints.get(exc.errno or 0)
-    return ResultsWriteError(message=f"cannot write {path}: {reason}", value=str(path),
-                             details=[hint] if hint else [])
 
 
 def is_lossbench_dir(root: Path) -> bool:
@@ -403,130 +332,3 @@ def read_cell_file(path: Path) -> tuple[CellRecord | None, str | None]:
     if record.id != cell_id:
         return None, f"holds the record of cell {json.dumps(record.id)[:40]}, not of {cell_id}"
     return record, None
-
-
-def csv_row(record: CellRecord) -> dict[str, Any]:
-    """The flat results.csv row of one cell record."""
-    row: dict[str, Any] = {
-        "id": record.id,
-        "label": record.label,
-        "seed": record.seed,
-        "status": record.status,
-        "epochs": record.epochs,
-        "epochs_run": record.timing.epochs_run,
-        "device": record.device,
-        "diverged_epoch": record.diverged_epoch,
-        "error": record.error_line,
-        "val_acc": record.last_val_acc,
-        "noise_rate": record.noise_rate,
-        # What tells apart rows of one label and seed from runs with other settings (--force into one directory).
-        "suite": record.suite,
-        "dataset": (record.config.get("dataset") or {}).get("identity"),
-        "settings": record.settings_id,
-        # A tuned cell's chosen values: its optimizer column names the suite's recipe before tuning.
-        "tuned": _tuned_text(record),
-    }
-    for axis in AXES:
-        row[axis.name] = record.axes.get(axis.name, axis.absent)
-    for key in ("test_acc", "test_top5", "test_loss", "test_nll", "ece", "brier", "train_acc", "gap"):
-        row[key] = record.metrics.get(key)
-    for key in ("train_time_s", "img_per_s", "peak_mem_mb", "eval_time_s", "cell_s"):
-        row[key] = record.timing.get(key)
-    for key in ("model_params", "loss_params"):
-        row[key] = record.metrics.get(key)
-    # The machine's load around the cell: its times compare with others' only where the load stayed below cores.
-    for key in ("start_load_1m", "end_load_1m", "cores"):
-        row[key] = record.load.get(key)
-    return {k: row.get(k) for k in CSV_COLUMNS}
-
-
-def _tuned_text(record: CellRecord) -> str | None:
-    """The values tuning chose for a cell, as `path=value; ...` (None for a cell that was not tuned)."""
-    params = (record.config.get("tuned") or {}).get("params")
-    if not isinstance(params, dict) or not params:
-        return None
-    return "; ".join(f"{path}={value:.6g}" if isinstance(value, float) else f"{path}={value}"
-                     for path, value in params.items())
-
-
-def csv_text(rows: list[dict[str, Any]], header: bool = True) -> str:
-    """results.csv lines for `rows` (already flat, in CSV_COLUMNS), with the header line first if asked."""
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
-    if header:
-        writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue()
-
-
-class ResultsCsv:
-    """results.csv kept in step with the cell files at a constant cost per cell.
-
-    The rows live in memory, keyed by cell id. A new cell's row is appended to the file with one write; a row that
-    changes (a failed cell trained again) waits for the next full rewrite, which is atomic and happens at most
-    every `min_interval_s` seconds (and no more often than 20 times its own duration, so that rewriting 100,000
-    rows stays a small share of the run), plus once by `close`. A reader, or a crash at any moment, therefore
-    finds the previous complete file or that file plus whole appended rows: always a valid CSV whose every row
-    matches a cell file, possibly one version behind. The next run rewrites it from the cell files.
-    """
-
-    def __init__(self, path: Path, rows: dict[str, dict[str, Any]], *, min_interval_s: float = 5.0,
-                 clock: Callable[[], float] = time.monotonic):
-        self.path = Path(path)
-        self.rows = rows
-        self.min_interval_s = min_interval_s
-        self.clock = clock
-        self._in_file: set[str] = set()  # ids whose current row is in the file
-        self._stale = True  # the file lacks a change (a replaced row) or is not sorted
-        self._next_rewrite = 0.0
-        self._fd: int | None = None
-
-    def rewrite(self) -> None:
-        """Write every row, sorted by label then seed, atomically (the old file stays whole until the rename)."""
-        started = self.clock()
-        self._close_fd()
-        rows = sorted(self.rows.values(), key=lambda r: (str(r["label"]), int(r["seed"])))
-        atomic_write_text(self.path, csv_text(rows))
-        self._in_file = set(self.rows)
-        self._stale = False
-        took = self.clock() - started
-        self._next_rewrite = self.clock() + max(self.min_interval_s, 20 * took)
-
-    def put(self, row: dict[str, Any]) -> None:
-        """Take the row of a cell just written: append it, or note the change for the next rewrite."""
-        cell_id = row["id"]
-        replaced = cell_id in self.rows
-        self.rows[cell_id] = row
-        self._stale = True  # appended rows are unsorted; close() sorts them
-        if replaced:
-            self._in_file.discard(cell_id)
-            if self.clock() >= self._next_rewrite:
-                self.rewrite()
-            return
-        self._append(row)
-        if len(self._in_file) < len(self.rows) and self.clock() >= self._next_rewrite:
-            self.rewrite()  # a changed row has waited long enough
-
-    def _append(self, row: dict[str, Any]) -> None:
-        line = csv_text([row], header=False).encode("utf-8")
-        try:
-            if self._fd is None:
-                if not self.path.is_file():
-                    atomic_write_text(self.path, csv_text([]))
-                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
-            # One write of a whole line: a process killed around it leaves the line whole or absent.
-            os.write(self._fd, line)
-        except OSError as exc:
-            raise write_error(self.path, exc) from None
-        self._in_file.add(row["id"])
-
-    def close(self) -> None:
-        """Rewrite the file sorted if anything changed since the last rewrite, and let go of it."""
-        if self._stale:
-            self.rewrite()
-        self._close_fd()
-
-    def _close_fd(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None

@@ -37,7 +37,7 @@ from optuna.trial import FrozenTrial, TrialState
 from lossbench.analysis.measures import measure
 from lossbench.grid import Cell, TrialLink
 from lossbench.record import CellRecord
-from lossbench.store import atomic_write_text
+from lossbench.atomic_write import atomic_write_text
 from lossbench.tuning_space import cell_paths, grid_cell_id, tuning_seeds, with_values
 
 if TYPE_CHECKING:

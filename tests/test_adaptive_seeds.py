@@ -504,7 +504,7 @@ def test_validate_prints_the_fewest_and_most_trainings(write_suite) -> None:
 def _rows_without_timing(out: Path) -> list[dict[str, str]]:
     import csv
 
-    from lossbench.store import MACHINE_COLUMNS
+    from lossbench.results_csv import MACHINE_COLUMNS
 
     with open(out / "results.csv", newline="") as f:
         return [{k: v for k, v in row.items() if k not in MACHINE_COLUMNS} for row in csv.DictReader(f)]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from lossbench.axes import AXES, AXIS_NAMES
 from lossbench.config.schema import GridConfig
 from lossbench.registries import KINDS
-from lossbench.store import CSV_COLUMNS
+from lossbench.results_csv import CSV_COLUMNS
 
 
 def test_the_grid_section_has_one_key_per_axis_in_table_order() -> None:

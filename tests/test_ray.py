@@ -27,7 +27,7 @@ from lossbench.suite import load_suite
 from lossbench.grid import Cell, ResolvedComponent
 from lossbench.ray_executor import KILL_ONCE_ENV, RayExecutor
 from lossbench.record import CellRecord
-from lossbench.store import MACHINE_COLUMNS
+from lossbench.results_csv import MACHINE_COLUMNS
 
 SUITE = """\
 name: tiny-ray

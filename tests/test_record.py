@@ -16,7 +16,8 @@ from lossbench.errors import RecordError, RecordSchemaError
 from lossbench.record import (
     FINAL_STATUSES, SCHEMA_VERSION, STATUSES, CellRecord, Epoch, Metrics, ShiftBlock, Timings,
 )
-from lossbench.store import ResultsStore, csv_row
+from lossbench.results_csv import csv_row
+from lossbench.store import ResultsStore
 
 from conftest import REPO
 

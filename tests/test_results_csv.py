@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from lossbench.record import CellRecord, Metrics, Timings
-from lossbench.store import CSV_COLUMNS, ResultsCsv, ResultsStore, csv_row, csv_text
+from lossbench.results_csv import CSV_COLUMNS, ResultsCsv, csv_row, csv_text
+from lossbench.store import ResultsStore
 from test_store import record
 
 MANY_CELLS = """\

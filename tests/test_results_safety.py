@@ -17,6 +17,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+import lossbench.atomic_write
 import lossbench.store
 from lossbench.cli import app
 from lossbench.errors import ForeignDirectoryError
@@ -179,7 +180,7 @@ def test_a_full_disk_mid_run_stops_cleanly_with_earlier_results_intact(tmp_path:
     suite = tmp_path / "suite.yaml"
     suite.write_text(TWO_CELLS)
     out = tmp_path / "results"
-    monkeypatch.setattr(lossbench.store, "tempfile", _DiskFullAt("cells/", nth=2))
+    monkeypatch.setattr(lossbench.atomic_write, "tempfile", _DiskFullAt("cells/", nth=2))
     result = run("run", suite, "--out", out, "--cache-dir", cache_dir, "--plain")
     assert result.exit_code == 2, result.output
     text = " ".join(result.output.split())
@@ -192,7 +193,7 @@ def test_a_full_disk_mid_run_stops_cleanly_with_earlier_results_intact(tmp_path:
     assert len(rows) == 2 and json.loads(saved.read_text())["id"] in rows[1]
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
     # The next run, with space again, trains only the cell whose result was lost.
-    monkeypatch.setattr(lossbench.store, "tempfile", tempfile)
+    monkeypatch.setattr(lossbench.atomic_write, "tempfile", tempfile)
     resumed = run("run", suite, "--out", out, "--cache-dir", cache_dir, "--plain", "--no-report")
     assert resumed.exit_code == 0 and "ran 1, skipped 1" in resumed.output
 
@@ -204,7 +205,7 @@ def test_a_full_disk_while_plotting_leaves_no_truncated_png(tmp_path: Path, cach
     suite.write_text(ONE_CELL)
     out = tmp_path / "results"
     assert run("run", suite, "--out", out, "--cache-dir", cache_dir, "--no-report").exit_code == 0
-    monkeypatch.setattr(lossbench.store, "tempfile", _DiskFullAt("plots/", nth=1))
+    monkeypatch.setattr(lossbench.atomic_write, "tempfile", _DiskFullAt("plots/", nth=1))
     result = run("report", out)
     assert result.exit_code == 2, result.output
     assert "No space left on device" in result.output and "Traceback" not in result.output
@@ -217,7 +218,7 @@ def _read_only(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: object, **kwargs: object) -> Any:
         raise OSError(errno.EROFS, "Read-only file system")
 
-    monkeypatch.setattr(lossbench.store, "tempfile", SimpleNamespace(mkstemp=refuse))
+    monkeypatch.setattr(lossbench.atomic_write, "tempfile", SimpleNamespace(mkstemp=refuse))
     monkeypatch.setattr(lossbench.store, "open", refuse, raising=False)
 
 

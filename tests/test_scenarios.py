@@ -20,7 +20,7 @@ from lossbench.execution import train_cell
 from lossbench.errors import ConfigError, DataError, SuiteErrors
 from lossbench.grid import expand
 from lossbench.record import CellRecord, Metrics
-from lossbench.store import csv_row
+from lossbench.results_csv import csv_row
 
 from conftest import with_recipe
 

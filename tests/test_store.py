@@ -14,7 +14,9 @@ import pytest
 
 from lossbench.errors import ResultsLockedError, ResultsWriteError
 from lossbench.record import CellRecord, Environment, Epoch, Metrics, Status, Timings
-from lossbench.store import CSV_COLUMNS, ResultsStore, atomic_write_text
+from lossbench.atomic_write import atomic_write_text
+from lossbench.results_csv import CSV_COLUMNS
+from lossbench.store import ResultsStore
 
 
 def record(cell_id: str, status: Status = "done", acc: float | None = 0.5, seed: int = 0) -> CellRecord:
@@ -134,7 +136,7 @@ def test_results_id_of_a_directory_without_its_marker_file(tmp_path):
 
 def test_results_csv_names_the_values_tuning_chose(tmp_path):
     """A tuned cell's optimizer column keeps the suite's recipe label; the tuned column says what it trained with."""
-    from lossbench.store import csv_row
+    from lossbench.results_csv import csv_row
 
     tuned = {"params": {"train.optimizer.lr": 0.123456789, "train.batch_size": 64}, "trial": 3}
     record = CellRecord(id="a" * 12, label="focal | none | none", seed=0, status="done",

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from lossbench.errors import ForeignDirectoryError, Location, ReportError
-from lossbench.store import MARKER, MARKER_TEXT, atomic_write_text, check_results_dir
+from lossbench.atomic_write import atomic_write_text
+from lossbench.store import MARKER, MARKER_TEXT, check_results_dir
 
 __all__ = [
     "FORMATS", "ReportError", "Results", "SourceAnalysis", "analyse", "load_results", "write_report",

@@ -12,7 +12,7 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from lossbench.store import atomic_write_bytes
+from lossbench.atomic_write import atomic_write_bytes
 
 DPI = 110
 
