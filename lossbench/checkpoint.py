@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from lossbench.config.schema import Suite
     from lossbench.config.source import SuiteSource
     from lossbench.engine import CellParts, ProgressFn, StateFn
+    from lossbench.grid import Cell
 
 #: The layout version of both files; a file of another version is refused.
 FORMAT = 1
@@ -252,7 +253,7 @@ def estimate_sizes(suite: Any, cells: list[Any], with_state: bool = True) -> Che
     for cell in cells:
         key = repr([cell.config[k] for k in ("model", "loss", "optimizer", "regularizer")])
         if key not in sizes:
-            sizes[key] = _cell_sizes(cell, suite.model.name, suite.model.params, shape, with_state)
+            sizes[key] = _cell_sizes(cell, shape, with_state)
         weights, optimizer = sizes[key]
         final += weights
         state += weights + optimizer
@@ -260,21 +261,19 @@ def estimate_sizes(suite: Any, cells: list[Any], with_state: bool = True) -> Che
     return CheckpointSizes(final, state, largest)
 
 
-def _cell_sizes(cell: Any, model_name: str, model_params: dict[str, Any], shape: Any,
-                with_state: bool = True) -> tuple[int, int]:
-    """(bytes of the weights, bytes of the optimizer state) of one cell whose images have `shape` (ImageShape)."""
+def _cell_sizes(cell: Cell, shape: Any, with_state: bool = True) -> tuple[int, int]:
+    """(bytes of the weights, bytes of the optimizer state) of one cell, as its recipe builds its model, whose images
+    have `shape` (ImageShape)."""
     import itertools
 
-    from lossbench.components import model_facts
+    from lossbench.components import build_loss, build_regularizers, model_facts
     from lossbench.registries import registries
-    from lossbench.regularizers import RegularizerSet
 
-    reg = registries()
-    loss = reg["losses"].build(cell.loss.name, cell.loss.params)
-    dropout = RegularizerSet([reg["regularizers"].build(r.name, r.params) for r in cell.regularizer]).dropout()
-    facts = model_facts(shape, loss, dropout)
+    reg, model_spec = registries(), cell.recipe.model
+    loss = build_loss(cell)
+    facts = model_facts(shape, loss, build_regularizers(cell).dropout())
     with torch.device("meta"):
-        model = reg["models"].build(model_name, model_params).build(facts)
+        model = reg["models"].build(model_spec.name, model_spec.params).build(facts)
         loss.setup(shape.num_classes)
         params = list(itertools.chain(model.parameters(), loss.parameters()))
         if not with_state:
