@@ -16,8 +16,10 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+from lossbench.axes import AXES, Axis
 from lossbench.config.fields import ComponentSpec
 from lossbench.config.schema import Suite
+from lossbench.registries import registries
 from lossbench.registry import Registry
 
 ID_LENGTH = 12
@@ -57,6 +59,14 @@ def _fmt(value: Any) -> str:
 
 def _stack_label(stack: tuple[ResolvedComponent, ...]) -> str:
     return "+".join(c.label() for c in stack)
+
+
+def _level_label(level: ResolvedComponent | tuple[ResolvedComponent, ...]) -> str:
+    """One axis level as a short string: a component's label, or a stack's joined by `+` (`none` when empty: no
+    data scenario)."""
+    if isinstance(level, ResolvedComponent):
+        return level.label()
+    return _stack_label(level) or "none"
 
 
 @dataclass(frozen=True)
@@ -185,13 +195,7 @@ class Cell:
     @property
     def axes(self) -> dict[str, str]:
         """The value of each grid axis as a short string (the columns of results.csv)."""
-        return {
-            "loss": self.loss.label(),
-            "regularizer": _stack_label(self.regularizer),
-            "augmentation": _stack_label(self.augmentation),
-            "optimizer": self.optimizer.label(),
-            "scenario": self.scenario_label,
-        }
+        return {axis.name: _level_label(getattr(self, axis.name)) for axis in AXES}
 
 
 def resolve(registry: Registry[Any], spec: ComponentSpec) -> ResolvedComponent:
@@ -207,29 +211,39 @@ def cell_id(config: dict[str, Any]) -> str:
 def expand(suite: Suite, dataset_identity: str) -> list[Cell]:
     """Every cell of the suite, in grid order (loss slowest, seed fastest); under adaptive seeding every seed a
     cell may run (0 … max−1)."""
-    from lossbench.registries import registries
-
     model = ResolvedComponent(suite.model.name, registries()["models"].resolve_params(suite.model.name, suite.model.params))
     t = suite.train
     recipe = Recipe(model=model, schedule=resolve(registries()["schedules"], t.schedule), epochs=t.epochs,
                     batch_size=t.batch_size, precision=t.precision, eval_batch_size=t.eval_batch_size,
                     eval_every=t.eval_every)
     dataset = DatasetRef(suite.dataset.name, dataset_identity)
-    optimizers = suite.grid.optimizer or [suite.train.optimizer]
-    scenario_stacks = suite.grid.scenario or [[ComponentSpec(name="none")]]
     cells = []
-    for loss_spec, reg_stack, aug_stack, opt_spec, scenario_stack in itertools.product(
-        suite.grid.loss, suite.grid.regularizer, suite.grid.augmentation, optimizers, scenario_stacks
-    ):
-        loss = resolve(registries()["losses"], loss_spec)
-        regs = tuple(resolve(registries()["regularizers"], s) for s in reg_stack)
-        augs = tuple(resolve(registries()["augmentations"], s) for s in aug_stack)
-        opt = resolve(registries()["optimizers"], opt_spec)
-        scenario = _scenario_stack(registries()["scenarios"], [*suite.dataset.scenarios(), *scenario_stack])
+    for point in itertools.product(*(_written_levels(suite, axis) for axis in AXES)):
+        levels = {axis.name: _resolve_level(suite, axis, level) for axis, level in zip(AXES, point)}
         for seed in suite.seed_list:
-            cells.append(Cell(seed, loss, regs, augs, opt, recipe, dataset, suite.grid.optimizer is not None,
-                              scenario, suite.grid.scenario is not None))
+            cells.append(Cell(seed=seed, recipe=recipe, dataset=dataset, **levels,
+                              has_optimizer_axis=suite.grid.optimizer is not None,
+                              has_scenario_axis=suite.grid.scenario is not None))
     return cells
+
+
+def _written_levels(suite: Suite, axis: Axis) -> list[Any]:
+    """The levels of `axis` as the suite writes them (a component, or a stack for a stacked axis); an axis the
+    suite leaves out has one level: the training recipe's optimizer, or the clean data."""
+    written = getattr(suite.grid, axis.name)
+    if written is not None:
+        return list(written)
+    return [suite.train.optimizer] if axis.name == "optimizer" else [[ComponentSpec(name="none")]]
+
+
+def _resolve_level(suite: Suite, axis: Axis, level: Any) -> ResolvedComponent | tuple[ResolvedComponent, ...]:
+    """One level of `axis` with every parameter resolved; a scenario level follows the dataset's own scenarios."""
+    registry = registries()[axis.kind]
+    if axis.name == "scenario":
+        return _scenario_stack(registry, [*suite.dataset.scenarios(), *level])
+    if axis.stacked:
+        return tuple(resolve(registry, s) for s in level)
+    return resolve(registry, level)
 
 
 def _scenario_stack(registry: Registry[Any], specs: list[ComponentSpec]) -> tuple[ResolvedComponent, ...]:
