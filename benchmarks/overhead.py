@@ -45,6 +45,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lossbench.execution import Executor
+
 REPO = Path(__file__).resolve().parent.parent
 ROWS: list[dict[str, Any]] = []
 
@@ -129,7 +131,7 @@ class FsyncClock:
         os.fsync = self._real  # type: ignore[assignment]
 
 
-class SyntheticExecutor:
+class SyntheticExecutor(Executor):
     """Hands the runner a ready-made record per cell and times what the runner does with it (`on_result`)."""
 
     def __init__(self, seed: int = 0, fsync: FsyncClock | None = None):

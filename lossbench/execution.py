@@ -9,7 +9,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from lossbench.checkpoint import (
     CheckpointError, CheckpointPolicy, final_payload, load_training, read_resume, restore_training, state_saver,
@@ -236,11 +236,41 @@ def _record(cell: Cell, job: Job, result: CellResult, precision: str, env: dict[
     )
 
 
+#: A cell's progress: (cell, event name, its details), e.g. an `epoch` event with the epoch's figures.
 OnEvent = Callable[[Cell, str, dict[str, Any]], None]
+#: A cell's complete record, the moment it finished.
 OnResult = Callable[[Cell, CellRecord], None]
 
 
-class LocalExecutor:
+class Executor(Protocol):
+    """Trains cells somewhere and hands each record back as it finishes: `LocalExecutor` (this process, one cell
+    after another), `parallel.ProcessExecutor` (`--jobs N` worker processes), `ray_executor.RayExecutor` (a Ray
+    cluster). The runner enters it with `with executor:` for a whole run, so that an executor may keep its workers
+    from one `run` call to the next (adaptive seeding's rounds, tuning's trials).
+
+    A class that subclasses it inherits the defaults below: one cell at a time, nothing to prepare or keep."""
+
+    #: How many cells it trains at once.
+    jobs: int = 1
+
+    def prepare(self, job: Job) -> None:
+        """Load what the cells need before the runner writes anything, so that a data error leaves no files behind;
+        raises DataError."""
+
+    def run(self, cells: list[Cell], job: Job, on_start: Callable[[Cell], None], on_event: OnEvent,
+            on_result: OnResult) -> None:
+        """Train `cells`; calls back on the caller's thread: `on_start` when a cell starts, `on_event` with its
+        progress and `on_result` once per cell with its record."""
+        raise NotImplementedError
+
+    def __enter__(self) -> Executor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+class LocalExecutor(Executor):
     """Trains the cells one after another in this process, on the dataset loaded once; with `train.pack` N > 1,
     cells that share a model train N at a time as one batched model (lossbench/packing.py)."""
 

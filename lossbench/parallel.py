@@ -1,6 +1,6 @@
 """Several cells at once on one machine: `lossbench run --jobs N` trains N cells at a time in N worker processes.
 
-`ProcessExecutor` has the interface of `execution.LocalExecutor`. Each worker process loads the suite's dataset once,
+`ProcessExecutor` is an `execution.Executor`, like `LocalExecutor`. Each worker process loads the suite's dataset once,
 through the same tensor cache as a sequential run, puts it on the device and then trains one cell after another
 with `execution.execute_cell`, the function every executor calls. Cells are handed out one at a time from a shared
 queue, so a worker that finishes early takes the next cell. Records travel back to the driver, which hands each to
@@ -40,11 +40,11 @@ from typing import Any
 import torch
 
 from lossbench.checkpoint import read_resume
+from lossbench.data.request import DataRequest
 from lossbench.errors import ConfigError
+from lossbench.execution import Executor, Job, OnEvent, OnResult, execute_cell, failed_record
 from lossbench.executor_session import HeldBetweenCalls
 from lossbench.grid import Cell
-from lossbench.data.request import DataRequest
-from lossbench.execution import Job, OnEvent, OnResult, execute_cell, failed_record
 from lossbench.machine import usable_cores
 from lossbench.threads import choose_threads
 
@@ -70,7 +70,7 @@ class WorkerSpec:
     auto_threads: bool = False  # choose the threads before each cell from the idle cores (lossbench/threads.py)
 
 
-class ProcessExecutor(HeldBetweenCalls):
+class ProcessExecutor(HeldBetweenCalls, Executor):
     """Trains up to `jobs` cells at once, each worker process on its own share of the CPU, or on a shared GPU.
 
     `threads_per_job` fixes the torch threads of each worker (default: the cores split evenly, at least 1).

@@ -26,6 +26,9 @@ class RunDisplay(Protocol):
     def next_round(self, cells: int) -> None: ...
     def finish(self) -> None: ...
 
+    def plan_range(self, fewest: int, most: int) -> None:
+        """Adaptive seeding: the run takes between `fewest` and `most` trainings (after `start`)."""
+
 
 #: A tuning trial measures no test split: its epochs show the validation accuracy it is judged on instead.
 _VAL_FOR_TRIALS = (("val_acc", "val acc"),)
@@ -390,6 +393,7 @@ class SilentDisplay:
     def cell_end(self, cell: Cell, record: CellRecord) -> None: ...
     def next_round(self, cells: int) -> None: ...
     def finish(self) -> None: ...
+    def plan_range(self, fewest: int, most: int) -> None: ...
 
 
 class DisplayGroup:
@@ -416,8 +420,7 @@ class DisplayGroup:
 
     def plan_range(self, fewest: int, most: int) -> None:
         for d in self.displays:
-            if hasattr(d, "plan_range"):
-                d.plan_range(fewest, most)
+            d.plan_range(fewest, most)
 
     def next_round(self, cells: int) -> None:
         for d in self.displays:

@@ -1,6 +1,6 @@
 """Run a suite's pending cells on a Ray cluster: one Ray task per cell, each result sent back to the driver.
 
-`RayExecutor` has the interface of `execution.LocalExecutor`, so `runner.run` writes every record into the results
+`RayExecutor` is an `execution.Executor`, like `LocalExecutor`, so `runner.run` writes every record into the results
 store the moment it arrives, on the driver: workers never touch the results directory. Each task asks Ray for
 `cpus_per_cell` CPUs and `gpus_per_cell` GPUs (a fraction packs several cells on one GPU) and calls
 `execution.execute_cell`, the function every executor calls, so a cell trains the same way wherever it runs.
@@ -92,7 +92,13 @@ class RayExecutor(HeldBetweenCalls):
     floor(cpus_per_cell) torch threads (at least one). `data` chooses how the dataset reaches the workers (see the
     module docs); `local_data` is an already loaded dataset to put into the object store instead of loading it on
     the driver. `max_retries` is how often Ray reruns a cell whose worker or node was lost.
+
+    It is an `execution.Executor` by its shape (this module does not import the engine's, see below).
     """
+
+    #: How many cells train at once is the cluster's to decide from its free resources; the run counts one (its
+    #: entry in runs.json, and one tuning trial per grid cell and round).
+    jobs = 1
 
     def __init__(
         self,
@@ -208,8 +214,36 @@ class RayExecutor(HeldBetweenCalls):
 
     def _run(self, cells: list[Cell], job: Job, on_start: Callable[[Cell], None], on_event: OnEvent,
              on_result: OnResult) -> None:
+        ray = self._ray
+        pending = self._submit(cells, job)
+        shown = _Shown({cell.id: cell for cell in cells}, on_start)
+        try:
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1, timeout=_POLL_S)
+                # Events first: a worker waits until its last event is delivered before it returns its record.
+                for cell_id, event, info in self._drain_events():
+                    cell = shown.live(cell_id)
+                    if cell is not None:
+                        on_event(cell, event, info)
+                for ref in ready:
+                    cell = pending.pop(ref)
+                    record = self._record(ref, cell, job)
+                    shown.finished(cell)
+                    if self._sink is not None:
+                        with contextlib.suppress(Exception):
+                            self._sink.forget.remote(cell.id)
+                    on_result(cell, record)
+        finally:
+            # Also on Ctrl-C or a lost connection: stop the cells still running, and never let a failing clean-up
+            # hide the error that got us here.
+            for ref in pending:
+                with contextlib.suppress(Exception):
+                    ray.cancel(ref, force=True)
+
+    def _submit(self, cells: list[Cell], job: Job) -> dict[Any, Cell]:
+        """Start one Ray task per cell, with the job's data sent once and the progress actor started once; returns
+        the cells by their task's reference."""
         from lossbench.checkpoint import read_resume
-        from lossbench.execution import failed_record
 
         ray = self._ray
         if self._data_refs is None or self._data_refs[0] != job.data:
@@ -220,55 +254,62 @@ class RayExecutor(HeldBetweenCalls):
         data_refs = self._data_refs[1]
         if self._sink is None:
             self._sink = ray.remote(num_cpus=0)(_EventSink).remote()
-        sink = self._sink
         task = ray.remote(_train_on_worker)
         threads = max(1, int(self.cpus_per_cell))
-        pending: dict[Any, Cell] = {
+        return {
             task.options(
                 name=f"lossbench {cell.id}", num_cpus=self.cpus_per_cell, num_gpus=self.gpus_per_cell,
                 max_retries=self.max_retries, retry_exceptions=False,
-            ).remote(cell, job, data_refs, sink, threads, read_resume(job.results_dir, cell.id)): cell
+            ).remote(cell, job, data_refs, self._sink, threads, read_resume(job.results_dir, cell.id)): cell
             for cell in cells
         }
-        by_id = {cell.id: cell for cell in cells}
-        started: set[str] = set()  # cells the display was told about
-        finished: set[str] = set()
+
+    def _drain_events(self) -> list[tuple[str, str, dict[str, Any]]]:
+        """The progress events the workers sent since the last call (none once the progress actor is lost)."""
+        if self._sink is None:
+            return []
         try:
-            while pending:
-                ready, _ = ray.wait(list(pending), num_returns=1, timeout=_POLL_S)
-                # Events first: a worker waits until its last event is delivered before it returns its record.
-                try:
-                    events = ray.get(sink.drain.remote()) if sink is not None else []
-                except ray.exceptions.RayActorError:  # its node was lost: train on, without progress events
-                    events, sink, self._sink = [], None, None
-                for cell_id, event, info in events:
-                    if cell_id in finished or cell_id not in by_id:  # late events of a cancelled earlier call
-                        continue
-                    cell = by_id[cell_id]
-                    if cell_id not in started:
-                        started.add(cell_id)
-                        on_start(cell)
-                    on_event(cell, event, info)
-                for ref in ready:
-                    cell = pending.pop(ref)
-                    try:
-                        record = ray.get(ref)
-                    except Exception as exc:  # every way a Ray task can fail ends as the same failed record
-                        record = failed_record(cell, job, *_describe_failure(exc))
-                    if cell.id not in started:
-                        started.add(cell.id)
-                        on_start(cell)
-                    finished.add(cell.id)
-                    if sink is not None:
-                        with contextlib.suppress(Exception):
-                            sink.forget.remote(cell.id)
-                    on_result(cell, record)
-        finally:
-            # Also on Ctrl-C or a lost connection: stop the cells still running, and never let a failing clean-up
-            # hide the error that got us here.
-            for ref in pending:
-                with contextlib.suppress(Exception):
-                    ray.cancel(ref, force=True)
+            return self._ray.get(self._sink.drain.remote())
+        except self._ray.exceptions.RayActorError:  # its node was lost: train on, without progress events
+            self._sink = None
+            return []
+
+    def _record(self, ref: Any, cell: Cell, job: Job) -> CellRecord:
+        """The record a finished task returned; a failed record for every way a Ray task can fail."""
+        from lossbench.execution import failed_record
+
+        try:
+            return self._ray.get(ref)
+        except Exception as exc:
+            return failed_record(cell, job, *_describe_failure(exc))
+
+
+class _Shown:
+    """Which cells of one `run` call the display has been told about: each starts once, before its first event or
+    its record; events of cells not in the call, or already finished, are dropped."""
+
+    def __init__(self, by_id: dict[str, Cell], on_start: Callable[[Cell], None]):
+        self.by_id, self.on_start = by_id, on_start
+        self.started: set[str] = set()
+        self.done: set[str] = set()
+
+    def live(self, cell_id: str) -> Cell | None:
+        """The cell an event is about, started on the display if it was not; None for late events of a cancelled
+        earlier call and of finished cells."""
+        if cell_id in self.done or cell_id not in self.by_id:
+            return None
+        cell = self.by_id[cell_id]
+        self._start(cell)
+        return cell
+
+    def finished(self, cell: Cell) -> None:
+        self._start(cell)
+        self.done.add(cell.id)
+
+    def _start(self, cell: Cell) -> None:
+        if cell.id not in self.started:
+            self.started.add(cell.id)
+            self.on_start(cell)
 
 
 def _describe_failure(exc: BaseException) -> tuple[str, str]:

@@ -11,18 +11,17 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lossbench.checkpoint import CheckpointPolicy, checkpoint_path, resume_path
 from lossbench.config.schema import Suite, suite_to_yaml
 from lossbench.data.cache import DEFAULT_CACHE
+from lossbench.data.request import DataRequest, located_data_error
 from lossbench.device import resolve_device, resolve_precision
 from lossbench.errors import ConfigError, DataError, ForeignDirectoryError, Location, ResultsWriteError
-from lossbench.data.request import DataRequest, located_data_error
-from lossbench.execution import EngineSettings, Job, LocalExecutor, OnResult
+from lossbench.execution import EngineSettings, Executor, Job, LocalExecutor, OnResult, failed_record
 from lossbench.grid import Cell, expand
 from lossbench.progress import RunDisplay, SilentDisplay
 from lossbench.record import CellRecord
@@ -33,6 +32,7 @@ from lossbench.store import ResultsStore, check_results_dir
 
 if TYPE_CHECKING:
     from lossbench.seed_rounds import SeedRounds
+    from lossbench.tune import Tuner
 
 
 @dataclass
@@ -145,17 +145,16 @@ def _outcome(record: CellRecord) -> str:
     return record.status + (f" with test accuracy {accuracy:.4f}" if isinstance(accuracy, float) else "")
 
 
-def run(run_plan: RunPlan, *, executor: Any = None, display: RunDisplay | None = None,
+def run(run_plan: RunPlan, *, executor: Executor | None = None, display: RunDisplay | None = None,
         startup_s: float = 0.0) -> RunSummary:
     """Train the pending cells of a plan, writing each result as it arrives. Holds the directory's lock.
 
     A run that trains anything adds its entry to runs.json (RunClock), also when it is interrupted; `startup_s` is
     the process's time before this call (the CLI passes process_age_s())."""
     display = display or SilentDisplay()
-    store = run_plan.store
     executor = executor or LocalExecutor()
     clock = RunClock(startup_s=startup_s)
-    if run_plan.pending and hasattr(executor, "prepare"):
+    if run_plan.pending:
         # The data stage completes before anything is written: a bad image or a subset larger than its split
         # must not leave a lock, a header-only results.csv or a suite.yaml behind.
         try:
@@ -163,96 +162,134 @@ def run(run_plan: RunPlan, *, executor: Any = None, display: RunDisplay | None =
         except DataError as exc:
             raise located_data_error(run_plan.suite, exc) from None
         clock.data_s = time.perf_counter() - clock.start
-    summary = RunSummary(skipped=run_plan.skipped)
-    latest = dict(run_plan.existing)  # every record of the directory, as this run leaves it
+    book = _RunBook(run_plan, display, clock)
+    store = run_plan.store
     with store:
         store.write_suite(suite_to_yaml(run_plan.suite))
         store.open_csv()
         if run_plan.forced:  # --force trains every cell from its start, not from a state saved before
             for cell in run_plan.pending:
                 _remove(resume_path(store.root, cell.id))
-        tuner = None
-        if run_plan.suite.tune is not None:
-            from lossbench.tune import Tuner
-
-            tuner = Tuner(run_plan.suite.tune, run_plan.cells, store.root, run_plan.suite.train.epochs,
-                          run_plan.suite.seed_list)
-            tuner.recover()
-            if tuner.trials_left():
-                # Before tuning the verdict cells are unknown; the grid's cells are their count.
-                display.start(tuner.trials_left() + len(run_plan.pending) + run_plan.skipped, 0)
-            else:  # tuned already: the verdict cells, and which of them have results, are known now
-                pending, _, skipped = _schedule(run_plan.suite, tuner.outcome(run_plan.job).cells,
-                                                run_plan.existing, run_plan.forced)
-                display.start(len(pending), skipped)
-        else:
-            display.start(len(run_plan.pending), run_plan.skipped)
-        if run_plan.rounds is not None and hasattr(display, "plan_range"):
-            # The bar counts against the most trainings the rule can take; the ETA spans fewest to most.
-            fewest, most = run_plan.rounds.bounds()
-            display.plan_range(max(fewest - run_plan.skipped, len(run_plan.pending)),
-                               max(most - run_plan.skipped, len(run_plan.pending)))
-
-        def on_event(cell: Cell, event: str, info: dict[str, Any]) -> None:
-            if event == "checkpoint":  # a cell's training state, from wherever it trains: saved here
-                atomic_write_bytes(resume_path(store.root, cell.id), info["state"])
-            else:
-                display.cell_event(cell, event, info)
-
-        def on_result(cell: Cell, record: CellRecord) -> None:
-            t_write = time.perf_counter()
-            try:
-                _write_checkpoint(store, record, run_plan.job.engine.checkpoint)
-                store.add_cell(record)
-            except ResultsWriteError as exc:
-                # The disk filled up or turned read-only mid-run: stop, and say what this cell measured.
-                exc.details.insert(0, f"cell {cell.label} (seed {cell.seed}) ended {_outcome(record)}, but its "
-                                      f"result could not be saved; the results saved before it are intact")
-                raise
-            latest[cell.id] = record
-            if run_plan.rounds is not None:
-                run_plan.rounds.fresh[cell.id] = record
-            clock.write_s += time.perf_counter() - t_write
-            clock.cells_s += float(record.timing.cell_s or 0.0)
-            clock.cells += 1
-            summary.ran += 1
-            summary.failed += record.status == "failed"
-            summary.diverged += record.status == "diverged"
-            display.cell_end(cell, record)
-
-        def on_trial(record: CellRecord) -> None:
-            clock.cells_s += float(record.timing.cell_s or 0.0)
-            clock.cells += 1
-
+        tuner = _open_tuner(run_plan)
+        _start_display(run_plan, tuner, display)
         try:
             # An executor that can keep its workers (processes, a Ray connection) keeps them for every round,
             # tuning's included.
-            with executor if hasattr(executor, "__enter__") else contextlib.nullcontext():
+            with executor:
                 if tuner is not None:
-                    _tune(run_plan, tuner, executor, display, on_result, on_trial, summary)
-                pending, attempted = run_plan.pending, set()
-                while pending:
-                    executor.run(pending, run_plan.job, display.cell_start, on_event, on_result)
-                    attempted.update(c.id for c in pending)
-                    # A cell is tried at most once per run, even if an executor lost its result.
-                    pending = [c for c in _next_round(run_plan) if c.id not in attempted]
-                    if pending:
-                        display.next_round(len(pending))
+                    _tune(run_plan, tuner, executor, book)
+                _train_rounds(run_plan, executor, book)
         except BaseException:
-            # A display whose pipe closed (`lossbench run S | head -1`) must not keep the results from closing.
-            with contextlib.suppress(OSError):
-                display.finish()
-            with contextlib.suppress(ResultsWriteError):  # the first error is the one to report
-                store.close_csv()
-                if clock.cells:
-                    store.record_run(clock.entry(_jobs(executor), interrupted=True))
+            _finish(run_plan, display, clock, executor.jobs, interrupted=True)
             raise
+        _finish(run_plan, display, clock, executor.jobs, interrupted=False)
+    book.summary.records = [book.latest[c.id] for c in run_plan.cells if c.id in book.latest]
+    return book.summary
+
+
+class _RunBook:
+    """What the runner does with each event and record of a run: checkpoints and records written at once, the
+    display told, the run's counts and clock kept."""
+
+    def __init__(self, run_plan: RunPlan, display: RunDisplay, clock: RunClock):
+        self.plan, self.display, self.clock = run_plan, display, clock
+        self.summary = RunSummary(skipped=run_plan.skipped)
+        self.latest = dict(run_plan.existing)  # every record of the directory, as this run leaves it
+
+    def on_event(self, cell: Cell, event: str, info: dict[str, Any]) -> None:
+        if event == "checkpoint":  # a cell's training state, from wherever it trains: saved here
+            atomic_write_bytes(resume_path(self.plan.store.root, cell.id), info["state"])
+        else:
+            self.display.cell_event(cell, event, info)
+
+    def on_result(self, cell: Cell, record: CellRecord) -> None:
+        t_write = time.perf_counter()
+        try:
+            _write_checkpoint(self.plan.store, record, self.plan.job.engine.checkpoint)
+            self.plan.store.add_cell(record)
+        except ResultsWriteError as exc:
+            # The disk filled up or turned read-only mid-run: stop, and say what this cell measured.
+            exc.details.insert(0, f"cell {cell.label} (seed {cell.seed}) ended {_outcome(record)}, but its "
+                                  f"result could not be saved; the results saved before it are intact")
+            raise
+        self.latest[cell.id] = record
+        if self.plan.rounds is not None:
+            self.plan.rounds.fresh[cell.id] = record
+        self.clock.write_s += time.perf_counter() - t_write
+        self._count(record)
+        self.summary.ran += 1
+        self.summary.failed += record.status == "failed"
+        self.summary.diverged += record.status == "diverged"
+        self.display.cell_end(cell, record)
+
+    def on_trial(self, cell: Cell, record: CellRecord) -> None:
+        """A tuning trial's record: shown and timed, not written (its study and tuning.csv keep it)."""
+        self.display.cell_end(cell, record)
+        self._count(record)
+
+    def _count(self, record: CellRecord) -> None:
+        self.clock.cells_s += float(record.timing.cell_s or 0.0)
+        self.clock.cells += 1
+
+
+def _open_tuner(run_plan: RunPlan) -> Tuner | None:
+    """The tuner of a suite with `tune:`, its studies opened and the trials a killed run left running recovered."""
+    if run_plan.suite.tune is None:
+        return None
+    from lossbench.tune import Tuner
+
+    tuner = Tuner(run_plan.suite.tune, run_plan.cells, run_plan.store.root, run_plan.suite.train.epochs,
+                  run_plan.suite.seed_list)
+    tuner.recover()
+    return tuner
+
+
+def _start_display(run_plan: RunPlan, tuner: Tuner | None, display: RunDisplay) -> None:
+    """Tell the display how many trainings the run plans (and how many it skips)."""
+    if tuner is None:
+        display.start(len(run_plan.pending), run_plan.skipped)
+    elif tuner.trials_left():
+        # Before tuning the verdict cells are unknown; the grid's cells are their count.
+        display.start(tuner.trials_left() + len(run_plan.pending) + run_plan.skipped, 0)
+    else:  # tuned already: the verdict cells, and which of them have results, are known now
+        pending, _, skipped = _schedule(run_plan.suite, tuner.outcome().cells, run_plan.existing, run_plan.forced)
+        display.start(len(pending), skipped)
+    if run_plan.rounds is not None:
+        # The bar counts against the most trainings the rule can take; the ETA spans fewest to most.
+        fewest, most = run_plan.rounds.bounds()
+        display.plan_range(max(fewest - run_plan.skipped, len(run_plan.pending)),
+                           max(most - run_plan.skipped, len(run_plan.pending)))
+
+
+def _train_rounds(run_plan: RunPlan, executor: Executor, book: _RunBook) -> None:
+    """Train the pending cells, then each round adaptive seeding asks for, until it is settled."""
+    pending, attempted = run_plan.pending, set()
+    while pending:
+        executor.run(pending, run_plan.job, book.display.cell_start, book.on_event, book.on_result)
+        attempted.update(c.id for c in pending)
+        # A cell is tried at most once per run, even if an executor lost its result.
+        pending = [c for c in _next_round(run_plan) if c.id not in attempted]
+        if pending:
+            book.display.next_round(len(pending))
+
+
+def _finish(run_plan: RunPlan, display: RunDisplay, clock: RunClock, jobs: int, interrupted: bool) -> None:
+    """Close the display and results.csv, and add the run's entry to runs.json if it trained anything. After an
+    error or Ctrl-C (`interrupted`) nothing here may hide it: a display whose pipe closed (`lossbench run S |
+    head -1`) must not keep the results from closing, and the first write error is the one to report."""
+    store = run_plan.store
+    if not interrupted:
         display.finish()
         store.close_csv()
         if clock.cells:
-            store.record_run(clock.entry(_jobs(executor), interrupted=False))
-    summary.records = [latest[c.id] for c in run_plan.cells if c.id in latest]
-    return summary
+            store.record_run(clock.entry(jobs, interrupted=False))
+        return
+    with contextlib.suppress(OSError):
+        display.finish()
+    with contextlib.suppress(ResultsWriteError):
+        store.close_csv()
+        if clock.cells:
+            store.record_run(clock.entry(jobs, interrupted=True))
 
 
 def _write_checkpoint(store: ResultsStore, record: CellRecord, policy: CheckpointPolicy) -> None:
@@ -278,25 +315,24 @@ def _remove(path: Path) -> None:
         raise write_error(path, exc) from None
 
 
-def _jobs(executor: Any) -> int:
-    """How many cells the executor trains at once (1 for the local executor)."""
-    jobs = getattr(executor, "jobs", 1)
-    return jobs if isinstance(jobs, int) and jobs > 0 else 1
-
-
-def _tune(run_plan: RunPlan, tuner: Any, executor: Any, display: RunDisplay, on_result: OnResult,
-          on_trial: Callable[[CellRecord], None], summary: RunSummary) -> None:
-    """Tune every grid cell (lossbench/tune.py), then point the plan at the verdict cells it chose."""
+def _tune(run_plan: RunPlan, tuner: Tuner, executor: Executor, book: _RunBook) -> None:
+    """Tune every grid cell (lossbench/tune.py), then point the plan at the verdict cells it chose. Trials train
+    unpacked, and are not scored on the suite's `evaluate:` block (only the verdict cells are)."""
     from lossbench.tune import run_tuning
 
-    outcome = run_tuning(tuner, run_plan.job, executor, display, on_trial)
-    summary.trials = outcome.trials_run
+    job = replace(run_plan.job, engine=replace(run_plan.job.engine, pack=1), evaluate=None)
+
+    def train(trials: list[Cell], on_trial: OnResult) -> None:
+        executor.run(trials, job, book.display.cell_start, book.display.cell_event, on_trial)
+
+    outcome = run_tuning(tuner, train, executor.jobs, book.on_trial)
+    book.summary.trials = outcome.trials_run
     run_plan.cells = outcome.cells
     run_plan.pending, run_plan.rounds, run_plan.skipped = _schedule(run_plan.suite, outcome.cells,
                                                                     run_plan.existing, run_plan.forced)
-    summary.skipped = run_plan.skipped
-    for cell, record in outcome.failed:
-        on_result(cell, record)
+    book.summary.skipped = run_plan.skipped
+    for cell, error in outcome.failed:
+        book.on_result(cell, failed_record(cell, run_plan.job, error, ""))
 
 
 def _next_round(run_plan: RunPlan) -> list[Cell]:

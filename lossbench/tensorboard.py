@@ -142,6 +142,9 @@ class TensorBoardWriter:
     def next_round(self, cells: int) -> None:
         """A round of adaptive seeding adds cells; each gets its own run as it starts."""
 
+    def plan_range(self, fewest: int, most: int) -> None:
+        """Adaptive seeding's range of trainings: nothing to log (each cell's run is written as it trains)."""
+
     def finish(self) -> None:
         for writer in self.writers.values():  # cells that never ended (interrupted): keep what they wrote
             writer.close()

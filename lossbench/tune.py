@@ -43,8 +43,6 @@ from lossbench.tuning_space import cell_paths, grid_cell_id, tuning_seeds, with_
 if TYPE_CHECKING:
     from lossbench.config.tune_schema import ParamRange, TuneConfig
     from lossbench.engine import EpochRecord
-    from lossbench.progress import RunDisplay
-    from lossbench.execution import Job
 
 STUDY_FILE = "tuning.db"
 CSV_FILE = "tuning.csv"
@@ -156,12 +154,19 @@ class CellStudy:
                 if not t.user_attrs.get("lost")]
 
 
+#: Hands back a trial's record, the moment it finished.
+OnTrial = Callable[[Cell, CellRecord], None]
+#: Trains a round of trial cells wherever the run's executor puts them, calling back once per trial.
+TrainTrials = Callable[[list[Cell], OnTrial], None]
+
+
 @dataclass
 class TuningOutcome:
-    """What tuning decided: the verdict cells (tuned values in place), and records of cells no trial completed."""
+    """What tuning decided: the verdict cells (tuned values in place), and why the cells of grid points that no
+    trial completed failed (cell, one-line error)."""
 
     cells: list[Cell]
-    failed: list[tuple[Cell, CellRecord]]
+    failed: list[tuple[Cell, str]]
     trials_run: int
 
 
@@ -292,19 +297,17 @@ class Tuner:
         atomic_write_text(path, buf.getvalue())
         return path
 
-    def outcome(self, job: Job) -> TuningOutcome:
-        """The verdict cells of every grid cell whose study has a complete trial; failed records for the others."""
-        from lossbench.execution import failed_record
-
+    def outcome(self) -> TuningOutcome:
+        """The verdict cells of every grid cell whose study has a complete trial; why the others failed."""
         cells: list[Cell] = []
-        failed: list[tuple[Cell, CellRecord]] = []
+        failed: list[tuple[Cell, str]] = []
         for cs in self.studies:
             counted = cs.counted()
             complete = [(i, t) for i, t in enumerate(counted) if t.state == TrialState.COMPLETE]
             if not complete:
                 states = ", ".join(f"{sum(t.state == s for t in counted)} {name}" for s, name in _STATES.items())
-                failed.extend((c, failed_record(c, job, f"no tuning trial of this cell completed ({states}); see "
-                                                        f"{CSV_FILE} and {STUDY_FILE}", "")) for c in cs.cells)
+                failed.extend((c, f"no tuning trial of this cell completed ({states}); see {CSV_FILE} and "
+                                  f"{STUDY_FILE}") for c in cs.cells)
                 continue
             sign = 1.0 if self.direction == "maximize" else -1.0
             index, best = max(complete, key=lambda it: (sign * float(it[1].value), -it[0]))
@@ -318,12 +321,12 @@ class Tuner:
         return TuningOutcome(cells, failed, 0)
 
 
-def run_tuning(tuner: Tuner, job: Job, executor: Any, display: RunDisplay,
-               on_trial: Callable[[CellRecord], None] = lambda record: None) -> TuningOutcome:
-    """Ask, train and tell until every cell has its budget; then the verdict cells. Trials train unpacked, and are
-    not scored on the suite's `evaluate:` block (only the verdict cells are)."""
-    job = replace(job, engine=replace(job.engine, pack=1), evaluate=None)
-    concurrency = int(getattr(executor, "jobs", 1) or 1)
+def run_tuning(tuner: Tuner, train: TrainTrials, concurrency: int,
+               on_trial: OnTrial = lambda cell, record: None) -> TuningOutcome:
+    """Ask, train and tell until every cell has its budget; then the verdict cells.
+
+    `train` trains a round of trial cells (the runner's executor); `concurrency` is how many cells it trains at
+    once, the trials asked per round; `on_trial` sees each trial's record after its study was told."""
     ran = 0
 
     def on_result(cell: Cell, record: CellRecord) -> None:
@@ -331,14 +334,13 @@ def run_tuning(tuner: Tuner, job: Job, executor: Any, display: RunDisplay,
         tuner.tell(cell, record)
         ran += 1
         tuner.write_csv()
-        display.cell_end(cell, record)
-        on_trial(record)
+        on_trial(cell, record)
 
     tuner.write_csv()
     while batch := tuner.ask_round(concurrency):
-        executor.run(batch, job, display.cell_start, display.cell_event, on_result)
+        train(batch, on_result)
         tuner.abandon_untold()
     tuner.write_csv()
-    outcome = tuner.outcome(job)
+    outcome = tuner.outcome()
     outcome.trials_run = ran
     return outcome

@@ -268,7 +268,7 @@ def test_simulated_coverage_and_price_measured_precisely() -> None:
 ADAPTIVE = TINY_SUITE.replace("seeds: [0]", "seeds: {min: 2, max: 5, target: {metric: test_acc, half_width: 1.0}}")
 
 
-class FakeExecutor:
+class FakeExecutor(execution.Executor):
     """Hands back a `done` record per cell with test_acc drawn from `draw(label, seed)` (or `failed` where it
     returns None); keeps the cells of each call (one per round)."""
 

@@ -25,6 +25,7 @@ from lossbench import execution, runner
 from lossbench.cli import app
 from lossbench.suite import load_suite
 from lossbench.grid import Cell, ResolvedComponent
+from lossbench.progress import SilentDisplay
 from lossbench.ray_executor import KILL_ONCE_ENV, RayExecutor
 from lossbench.record import CellRecord
 from lossbench.results_csv import MACHINE_COLUMNS
@@ -135,7 +136,7 @@ def _alive(process: tuple[int, str]) -> bool:
     return stat is not None and stat[1] == process[1]  # the same process, not a later one with its pid
 
 
-class Recorder:
+class Recorder(SilentDisplay):
     """A run display that keeps every call, to check what the driver reported and when."""
 
     def __init__(self) -> None:
@@ -143,9 +144,6 @@ class Recorder:
         self.events: list[tuple[str, str]] = []
         self.ended: list[str] = []
         self.records: dict[str, dict[str, Any]] = {}
-
-    def start(self, total: int, skipped: int) -> None: ...
-    def finish(self) -> None: ...
 
     def cell_start(self, cell: Cell) -> None:
         self.started.append(cell.id)

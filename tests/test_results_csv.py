@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from lossbench.execution import Executor
 from lossbench.record import CellRecord, Metrics, Timings
 from lossbench.results_csv import CSV_COLUMNS, ResultsCsv, csv_row, csv_text
 from lossbench.store import ResultsStore
@@ -105,7 +106,7 @@ def _done(cell, job) -> CellRecord:
     return rec
 
 
-class SyntheticExecutor:
+class SyntheticExecutor(Executor):
     """Hands back a record per cell at once; on the first run every 7th seed fails (the next run retrains it)."""
 
     def __init__(self, first_run: bool):
