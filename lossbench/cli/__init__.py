@@ -5,21 +5,23 @@ went away)."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from lossbench import __version__
 from lossbench.analysis.measures import MEASURES
-from lossbench.cli.shell import Command, Group, choices, completer, usable_std_streams
-from lossbench.cli.tables import cells_table, cells_text, checkpoint_disk, grid_table, print_tuned_paths, valid_text
-from lossbench.registries import KINDS as COMPONENT_KINDS
+from lossbench.cli.running import (
+    ExecutorOptions, announce, check_tensorboard, conclude, make_display, parse_seeds, parse_threads, plan_run,
+    write_run_report,
+)
+from lossbench.cli.shell import Command, Group, choices, completer, console, err_console, fail
+from lossbench.cli.tables import checkpoint_disk, grid_table, print_tuned_paths, valid_text
 from lossbench.errors import ConfigError, LossbenchError, ReportError, did_you_mean
+from lossbench.registries import KINDS as COMPONENT_KINDS
 
 
 app = typer.Typer(
@@ -31,11 +33,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-# Logs and pipes get a wide console so that tables keep one line per cell.
-usable_std_streams()
-console = Console(width=None if sys.stdout.isatty() else 160)
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
-
 # The enumerated options. They are shown in help and offered by shell completion; the values are still checked by
 # the library, so that a typo gets a did-you-mean and the option's name in the message.
 DEVICES = ["auto", "cpu", "cuda", "mps"]
@@ -66,35 +63,6 @@ def _root(
     """Which loss, regularizer and augmentation should I use? Train a YAML grid of them and compare."""
 
 
-def _fail(exc: LossbenchError, debug: bool) -> None:
-    if debug:
-        raise exc
-    # The message is text, not markup: `lossbench[ray]` or `[hflip, crop]` must print as written.
-    err_console.print(f"[bold red]error:[/] {escape(exc.render())}", markup=True, highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
-
-
-def _parse_seeds(text: str | None) -> list[int] | None:
-    if text is None:
-        return None
-    try:
-        seeds = [int(s) for s in text.replace(" ", "").split(",") if s != ""]
-    except ValueError:
-        raise ConfigError(message=f"--seeds takes comma-separated integers such as 0,1,2; got {text!r}") from None
-    if not seeds:
-        raise ConfigError(message="--seeds is empty; give at least one integer")
-    return seeds
-
-
-def _parse_threads(text: str | None) -> int | str | None:
-    if text is None or text == "auto":
-        return text
-    if not text.isdigit() or int(text) < 1:
-        raise ConfigError(message=f"--threads {text!r}: must be auto or a whole number, 1 or more", value=text,
-                          allowed=["auto", "a whole number ≥ 1"], suggestion=did_you_mean(text, ["auto"]))
-    return int(text)
-
-
 @app.command(cls=Command)
 def run(
     suite: Path = typer.Argument(..., metavar="SUITE", help="The suite YAML file."),
@@ -121,89 +89,39 @@ def run(
 ) -> None:
     """Train every cell of SUITE that has no result yet, and write results/<suite>/ and its report."""
     from lossbench.suite import load_suite
-    from lossbench.progress import DisplayGroup, PlainDisplay, RichDisplay
 
     try:
         if tensorboard is not None:
-            from lossbench.tensorboard import check_available, check_log_dir
-
-            check_available()
-            check_log_dir(tensorboard)
-        settings = {"epochs": epochs, "seeds": _parse_seeds(seeds), "device": device, "data_root": data_root,
-                    "threads": _parse_threads(threads), "pack": pack}
+            check_tensorboard(tensorboard)
+        settings = {"epochs": epochs, "seeds": parse_seeds(seeds), "device": device, "data_root": data_root,
+                    "threads": parse_threads(threads), "pack": pack}
         loaded = load_suite(suite, overrides or [], settings=settings)
-        from lossbench import runner  # after the suite: a malformed file is refused before torch loads (seconds)
-        from lossbench.data.cache import DEFAULT_CACHE
-        from lossbench.run_clock import process_age_s
-
         out_dir = out or Path("results") / loaded.name
-        cluster = _cluster_executor(executor, address, cpus_per_cell, gpus_per_cell, ray_data)
-        run_plan = runner.plan(loaded, out_dir, force=force, cache_dir=cache_dir or DEFAULT_CACHE,
-                               check_device=cluster is None)
-        run_plan.store.check_not_locked()  # a busy directory is refused before the header is printed
-        parallel = _parallel_executor(jobs, cluster, loaded.train.threads)
-        if cluster is not None and loaded.tune is not None and loaded.tune.pruner != "none":
-            raise ConfigError(message=f"tune.pruner {loaded.tune.pruner} stops trials from the process that trains "
-                                      "them, through the study file in the results directory, which Ray workers on "
-                                      "other machines cannot reach",
-                              location=loaded.locate(["tune", "pruner"]),
-                              details=["tune with pruner: none on Ray, or prune on one machine with --jobs N"])
-        if loaded.train.pack > 1 and (parallel is not None or cluster is not None):
-            raise ConfigError(message=f"train.pack {loaded.train.pack} (or --pack) trains packs in this process; "
-                                      "it does not combine with --jobs or --executor ray",
-                              details=["drop --jobs / --executor, or set --pack 1"])
+        run_plan, chosen, where = plan_run(loaded, out_dir, force, cache_dir, ExecutorOptions(
+            executor, jobs, address, cpus_per_cell, gpus_per_cell, ray_data))
     except LossbenchError as exc:
-        _fail(exc, debug)
+        fail(exc, debug)
         return
-    interactive = console.is_terminal and not plain
-    console.print(
-        f"[bold]{loaded.name}[/]: {cells_text(run_plan)} · {loaded.dataset.name} · {loaded.model.name} · "
-        f"{loaded.train.epochs} epoch(s) · "
-        f"{cluster.describe() if cluster else f'device {run_plan.job.engine.options().device}'}"
-        f"{f' · {parallel.describe()}' if parallel else ''} → {out_dir}",
-        highlight=False,
-    )
-    ids = {c.id for c in run_plan.cells}
-    for path, why in run_plan.ignored:
-        then = "its cell is trained again" if path.stem in ids else "left as it is"
-        err_console.print(f"[yellow]warning:[/] ignored {escape(path.name)} in {escape(str(path.parent))}: "
-                          f"{escape(why)}; {then}", highlight=False, soft_wrap=True)
-    display = RichDisplay(console) if interactive else PlainDisplay()
-    if tensorboard is not None:
-        from lossbench.tensorboard import TensorBoardWriter
+    from lossbench import runner
+    from lossbench.run_clock import process_age_s
 
-        display = DisplayGroup([display, TensorBoardWriter(tensorboard, loaded.name, out_dir)])
+    interactive = console.is_terminal and not plain
+    announce(run_plan, where, out_dir)
+    display = make_display(interactive, tensorboard, loaded.name, out_dir)
     try:
-        summary = runner.run(run_plan, executor=cluster or parallel, display=display,
-                             startup_s=process_age_s())
+        summary = runner.run(run_plan, executor=chosen, display=display, startup_s=process_age_s())
     except LossbenchError as exc:
-        _fail(exc, debug)
+        fail(exc, debug)
         return
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted:[/] finished cells are saved; run the same command again to resume")
         raise typer.Exit(130) from None
-    cells = len({r.label for r in summary.records})
-    console.print(cells_table(summary.records, f"{loaded.name} — {cells} cell(s), {len(summary.records)} "
-                               f"training(s)", console.width))
-    console.print(
-        f"{f'tuning trials {summary.trials} (tuning.csv) · ' if summary.trials else ''}"
-        f"ran {summary.ran}, skipped {summary.skipped}, diverged {summary.diverged}, failed {summary.failed} · "
-        f"results: {out_dir / 'results.csv'}",
-        highlight=False,
-    )
+    conclude(loaded.name, summary, out_dir)
     if not no_report:
-        from lossbench.report import write_report
-
         try:
-            # The report takes seconds (plots): say so, so that the wait is not mistaken for a hang.
-            if interactive:
-                with console.status("writing report…"):
-                    files = write_report([out_dir])
-            else:
-                console.print("writing report…", highlight=False)
-                files = write_report([out_dir])
+            files = write_run_report(out_dir, interactive)
         except LossbenchError as exc:
-            _fail(exc, debug)
+            fail(exc, debug)
             return
         console.print(f"report: {files[0]}", highlight=False)
     if summary.failed:
@@ -234,7 +152,7 @@ def report(
                               value=columns, details=["add --format latex, or drop --columns"])
         files = write_report(list(results_dirs), out, baseline=baseline, metric=metric, fmt=fmt, columns=columns)
     except LossbenchError as exc:
-        _fail(exc, debug)
+        fail(exc, debug)
         return
     beside = f" (+ {len(files) - 1} file(s) beside it: summary, plots)" if len(files) > 1 else ""
     console.print(f"report: {files[0]}{beside}", highlight=False, soft_wrap=True)
@@ -278,7 +196,7 @@ def evaluate(
 
         summary = evaluate_directory(results_dir, loaded, cache_dir or DEFAULT_CACHE, on_cell)
     except LossbenchError as exc:
-        _fail(exc, debug)
+        fail(exc, debug)
         return
     for label, seed, why in summary.skipped:
         err_console.print(f"[yellow]skipped:[/] {escape(label)} · seed {seed}: {escape(why)}", highlight=False)
@@ -290,40 +208,9 @@ def evaluate(
         try:
             files = write_report([results_dir])
         except LossbenchError as exc:
-            _fail(exc, debug)
+            fail(exc, debug)
             return
         console.print(f"report: {files[0]}", highlight=False)
-
-
-def _cluster_executor(name: str, address: str | None, cpus_per_cell: float | None, gpus_per_cell: float | None,
-                      ray_data: str | None) -> Any:
-    """The executor that --executor names: None for local (the runner's default), a RayExecutor for ray."""
-    ray_flags = {"--address": address, "--cpus-per-cell": cpus_per_cell, "--gpus-per-cell": gpus_per_cell,
-                 "--ray-data": ray_data}
-    if name == "local":
-        given = [flag for flag, value in ray_flags.items() if value is not None]
-        if given:
-            raise ConfigError(message=f"{', '.join(given)} only apply with --executor ray")
-        return None
-    if name != "ray":
-        raise ConfigError(message=f"unknown executor '{name}'", value=name, allowed=["local", "ray"],
-                          suggestion=did_you_mean(name, ["local", "ray"]))
-    from lossbench.ray_executor import RayExecutor
-
-    return RayExecutor(address, cpus_per_cell=1.0 if cpus_per_cell is None else cpus_per_cell,
-                       gpus_per_cell=gpus_per_cell or 0.0, data=ray_data or "object_store")  # type: ignore[arg-type]
-
-
-def _parallel_executor(jobs: int, cluster: Any, threads: int | str) -> Any:
-    """The executor that --jobs asks for: None for one cell at a time, a ProcessExecutor for several at once."""
-    if jobs == 1:
-        return None
-    if cluster is not None:
-        raise ConfigError(message="--jobs applies to the local executor; with --executor ray, --cpus-per-cell and "
-                                  "--gpus-per-cell decide how many cells train at once")
-    from lossbench.parallel import ProcessExecutor
-
-    return ProcessExecutor(jobs, threads_per_job=threads if isinstance(threads, int) else None)
 
 
 @app.command(cls=Command)
@@ -354,7 +241,7 @@ def validate(
         except DataError as exc:
             raise located_data_error(loaded, exc) from None
     except LossbenchError as exc:
-        _fail(exc, debug)
+        fail(exc, debug)
         return
     cells = run_plan.cells
     if as_json:
@@ -381,7 +268,7 @@ def list_components(
         singular = {(k[:-2] if k.endswith("sses") else k[:-1]): k for k in registries}
         kind = singular.get(kind, kind)
     if kind is not None and kind not in registries:
-        _fail(ConfigError(message=f"unknown kind '{kind}'", value=kind, allowed=KINDS,
+        fail(ConfigError(message=f"unknown kind '{kind}'", value=kind, allowed=KINDS,
                           suggestion=did_you_mean(kind, KINDS)), debug=False)
     kinds = [kind] if kind else KINDS
     # Models also show their size: trainable parameters at 3x32x32 inputs and 10 classes, defaults.

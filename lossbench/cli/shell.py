@@ -1,5 +1,6 @@
 """How the `lossbench` command presents itself: help without types after flags, `SUITE` in usage lines, choices and
-completion of enumerated options, and standard streams every command can write to."""
+completion of enumerated options, standard streams every command can write to, the consoles, and errors turned
+into a red message and exit code 2."""
 
 from __future__ import annotations
 
@@ -7,7 +8,12 @@ import os
 import sys
 from typing import Any
 
+import typer
+from rich.console import Console
+from rich.markup import escape
 from typer.core import TyperArgument, TyperCommand, TyperGroup
+
+from lossbench.errors import LossbenchError
 
 
 class _FlagsShownAsFlags:
@@ -94,3 +100,18 @@ def completer(values: list[str]) -> Any:
     def complete(incomplete: str) -> list[str]:
         return [v for v in values if v.startswith(incomplete)]
     return complete
+
+
+# Logs and pipes get a wide console so that tables keep one line per cell.
+usable_std_streams()
+console = Console(width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+
+
+def fail(exc: LossbenchError, debug: bool) -> None:
+    """End the command with `exc` as a red message and exit code 2 (with `debug`, raise it: its traceback)."""
+    if debug:
+        raise exc
+    # The message is text, not markup: `lossbench[ray]` or `[hflip, crop]` must print as written.
+    err_console.print(f"[bold red]error:[/] {escape(exc.render())}", markup=True, highlight=False, soft_wrap=True)
+    raise typer.Exit(2)

@@ -12,6 +12,7 @@ from rich.text import Text
 
 if TYPE_CHECKING:
     from lossbench.config.schema import Suite
+    from lossbench.grid import Cell
     from lossbench.record import CellRecord
     from lossbench.runner import RunPlan
 
@@ -90,7 +91,7 @@ def cells_table(records: list[CellRecord], title: str, width: int | None = None)
     return table
 
 
-def cells_text(run_plan: Any) -> str:
+def cells_text(run_plan: RunPlan) -> str:
     """How many trainings a run plans: the cell count, or its range under adaptive seeding."""
     rounds = run_plan.rounds
     tune = run_plan.suite.tune
@@ -106,7 +107,7 @@ def cells_text(run_plan: Any) -> str:
     return (f"{tuning}{rounds.points} grid point(s) × {rule.min}–{rule.max} adaptive seeds ({low}–{high} trainings, "
             f"until ±{rule.target.half_width:g}{f' {unit}' if unit else ''} on {rule.target.metric})")
 
-def checkpoint_disk(run_plan: Any) -> str:
+def checkpoint_disk(run_plan: RunPlan) -> str:
     """What the run's checkpoints take on disk (weights × cells), so that nobody fills a disk by surprise."""
     from lossbench.checkpoint import describe_disk, estimate_sizes
 
@@ -116,7 +117,7 @@ def checkpoint_disk(run_plan: Any) -> str:
     return describe_disk(policy, sizes, len(run_plan.cells), run_plan.store.root)
 
 
-def print_tuned_paths(console: Console, loaded: Any, cells: list[Any]) -> None:
+def print_tuned_paths(console: Console, loaded: Suite, cells: list[Cell]) -> None:
     """Which parameters each grid point tunes, and the cost in epochs (trials × grid points × epochs, at most)."""
     from lossbench.tuning_space import cell_paths
 
