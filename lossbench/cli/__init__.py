@@ -97,19 +97,16 @@ def run(
                     "threads": parse_threads(threads), "pack": pack}
         loaded = load_suite(suite, overrides or [], settings=settings)
         out_dir = out or Path("results") / loaded.name
-        run_plan, chosen, where = plan_run(loaded, out_dir, force, cache_dir, ExecutorOptions(
+        planned = plan_run(loaded, out_dir, force, cache_dir, ExecutorOptions(
             executor, jobs, address, cpus_per_cell, gpus_per_cell, ray_data))
     except LossbenchError as exc:
         fail(exc, debug)
         return
-    from lossbench import runner
-    from lossbench.run_clock import process_age_s
-
     interactive = console.is_terminal and not plain
-    announce(run_plan, where, out_dir)
+    announce(planned, out_dir)
     display = make_display(interactive, tensorboard, loaded.name, out_dir)
     try:
-        summary = runner.run(run_plan, executor=chosen, display=display, startup_s=process_age_s())
+        summary = planned.train(display)
     except LossbenchError as exc:
         fail(exc, debug)
         return

@@ -3,10 +3,9 @@ they ask for (checked against the suite), the header line, the display, and the 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from rich.markup import escape
 
@@ -46,32 +45,6 @@ def parse_threads(text: str | None) -> int | str | None:
     return int(text)
 
 
-@dataclass(frozen=True)
-class SuiteOption:
-    """A command-line option that sets one value of the suite, as the override `PATH=VALUE` would; messages about
-    the value name the option (`--device gpu`) instead of a line of the file."""
-
-    #: The command's parameter that holds the option's value.
-    param: str
-    flag: str
-    path: tuple[str, ...]
-    #: The value as typed → the value the suite gets (may raise ConfigError).
-    parse: Callable[[Any], Any] = lambda value: value
-    #: The value as messages show it after the flag.
-    show: Callable[[Any], str] = str
-
-
-#: Every option that sets a suite value, in the order they apply (after the KEY=VALUE overrides).
-SUITE_OPTIONS: tuple[SuiteOption, ...] = (
-    SuiteOption("epochs", "--epochs", ("train", "epochs")),
-    SuiteOption("seeds", "--seeds", ("seeds",), parse_seeds, lambda seeds: ",".join(str(s) for s in seeds)),
-    SuiteOption("device", "--device", ("train", "device")),
-    SuiteOption("data_root", "--data-root", ("dataset", "root")),
-    SuiteOption("threads", "--threads", ("train", "threads"), parse_threads),
-    SuiteOption("pack", "--pack", ("train", "pack")),
-)
-
-
 def check_tensorboard(log_dir: Path) -> None:
     """--tensorboard: the package is installed and the directory can take the events (ConfigError otherwise)."""
     from lossbench.tensorboard import check_available, check_log_dir
@@ -92,10 +65,27 @@ class ExecutorOptions:
     ray_data: str | None
 
 
+@dataclass(frozen=True)
+class PlannedRun:
+    """A run ready to start: its plan, the executor that trains it, and the header's words for where it trains
+    (`device cpu · 2 jobs × 1 torch thread`, `Ray (auto) · 1 CPU per cell`)."""
+
+    plan: RunPlan
+    executor: Executor
+    where: str
+
+    def train(self, display: RunDisplay) -> RunSummary:
+        """Train the plan's pending cells (runner.run), timing the run from this process's start."""
+        from lossbench import runner
+        from lossbench.run_clock import process_age_s
+
+        return runner.run(self.plan, executor=self.executor, display=display, startup_s=process_age_s())
+
+
 def plan_run(loaded: Suite, out_dir: Path, force: bool, cache_dir: Path | None,
-             chosen: ExecutorOptions) -> tuple[RunPlan, Executor, str]:
-    """The run's plan, the executor that trains it and the header's words for where (`device cpu · 2 jobs × 1
-    torch thread`, `Ray (auto) · ...`). Raises LossbenchError before anything is written."""
+             chosen: ExecutorOptions) -> PlannedRun:
+    """The run's plan and the executor the options ask for, checked against the suite. Raises LossbenchError
+    before anything is written."""
     from lossbench import runner  # after the suite: a malformed file is refused before torch loads (seconds)
     from lossbench.data.cache import DEFAULT_CACHE
     from lossbench.execution import LocalExecutor
@@ -117,9 +107,9 @@ def plan_run(loaded: Suite, out_dir: Path, force: bool, cache_dir: Path | None,
                                   "it does not combine with --jobs or --executor ray",
                           details=["drop --jobs / --executor, or set --pack 1"])
     if cluster is not None:
-        return run_plan, cluster, cluster.describe()
+        return PlannedRun(run_plan, cluster, cluster.describe())
     where = f"device {run_plan.job.engine.options().device}" + (f" · {parallel.describe()}" if parallel else "")
-    return run_plan, parallel or LocalExecutor(), where
+    return PlannedRun(run_plan, parallel or LocalExecutor(), where)
 
 
 def cluster_executor(name: str, address: str | None, cpus_per_cell: float | None, gpus_per_cell: float | None,
@@ -153,8 +143,9 @@ def parallel_executor(jobs: int, cluster: RayExecutor | None, threads: int | str
     return ProcessExecutor(jobs, threads_per_job=threads if isinstance(threads, int) else None)
 
 
-def announce(run_plan: RunPlan, where: str, out_dir: Path) -> None:
+def announce(planned: PlannedRun, out_dir: Path) -> None:
     """The run's header line, and a warning for each file of cells/ that is not a cell record."""
+    run_plan, where = planned.plan, planned.where
     suite = run_plan.suite
     console.print(f"[bold]{suite.name}[/]: {cells_text(run_plan)} · {suite.dataset.name} · {suite.model.name} · "
                   f"{suite.train.epochs} epoch(s) · {where} → {out_dir}", highlight=False)
