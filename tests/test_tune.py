@@ -253,7 +253,7 @@ def test_a_trial_in_flight_at_a_kill_is_asked_again_and_counted_once(write_suite
 def test_the_tuner_drives_any_trainer_of_trial_rounds(write_suite, tmp_path: Path) -> None:
     """run_tuning needs no runner and no executor: a function that trains a round of trials (here it trains
     nothing) gets rounds of one trial per grid cell at concurrency 2, and every grid cell its exact budget."""
-    from lossbench.record import CellRecord
+    from lossbench.record import CellRecord, Metrics, Timings
     from lossbench.tune import Tuner, run_tuning
 
     suite = load_suite(write_suite(TUNED))
@@ -265,14 +265,14 @@ def test_the_tuner_drives_any_trainer_of_trial_rounds(write_suite, tmp_path: Pat
     def train(trials: list[Any], on_trial: Any) -> None:
         rounds.append(len(trials))
         for cell in trials:
-            number = cell.config["tuning_trial"]["number"]  # the later the trial, the better
+            number = cell.trial.number  # the later the trial, the better
             on_trial(cell, CellRecord(cell.id, cell.label, cell.seed, "done", cell.axes,
-                                      metrics={"val_acc": 0.5 + number / 100}, timing={"epochs_run": 2}))
+                                      metrics=Metrics(val_acc=0.5 + number / 100), timing=Timings(epochs_run=2)))
 
     outcome = run_tuning(tuner, train, 2, lambda cell, record: seen.append(record.id))
     assert rounds == [2, 2, 2] and outcome.trials_run == 6 == len(seen) and outcome.failed == []
     assert len(outcome.cells) == 4  # two grid cells × two seeds, each with its best trial's values
-    assert all(c.config["tuned"]["trial"] == 2 and c.config["tuned"]["value"] == 0.52 for c in outcome.cells)
+    assert all(c.tuned["trial"] == 2 and c.tuned["value"] == 0.52 for c in outcome.cells)
     assert len(rows(tmp_path)) == 6
 
 

@@ -15,8 +15,7 @@ from rich.table import Table
 from lossbench import __version__
 from lossbench.analysis.measures import MEASURES
 from lossbench.cli.running import (
-    ExecutorOptions, announce, check_tensorboard, conclude, make_display, parse_seeds, parse_threads, plan_run,
-    write_run_report,
+    ExecutorOptions, announce, check_tensorboard, conclude, make_display, plan_run, suite_settings, write_run_report,
 )
 from lossbench.cli.shell import Command, Group, choices, completer, console, err_console, fail
 from lossbench.cli.tables import checkpoint_disk, grid_table, print_tuned_paths, valid_text
@@ -65,6 +64,7 @@ def _root(
 
 @app.command(cls=Command)
 def run(
+    ctx: typer.Context,
     suite: Path = typer.Argument(..., metavar="SUITE", help="The suite YAML file."),
     overrides: Optional[list[str]] = typer.Argument(None, metavar="KEY=VALUE", help=OVERRIDES_HELP, show_default=False),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Results directory (default: results/<suite name>)."),
@@ -93,9 +93,7 @@ def run(
     try:
         if tensorboard is not None:
             check_tensorboard(tensorboard)
-        settings = {"epochs": epochs, "seeds": parse_seeds(seeds), "device": device, "data_root": data_root,
-                    "threads": parse_threads(threads), "pack": pack}
-        loaded = load_suite(suite, overrides or [], settings=settings)
+        loaded = load_suite(suite, overrides or [], settings=suite_settings(ctx.params))
         out_dir = out or Path("results") / loaded.name
         planned = plan_run(loaded, out_dir, force, cache_dir, ExecutorOptions(
             executor, jobs, address, cpus_per_cell, gpus_per_cell, ray_data))
@@ -157,6 +155,7 @@ def report(
 
 @app.command(cls=Command)
 def evaluate(
+    ctx: typer.Context,
     results_dir: Path = typer.Argument(..., metavar="RESULTS_DIR", help="A results directory written by `lossbench run` (with checkpoints/)."),
     suite: Optional[Path] = typer.Option(None, "--suite", help="Suite whose evaluate: block to score (default: RESULTS_DIR/suite.yaml); its dataset must be the one the cells trained on."),
     data_root: Optional[str] = typer.Option(None, "--data-root", help="As for run."),
@@ -177,7 +176,7 @@ def evaluate(
                               value=str(results_dir), details=["give the directory `lossbench run` wrote, e.g. "
                                                                "results/shift-smoke"])
         suite_file = suite or results_dir / "suite.yaml"
-        loaded = load_suite(suite_file, settings={"data_root": data_root, "device": device})
+        loaded = load_suite(suite_file, settings=suite_settings(ctx.params))
         if loaded.evaluate is None:
             raise ConfigError(message=f"{suite_file} has no evaluate: block: nothing to score",
                               details=["give --suite FILE with one, e.g. evaluate: {corruptions: {names: "
@@ -212,6 +211,7 @@ def evaluate(
 
 @app.command(cls=Command)
 def validate(
+    ctx: typer.Context,
     suite: Path = typer.Argument(..., metavar="SUITE", help="The suite YAML file."),
     overrides: Optional[list[str]] = typer.Argument(None, metavar="KEY=VALUE", help=OVERRIDES_HELP, show_default=False),
     data_root: Optional[str] = typer.Option(None, "--data-root", help="As for run."),
@@ -222,7 +222,7 @@ def validate(
     from lossbench.suite import load_suite
 
     try:
-        loaded = load_suite(suite, overrides or [], settings={"data_root": data_root})
+        loaded = load_suite(suite, overrides or [], settings=suite_settings(ctx.params))
         # Imported after the suite is read: a malformed file is refused before torch loads (seconds).
         from lossbench.data.cache import DEFAULT_CACHE
         from lossbench.data.load import check_dataset_files

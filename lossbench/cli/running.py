@@ -3,9 +3,10 @@ they ask for (checked against the suite), the header line, the display, and the 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.markup import escape
 
@@ -43,6 +44,19 @@ def parse_threads(text: str | None) -> int | str | None:
         raise ConfigError(message=f"--threads {text!r}: must be auto or a whole number, 1 or more", value=text,
                           allowed=["auto", "a whole number ≥ 1"], suggestion=did_you_mean(text, ["auto"]))
     return int(text)
+
+
+#: The options of SUITE_OPTIONS whose text is parsed before it goes into the suite; the others go as given.
+_PARSERS: dict[str, Callable[[Any], Any]] = {"seeds": parse_seeds, "threads": parse_threads}
+
+
+def suite_settings(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The suite values that a command's options set (config/options.py's SUITE_OPTIONS, by name; None: not
+    given), from the command's parameters: `load_suite(..., settings=suite_settings(ctx.params))`."""
+    from lossbench.config.options import SUITE_OPTIONS
+
+    return {option.name: _PARSERS.get(option.name, lambda value: value)(params[option.name])
+            for option in SUITE_OPTIONS if option.name in params}
 
 
 def check_tensorboard(log_dir: Path) -> None:
