@@ -1,14 +1,16 @@
-"""End to end through the real CLI in a subprocess: a run killed with SIGKILL mid-grid resumes without redoing
-or losing any finished cell."""
+"""End to end through the real CLI: a run in a subprocess killed with SIGKILL mid-grid resumes (in this process)
+without redoing or losing any finished cell."""
 
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
+from typer.testing import CliRunner
+
 from conftest import TINY_SUITE, run_and_kill_after
+from lossbench.cli import app
 
 SIX_CELLS = TINY_SUITE.replace("loss: [cross_entropy, mse]", "loss: [cross_entropy, mse, {name: mse, over: outputs}]")
 
@@ -18,7 +20,7 @@ def finished(out: Path) -> dict[str, str]:
     return {p.stem: json.loads(p.read_text())["started_at"] for p in (out / "cells").glob("*.json")}
 
 
-def test_sigkill_mid_grid_then_resume(write_suite, tmp_path: Path, cli_env: dict[str, str]) -> None:
+def test_sigkill_mid_grid_then_resume(write_suite, tmp_path: Path, cli_env: dict[str, str], cache_dir: Path) -> None:
     suite = write_suite(SIX_CELLS.replace("epochs: 2", "epochs: 3"))
     out = tmp_path / "out"
     # No report: resuming is about the cells (a report takes seconds of a fresh process).
@@ -31,9 +33,10 @@ def test_sigkill_mid_grid_then_resume(write_suite, tmp_path: Path, cli_env: dict
     rows = (out / "results.csv").read_text().splitlines()
     assert len(rows) - 1 in (2, 3)
 
-    resumed = subprocess.run(command, env=cli_env, capture_output=True, text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    assert f"{6 - len(before)} cell(s) to run, {len(before)} already done" in resumed.stdout
+    # What the resume reads is the files: the second run needs no process of its own.
+    resumed = CliRunner().invoke(app, [*command[3:], "--cache-dir", str(cache_dir)])
+    assert resumed.exit_code == 0, resumed.output
+    assert f"{6 - len(before)} cell(s) to run, {len(before)} already done" in resumed.output
     after = finished(out)
     assert len(after) == 6
     assert all(after[cell_id] == started for cell_id, started in before.items())  # nothing redone

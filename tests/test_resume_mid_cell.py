@@ -147,7 +147,11 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> 
 # With --jobs 2 the states travel from the worker processes to the driver; slow only for its process start-ups.
 @pytest.mark.parametrize("jobs", [1, pytest.param(2, marks=pytest.mark.slow)])
 def test_sigkill_mid_cell_then_resume_is_bit_identical(write_suite, tmp_path: Path, cli_env: dict[str, str],
-                                                      uninterrupted: Path, jobs: int) -> None:
+                                                      cache_dir: Path, uninterrupted: Path, jobs: int) -> None:
+    from typer.testing import CliRunner
+
+    from lossbench.cli import app
+
     suite = write_suite(KILLED_SUITE)
     command = [sys.executable, "-m", "lossbench", "run", str(suite), "--plain", "--no-report", "--jobs", str(jobs),
                "--threads", "1"]
@@ -167,9 +171,10 @@ def test_sigkill_mid_cell_then_resume_is_bit_identical(write_suite, tmp_path: Pa
     assert states, "no training state was saved before the deadline"
     assert not list((killed / "cells").glob("*.json")), "a cell ended before the kill: nothing was interrupted"
 
-    again = subprocess.run([*command, "--out", str(killed)], env=cli_env, capture_output=True, text=True, timeout=600)
-    assert again.returncode == 0, again.stdout + again.stderr
-    assert "continues" in again.stdout and "from its saved training state" in again.stdout  # said, per cell
+    # The resume reads the saved state from files: in this process, like the uninterrupted run it must equal.
+    again = CliRunner().invoke(app, [*command[3:], "--out", str(killed), "--cache-dir", str(cache_dir)])
+    assert again.exit_code == 0, again.output
+    assert "continues" in again.output and "from its saved training state" in again.output  # said, per cell
     assert cell_files(killed) == expected
     resumed = [json.loads(p.read_text()) for p in (killed / "cells").glob("*.json")]
     assert any(r["timing"].get("resumed_after_epoch", 0) >= 2 for r in resumed)

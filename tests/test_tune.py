@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -14,8 +13,10 @@ from typing import Any, get_args
 import optuna
 import pytest
 import torch
+from typer.testing import CliRunner
 
 from conftest import run_and_kill_after
+from lossbench.cli import app
 from lossbench.analysis.measures import measure
 from lossbench.config.tune_schema import TuneConfig
 from lossbench.suite import load_suite
@@ -284,8 +285,9 @@ def test_sigkill_mid_tuning_then_resume(write_suite, tmp_path: Path, cli_env: di
     assert done_lines == 2
     before = rows(out)
     assert 2 <= len(before) <= 3  # the kill may land just after a third trial was told
-    resumed = subprocess.run(command, env=cli_env, capture_output=True, text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    # The resume reads the study and the files: in this process.
+    resumed = CliRunner().invoke(app, [*command[3:], "--cache-dir", cli_env["LOSSBENCH_CACHE"]])
+    assert resumed.exit_code == 0, resumed.output
     after = rows(out)
     assert len(after) == 6
     assert sorted((r["cell_id"], r["trial"]) for r in after) == sorted(
