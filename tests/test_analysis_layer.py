@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "lossbench"
-BOTTOM = {"errors", "registry", "suite_yaml", "machine", "threads", "device", "metrics"}
+BOTTOM = {"errors", "registry", "suite_yaml", "machine", "threads", "device", "metrics", "atomic_write"}
 
 
 def _imports(paths: list[Path]) -> dict[str, set[str]]:
