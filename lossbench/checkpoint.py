@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import io
 import pickle
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -29,8 +29,9 @@ from torch import nn
 
 from lossbench.atomic_write import atomic_write_bytes
 from lossbench.errors import ConfigError, LossbenchError
+from lossbench.record import Epoch
 
-from lossbench.engine import EpochRecord, TrainingProgress, cpu_state
+from lossbench.engine import TrainingProgress, cpu_state
 
 if TYPE_CHECKING:
     from lossbench.config.schema import Suite
@@ -120,7 +121,7 @@ def capture_training(parts: CellParts, progress: TrainingProgress) -> dict[str, 
         "epoch": int(progress.epoch),
         "train_seconds": float(progress.train_seconds),
         "eval_seconds": float(progress.eval_seconds),
-        "history": [asdict(h) for h in progress.history],
+        "history": [h.to_dict() for h in progress.history],
         "model": cpu_state(parts.model),
         "loss": cpu_state(parts.loss),
         "optimizer": _to_cpu(parts.optimizer.state_dict()),
@@ -150,7 +151,7 @@ def restore_training(parts: CellParts, state: dict[str, Any]) -> TrainingProgres
         device = next(iter(parts.model.parameters())).device
         torch.cuda.set_rng_state(state["cuda_rng"], device)
     return TrainingProgress(state["epoch"], state["train_seconds"], state["eval_seconds"],
-                            [EpochRecord(**h) for h in state["history"]])
+                            [Epoch.from_dict(h) for h in state["history"]])
 
 
 def state_saver(policy: CheckpointPolicy, epochs: int, config: dict[str, Any], report: ProgressFn) -> StateFn:

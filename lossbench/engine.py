@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -24,7 +24,7 @@ from torch import nn
 
 from lossbench.device import EngineOptions, Normalizer, autocast, peak_memory_mb, synchronize
 from lossbench.evaluate import EpochEvaluation, Evaluator, evaluator_for
-from lossbench.record import Status
+from lossbench.record import Epoch, Status
 
 if TYPE_CHECKING:  # types only: importing these packages would import their registries
     from lossbench.data.base import ImageData
@@ -56,43 +56,12 @@ class CellParts:
 
 
 @dataclass
-class EpochRecord:
-    """What one epoch measured. Losses in nats per sample; accuracies in [0, 1]; time in seconds.
-
-    The test (and validation) fields are None in an epoch that was not evaluated (`train.eval_every`)."""
-
-    epoch: int
-    train_loss: float
-    train_acc: float | None
-    #: None when the test split is not evaluated (a tuning trial).
-    test_loss: float | None
-    test_acc: float | None
-    test_top5: float | None
-    lr: float
-    #: Seconds of the whole epoch: training, its evaluation and the bookkeeping between them.
-    epoch_s: float
-    #: Seconds of training in this epoch, evaluation excluded (the device synchronized before and after).
-    train_s: float | None = None
-    #: Seconds of this epoch's evaluation on the test (and validation) split; 0 when it was not evaluated.
-    eval_s: float | None = None
-    penalty: float | None = None
-    #: The penalty's share of the training objective, penalty / (train_loss + penalty); None without a penalty.
-    penalty_share: float | None = None
-    val_acc: float | None = None
-    val_loss: float | None = None
-    val_top5: float | None = None
-    #: Validation NLL of the head's class probabilities (nats per sample) and ECE (in [0, 1]).
-    val_nll: float | None = None
-    val_ece: float | None = None
-
-
-@dataclass
 class CellResult:
     """The outcome of one cell: status, final metrics, per-epoch history, timings and notes."""
 
     status: Status
     metrics: dict[str, Any] = field(default_factory=dict)
-    history: list[EpochRecord] = field(default_factory=list)
+    history: list[Epoch] = field(default_factory=list)
     timing: dict[str, float] = field(default_factory=dict)
     #: The sizes the cell trained and was tested on: train (after its scenario), val and test image counts,
     #: classes, and image_size as [channels, height, width].
@@ -113,12 +82,12 @@ class TrainingProgress:
     epoch: int
     train_seconds: float
     eval_seconds: float
-    history: list[EpochRecord]
+    history: list[Epoch]
 
 
 ProgressFn = Callable[[str, dict[str, Any]], None]
 #: Asked after each epoch's record; True ends training there (a tuning trial its pruner stops), status `done`.
-StopFn = Callable[[EpochRecord], bool]
+StopFn = Callable[[Epoch], bool]
 #: Called after every epoch with the cell's parts and progress (before the epoch is announced); whoever passes it
 #: decides which epochs to save (checkpoint.py captures the state).
 StateFn = Callable[[CellParts, TrainingProgress], None]
@@ -270,7 +239,7 @@ class _Member:
         if self.run.save_state is not None:
             self.run.save_state(self.parts, TrainingProgress(epoch, self.train_seconds, self.eval_seconds,
                                                              list(self.result.history)))
-        report("epoch", asdict(record))
+        report("epoch", record.to_dict())
         # Asked after the last epoch too, so that a trial's study holds every epoch's figure.
         if self.run.should_stop is not None and self.run.should_stop(record) and epoch < self.recipe.epochs:
             self.active = False
@@ -365,10 +334,10 @@ def timed_evaluation(evaluator: Evaluator, model: nn.Module, evaluate: bool) -> 
 
 
 def epoch_record(epoch: int, train_loss: float, train_acc: float | None, evaluation: EpochEvaluation | None,
-                 lr: float, t0: float, train_s: float, penalty: float | None, eval_s: float = 0.0) -> EpochRecord:
+                 lr: float, t0: float, train_s: float, penalty: float | None, eval_s: float = 0.0) -> Epoch:
     """One epoch's record; `t0` is the epoch's start (perf_counter), so epoch_s includes the evaluation.
     `evaluation` is None for an epoch that was not evaluated."""
-    record = EpochRecord(
+    record = Epoch(
         epoch=epoch,
         train_loss=train_loss,
         train_acc=train_acc,
@@ -409,7 +378,7 @@ def finish_result(result: CellResult, model: nn.Module, evaluator: Evaluator, n:
     }
     if result.status == "done" and not evaluator.evaluate_test:
         # A tuning trial: its last epoch's validation figures are its result; nothing is measured on test.
-        last = asdict(result.history[-1]) if result.history else {}
+        last = result.history[-1].to_dict() if result.history else {}
         result.metrics.update({k: v for k, v in last.items() if k.startswith("val_") and v is not None})
     elif result.status == "done":
         t_eval = time.perf_counter()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from lossbench.checkpoint import (
@@ -24,7 +24,7 @@ from lossbench.engine import CellResult, CellRun, ProgressFn, TrainingProgress, 
 from lossbench.environment import environment
 from lossbench.grid import Cell
 from lossbench.machine import MachineSample, load_block
-from lossbench.record import CellRecord, DataSizes, Environment, Epoch, MachineLoad, Metrics, Timings
+from lossbench.record import CellRecord, DataSizes, Environment, MachineLoad, Metrics, Timings
 from lossbench.run_clock import utc_now
 from lossbench.shift.evaluate import ShiftPlan
 from lossbench.threads import ThreadChoice, ThreadSetting, apply_threads, choose_threads
@@ -225,7 +225,7 @@ def _record(cell: Cell, job: Job, result: CellResult, precision: str, env: dict[
         traceback=result.traceback,
         notes=result.notes,
         metrics=Metrics.from_dict(result.metrics),
-        history=[Epoch.from_dict(asdict(h)) for h in result.history],
+        history=list(result.history),
         weights=_final_weights(cell, job, result),
         timing=Timings.from_dict(result.timing),
         data=DataSizes.from_dict(result.data),

@@ -269,8 +269,10 @@ class Environment(Block):
 
 @dataclass
 class Epoch(Block):
-    """One epoch of a cell's history (engine.EpochRecord). Losses in nats per sample, accuracies in [0, 1],
-    times in seconds; the test and validation figures are None in an epoch that was not evaluated."""
+    """What one epoch measured, as the training loop reports it and a cell's history keeps it. Losses in nats
+    per sample; accuracies in [0, 1]; times in seconds. The test (and validation) fields are None in an epoch that
+    was not evaluated (`train.eval_every`), the test ones in every epoch of a tuning trial (it never reads the
+    test split)."""
 
     WRITES_NONE: ClassVar[bool] = True
 
@@ -281,14 +283,19 @@ class Epoch(Block):
     test_acc: float | None = None
     test_top5: float | None = None
     lr: float | None = None
+    #: The whole epoch: training, its evaluation and the bookkeeping between them.
     epoch_s: float | None = None
+    #: Training in this epoch, evaluation excluded (the device synchronized before and after).
     train_s: float | None = None
+    #: This epoch's evaluation on the test (and validation) split; 0 when it was not evaluated.
     eval_s: float | None = None
     penalty: float | None = None
+    #: The penalty's share of the training objective, penalty / (train_loss + penalty); None without a penalty.
     penalty_share: float | None = None
     val_acc: float | None = None
     val_loss: float | None = None
     val_top5: float | None = None
+    #: Validation NLL of the head's class probabilities (nats per sample) and ECE (in [0, 1]).
     val_nll: float | None = None
     val_ece: float | None = None
 

@@ -35,14 +35,13 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from optuna.trial import FrozenTrial, TrialState
 
 from lossbench.analysis.measures import measure
-from lossbench.grid import Cell, TrialLink
-from lossbench.record import CellRecord
 from lossbench.atomic_write import atomic_write_text
+from lossbench.grid import Cell, TrialLink
+from lossbench.record import CellRecord, Epoch
 from lossbench.tuning_space import cell_paths, grid_cell_id, tuning_seeds, with_values
 
 if TYPE_CHECKING:
     from lossbench.config.tune_schema import ParamRange, TuneConfig
-    from lossbench.engine import EpochRecord
 
 STUDY_FILE = "tuning.db"
 CSV_FILE = "tuning.csv"
@@ -113,7 +112,7 @@ def distribution(spec: ParamRange) -> BaseDistribution:
     return FloatDistribution(float(spec.low), float(spec.high), log=spec.log)
 
 
-def epoch_reporter(link: TrialLink) -> Callable[[EpochRecord], bool] | None:
+def epoch_reporter(link: TrialLink) -> Callable[[Epoch], bool] | None:
     """For the process that trains a trial: report the metric after each epoch; True when the pruner stops it.
 
     None without a pruner (nothing is reported: the trial's record carries its history)."""
@@ -123,7 +122,7 @@ def epoch_reporter(link: TrialLink) -> Callable[[EpochRecord], bool] | None:
                               pruner=make_pruner(link.pruner, link.epochs))
     trial = optuna.trial.Trial(study, link.trial_id)
 
-    def should_stop(record: EpochRecord) -> bool:
+    def should_stop(record: Epoch) -> bool:
         value = getattr(record, link.metric)
         if value is None or not math.isfinite(value):
             return False

@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +70,7 @@ def small(digits: ImageData) -> ImageData:
 
 def comparable(result: CellResult) -> dict[str, Any]:
     """What must be identical: status, metrics and history, timings left out."""
-    history = [{k: v for k, v in asdict(h).items() if k not in TIMINGS} for h in result.history]
+    history = [{k: v for k, v in h.to_dict().items() if k not in TIMINGS} for h in result.history]
     return {"status": result.status, "metrics": result.metrics, "history": history, "notes": result.notes}
 
 

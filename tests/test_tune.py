@@ -297,10 +297,9 @@ def test_sigkill_mid_tuning_then_resume(write_suite, tmp_path: Path, cli_env: di
 
 
 def _record(epoch: int, val_acc: float) -> Any:
-    from lossbench.engine import EpochRecord
+    from lossbench.record import Epoch
 
-    return EpochRecord(epoch=epoch, train_loss=1.0, train_acc=None, test_loss=None, test_acc=None, test_top5=None,
-                       lr=0.1, epoch_s=0.0, val_acc=val_acc)
+    return Epoch(epoch=epoch, train_loss=1.0, lr=0.1, epoch_s=0.0, val_acc=val_acc)
 
 
 @pytest.mark.parametrize("pruner", ["median", "hyperband"])
