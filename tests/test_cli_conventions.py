@@ -51,9 +51,12 @@ def test_usage_names_the_arguments() -> None:
     assert "Usage: lossbench list [OPTIONS] [KIND]" in help_text("list")
 
 
-def test_completion_can_be_installed() -> None:
+def test_completion_can_be_installed(monkeypatch: pytest.MonkeyPatch) -> None:
     text = help_text()
     assert "--install-completion" in text and "--show-completion" in text
+    # Typer asks the process tree which shell it runs in; a test run started without one (in the background, by a
+    # scheduler) has none, so the shell is pinned to the one this test asks for.
+    monkeypatch.setattr("typer.completion._get_shell_name", lambda: "bash")
     script = runner.invoke(app, ["--show-completion", "bash"])  # what --install-completion would add to ~/.bashrc
     assert script.exit_code == 0 and "_LOSSBENCH_COMPLETE=complete_bash" in script.output
 
