@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import REPO, TINY_SUITE
+from conftest import TINY_SUITE
 from lossbench import runner
 from lossbench.suite import load_suite
 from lossbench.errors import ConfigError
@@ -127,16 +125,19 @@ def test_train_threads_in_a_suite_is_validated(write_suite) -> None:
     assert "train.threads" in err.value.render()
 
 
-def test_threads_option_of_the_cli(write_suite, tmp_path: Path, cli_env: dict[str, str]) -> None:
+def test_threads_option_of_the_cli(write_suite, tmp_path: Path, cache_dir: Path) -> None:
+    from typer.testing import CliRunner
+
+    from lossbench.cli import app
+
+    # In this process: one thread is what the conftest gives torch here already.
     suite = write_suite()
-    bad = subprocess.run([sys.executable, "-m", "lossbench", "run", str(suite), "--threads", "atuo",
-                          "--out", str(tmp_path / "bad")], capture_output=True, text=True, env=cli_env, cwd=REPO)
-    assert bad.returncode == 2
-    assert "--threads 'atuo'" in bad.stderr and "did you mean 'auto'" in bad.stderr
+    bad = CliRunner().invoke(app, ["run", str(suite), "--threads", "atuo", "--out", str(tmp_path / "bad")])
+    assert bad.exit_code == 2
+    assert "--threads 'atuo'" in bad.output and "did you mean 'auto'" in bad.output
     assert not (tmp_path / "bad").exists()
-    ok = subprocess.run([sys.executable, "-m", "lossbench", "run", str(suite), "--threads", "1", "--no-report",
-                         "--plain", "--out", str(tmp_path / "ok")], capture_output=True, text=True, env=cli_env,
-                        cwd=REPO)
-    assert ok.returncode == 0, ok.stderr
+    ok = CliRunner().invoke(app, ["run", str(suite), "--threads", "1", "--no-report", "--plain", "--out",
+                                  str(tmp_path / "ok"), "--cache-dir", str(cache_dir)])
+    assert ok.exit_code == 0, ok.output
     records = [json.loads(p.read_text()) for p in (tmp_path / "ok" / "cells").glob("*.json")]
     assert len(records) == 4 and {(r["env"]["threads"], r["env"]["thread_policy"]) for r in records} == {(1, "fixed")}
