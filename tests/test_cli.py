@@ -124,7 +124,8 @@ def test_list_unknown_kind_suggests() -> None:
 def test_run_writes_results_skips_on_rerun_and_forces(write_suite, tmp_path: Path, cache_dir: Path) -> None:
     suite = write_suite(TINY_SUITE.replace("augmentation: [none, crop]", "augmentation: [none]"))
     out = tmp_path / "out"
-    args = ["run", str(suite), "--out", str(out), "--cache-dir", str(cache_dir), "--epochs", "1"]
+    # No report: test_report.py's test_run_writes_the_report_unless_told_not_to checks the one a run writes.
+    args = ["run", str(suite), "--out", str(out), "--cache-dir", str(cache_dir), "--epochs", "1", "--no-report"]
     first = invoke(*args)
     assert first.exit_code == 0, first.output
     files = sorted((out / "cells").glob("*.json"))
