@@ -19,7 +19,7 @@ from lossbench.components import build_cell
 from lossbench.config.schema import Suite
 from lossbench.data import ImageData
 from lossbench.data.request import DataRequest
-from lossbench.device import EngineOptions, resolve_device, resolve_precision
+from lossbench.device import EngineOptions, engine_options
 from lossbench.engine import CellResult, CellRun, ProgressFn, TrainingProgress, train
 from lossbench.environment import environment
 from lossbench.grid import Cell
@@ -52,14 +52,8 @@ class EngineSettings:
                    CheckpointPolicy(t.checkpoint.every, t.checkpoint.keep))
 
     def options(self) -> EngineOptions:
-        device = resolve_device(self.device)
-        return EngineOptions(
-            device=device,
-            precision=resolve_precision(self.precision, device),
-            # Measured faster on CPU as well (docs/performance.md); MPS is left in the default layout.
-            channels_last=device.type in ("cuda", "cpu"),
-            compile=self.compile,
-        )
+        """The options the cells run with on this machine (device.engine_options)."""
+        return engine_options(self.device, self.precision, self.compile)
 
 
 @dataclass(frozen=True)

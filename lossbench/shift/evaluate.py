@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lossbench.device import Normalizer, autocast
+from lossbench.device import Normalizer, autocast, engine_options
 from lossbench.metrics import expected_calibration_error, predicted_class
 from lossbench.record import Metrics, ShiftBlock
 from lossbench.shift.corruptions import CORRUPTIONS
@@ -307,14 +307,13 @@ def evaluate_directory(results_dir: Path, suite: Suite, cache_dir: Path,
     Cells whose data differs from the suite's dataset, or without a final checkpoint, are skipped and listed."""
     from lossbench.checkpoint import CheckpointError, checkpoint_path, load_final
     from lossbench.data.request import DataRequest
-    from lossbench.execution import EngineSettings
     from lossbench.store import ResultsStore
 
     plan = ShiftPlan.from_suite(suite, cache_dir)
     assert plan is not None
     request = DataRequest.from_suite(suite, cache_dir)
     identity = request.identity()
-    options = EngineSettings.from_suite(suite).options()
+    options = engine_options(suite.train.device, suite.train.precision, suite.train.compile)
     store = ResultsStore(results_dir)
     summary = EvaluateSummary()
     with store:
