@@ -312,7 +312,8 @@ def test_data_that_cannot_be_loaded_on_the_workers_fails_every_cell(cluster: Any
                                                                     tmp_path: Path) -> None:
     plan = runner.plan(load_suite(suite_file), Path("unused"), check_device=False)
     missing = tmp_path / "not-here.tar.gz"
-    job = dataclasses.replace(plan.job, data=dataclasses.replace(plan.job.data, name="cifar10", root=str(missing)))
+    dataset = plan.job.data.dataset.model_copy(update={"name": "cifar10", "root": str(missing)})
+    job = dataclasses.replace(plan.job, data=dataclasses.replace(plan.job.data, dataset=dataset))
     display = Recorder()
     display.run(RayExecutor(data="worker_cache"), plan.cells[:2], job)
     assert len(display.records) == 2
