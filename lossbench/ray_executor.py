@@ -93,7 +93,8 @@ class RayExecutor(HeldBetweenCalls):
     module docs); `local_data` is an already loaded dataset to put into the object store instead of loading it on
     the driver. `max_retries` is how often Ray reruns a cell whose worker or node was lost.
 
-    It is an `execution.Executor` by its shape (this module does not import the engine's, see below).
+    It implements `execution.Executor` without subclassing it: this module imports neither torch nor the engine
+    at the top (see below).
     """
 
     #: How many cells train at once is the cluster's to decide from its free resources; the run counts one (its

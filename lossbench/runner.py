@@ -3,8 +3,10 @@
 `plan()` expands the grid and finds the cells without a final result; an executor trains them and hands each
 record back as it finishes; the runner writes it at once (so a killed run loses only the cells in flight) and
 adds its row to results.csv, at the same cost for the first cell as for the 100,000th: the directory is read once,
-when the run is planned, and everything after works from memory. Executors are interchangeable: `LocalExecutor`
-trains one cell after another in this process; others run several at once. All of them call `execute_cell`, the same pure function.
+when the run is planned, and everything after works from memory. Executors are interchangeable (the `Executor`
+protocol of execution.py): `LocalExecutor` trains one cell after another in this process; others run several at
+once. All of them call `execute_cell`, the same pure function. A suite with `tune:` is tuned first (tune.py), its
+rounds of trials trained by the same executor.
 """
 
 from __future__ import annotations
