@@ -13,8 +13,6 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-import pandas as pd
-
 from lossbench.analysis.adaptive_seeds import PointDecision, SeedRule, decide
 from lossbench.analysis.baseline import point_baselines
 from lossbench.config.schema import AdaptiveSeeds, Suite
@@ -49,6 +47,9 @@ class SeedRounds:
     _by_point: dict[tuple[str, int], Cell] = field(init=False)
 
     def __post_init__(self) -> None:
+        # pandas loads here, not at import: `validate` runs this module's seed-target check and must start fast.
+        import pandas as pd
+
         self.rule = SeedRule.for_target(self.seeds.min, self.seeds.max, self.seeds.target.metric,
                                         self.seeds.target.half_width)
         points = pd.DataFrame([{"label": c.label, **c.axes} for c in self.cells if c.seed == 0])

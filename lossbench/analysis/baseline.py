@@ -5,10 +5,14 @@ it, so both read it here. Cells are named by their labels (`loss | regularizer |
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pandas as pd
 
 from lossbench.errors import ConfigError, Location, did_you_mean
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 #: The default baseline: plain cross-entropy, no regularizer, no augmentation (label `cross_entropy | none | none`).
 DEFAULT_BASELINE = {"loss": "cross_entropy", "regularizer": "none", "augmentation": "none"}
@@ -87,6 +91,8 @@ def point_baselines(points: pd.DataFrame, axes: list[str], requested: str | None
                               location=Location(path="seeds.baseline"), value=requested, allowed=labels,
                               suggestion=did_you_mean(wanted, labels))
     else:
+        import pandas as pd  # here, not at import: `validate` imports this module and must start fast
+
         is_default = pd.Series(True, index=points.index)
         for axis, level in DEFAULT_BASELINE.items():
             is_default &= points[axis] == level
