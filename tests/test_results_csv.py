@@ -8,6 +8,7 @@ import io
 import os
 import random
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -121,8 +122,23 @@ class SyntheticExecutor(Executor):
             on_result(cell, failed_record(cell, job, "ValueError: boom", "") if failing else _done(cell, job))
 
 
-def _run_in_child(suite_path: Path, out: Path, first_run: bool) -> int:
-    """Fork a process that runs the suite with SyntheticExecutor; returns its pid."""
+def _kill_self_after(cells_dir: Path, written: int, seed: int) -> None:
+    """In the child: a thread that SIGKILLs this process once `written` cell files exist. It counts from inside
+    the process, so a loaded machine cannot let the run get far past the point before the kill lands: the thread
+    runs every few milliseconds of the run's own CPU time (the interpreter's switch interval)."""
+    rng = random.Random(seed)
+
+    def watch() -> None:
+        while (len(os.listdir(cells_dir)) if cells_dir.is_dir() else 0) < written:
+            time.sleep(0.0005 * rng.random())
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _run_in_child(suite_path: Path, out: Path, first_run: bool, kill_at: int | None = None) -> int:
+    """Fork a process that runs the suite with SyntheticExecutor, SIGKILLed by itself once `kill_at` cell files
+    exist (when given); returns its pid."""
     pid = os.fork()
     if pid == 0:  # the child: never returns into pytest
         code = 1
@@ -130,6 +146,8 @@ def _run_in_child(suite_path: Path, out: Path, first_run: bool) -> int:
             from lossbench import runner
             from lossbench.suite import load_suite
 
+            if kill_at is not None:
+                _kill_self_after(out / "cells", kill_at, seed=kill_at)
             # Rewrite the CSV often, so that kills also land in and around the rewrites.
             ResultsCsv.__init__.__kwdefaults__["min_interval_s"] = 0.02
             runner.run(runner.plan(load_suite(suite_path), out), executor=SyntheticExecutor(first_run))
@@ -150,18 +168,11 @@ def test_sigkill_at_random_points_never_leaves_a_bad_results_csv(tmp_path: Path)
         done_before = len(os.listdir(cells_dir)) if cells_dir.is_dir() else 0
         if done_before >= total - 10:
             break
-        # Kill once the run has written `target` cell files: a random point of the run, whatever the speed.
+        # Killed once the run has written `target` cell files: a random point of the run, whatever the speed.
         target = rng.randrange(done_before + 1, total)
-        pid = _run_in_child(suite_path, out, first_run=attempt == 0)
-        while True:
-            written = len(os.listdir(cells_dir)) if cells_dir.is_dir() else 0
-            ended, _ = os.waitpid(pid, os.WNOHANG)
-            if ended or written >= target:
-                break
-            time.sleep(0.0005 * rng.random())
-        if not ended:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
+        pid = _run_in_child(suite_path, out, first_run=attempt == 0, kill_at=target)
+        _, status = os.waitpid(pid, 0)
+        if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL:
             kills += 1
         files = {p.stem: p for p in cells_dir.glob("*.json")}
         if (out / "results.csv").exists():
