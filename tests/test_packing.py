@@ -5,8 +5,6 @@ tolerance; cells that cannot be packed train alone; bad --pack values are refuse
 from __future__ import annotations
 
 import copy
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -100,15 +98,17 @@ def test_cells_that_cannot_be_packed_train_alone(write_suite, digits) -> None:
     assert group_cells(cells, 1, options, digits) == [[c] for c in cells]
 
 
-def test_bad_pack_values_are_refused_before_anything_trains(write_suite, tmp_path: Path,
-                                                           cli_env: dict[str, str]) -> None:
+def test_bad_pack_values_are_refused_before_anything_trains(write_suite, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from lossbench.cli import app
+
     suite = write_suite()
     for args, message in ((["--pack", "0"], "--pack 0"), (["--pack", "2", "--jobs", "2"], "does not combine")):
         out = tmp_path / "out"
-        done = subprocess.run([sys.executable, "-m", "lossbench", "run", str(suite), "--out", str(out), *args],
-                              capture_output=True, text=True, env=cli_env, cwd=REPO)
-        assert done.returncode == 2, done.stderr
-        assert message in done.stderr
+        done = CliRunner().invoke(app, ["run", str(suite), "--out", str(out), *args])
+        assert done.exit_code == 2, done.output
+        assert message in done.output
         assert not out.exists()
 
 
