@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 #: Confidence level of every interval in the report.
 CONFIDENCE = 0.95
@@ -79,6 +78,8 @@ def t_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> Inter
     if n == 1:
         return Interval(1, mean, None, None, None)
     std = float(x.std(ddof=1))
+    from scipy import stats  # here, not at import: `validate` loads this module and scipy costs it ~1 s
+
     half = float(stats.t.ppf((1 + confidence) / 2, n - 1)) * std / math.sqrt(n)
     return Interval(n, mean, std, mean - half, mean + half)
 
@@ -124,6 +125,8 @@ def paired_t(a: Sequence[float], b: Sequence[float], confidence: float = CONFIDE
             return PairedTest(n, 0.0, 0.0, 0.0, None, None, f"identical on all {n} seeds")
         return PairedTest(n, mean, mean, mean, None, None, f"the difference is the same on all {n} seeds, so the "
                           "seed-to-seed spread is zero and a t-test is undefined")
+    from scipy import stats  # as in t_interval: loaded when a test is computed
+
     result = stats.ttest_rel(x, y)
     ci = result.confidence_interval(confidence_level=confidence)
     return PairedTest(n, mean, float(ci.low), float(ci.high), float(result.statistic), float(result.pvalue))
