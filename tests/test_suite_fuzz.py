@@ -533,15 +533,21 @@ def _assert_refused(name: str, code: int, output: str, work: Path, data: Path, b
     return context
 
 
-@pytest.mark.parametrize("make", HOSTILE, ids=[m.__name__ for m in HOSTILE])
-def test_hostile_input_in_process(make: Callable[[Path], list[str]], tmp_path: Path,
-                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def _hostile_case(make: Callable[[Path], list[str]], tmp_path: Path) -> tuple[Path, Path, list[str], dict[str, float]]:
+    """An empty working directory, the case's data directory with its files made, the command's arguments, and a
+    snapshot of the data to show that the refused command changed nothing."""
     work = tmp_path / "cwd"
     work.mkdir()
     data = tmp_path / "data"
     data.mkdir()
     args = make(data)
-    before = _snapshot(data)
+    return work, data, args, _snapshot(data)
+
+
+@pytest.mark.parametrize("make", HOSTILE, ids=[m.__name__ for m in HOSTILE])
+def test_hostile_input_in_process(make: Callable[[Path], list[str]], tmp_path: Path,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    work, data, args, before = _hostile_case(make, tmp_path)
     monkeypatch.chdir(work)
     monkeypatch.setenv("COLUMNS", "200")
     with no_hang(_HANG_GUARD_S):
@@ -554,12 +560,7 @@ def test_hostile_input_in_process(make: Callable[[Path], list[str]], tmp_path: P
                                                else pytest.mark.slow) for m in HOSTILE])
 def test_hostile_input(make: Callable[[Path], list[str]], tmp_path: Path,
                        valid_peak_rss: Callable[[], int]) -> None:
-    work = tmp_path / "cwd"
-    work.mkdir()
-    data = tmp_path / "data"
-    data.mkdir()
-    args = make(data)
-    before = _snapshot(data)
+    work, data, args, before = _hostile_case(make, tmp_path)
     code, output, rss, cpu = _run_measured(args, work)
     context = _assert_refused(make.__name__, code, output, work, data, before)
     if rss >= MAX_RSS_BYTES:  # the bound is max(MAX_RSS_BYTES, valid + MAX_RSS_ABOVE_VALID)
