@@ -97,7 +97,8 @@ StateFn = Callable[[CellParts, TrainingProgress], None]
 StepOutput = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]
 
 
-def _quiet(event: str, info: dict[str, Any]) -> None:
+def quiet(event: str, info: dict[str, Any]) -> None:
+    """The progress function of a cell nobody watches."""
     return None
 
 
@@ -108,7 +109,7 @@ class CellRun:
 
     cell: Cell
     parts: CellParts
-    progress: ProgressFn = _quiet
+    progress: ProgressFn = quiet
     should_stop: StopFn | None = None
     #: Continue after this point; the parts are already restored to it (checkpoint.restore_training).
     resume: TrainingProgress | None = None

@@ -20,13 +20,13 @@ from lossbench.config.schema import Suite
 from lossbench.data import ImageData
 from lossbench.data.request import DataRequest
 from lossbench.device import EngineOptions, engine_options
-from lossbench.engine import CellResult, CellRun, ProgressFn, TrainingProgress, train
+from lossbench.engine import CellResult, CellRun, ProgressFn, TrainingProgress, quiet, train
 from lossbench.environment import environment
 from lossbench.grid import Cell
 from lossbench.machine import MachineSample, load_block
 from lossbench.record import CellRecord, DataSizes, Environment, MachineLoad, Metrics, Timings
 from lossbench.run_clock import utc_now
-from lossbench.shift.evaluate import ShiftPlan
+from lossbench.shift.evaluate import ShiftPlan, score_into
 from lossbench.threads import ThreadChoice, ThreadSetting, apply_threads, choose_threads
 
 
@@ -80,7 +80,7 @@ def train_cell(cell: Cell, data: ImageData, options: EngineOptions, progress: Pr
     that `checkpoint` asks for are sent as `checkpoint` events, {"epoch": N, "state": file bytes}, for the process
     that writes the results directory.
     """
-    report = progress or (lambda event, info: None)
+    report = progress or quiet
     try:
         should_stop = None
         if cell.trial is not None:
@@ -109,8 +109,6 @@ def train_cell(cell: Cell, data: ImageData, options: EngineOptions, progress: Pr
             # The timings of a resumed cell add up the runs that trained it.
             result.timing["resumed_after_epoch"] = start.epoch
         if shift is not None and result.status == "done":
-            from lossbench.shift.evaluate import score_into
-
             score_into(result.metrics, result.notes, shift, parts.model, parts.loss, data, options,
                        cell.recipe.eval_batch_size)
         return result

@@ -37,7 +37,8 @@ from torch.func import functional_call, vmap
 
 from lossbench.components import build_cell, build_loss, build_regularizers
 from lossbench.device import EngineOptions, autocast
-from lossbench.engine import CellParts, CellResult, CellRun, ProgressFn, StepOutput, objective, train_together
+from lossbench.engine import (CellParts, CellResult, CellRun, ProgressFn, StepOutput, objective, quiet,
+                              train_together)
 from lossbench.grid import Cell
 
 if TYPE_CHECKING:
@@ -154,7 +155,7 @@ def train_pack(cells: list[Cell], data: ImageData, options: EngineOptions,
                progress: list[ProgressFn] | None = None) -> list[CellResult]:
     """Train `cells` (of one `pack_key`, none rejected by `why_not_packable`) as one batched model; one result per
     cell, in order. An exception fails every cell of the pack, with its traceback."""
-    progress = progress or [lambda event, info: None] * len(cells)
+    progress = progress or [quiet] * len(cells)
     try:
         runs = [CellRun(cell, build_cell(cell, data, options), report) for cell, report in zip(cells, progress)]
         return train_together(runs, options, PackedModels(runs[0].parts.model))
